@@ -1,0 +1,46 @@
+//! Reading run records directly with polars, without the analysis crate: train two short runs on
+//! the embedded digits, then compute the share of dead neurons (max_pre ≤ 0 on the probe set)
+//! per activation, layer and epoch from neurons.parquet.
+//!
+//! Run: `cargo run --release --example analyze_with_polars`
+
+use necrosis::config::{RunConfig, Schedule};
+use necrosis::data::{self, DatasetKind, DatasetSpec};
+use necrosis::optim::OptimizerConfig;
+use necrosis::train::{self, RunOptions};
+use polars::prelude::*;
+
+fn main() -> anyhow::Result<()> {
+    let spec = DatasetSpec::new(DatasetKind::Digits);
+    let dataset = data::load(&spec)?;
+    let sweep = tempfile::tempdir()?;
+    let mut frames = Vec::new();
+    for activation in ["relu", "relu-softsign"] {
+        let config = RunConfig {
+            dataset: spec.clone(),
+            train_limit: None,
+            arch: "lenet".into(),
+            activation: activation.into(),
+            seed: 0,
+            optimizer: OptimizerConfig::sgd(),
+            lr: 0.1,
+            schedule: Schedule::Constant,
+            batch_size: 64,
+            epochs: 3,
+            probe_size: None,
+        };
+        let run_dir = sweep.path().join(config.run_id());
+        train::run(&dataset, &config, &run_dir, RunOptions::default())?;
+        let path = run_dir.join("neurons.parquet");
+        let frame = LazyFrame::scan_parquet(PlRefPath::try_from_path(&path)?, Default::default())?
+            .with_column(lit(activation).alias("activation"));
+        frames.push(frame);
+    }
+    let dead = concat(frames, UnionArgs::default())?
+        .group_by([col("activation"), col("layer_name"), col("epoch")])
+        .agg([col("max_pre").lt_eq(lit(0.0)).cast(DataType::Float64).mean().alias("dead_frac")])
+        .sort(["activation", "layer_name", "epoch"], Default::default())
+        .collect()?;
+    println!("{dead}");
+    Ok(())
+}

@@ -1,0 +1,359 @@
+//! The `necrosis-report` command line: argument definitions (clap) and the translation of
+//! flags into sweep plans and analysis options. `main.rs` only calls [`main_with_args`].
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::activation::{activation_by_name, builtin_names};
+use crate::config::{RunConfig, Schedule};
+use crate::data::{DatasetKind, DatasetSpec};
+use crate::optim::OptimizerConfig;
+use crate::sweep::{self, SweepPlan, SweepSummary};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "necrosis-report",
+    version,
+    about = "Train CNNs with different activations, record what every neuron does each epoch, and report which activation keeps neurons alive and converges faster."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a sweep (activations × learning rates × seeds) and write its report.
+    #[command(after_help = "Examples:\n  necrosis-report run                      # demo sweep on the embedded digits\n  necrosis-report run --dataset mnist --data-dir ../shared/data/mnist \\\n      --activations relu,relu-softsign --seeds 2 --epochs 3 --train-limit 10000")]
+    Run(RunArgs),
+    /// Continue interrupted runs: DIR is a run directory or a sweep folder.
+    #[command(after_help = "Example:\n  necrosis-report resume runs/digits")]
+    Resume {
+        dir: PathBuf,
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Analyse run directories or sweep folders and write a report (HTML, Markdown, figures, tables).
+    #[command(after_help = "Example:\n  necrosis-report analyze runs/mnist --out reports/mnist --baseline relu --target-acc 0.98")]
+    Analyze(AnalyzeArgs),
+    /// Print a terminal summary of one run.
+    #[command(after_help = "Example:\n  necrosis-report inspect runs/digits/digits-relu-lr0.1-s0")]
+    Inspect { run: PathBuf },
+    /// Draw each activation function and its derivative (the study's figure) into DIR.
+    #[command(after_help = "Example:\n  necrosis-report activations --out figures/")]
+    Activations {
+        #[arg(long)]
+        out: PathBuf,
+        /// Comma list of activations to draw (default: all built-ins).
+        #[arg(long, value_delimiter = ',')]
+        names: Vec<String>,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// digits (embedded), mnist, fashion-mnist, idx, cifar10, cifar100, folder, synthetic.
+    #[arg(long, default_value = "digits")]
+    pub dataset: String,
+    /// Folder with the dataset's files (all datasets but digits and synthetic).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Comma list of activation names.
+    #[arg(long, value_delimiter = ',', default_value = "relu,softplus,softsign,relu-softplus,relu-softsign")]
+    pub activations: Vec<String>,
+    /// Number of seeds (0..N); ignored when --seed-list is given.
+    #[arg(long, default_value_t = 3)]
+    pub seeds: u64,
+    /// Explicit comma list of seeds.
+    #[arg(long, value_delimiter = ',')]
+    pub seed_list: Vec<u64>,
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Learning rate; a comma list is a sweep factor.
+    #[arg(long, value_delimiter = ',', default_value = "0.05")]
+    pub lr: Vec<f32>,
+    /// sgd (momentum 0.9) or adam.
+    #[arg(long, default_value = "sgd")]
+    pub optimizer: String,
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f32,
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f32,
+    /// constant, cosine, or step:EVERY:GAMMA.
+    #[arg(long, default_value = "constant")]
+    pub schedule: String,
+    /// lenet, cifar, or a spec like conv:32:3,act,pool:2,fc:128,act,fc:10.
+    #[arg(long, default_value = "lenet")]
+    pub arch: String,
+    /// Probe samples (default 2048, or the whole training split if smaller).
+    #[arg(long)]
+    pub probe_size: Option<usize>,
+    /// Use only the first N training samples.
+    #[arg(long)]
+    pub train_limit: Option<usize>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    #[arg(long, default_value = "runs")]
+    pub out: PathBuf,
+    /// Sweep name (default: the dataset's name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// folder: image side after resizing; synthetic: image side.
+    #[arg(long)]
+    pub image_size: Option<usize>,
+    /// folder: load images as grey.
+    #[arg(long)]
+    pub grayscale: bool,
+    /// synthetic: training samples.
+    #[arg(long)]
+    pub synthetic_samples: Option<usize>,
+    /// Where the sweep's report goes (default: reports/<name>).
+    #[arg(long)]
+    pub report_dir: Option<PathBuf>,
+    /// Do not write a report at the end.
+    #[arg(long)]
+    pub no_report: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AnalyzeArgs {
+    /// Run directories or sweep folders.
+    #[arg(required = true)]
+    pub runs: Vec<PathBuf>,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Compare every activation against this one.
+    #[arg(long, default_value = "relu")]
+    pub baseline: String,
+    /// Compare all pairs instead of against the baseline.
+    #[arg(long)]
+    pub all_pairs: bool,
+    /// Absolute test-accuracy target for convergence speed, in [0, 1].
+    #[arg(long)]
+    pub target_acc: Option<f64>,
+    /// Epochs a neuron must stay dead before the end to count as irreversibly dead.
+    #[arg(long, default_value_t = 2)]
+    pub dead_window: usize,
+    /// Threshold of mean f'(z) below which a neuron is gradient-starved.
+    #[arg(long, default_value_t = 1e-3)]
+    pub starved_eps: f64,
+}
+
+impl RunArgs {
+    /// The sweep's runs: activations × learning rates × seeds, in that nesting order.
+    pub fn plan(&self) -> Result<SweepPlan> {
+        let kind: DatasetKind = self.dataset.parse().map_err(|e| anyhow::anyhow!("--dataset: {e}"))?;
+        if kind.needs_data_dir() && self.data_dir.is_none() {
+            bail!("--data-dir is required for --dataset {}", kind.name());
+        }
+        if let Some(dir) = &self.data_dir {
+            if !dir.is_dir() {
+                bail!("--data-dir {}: no such folder", dir.display());
+            }
+        }
+        for name in &self.activations {
+            activation_by_name(name).context("--activations")?;
+        }
+        let optimizer = match self.optimizer.as_str() {
+            "sgd" => OptimizerConfig::Sgd { momentum: self.momentum, weight_decay: self.weight_decay },
+            "adam" => OptimizerConfig::adam().with_weight_decay(self.weight_decay),
+            other => bail!("--optimizer '{other}': expected sgd or adam"),
+        };
+        if !(0.0..1.0).contains(&self.momentum) {
+            bail!("--momentum must be in [0, 1), got {}", self.momentum);
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            bail!("--weight-decay must be >= 0, got {}", self.weight_decay);
+        }
+        let schedule = Schedule::parse(&self.schedule)?;
+        let seeds: Vec<u64> = if self.seed_list.is_empty() { (0..self.seeds).collect() } else { self.seed_list.clone() };
+        if seeds.is_empty() {
+            bail!("--seeds must be at least 1");
+        }
+        let dataset = DatasetSpec {
+            kind: kind.clone(),
+            data_dir: self.data_dir.clone(),
+            image_size: self.image_size,
+            grayscale: self.grayscale,
+            synthetic_samples: self.synthetic_samples,
+        };
+        let mut runs = Vec::new();
+        for activation in &self.activations {
+            for &lr in &self.lr {
+                for &seed in &seeds {
+                    let run = RunConfig {
+                        dataset: dataset.clone(),
+                        train_limit: self.train_limit,
+                        arch: self.arch.clone(),
+                        activation: activation.clone(),
+                        seed,
+                        optimizer,
+                        lr,
+                        schedule,
+                        batch_size: self.batch_size,
+                        epochs: self.epochs,
+                        probe_size: self.probe_size,
+                    };
+                    run.validate()?;
+                    runs.push(run);
+                }
+            }
+        }
+        let name = self.name.clone().unwrap_or_else(|| kind.name().to_string());
+        sweep::check_name(&name, "--name")?;
+        Ok(SweepPlan { name, out: self.out.clone(), runs, instruments: true })
+    }
+}
+
+impl AnalyzeArgs {
+    pub fn options(&self) -> Result<necrosis_analysis::AnalyzeOptions> {
+        if let Some(t) = self.target_acc {
+            if !(0.0..=1.0).contains(&t) {
+                bail!("--target-acc must be in [0, 1], got {t}");
+            }
+        }
+        Ok(necrosis_analysis::AnalyzeOptions {
+            target_acc: self.target_acc,
+            baseline: Some(self.baseline.clone()),
+            all_pairs: self.all_pairs,
+            dead_window: self.dead_window,
+            starved_eps: self.starved_eps,
+            ..Default::default()
+        })
+    }
+}
+
+fn install_thread_pool(threads: Option<usize>) -> Result<()> {
+    if let Some(n) = threads {
+        if n == 0 {
+            bail!("--threads must be at least 1");
+        }
+        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("--threads")?;
+    }
+    Ok(())
+}
+
+/// Ctrl-C sets the flag: the current step finishes, nothing half-written remains, and the run
+/// can be resumed. A second Ctrl-C exits at once.
+fn install_interrupt() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupt: finishing the current step; completed epochs are kept");
+    });
+    stop
+}
+
+fn report_summary(summary: &SweepSummary, resume_hint: &std::path::Path) -> Result<()> {
+    if summary.interrupted {
+        eprintln!("interrupted; continue with: necrosis-report resume {}", resume_hint.display());
+        std::process::exit(130);
+    }
+    if !summary.failed.is_empty() {
+        let list: Vec<String> = summary.failed.iter().map(|(id, e)| format!("{id}: {e}")).collect();
+        bail!("{} run(s) failed:\n  {}", summary.failed.len(), list.join("\n  "));
+    }
+    Ok(())
+}
+
+/// Loads the runs under `paths` and writes their report, with figure (a) for the built-in
+/// activations among them.
+fn write_report(paths: &[PathBuf], mut options: necrosis_analysis::AnalyzeOptions, out: &std::path::Path) -> Result<()> {
+    let runs = necrosis_analysis::load_runs(paths)?;
+    let mut names: Vec<String> = runs.runs.iter().map(|r| r.activation.clone()).collect();
+    names.sort();
+    names.dedup();
+    names.retain(|n| activation_by_name(n).is_ok());
+    options.activation_curves = activation_curves(&names)?;
+    let summary = necrosis_analysis::write_report(&runs, &options, out)?;
+    println!(
+        "report: {} ({} runs analysed, {} diverged, {} skipped; {} figures, {} tables)",
+        summary.index_html.display(),
+        summary.runs_used,
+        summary.diverged,
+        summary.skipped,
+        summary.figures.len(),
+        summary.tables.len()
+    );
+    Ok(())
+}
+
+/// Sampled f and f' of each named activation, for figure (a).
+pub fn activation_curves(names: &[String]) -> Result<Vec<necrosis_analysis::ActivationCurve>> {
+    let names: Vec<String> =
+        if names.is_empty() { builtin_names().into_iter().map(String::from).collect() } else { names.to_vec() };
+    names
+        .iter()
+        .map(|name| {
+            let f = activation_by_name(name).context("--names")?;
+            let x: Vec<f64> = (0..=400).map(|i| -5.0 + i as f64 * 0.025).collect();
+            Ok(necrosis_analysis::ActivationCurve {
+                name: name.clone(),
+                f: x.iter().map(|&v| f.value(v as f32) as f64).collect(),
+                df: x.iter().map(|&v| f.derivative(v as f32) as f64).collect(),
+                x,
+            })
+        })
+        .collect()
+}
+
+/// Runs the CLI.
+pub fn main_with_args(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run(args) => {
+            install_thread_pool(args.threads)?;
+            let plan = args.plan()?;
+            let stop = install_interrupt();
+            let sweep_dir = plan.out.join(&plan.name);
+            println!("sweep '{}': {} runs into {}", plan.name, plan.runs.len(), sweep_dir.display());
+            let summary = sweep::run_sweep(&plan, stop)?;
+            println!(
+                "{} complete, {} skipped (already done), {} diverged, {} failed",
+                summary.completed.len(),
+                summary.skipped.len(),
+                summary.diverged.len(),
+                summary.failed.len()
+            );
+            report_summary(&summary, &sweep_dir)?;
+            if !args.no_report {
+                let out = args.report_dir.clone().unwrap_or_else(|| PathBuf::from("reports").join(&plan.name));
+                let options = necrosis_analysis::AnalyzeOptions { title: plan.name.clone(), ..Default::default() };
+                write_report(&[sweep_dir], options, &out)?;
+            }
+            Ok(())
+        }
+        Command::Resume { dir, threads } => {
+            install_thread_pool(threads)?;
+            let stop = install_interrupt();
+            let summary = sweep::resume(&dir, stop)?;
+            println!("{} resumed to completion, {} already done", summary.completed.len(), summary.skipped.len());
+            report_summary(&summary, &dir)
+        }
+        Command::Analyze(args) => {
+            let options = args.options()?;
+            write_report(&args.runs, options, &args.out)
+        }
+        Command::Inspect { run } => {
+            print!("{}", necrosis_analysis::inspect_run(&run)?);
+            Ok(())
+        }
+        Command::Activations { out, names } => {
+            let curves = activation_curves(&names)?;
+            let files = necrosis_analysis::plot_activation_functions(&curves, &out)?;
+            for f in files {
+                println!("{}", f.display());
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! Instruments: the [`Hook`] trait and the events the training loop emits.
+//!
+//! What is measured is kept apart from when (the loop) and how it is stored (the recorder writes
+//! rows; analysis reads them). A new statistic is a new `Hook`, not an edit to the loop: every
+//! method has an empty default, so a hook implements only the events it needs. The SPEC §2
+//! statistics are one hook, [`recorder::NeuronRecorder`]; `examples/custom_hook.rs` adds another.
+//!
+//! Array layout everywhere: `[batch, neurons, positions]` flattened, i.e. NCHW with the spatial
+//! positions of one channel contiguous; a dense site has one position.
+
+pub mod recorder;
+
+use crate::model::SiteInfo;
+
+/// Where in training an event happens.
+#[derive(Debug, Clone, Copy)]
+pub struct StepContext {
+    /// The training epoch, from 1.
+    pub epoch: usize,
+    /// Optimiser steps taken before this one.
+    pub step: u64,
+    /// Samples in this minibatch.
+    pub batch_size: usize,
+    /// Learning rate of this step.
+    pub lr: f32,
+}
+
+/// A site's values in a forward pass: pre-activations z and activations h = f(z).
+pub struct SiteForward<'a> {
+    pub info: &'a SiteInfo,
+    pub batch_size: usize,
+    pub z: &'a [f32],
+    pub h: &'a [f32],
+}
+
+/// A site's values after a backward pass.
+pub struct SiteBackward<'a> {
+    pub info: &'a SiteInfo,
+    pub batch_size: usize,
+    pub z: &'a [f32],
+    /// dL/dh, L the minibatch's mean cross-entropy.
+    pub grad_h: &'a [f32],
+    /// dL/dz = dL/dh · f'(z).
+    pub grad_z: &'a [f32],
+}
+
+/// A parameter, with its gradient when the event follows a backward pass.
+pub struct ParamView<'a> {
+    /// `<layer_name>.weight` or `<layer_name>.bias`.
+    pub name: &'a str,
+    /// `[out, in, kh, kw]`, `[out, in]` or `[out]`: row i holds the incoming weights of neuron i.
+    pub shape: &'a [usize],
+    pub value: &'a [f32],
+    pub grad: Option<&'a [f32]>,
+}
+
+/// One epoch's training and test figures (a row of epochs.parquet).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EpochSummary {
+    pub epoch: u32,
+    pub step: u64,
+    pub lr: f64,
+    pub train_loss: Option<f64>,
+    pub train_acc: Option<f64>,
+    pub test_loss: f64,
+    pub test_acc: f64,
+    pub seconds: f64,
+    pub images_per_sec: Option<f64>,
+    pub diverged: bool,
+}
+
+/// An instrument. Events arrive in this order each epoch: for every minibatch
+/// `on_batch_forward` (per site), `on_batch_backward` (per site), `on_step`; then the probe pass
+/// (`on_probe_start`, `on_probe_batch` per batch and site, `on_probe_end`); then `on_epoch_end`.
+/// The probe pass also runs once at epoch 0, before training.
+pub trait Hook {
+    /// Whether `on_batch_forward` is wanted; the loop skips the event otherwise.
+    fn wants_batch_forward(&self) -> bool {
+        true
+    }
+    /// Whether `on_batch_backward` is wanted; without any such hook, the sites keep nothing for
+    /// it and training runs at full speed.
+    fn wants_batch_backward(&self) -> bool {
+        true
+    }
+    fn on_batch_forward(&mut self, _ctx: &StepContext, _site: &SiteForward) {}
+    fn on_batch_backward(&mut self, _ctx: &StepContext, _site: &SiteBackward) {}
+    /// After the backward pass, before the optimiser changes the parameters.
+    fn on_step(&mut self, _ctx: &StepContext, _params: &[ParamView]) {}
+    fn on_probe_start(&mut self, _epoch: usize) {}
+    /// Evaluation-mode forward pass over a batch of the probe set.
+    fn on_probe_batch(&mut self, _epoch: usize, _site: &SiteForward) {}
+    /// After the probe pass, with the parameters as they are at this epoch.
+    fn on_probe_end(&mut self, _epoch: usize, _params: &[ParamView]) {}
+    fn on_epoch_end(&mut self, _summary: &EpochSummary) {}
+}
+
+/// The run's instruments: the SPEC §2 recorder (when on) and the user's hooks, behind one
+/// `Hook` that forwards every event to each member that wants it.
+pub struct HookSet {
+    pub recorder: Option<recorder::NeuronRecorder>,
+    pub others: Vec<Box<dyn Hook>>,
+}
+
+impl HookSet {
+    fn members(&mut self) -> impl Iterator<Item = &mut dyn Hook> {
+        let recorder = self.recorder.iter_mut().map(|r| r as &mut dyn Hook);
+        recorder.chain(self.others.iter_mut().map(|h| h.as_mut() as &mut dyn Hook))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.recorder.is_none() && self.others.is_empty()
+    }
+
+    /// The recorder's rows of the epochs finished since the last call (none when it is off).
+    pub fn take_neuron_rows(&mut self) -> Vec<recorder::NeuronRow> {
+        self.recorder.as_mut().map(|r| r.take_rows()).unwrap_or_default()
+    }
+}
+
+impl Hook for HookSet {
+    fn wants_batch_forward(&self) -> bool {
+        self.recorder.iter().any(|r| r.wants_batch_forward()) || self.others.iter().any(|h| h.wants_batch_forward())
+    }
+    fn wants_batch_backward(&self) -> bool {
+        self.recorder.iter().any(|r| r.wants_batch_backward()) || self.others.iter().any(|h| h.wants_batch_backward())
+    }
+    fn on_batch_forward(&mut self, ctx: &StepContext, site: &SiteForward) {
+        self.members().filter(|h| h.wants_batch_forward()).for_each(|h| h.on_batch_forward(ctx, site));
+    }
+    fn on_batch_backward(&mut self, ctx: &StepContext, site: &SiteBackward) {
+        self.members().filter(|h| h.wants_batch_backward()).for_each(|h| h.on_batch_backward(ctx, site));
+    }
+    fn on_step(&mut self, ctx: &StepContext, params: &[ParamView]) {
+        self.members().for_each(|h| h.on_step(ctx, params));
+    }
+    fn on_probe_start(&mut self, epoch: usize) {
+        self.members().for_each(|h| h.on_probe_start(epoch));
+    }
+    fn on_probe_batch(&mut self, epoch: usize, site: &SiteForward) {
+        self.members().for_each(|h| h.on_probe_batch(epoch, site));
+    }
+    fn on_probe_end(&mut self, epoch: usize, params: &[ParamView]) {
+        self.members().for_each(|h| h.on_probe_end(epoch, params));
+    }
+    fn on_epoch_end(&mut self, summary: &EpochSummary) {
+        self.members().for_each(|h| h.on_epoch_end(summary));
+    }
+}

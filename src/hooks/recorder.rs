@@ -1,0 +1,204 @@
+//! The SPEC §2 recorder: per neuron and epoch, probe statistics (evaluation-mode pass over the
+//! probe set) and training statistics (accumulated over the epoch's minibatches), one
+//! [`NeuronRow`] each, the rows of neurons.parquet.
+//!
+//! Sums are kept in f64 per neuron (f32 within one sample's positions) so that means over
+//! millions of observations stay exact to well below the precision the analysis uses.
+
+use rayon::prelude::*;
+
+use super::{Hook, ParamView, SiteBackward, SiteForward, StepContext};
+use crate::activation::Activation;
+use crate::model::SiteInfo;
+
+/// One row of neurons.parquet (columns documented in docs/records.md).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NeuronRow {
+    pub epoch: u32,
+    pub layer: u32,
+    pub layer_name: String,
+    pub neuron: u32,
+    pub active_frac: f64,
+    pub sample_active_frac: f64,
+    pub max_pre: f64,
+    pub mean_pre: f64,
+    pub std_pre: f64,
+    pub mean_abs_act: f64,
+    pub mean_deriv: f64,
+    pub weight_norm: f64,
+    pub bias: f64,
+    pub train_active_frac: Option<f64>,
+    pub grad_act_abs_mean: Option<f64>,
+    pub grad_pre_abs_mean: Option<f64>,
+    pub weight_grad_norm: Option<f64>,
+}
+
+/// Probe-pass sums of one neuron.
+#[derive(Debug, Clone, Default)]
+struct ProbeSums {
+    observations: u64,
+    active: u64,
+    samples: u64,
+    samples_active: u64,
+    max_pre: f64,
+    sum_pre: f64,
+    sum_sq_pre: f64,
+    sum_abs_act: f64,
+    sum_deriv: f64,
+}
+
+/// Training sums of one neuron over an epoch.
+#[derive(Debug, Clone, Default)]
+struct TrainingSums {
+    observations: u64,
+    active: u64,
+    sum_abs_grad_act: f64,
+    sum_abs_grad_pre: f64,
+    sum_weight_grad_norm: f64,
+    steps: u64,
+}
+
+/// Records the SPEC §2 statistics of every neuron.
+pub struct NeuronRecorder {
+    sites: Vec<SiteInfo>,
+    activation: Activation,
+    probe: Vec<Vec<ProbeSums>>,
+    training: Vec<Vec<TrainingSums>>,
+    rows: Vec<NeuronRow>,
+}
+
+impl NeuronRecorder {
+    pub fn new(sites: Vec<SiteInfo>, activation: Activation) -> Self {
+        let probe = sites.iter().map(|s| vec![ProbeSums::default(); s.neurons]).collect();
+        let training = sites.iter().map(|s| vec![TrainingSums::default(); s.neurons]).collect();
+        Self { sites, activation, probe, training, rows: Vec::new() }
+    }
+
+    /// The rows of the epochs finished since the last call.
+    pub fn take_rows(&mut self) -> Vec<NeuronRow> {
+        std::mem::take(&mut self.rows)
+    }
+}
+
+/// Splits `[batch, neurons, positions]` into the slices of neuron `c`, one per sample.
+fn neuron_slices(values: &[f32], batch: usize, neurons: usize, positions: usize, c: usize) -> impl Iterator<Item = &[f32]> {
+    (0..batch).map(move |n| {
+        let start = (n * neurons + c) * positions;
+        &values[start..start + positions]
+    })
+}
+
+impl Hook for NeuronRecorder {
+    // train_active_frac is counted from the z the backward event carries, so the forward event
+    // is not needed.
+    fn wants_batch_forward(&self) -> bool {
+        false
+    }
+
+    fn on_batch_backward(&mut self, _ctx: &StepContext, event: &SiteBackward) {
+        let info = event.info;
+        let (batch, neurons, positions) = (event.batch_size, info.neurons, info.positions);
+        self.training[info.site].par_iter_mut().enumerate().for_each(|(c, sums)| {
+            let slices = neuron_slices(event.z, batch, neurons, positions, c)
+                .zip(neuron_slices(event.grad_h, batch, neurons, positions, c))
+                .zip(neuron_slices(event.grad_z, batch, neurons, positions, c));
+            for ((z, grad_h), grad_z) in slices {
+                sums.active += z.iter().filter(|&&v| v > 0.0).count() as u64;
+                sums.sum_abs_grad_act += grad_h.iter().map(|g| g.abs()).sum::<f32>() as f64;
+                sums.sum_abs_grad_pre += grad_z.iter().map(|g| g.abs()).sum::<f32>() as f64;
+                sums.observations += positions as u64;
+            }
+        });
+    }
+
+    fn on_step(&mut self, _ctx: &StepContext, params: &[ParamView]) {
+        for info in &self.sites {
+            let (weight, bias) = (&params[info.weight_param], &params[info.weight_param + 1]);
+            let (Some(grad_w), Some(grad_b)) = (weight.grad, bias.grad) else { continue };
+            let fan_in = grad_w.len() / info.neurons;
+            for (c, sums) in self.training[info.site].iter_mut().enumerate() {
+                let squares: f64 = grad_w[c * fan_in..(c + 1) * fan_in].iter().map(|g| (*g as f64).powi(2)).sum::<f64>()
+                    + (grad_b[c] as f64).powi(2);
+                sums.sum_weight_grad_norm += squares.sqrt();
+                sums.steps += 1;
+            }
+        }
+    }
+
+    fn on_probe_start(&mut self, _epoch: usize) {
+        for sums in self.probe.iter_mut().flatten() {
+            *sums = ProbeSums { max_pre: f64::NEG_INFINITY, ..Default::default() };
+        }
+    }
+
+    fn on_probe_batch(&mut self, _epoch: usize, event: &SiteForward) {
+        let info = event.info;
+        let (batch, neurons, positions) = (event.batch_size, info.neurons, info.positions);
+        let activation = &self.activation;
+        self.probe[info.site].par_iter_mut().enumerate().for_each_init(
+            || (vec![1.0f32; positions], vec![0.0f32; positions]),
+            |(ones, derivative), (c, sums)| {
+                let slices = neuron_slices(event.z, batch, neurons, positions, c)
+                    .zip(neuron_slices(event.h, batch, neurons, positions, c));
+                for (z, h) in slices {
+                    let active = z.iter().filter(|&&v| v > 0.0).count() as u64;
+                    sums.active += active;
+                    sums.samples_active += (active > 0) as u64;
+                    sums.samples += 1;
+                    sums.observations += positions as u64;
+                    let max = z.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+                    sums.max_pre = sums.max_pre.max(max);
+                    sums.sum_pre += z.iter().map(|&v| v as f64).sum::<f64>();
+                    sums.sum_sq_pre += z.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>();
+                    sums.sum_abs_act += h.iter().map(|v| v.abs()).sum::<f32>() as f64;
+                    derivative.fill(0.0);
+                    activation.backward_slice(z, ones, derivative);
+                    sums.sum_deriv += derivative.iter().sum::<f32>() as f64;
+                }
+            },
+        );
+    }
+
+    fn on_probe_end(&mut self, epoch: usize, params: &[ParamView]) {
+        for info in &self.sites {
+            let (weight, bias) = (&params[info.weight_param], &params[info.weight_param + 1]);
+            let fan_in = weight.value.len() / info.neurons;
+            for c in 0..info.neurons {
+                let p = &self.probe[info.site][c];
+                let t = &self.training[info.site][c];
+                let obs = p.observations.max(1) as f64;
+                let mean_pre = p.sum_pre / obs;
+                // Population variance from the sums; clamped because rounding can make it −0.
+                let var_pre = (p.sum_sq_pre / obs - mean_pre * mean_pre).max(0.0);
+                let trained = epoch > 0 && t.steps > 0;
+                let per_obs = |sum: f64| trained.then(|| sum / t.observations.max(1) as f64);
+                self.rows.push(NeuronRow {
+                    epoch: epoch as u32,
+                    layer: info.site as u32,
+                    layer_name: info.layer_name.clone(),
+                    neuron: c as u32,
+                    active_frac: p.active as f64 / obs,
+                    sample_active_frac: p.samples_active as f64 / p.samples.max(1) as f64,
+                    max_pre: p.max_pre,
+                    mean_pre,
+                    std_pre: var_pre.sqrt(),
+                    mean_abs_act: p.sum_abs_act / obs,
+                    mean_deriv: p.sum_deriv / obs,
+                    weight_norm: weight.value[c * fan_in..(c + 1) * fan_in]
+                        .iter()
+                        .map(|w| (*w as f64).powi(2))
+                        .sum::<f64>()
+                        .sqrt(),
+                    bias: bias.value[c] as f64,
+                    train_active_frac: per_obs(t.active as f64),
+                    grad_act_abs_mean: per_obs(t.sum_abs_grad_act),
+                    grad_pre_abs_mean: per_obs(t.sum_abs_grad_pre),
+                    weight_grad_norm: trained.then(|| t.sum_weight_grad_norm / t.steps as f64),
+                });
+            }
+        }
+        for sums in self.training.iter_mut().flatten() {
+            *sums = TrainingSums::default();
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! A CNN built at run time from a list of [`LayerSpec`]s: its parameters (He-uniform
+//! initialised from the run's seed), its activation sites, and its forward pass on the tape ops.
+
+use anyhow::{Context, Result};
+use dfdx::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::activation::{activate, Activation, CaptureSlot};
+use crate::arch::LayerSpec;
+use crate::ops::conv::{conv2d, ConvGeometry};
+use crate::ops::linear::{linear, StepTape};
+use crate::ops::pool::{pool2d, PoolGeometry, PoolKind};
+use crate::ops::{Activations, Tensor2};
+use crate::param::Param;
+
+/// One activation site: the neurons of the layer that feeds it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SiteInfo {
+    pub site: usize,
+    /// The conv or fc layer whose outputs this site activates (`conv1`, `fc1`, ...).
+    pub layer_name: String,
+    /// Channels (conv) or units (fc).
+    pub neurons: usize,
+    /// Spatial positions per sample (1 for a dense layer).
+    #[serde(skip)]
+    pub positions: usize,
+    /// Index into [`Model::params`] of the layer's weight; its bias follows it.
+    #[serde(skip)]
+    pub weight_param: usize,
+}
+
+#[derive(Debug, Clone)]
+enum Layer {
+    Conv { geometry: ConvGeometry, weight: usize, first: bool },
+    Act { site: usize },
+    Pool(PoolGeometry),
+    Flatten,
+    Fc { weight: usize },
+}
+
+/// The network: layers, parameters (weight then bias for every conv and fc layer) and sites.
+#[derive(Debug, Clone)]
+pub struct Model {
+    layers: Vec<Layer>,
+    pub params: Vec<Param>,
+    pub sites: Vec<SiteInfo>,
+    pub activation: Activation,
+    pub input_shape: [usize; 3],
+    pub classes: usize,
+}
+
+impl Model {
+    /// Builds the network and initialises it: weights He (Kaiming) uniform,
+    /// U(−√(6/fan_in), √(6/fan_in)) with fan_in = in·k·k (conv) or in (fc), drawn in layer order
+    /// from ChaCha8 seeded with `seed`; biases zero, so no neuron starts dead or alive by its bias.
+    pub fn new(arch: &[LayerSpec], input_shape: [usize; 3], classes: usize, activation: Activation, seed: u64) -> Result<Self> {
+        let dev = Cpu::default();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut shape = input_shape;
+        let mut layers = Vec::new();
+        let mut params = Vec::new();
+        let mut sites = Vec::new();
+        // The layer whose neurons the next activation site sees.
+        let mut last_neuron_layer: Option<(String, usize)> = None;
+        for spec in arch {
+            match spec {
+                LayerSpec::Conv { name, out, kernel, stride, padding } => {
+                    let geometry = ConvGeometry::new(shape, *out, *kernel, *stride, *padding)
+                        .with_context(|| format!("layer {name} on input {shape:?}"))?;
+                    let fan_in = geometry.patch_len();
+                    let weight = params.len();
+                    params.push(Param::matrix(
+                        &dev,
+                        format!("{name}.weight"),
+                        vec![*out, shape[0], *kernel, *kernel],
+                        *out,
+                        fan_in,
+                        he_uniform(&mut rng, *out * fan_in, fan_in),
+                    ));
+                    params.push(Param::vector(&dev, format!("{name}.bias"), vec![0.0; *out]));
+                    layers.push(Layer::Conv { geometry, weight, first: weight == 0 });
+                    last_neuron_layer = Some((name.clone(), weight));
+                    shape = geometry.out_shape();
+                }
+                LayerSpec::Act { site } => {
+                    let (layer_name, weight_param) =
+                        last_neuron_layer.clone().context("an activation site must follow a conv or fc layer")?;
+                    sites.push(SiteInfo {
+                        site: *site,
+                        layer_name,
+                        neurons: shape[0],
+                        positions: shape[1] * shape[2],
+                        weight_param,
+                    });
+                    layers.push(Layer::Act { site: *site });
+                }
+                LayerSpec::Maxpool { kernel, stride } | LayerSpec::Avgpool { kernel, stride } => {
+                    let kind = if matches!(spec, LayerSpec::Maxpool { .. }) { PoolKind::Max } else { PoolKind::Avg };
+                    let geometry = PoolGeometry::new(kind, shape, *kernel, *stride)
+                        .with_context(|| format!("pooling after input {shape:?}"))?;
+                    shape = geometry.out_shape();
+                    layers.push(Layer::Pool(geometry));
+                }
+                LayerSpec::Flatten => {
+                    shape = [shape.iter().product(), 1, 1];
+                    layers.push(Layer::Flatten);
+                }
+                LayerSpec::Fc { name, out } => {
+                    let fan_in: usize = shape.iter().product();
+                    let weight = params.len();
+                    params.push(Param::matrix(
+                        &dev,
+                        format!("{name}.weight"),
+                        vec![*out, fan_in],
+                        *out,
+                        fan_in,
+                        he_uniform(&mut rng, *out * fan_in, fan_in),
+                    ));
+                    params.push(Param::vector(&dev, format!("{name}.bias"), vec![0.0; *out]));
+                    layers.push(Layer::Fc { weight });
+                    last_neuron_layer = Some((name.clone(), weight));
+                    shape = [*out, 1, 1];
+                }
+            }
+        }
+        anyhow::ensure!(shape == [classes, 1, 1], "the network ends with {shape:?}, expected {classes} outputs");
+        Ok(Self { layers, params, sites, activation, input_shape, classes })
+    }
+
+    /// Runs the network on a batch `(n, c·h·w)` and returns the logits `(n, classes)`.
+    ///
+    /// `observe(site, z, h)` is called at every activation site; with a tape, `captures[site]`
+    /// (when given) receives the site's backward quantities.
+    pub fn forward<T: StepTape>(
+        &self,
+        input: Tensor2<T>,
+        observe: &mut dyn FnMut(usize, &[f32], &[f32]),
+        captures: Option<&[CaptureSlot]>,
+    ) -> Tensor2<T> {
+        let mut x = Activations { tensor: input, sample_shape: self.input_shape };
+        for layer in &self.layers {
+            x = match layer {
+                Layer::Conv { geometry, weight, first } => {
+                    conv2d(x, &self.params[*weight], &self.params[*weight + 1], *geometry, !first)
+                }
+                Layer::Act { site } => {
+                    let capture = captures.map(|c| c[*site].clone());
+                    activate(x, &self.activation, &mut |z, h| observe(*site, z, h), capture)
+                }
+                Layer::Pool(geometry) => pool2d(x, *geometry),
+                Layer::Flatten => Activations { sample_shape: [x.features(), 1, 1], tensor: x.tensor },
+                Layer::Fc { weight } => linear(x, &self.params[*weight], &self.params[*weight + 1]),
+            };
+        }
+        x.tensor
+    }
+
+    /// Total trainable values.
+    pub fn parameter_count(&self) -> usize {
+        self.params.iter().map(Param::len).sum()
+    }
+}
+
+fn he_uniform(rng: &mut ChaCha8Rng, len: usize, fan_in: usize) -> Vec<f32> {
+    let bound = (6.0 / fan_in as f64).sqrt() as f32;
+    (0..len).map(|_| rng.gen_range(-bound..bound)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::activation::activation_by_name;
+    use crate::arch::resolve;
+
+    #[test]
+    fn lenet_has_the_expected_parameters_and_sites() {
+        let arch = resolve("lenet", [1, 28, 28], 10).unwrap();
+        let model = Model::new(&arch, [1, 28, 28], 10, activation_by_name("relu").unwrap(), 0).unwrap();
+        // conv1 32·9+32, conv2 64·288+64, fc1 128·1600+128, fc2 10·128+10
+        assert_eq!(model.parameter_count(), 320 + 18496 + 204928 + 1290);
+        let names: Vec<_> = model.sites.iter().map(|s| (s.layer_name.as_str(), s.neurons, s.positions)).collect();
+        assert_eq!(names, vec![("conv1", 32, 676), ("conv2", 64, 121), ("fc1", 128, 1)]);
+        assert_eq!(model.params[2].shape, vec![64, 32, 3, 3]);
+        let bound = (6.0f32 / 288.0).sqrt();
+        assert!(model.params[2].value.iter().all(|w| w.abs() <= bound));
+        assert!(model.params[3].value.iter().all(|b| *b == 0.0));
+    }
+
+    #[test]
+    fn initialisation_depends_only_on_the_seed() {
+        let arch = resolve("lenet", [1, 8, 8], 10).unwrap();
+        let relu = activation_by_name("relu").unwrap();
+        let a = Model::new(&arch, [1, 8, 8], 10, relu.clone(), 7).unwrap();
+        let b = Model::new(&arch, [1, 8, 8], 10, relu.clone(), 7).unwrap();
+        let c = Model::new(&arch, [1, 8, 8], 10, relu, 8).unwrap();
+        assert_eq!(a.params[0].value, b.params[0].value);
+        assert_ne!(a.params[0].value, c.params[0].value);
+    }
+}

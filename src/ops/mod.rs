@@ -1,0 +1,173 @@
+//! Layers written as dfdx tape ops on its public API (dfdx 0.13's own conv and pooling need its
+//! `nightly` feature, which no longer builds on stable Rust).
+//!
+//! Every activation between layers is a 2-D dfdx tensor `(batch, features)` in NCHW order, with
+//! the per-sample shape `[channels, height, width]` carried beside it in [`Activations`]: flatten
+//! is then free, and dense layers use dfdx's matmul directly.
+
+pub mod conv;
+pub mod linear;
+pub mod pool;
+
+use dfdx::prelude::*;
+
+/// A batch of activations, `(batch, channels·height·width)`.
+pub type Tensor2<T = NoneTape> = Tensor<(usize, usize), f32, Cpu, T>;
+/// The tape that records a training step.
+pub type Tape = OwnedTape<f32, Cpu>;
+
+/// A batch with the shape of one sample.
+#[derive(Debug)]
+pub struct Activations<T> {
+    pub tensor: Tensor2<T>,
+    /// `[channels, height, width]`; a dense layer's output is `[units, 1, 1]`.
+    pub sample_shape: [usize; 3],
+}
+
+impl<T> Activations<T> {
+    pub fn batch(&self) -> usize {
+        self.tensor.shape().0
+    }
+    pub fn features(&self) -> usize {
+        self.tensor.shape().1
+    }
+}
+
+/// Copies a tensor's values out. Our tensors are always contiguous (we create them from vectors
+/// and dfdx's matmul/add produce contiguous outputs), which `copy_into` requires.
+pub fn tensor_values<T>(t: &Tensor2<T>) -> Vec<f32> {
+    let (rows, cols) = *t.shape();
+    let mut out = vec![0.0; rows * cols];
+    t.copy_into(&mut out);
+    out
+}
+
+/// A row-major matrix operand: `rows × cols`, optionally read transposed from storage.
+#[derive(Clone, Copy)]
+pub struct MatRef<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    /// When true, `data` holds the `cols × rows` matrix and this operand is its transpose.
+    pub transposed: bool,
+}
+
+impl<'a> MatRef<'a> {
+    pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self { data, rows, cols, transposed: false }
+    }
+    pub fn t(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self { data, rows, cols, transposed: true }
+    }
+    fn strides(&self) -> (isize, isize) {
+        // (column stride, row stride) in elements, as gemm wants them.
+        if self.transposed {
+            (self.rows as isize, 1)
+        } else {
+            (1, self.cols as isize)
+        }
+    }
+}
+
+/// `dst = a · b` (or `dst += a · b` when `accumulate`), single-threaded: the callers parallelise
+/// over samples, which keeps both cores busy on the small per-sample matrices of a CNN.
+pub fn matmul(dst: &mut [f32], a: MatRef, b: MatRef, accumulate: bool) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(k, b.rows, "inner dimensions");
+    assert!(a.data.len() >= m * k && b.data.len() >= k * n && dst.len() >= m * n);
+    let (a_cs, a_rs) = a.strides();
+    let (b_cs, b_rs) = b.strides();
+    // SAFETY: the asserts above keep every index gemm forms (row·rs + col·cs, within the
+    // declared m, n, k) inside the three slices; dst does not alias a or b (&mut vs &).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a_cs,
+            a_rs,
+            b.data.as_ptr(),
+            b_cs,
+            b_rs,
+            if accumulate { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+/// Adds `src` into a gradient buffer element-wise.
+pub fn accumulate_into(grad: &mut [f32], src: &[f32]) {
+    for (g, s) in grad.iter_mut().zip(src) {
+        *g += s;
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Finite-difference checking of whole ops through dfdx's tape.
+
+    use super::*;
+
+    /// A fixed pseudo-random vector in [-1, 1) (no rand needed for test inputs).
+    pub fn pseudo_random(len: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (0..len)
+            .map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Checks `d(sum(out ⊙ probe))/d input` from the tape against central differences in f64.
+    pub fn assert_gradient_matches(
+        label: &str,
+        input: &[f32],
+        analytic: &[f32],
+        loss: &dyn Fn(&[f32]) -> f64,
+        eps: f32,
+        tolerance: f64,
+    ) {
+        let mut worst = 0.0f64;
+        for i in 0..input.len() {
+            let mut plus = input.to_vec();
+            plus[i] += eps;
+            let mut minus = input.to_vec();
+            minus[i] -= eps;
+            let numeric = (loss(&plus) - loss(&minus)) / (2.0 * eps as f64);
+            let err = (numeric - analytic[i] as f64).abs() / (1.0 + numeric.abs());
+            worst = worst.max(err);
+            assert!(
+                err < tolerance,
+                "{label}[{i}]: analytic {} numeric {numeric}",
+                analytic[i]
+            );
+        }
+        assert!(worst.is_finite());
+    }
+
+    #[test]
+    fn matmul_handles_transposes_and_accumulation() {
+        // a = [[1,2],[3,4]], b = [[5,6],[7,8]]
+        let a = [1.0, 2.0, 3.0, 4.0];
+        let b = [5.0, 6.0, 7.0, 8.0];
+        let mut out = [0.0; 4];
+        matmul(&mut out, MatRef::new(&a, 2, 2), MatRef::new(&b, 2, 2), false);
+        assert_eq!(out, [19.0, 22.0, 43.0, 50.0]);
+        // aᵀ·b with aᵀ = [[1,3],[2,4]]
+        matmul(&mut out, MatRef::t(&a, 2, 2), MatRef::new(&b, 2, 2), false);
+        assert_eq!(out, [26.0, 30.0, 38.0, 44.0]);
+        // a·bᵀ accumulated onto the previous result
+        matmul(&mut out, MatRef::new(&a, 2, 2), MatRef::t(&b, 2, 2), true);
+        assert_eq!(out, [26.0 + 17.0, 30.0 + 23.0, 38.0 + 39.0, 44.0 + 53.0]);
+    }
+}

@@ -1,0 +1,241 @@
+//! Max and average pooling as dfdx tape ops (no padding; PyTorch's floor mode for the output
+//! size). Max pooling remembers the winning input of every window for its backward pass.
+
+use anyhow::{bail, Result};
+use dfdx::prelude::*;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::{accumulate_into, tensor_values, Activations};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolKind {
+    Max,
+    Avg,
+}
+
+/// The shape arithmetic of one pooling layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolGeometry {
+    pub kind: PoolKind,
+    pub channels: usize,
+    pub in_height: usize,
+    pub in_width: usize,
+    pub kernel: usize,
+    pub stride: usize,
+}
+
+impl PoolGeometry {
+    pub fn new(kind: PoolKind, input: [usize; 3], kernel: usize, stride: usize) -> Result<Self> {
+        let [channels, in_height, in_width] = input;
+        if kernel == 0 || stride == 0 {
+            bail!("pooling needs kernel and stride > 0 (got kernel {kernel}, stride {stride})");
+        }
+        if in_height < kernel || in_width < kernel {
+            bail!("pooling window {kernel} is larger than its input {in_height}x{in_width}");
+        }
+        Ok(Self { kind, channels, in_height, in_width, kernel, stride })
+    }
+    pub fn out_height(&self) -> usize {
+        (self.in_height - self.kernel) / self.stride + 1
+    }
+    pub fn out_width(&self) -> usize {
+        (self.in_width - self.kernel) / self.stride + 1
+    }
+    pub fn out_shape(&self) -> [usize; 3] {
+        [self.channels, self.out_height(), self.out_width()]
+    }
+    fn in_plane(&self) -> usize {
+        self.in_height * self.in_width
+    }
+    fn out_plane(&self) -> usize {
+        self.out_height() * self.out_width()
+    }
+}
+
+/// Pools every channel plane of a batch.
+pub fn pool2d<T: dfdx::tensor::Tape<f32, Cpu>>(x: Activations<T>, geometry: PoolGeometry) -> Activations<T> {
+    let g = geometry;
+    assert_eq!(x.sample_shape, [g.channels, g.in_height, g.in_width], "pool input shape");
+    let batch = x.batch();
+    let (x_tensor, mut tape) = x.tensor.split_tape();
+    let x_values = tensor_values(&x_tensor);
+    let (oh, ow, k, s) = (g.out_height(), g.out_width(), g.kernel, g.stride);
+    let planes = batch * g.channels;
+    let mut out = vec![0.0f32; planes * g.out_plane()];
+    // For max pooling, the index within its plane of each window's maximum.
+    let mut winners = match g.kind {
+        PoolKind::Max => vec![0u32; planes * g.out_plane()],
+        PoolKind::Avg => Vec::new(),
+    };
+    let window_scale = 1.0 / (k * k) as f32;
+    match g.kind {
+        PoolKind::Max => out
+            .par_chunks_mut(g.out_plane())
+            .zip(winners.par_chunks_mut(g.out_plane()))
+            .zip(x_values.par_chunks(g.in_plane()))
+            .for_each(|((out, winners), plane)| {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut best = f32::NEG_INFINITY;
+                        let mut best_at = (oy * s) * g.in_width + ox * s;
+                        for ky in 0..k {
+                            let row = (oy * s + ky) * g.in_width + ox * s;
+                            for (kx, &v) in plane[row..row + k].iter().enumerate() {
+                                // `>` keeps the first maximum, as PyTorch does; NaN never wins,
+                                // but the loss turns NaN anyway and the run is stopped.
+                                if v > best {
+                                    best = v;
+                                    best_at = row + kx;
+                                }
+                            }
+                        }
+                        out[oy * ow + ox] = best;
+                        winners[oy * ow + ox] = best_at as u32;
+                    }
+                }
+            }),
+        PoolKind::Avg => out.par_chunks_mut(g.out_plane()).zip(x_values.par_chunks(g.in_plane())).for_each(
+            |(out, plane)| {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut sum = 0.0;
+                        for ky in 0..k {
+                            let row = (oy * s + ky) * g.in_width + ox * s;
+                            sum += plane[row..row + k].iter().sum::<f32>();
+                        }
+                        out[oy * ow + ox] = sum * window_scale;
+                    }
+                }
+            },
+        ),
+    }
+    drop(x_values);
+
+    let dev = x_tensor.device().clone();
+    let out_tensor = dev.tensor_from_vec(out, (batch, g.channels * g.out_plane()));
+    if T::OWNS_TAPE {
+        let x_ghost = x_tensor.ghost();
+        let out_ghost = out_tensor.ghost();
+        tape.add_backward_op(move |grads| {
+            let grad_out = std::mem::take(&mut **grads.get_or_alloc_mut(&out_ghost)?);
+            let mut grad_x = vec![0.0f32; planes * g.in_plane()];
+            match g.kind {
+                PoolKind::Max => grad_x
+                    .par_chunks_mut(g.in_plane())
+                    .zip(grad_out.par_chunks(g.out_plane()))
+                    .zip(winners.par_chunks(g.out_plane()))
+                    .for_each(|((grad_x, grad_out), winners)| {
+                        for (&go, &at) in grad_out.iter().zip(winners) {
+                            grad_x[at as usize] += go;
+                        }
+                    }),
+                PoolKind::Avg => grad_x.par_chunks_mut(g.in_plane()).zip(grad_out.par_chunks(g.out_plane())).for_each(
+                    |(grad_x, grad_out)| {
+                        for oy in 0..oh {
+                            for ox in 0..ow {
+                                let share = grad_out[oy * ow + ox] * window_scale;
+                                for ky in 0..k {
+                                    let row = (oy * s + ky) * g.in_width + ox * s;
+                                    grad_x[row..row + k].iter_mut().for_each(|v| *v += share);
+                                }
+                            }
+                        }
+                    },
+                ),
+            }
+            accumulate_into(grads.get_or_alloc_mut(&x_ghost)?, &grad_x);
+            Ok(())
+        });
+    }
+    Activations { tensor: out_tensor.put_tape(tape), sample_shape: g.out_shape() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::testing::{assert_gradient_matches, pseudo_random};
+    use crate::ops::Tape;
+
+    fn naive_pool(g: &PoolGeometry, x: &[f32], batch: usize) -> Vec<f32> {
+        let mut out = Vec::new();
+        for plane in 0..batch * g.channels {
+            for oy in 0..g.out_height() {
+                for ox in 0..g.out_width() {
+                    let mut window = Vec::new();
+                    for ky in 0..g.kernel {
+                        for kx in 0..g.kernel {
+                            let iy = oy * g.stride + ky;
+                            let ix = ox * g.stride + kx;
+                            window.push(x[plane * g.in_plane() + iy * g.in_width + ix]);
+                        }
+                    }
+                    out.push(match g.kind {
+                        PoolKind::Max => window.iter().cloned().fold(f32::NEG_INFINITY, f32::max),
+                        PoolKind::Avg => window.iter().sum::<f32>() / window.len() as f32,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    fn run_eval(dev: &Cpu, g: &PoolGeometry, x: &[f32], batch: usize) -> Vec<f32> {
+        let x = Activations {
+            tensor: dev.tensor_from_vec(x.to_vec(), (batch, g.channels * g.in_plane())),
+            sample_shape: [g.channels, g.in_height, g.in_width],
+        };
+        tensor_values(&pool2d(x, *g).tensor)
+    }
+
+    #[test]
+    fn forward_matches_direct_loops() {
+        let dev = Cpu::default();
+        for kind in [PoolKind::Max, PoolKind::Avg] {
+            for (i, (input, k, s, batch)) in
+                [([2, 8, 8], 2, 2, 3), ([3, 7, 9], 3, 2, 2), ([1, 5, 5], 2, 1, 1), ([4, 11, 11], 2, 2, 2)].into_iter().enumerate()
+            {
+                let g = PoolGeometry::new(kind, input, k, s).unwrap();
+                let x = pseudo_random(batch * g.channels * g.in_plane(), i as u64);
+                let ours = run_eval(&dev, &g, &x, batch);
+                let naive = naive_pool(&g, &x, batch);
+                assert_eq!(ours.len(), naive.len());
+                for (a, e) in ours.iter().zip(&naive) {
+                    assert!((a - e).abs() < 1e-6, "{kind:?} {input:?}: {a} vs {e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        let dev = Cpu::default();
+        for kind in [PoolKind::Max, PoolKind::Avg] {
+            for (input, k, s) in [([2, 6, 6], 2, 2), ([1, 7, 7], 3, 2)] {
+                let g = PoolGeometry::new(kind, input, k, s).unwrap();
+                let batch = 2;
+                // Distinct values 0.01 apart, so the small step below never changes a window's winner.
+                let len = batch * g.channels * g.in_plane();
+                let x: Vec<f32> = (0..len).map(|i| ((i * 37) % len) as f32 * 0.01 - 0.5).collect();
+                let out_len = g.channels * g.out_plane();
+                let probe = pseudo_random(batch * out_len, 8);
+                let x_tensor = dev.tensor_from_vec(x.clone(), (batch, g.channels * g.in_plane()));
+                let traced = Activations { tensor: x_tensor.retaped::<Tape>(), sample_shape: input };
+                let out_t = pool2d(traced, g).tensor;
+                let probe_t = dev.tensor_from_vec(probe.clone(), (batch, out_len));
+                let grads = (out_t * probe_t).sum().backward();
+                let grad_x = grads.get(&x_tensor).as_vec();
+                let objective = |xp: &[f32]| {
+                    run_eval(&dev, &g, xp, batch).iter().zip(&probe).map(|(o, p)| *o as f64 * *p as f64).sum::<f64>()
+                };
+                assert_gradient_matches(&format!("{kind:?} dx"), &x, &grad_x, &objective, 1e-3, 5e-3);
+            }
+        }
+    }
+
+    #[test]
+    fn oversized_windows_are_rejected() {
+        assert!(PoolGeometry::new(PoolKind::Max, [1, 1, 1], 2, 2).is_err());
+    }
+}

@@ -1,0 +1,264 @@
+//! A sweep: the Cartesian product of activations × learning rates × seeds on one dataset, run
+//! one after another into `<out>/<name>/<run-id>/`, with a progress bar.
+//!
+//! A run directory that is already complete (or diverged) is skipped and one that was
+//! interrupted is resumed, so re-running the same command finishes a killed sweep. A `.lock`
+//! file per run keeps two processes sharing an output folder from training the same run.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::config::RunConfig;
+use crate::data;
+use crate::record::{Manifest, RunStatus};
+use crate::train::{self, Progress, RunOptions, RunOutcome};
+
+/// What the sweep runs and where.
+#[derive(Debug, Clone)]
+pub struct SweepPlan {
+    pub name: String,
+    pub out: PathBuf,
+    pub runs: Vec<RunConfig>,
+    /// Record neuron statistics (always on, except to measure their cost).
+    pub instruments: bool,
+}
+
+/// How each run of a sweep ended.
+#[derive(Debug, Default)]
+pub struct SweepSummary {
+    pub completed: Vec<String>,
+    pub skipped: Vec<String>,
+    pub diverged: Vec<String>,
+    pub failed: Vec<(String, String)>,
+    pub interrupted: bool,
+}
+
+/// Checks a sweep or run name used as a folder name: no path separators, no `..`, not empty.
+pub fn check_name(name: &str, flag: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\\', '\0'])
+        && !name.starts_with('.');
+    if !ok {
+        bail!("{flag} '{name}' must be a plain folder name (no '/', '\\', leading '.' or '..')");
+    }
+    Ok(())
+}
+
+/// Runs every run of the plan; the dataset is loaded once, from the first run's spec.
+pub fn run_sweep(plan: &SweepPlan, stop: Arc<AtomicBool>) -> Result<SweepSummary> {
+    check_name(&plan.name, "--name")?;
+    let Some(first) = plan.runs.first() else { bail!("the sweep has no runs") };
+    for run in &plan.runs {
+        run.validate()?;
+    }
+    let mut dataset = data::load(&first.dataset)?;
+    if let Some(limit) = first.train_limit {
+        dataset.limit_train(limit).context("--train-limit")?;
+    }
+    let sweep_dir = plan.out.join(&plan.name);
+    fs::create_dir_all(&sweep_dir).with_context(|| format!("creating {}", sweep_dir.display()))?;
+
+    let steps_per_run: u64 = plan.runs.iter().map(|r| (r.epochs * dataset.train.len().div_ceil(r.batch_size)) as u64).sum();
+    let bar = ProgressBar::new(steps_per_run);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {percent:>3}% {msg} [{elapsed_precise} < {eta_precise}]")
+            .expect("valid template"),
+    );
+    let mut summary = SweepSummary::default();
+    let total = plan.runs.len();
+    for (i, config) in plan.runs.iter().enumerate() {
+        let run_id = config.run_id();
+        let run_dir = sweep_dir.join(&run_id);
+        let steps = (config.epochs * dataset.train.len().div_ceil(config.batch_size)) as u64;
+        if let Ok(manifest) = Manifest::read(&run_dir) {
+            if matches!(manifest.status, RunStatus::Complete | RunStatus::Diverged) {
+                bar.inc(steps);
+                bar.println(format!("run {}/{total} {run_id}: already {:?}, skipped", i + 1, manifest.status).to_lowercase());
+                summary.skipped.push(run_id);
+                continue;
+            }
+        }
+        let lock = match RunLock::acquire(&run_dir)? {
+            Some(lock) => lock,
+            None => {
+                bar.inc(steps);
+                bar.println(format!("run {}/{total} {run_id}: another process is training it, skipped", i + 1));
+                summary.skipped.push(run_id);
+                continue;
+            }
+        };
+        let start_position = bar.position();
+        let label = format!("run {}/{total} {run_id}", i + 1);
+        let bar_in_run = bar.clone();
+        let label_in_run = label.clone();
+        let mut last_ips = String::new();
+        let options = RunOptions {
+            instruments: plan.instruments,
+            hooks: Vec::new(),
+            stop: Some(stop.clone()),
+            sweep: plan.name.clone(),
+            activation: None,
+            progress: Box::new(move |event| match event {
+                Progress::Step { epoch, batch, batches, loss } => {
+                    bar_in_run.set_position(start_position + ((epoch - 1) * batches + batch) as u64);
+                    bar_in_run.set_message(format!("{label_in_run} epoch {epoch} loss {loss:.3}{last_ips}"));
+                }
+                Progress::Epoch(e) => {
+                    if let Some(ips) = e.images_per_sec {
+                        last_ips = format!(" {ips:.0} img/s");
+                    }
+                }
+            }),
+        };
+        let outcome = train::run(&dataset, config, &run_dir, options);
+        drop(lock);
+        bar.set_position(start_position + steps);
+        match outcome {
+            Ok(RunOutcome::Complete { final_test_acc }) => {
+                bar.println(format!("{label}: complete, test accuracy {:.2} %", final_test_acc * 100.0));
+                summary.completed.push(run_id);
+            }
+            Ok(RunOutcome::Diverged { epoch }) => {
+                bar.println(format!("{label}: diverged (loss NaN/inf) in epoch {epoch}; the sweep goes on"));
+                summary.diverged.push(run_id);
+            }
+            Ok(RunOutcome::Interrupted { epochs_completed }) => {
+                bar.println(format!("{label}: interrupted after epoch {epochs_completed}"));
+                summary.interrupted = true;
+                break;
+            }
+            Err(err) => {
+                let message = format!("{err:#}");
+                mark_failed(&run_dir, &message);
+                bar.println(format!("{label}: failed: {message}"));
+                summary.failed.push((run_id, message));
+            }
+        }
+    }
+    bar.finish_and_clear();
+    Ok(summary)
+}
+
+/// Records a failure in the run's manifest, if it has one (its completed epochs stay readable).
+fn mark_failed(run_dir: &Path, message: &str) {
+    if let Ok(mut manifest) = Manifest::read(run_dir) {
+        manifest.status = RunStatus::Failed;
+        manifest.error = Some(message.to_string());
+        manifest.ended_at = Some(crate::record::now_rfc3339());
+        let _ = manifest.write(run_dir);
+    }
+}
+
+/// Resumes every unfinished run under `dir` (a run directory or a sweep folder).
+pub fn resume(dir: &Path, stop: Arc<AtomicBool>) -> Result<SweepSummary> {
+    let run_dirs: Vec<PathBuf> = if dir.join("manifest.json").exists() {
+        vec![dir.to_path_buf()]
+    } else {
+        let mut dirs: Vec<PathBuf> = fs::read_dir(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.join("manifest.json").exists())
+            .collect();
+        dirs.sort();
+        if dirs.is_empty() {
+            bail!("{}: no run directory (with a manifest.json) here", dir.display());
+        }
+        dirs
+    };
+    let mut summary = SweepSummary::default();
+    for run_dir in run_dirs {
+        let manifest = Manifest::read(&run_dir)?;
+        let run_id = manifest.run_id.clone();
+        if matches!(manifest.status, RunStatus::Complete | RunStatus::Diverged) {
+            summary.skipped.push(run_id);
+            continue;
+        }
+        let name = run_dir.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let plan = SweepPlan {
+            name: manifest.sweep.clone(),
+            out: run_dir.parent().and_then(Path::parent).unwrap_or(Path::new(".")).to_path_buf(),
+            runs: vec![manifest.config.clone()],
+            instruments: true,
+        };
+        if name != manifest.sweep {
+            bail!("{}: the run belongs to sweep '{}' but sits in folder '{name}'", run_dir.display(), manifest.sweep);
+        }
+        let part = run_sweep(&plan, stop.clone())?;
+        summary.completed.extend(part.completed);
+        summary.diverged.extend(part.diverged);
+        summary.failed.extend(part.failed);
+        if part.interrupted {
+            summary.interrupted = true;
+            break;
+        }
+    }
+    Ok(summary)
+}
+
+/// An exclusive claim on a run directory, released on drop. A lock left by a process that no
+/// longer exists (killed) is taken over.
+struct RunLock {
+    path: PathBuf,
+}
+
+impl RunLock {
+    fn acquire(run_dir: &Path) -> Result<Option<Self>> {
+        fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+        let path = run_dir.join(".lock");
+        for _ in 0..2 {
+            match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut file) => {
+                    write!(file, "{}", std::process::id())?;
+                    return Ok(Some(Self { path }));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder = fs::read_to_string(&path).unwrap_or_default();
+                    let alive = holder.trim().parse::<u32>().is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+                    if alive {
+                        return Ok(None);
+                    }
+                    let _ = fs::remove_file(&path);
+                }
+                Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_cannot_leave_the_output_folder() {
+        for bad in ["../x", "/etc", "a/b", "..", ".hidden", ""] {
+            assert!(check_name(bad, "--name").is_err(), "{bad}");
+        }
+        check_name("mnist-study_2", "--name").unwrap();
+    }
+
+    #[test]
+    fn a_live_lock_excludes_and_a_stale_one_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = RunLock::acquire(dir.path()).unwrap().expect("first lock");
+        assert!(RunLock::acquire(dir.path()).unwrap().is_none(), "our own pid is alive");
+        drop(lock);
+        fs::write(dir.path().join(".lock"), "4000000000").unwrap();
+        assert!(RunLock::acquire(dir.path()).unwrap().is_some(), "a dead pid's lock is stale");
+    }
+}
