@@ -77,7 +77,7 @@ pub struct RunArgs {
     pub batch_size: usize,
     /// Learning rate; a comma list is a sweep factor.
     #[arg(long, value_delimiter = ',', default_value = "0.05")]
-    pub lr: Vec<f32>,
+    pub lr: Vec<f64>,
     /// sgd (momentum 0.9) or adam.
     #[arg(long, default_value = "sgd")]
     pub optimizer: String,

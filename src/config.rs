@@ -13,7 +13,7 @@ use crate::optim::OptimizerConfig;
 pub enum Schedule {
     Constant,
     /// Multiply by `gamma` every `every` epochs.
-    Step { every: usize, gamma: f32 },
+    Step { every: usize, gamma: f64 },
     /// Cosine annealing from lr to 0 over all epochs, changed once per epoch.
     Cosine,
 }
@@ -27,7 +27,7 @@ impl Schedule {
             ["cosine"] => Ok(Schedule::Cosine),
             ["step", every, gamma] => {
                 let every: usize = every.parse().map_err(|_| anyhow::anyhow!("--schedule '{text}': '{every}' is not a whole number"))?;
-                let gamma: f32 = gamma.parse().map_err(|_| anyhow::anyhow!("--schedule '{text}': '{gamma}' is not a number"))?;
+                let gamma: f64 = gamma.parse().map_err(|_| anyhow::anyhow!("--schedule '{text}': '{gamma}' is not a number"))?;
                 if every == 0 || !(gamma > 0.0 && gamma.is_finite()) {
                     bail!("--schedule '{text}': needs every > 0 and a positive gamma");
                 }
@@ -38,13 +38,13 @@ impl Schedule {
     }
 
     /// The learning rate of training epoch `epoch` (from 1) of `epochs`.
-    pub fn lr_at(&self, base: f32, epoch: usize, epochs: usize) -> f32 {
+    pub fn lr_at(&self, base: f64, epoch: usize, epochs: usize) -> f64 {
         match *self {
             Schedule::Constant => base,
             Schedule::Step { every, gamma } => base * gamma.powi(((epoch - 1) / every) as i32),
             Schedule::Cosine => {
-                let progress = (epoch - 1) as f32 / epochs.max(1) as f32;
-                0.5 * base * (1.0 + (std::f32::consts::PI * progress).cos())
+                let progress = (epoch - 1) as f64 / epochs.max(1) as f64;
+                0.5 * base * (1.0 + (std::f64::consts::PI * progress).cos())
             }
         }
     }
@@ -53,6 +53,8 @@ impl Schedule {
 /// One run of a sweep.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunConfig {
+    /// Flattened, so that `config.dataset` is the dataset's name and `config.data_dir` its folder.
+    #[serde(flatten)]
     pub dataset: DatasetSpec,
     pub train_limit: Option<usize>,
     /// `--arch`: a preset name or a custom spec.
@@ -60,7 +62,8 @@ pub struct RunConfig {
     pub activation: String,
     pub seed: u64,
     pub optimizer: OptimizerConfig,
-    pub lr: f32,
+    /// Kept in f64 so records show the rate as typed (0.05, not 0.0500000007).
+    pub lr: f64,
     pub schedule: Schedule,
     pub batch_size: usize,
     pub epochs: usize,

@@ -6,7 +6,6 @@
 
 pub mod activation;
 pub mod arch;
-#[cfg(feature = "report")]
 pub mod cli;
 pub mod config;
 pub mod data;

@@ -107,7 +107,7 @@ pub fn run(dataset: &Dataset, config: &RunConfig, run_dir: &Path, mut options: R
         let summary = EpochSummary {
             epoch: 0,
             step: 0,
-            lr: config.lr as f64,
+            lr: config.lr,
             train_loss: None,
             train_acc: None,
             test_loss,
@@ -135,7 +135,7 @@ pub fn run(dataset: &Dataset, config: &RunConfig, run_dir: &Path, mut options: R
             let summary = EpochSummary {
                 epoch: epoch as u32,
                 step: state.optimizer.step,
-                lr: lr as f64,
+                lr,
                 train_loss: Some(f64::NAN),
                 train_acc: None,
                 test_loss: f64::NAN,
@@ -162,7 +162,7 @@ pub fn run(dataset: &Dataset, config: &RunConfig, run_dir: &Path, mut options: R
         let summary = EpochSummary {
             epoch: epoch as u32,
             step: state.optimizer.step,
-            lr: lr as f64,
+            lr,
             train_loss: Some(train_loss),
             train_acc: Some(train_acc),
             test_loss,
@@ -347,7 +347,7 @@ fn train_epoch(
     dataset: &Dataset,
     config: &RunConfig,
     epoch: usize,
-    lr: f32,
+    lr: f64,
     hooks: &mut HookSet,
     options: &mut RunOptions,
 ) -> Result<EpochResult> {
@@ -370,7 +370,7 @@ fn train_epoch(
         }
         let (images, labels) = gather(&dataset.train, indices, sample_len);
         let n = labels.len();
-        let ctx = StepContext { epoch, step: state.optimizer.step, batch_size: n, lr };
+        let ctx = StepContext { epoch, step: state.optimizer.step, batch_size: n, lr: lr as f32 };
         let input = dev.tensor_from_vec(images, (n, sample_len)).retaped::<Tape>();
         let sites = &state.model.sites;
         let logits = state.model.forward(
@@ -417,7 +417,7 @@ fn train_epoch(
                 .collect();
             hooks.on_step(&ctx, &views);
         }
-        state.optimizer.step(&mut state.model.params, &param_grads, lr);
+        state.optimizer.step(&mut state.model.params, &param_grads, lr as f32);
         loss_sum += loss_value as f64 * n as f64;
         correct += logit_values.chunks(classes).zip(&labels).filter(|(row, &l)| argmax(row) == l as usize).count();
         seen += n;

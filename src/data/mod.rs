@@ -119,7 +119,8 @@ impl FromStr for DatasetKind {
 /// Which dataset to load, from where, and the few options some loaders take.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DatasetSpec {
-    /// Which dataset.
+    /// Which dataset. Named `dataset` when serialised, as manifest.json's `config.dataset`.
+    #[serde(rename = "dataset")]
     pub kind: DatasetKind,
     /// Folder holding the files; required for every kind but `digits` and `synthetic`.
     pub data_dir: Option<PathBuf>,
