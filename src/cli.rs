@@ -76,14 +76,14 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
     /// Learning rate; a comma list is a sweep factor.
-    #[arg(long, value_delimiter = ',', default_value = "0.05")]
+    #[arg(long, value_delimiter = ',', default_value = "0.05", allow_negative_numbers = true)]
     pub lr: Vec<f64>,
     /// sgd (momentum 0.9) or adam.
     #[arg(long, default_value = "sgd")]
     pub optimizer: String,
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
     pub momentum: f32,
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub weight_decay: f32,
     /// constant, cosine, or step:EVERY:GAMMA.
     #[arg(long, default_value = "constant")]
@@ -120,6 +120,14 @@ pub struct RunArgs {
     /// Do not write a report at the end.
     #[arg(long)]
     pub no_report: bool,
+    /// Read the sweep's grid (datasets, activations, lr, seeds, arch, epochs...) from a TOML file
+    /// instead of the grid flags; see docs/sweeps.md.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Run only part I of N of the sweep (0 <= I < N), e.g. `--shard $SLURM_ARRAY_TASK_ID/8`:
+    /// the parts are disjoint and together are the whole sweep.
+    #[arg(long)]
+    pub shard: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -147,6 +155,30 @@ pub struct AnalyzeArgs {
 }
 
 impl RunArgs {
+    /// The sweep this invocation runs: the grid of the flags or of `--config`, cut to `--shard`.
+    pub fn sweep_plan(&self) -> Result<SweepPlan> {
+        let mut plan = match &self.config {
+            None => self.plan()?,
+            Some(path) => {
+                let file = crate::sweep_file::SweepFile::read(path)?;
+                let mut plans = file.to_run_args(self).iter().map(RunArgs::plan).collect::<Result<Vec<_>>>()?;
+                let mut plan = plans.remove(0);
+                if file.name.is_none() && !plans.is_empty() {
+                    bail!("--config {}: several datasets need a `name` for the sweep", path.display());
+                }
+                for other in plans {
+                    plan.runs.extend(other.runs);
+                }
+                plan
+            }
+        };
+        if let Some(shard) = &self.shard {
+            let (index, count) = parse_shard(shard)?;
+            plan.runs = sweep::shard(&plan.runs, index, count);
+        }
+        Ok(plan)
+    }
+
     /// The sweep's runs: activations × learning rates × seeds, in that nesting order.
     pub fn plan(&self) -> Result<SweepPlan> {
         let kind: DatasetKind = self.dataset.parse().map_err(|e| anyhow::anyhow!("--dataset: {e}"))?;
@@ -230,6 +262,15 @@ impl AnalyzeArgs {
     }
 }
 
+/// Parses `I/N` with 0 <= I < N.
+fn parse_shard(text: &str) -> Result<(usize, usize)> {
+    let parsed = text.split_once('/').and_then(|(i, n)| Some((i.trim().parse::<usize>().ok()?, n.trim().parse::<usize>().ok()?)));
+    match parsed {
+        Some((i, n)) if n > 0 && i < n => Ok((i, n)),
+        _ => bail!("--shard '{text}': expected I/N with 0 <= I < N, e.g. 0/4"),
+    }
+}
+
 fn install_thread_pool(threads: Option<usize>) -> Result<()> {
     if let Some(n) = threads {
         if n == 0 {
@@ -270,6 +311,10 @@ fn report_summary(summary: &SweepSummary, resume_hint: &std::path::Path) -> Resu
 /// activations among them.
 fn write_report(paths: &[PathBuf], mut options: necrosis_analysis::AnalyzeOptions, out: &std::path::Path) -> Result<()> {
     let runs = necrosis_analysis::load_runs(paths)?;
+    if runs.runs.is_empty() && runs.diverged.is_empty() {
+        let reasons: Vec<String> = runs.skipped.iter().map(|s| format!("{}: {}", s.dir.display(), s.reason)).collect();
+        bail!("no run can be analysed:\n  {}", reasons.join("\n  "));
+    }
     let mut names: Vec<String> = runs.runs.iter().map(|r| r.activation.clone()).collect();
     names.sort();
     names.dedup();
@@ -312,7 +357,7 @@ pub fn main_with_args(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run(args) => {
             install_thread_pool(args.threads)?;
-            let plan = args.plan()?;
+            let plan = args.sweep_plan()?;
             let stop = install_interrupt();
             let sweep_dir = plan.out.join(&plan.name);
             println!("sweep '{}': {} runs into {}", plan.name, plan.runs.len(), sweep_dir.display());
@@ -325,7 +370,13 @@ pub fn main_with_args(cli: Cli) -> Result<()> {
                 summary.failed.len()
             );
             report_summary(&summary, &sweep_dir)?;
-            if !args.no_report {
+            if args.shard.is_some() {
+                println!(
+                    "shard done; once every shard has finished: necrosis-report analyze {} --out reports/{}",
+                    sweep_dir.display(),
+                    plan.name
+                );
+            } else if !args.no_report {
                 let out = args.report_dir.clone().unwrap_or_else(|| PathBuf::from("reports").join(&plan.name));
                 let options = necrosis_analysis::AnalyzeOptions { title: plan.name.clone(), ..Default::default() };
                 write_report(&[sweep_dir], options, &out)?;

@@ -16,4 +16,5 @@ pub mod optim;
 pub mod param;
 pub mod record;
 pub mod sweep;
+pub mod sweep_file;
 pub mod train;

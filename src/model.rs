@@ -187,6 +187,71 @@ mod tests {
         assert!(model.params[3].value.iter().all(|b| *b == 0.0));
     }
 
+    /// The autodiff gradient of the whole network (conv, pool, activation sites, dense layers,
+    /// cross-entropy) against central differences of the loss, for every parameter tensor.
+    #[test]
+    fn whole_network_gradient_matches_finite_differences() {
+        use crate::ops::testing::pseudo_random;
+        use crate::ops::{tensor_values, Tape};
+        let (input, classes, n) = ([2, 7, 7], 3, 4);
+        let arch = crate::arch::resolve("conv:3:3:1:1,act,maxpool:2,conv:4:2,act,avgpool:2,fc:5,act,fc:3", input, classes).unwrap();
+        for activation in ["softplus", "relu-softsign"] {
+            let mut model = Model::new(&arch, input, classes, activation_by_name(activation).unwrap(), 5).unwrap();
+            for (i, p) in model.params.iter_mut().enumerate() {
+                // Non-zero biases, so that every bias gradient is exercised.
+                if p.shape.len() == 1 {
+                    let values = pseudo_random(p.len(), 100 + i as u64).iter().map(|v| v * 0.1).collect::<Vec<_>>();
+                    p.set_values(&values).unwrap();
+                }
+            }
+            let x = pseudo_random(n * 2 * 7 * 7, 42);
+            let labels = [0usize, 2, 1, 2];
+            let dev = Cpu::default();
+            let loss_of = |model: &Model| -> f64 {
+                let logits = tensor_values(&model.forward(dev.tensor_from_vec(x.clone(), (n, 98)), &mut |_, _, _| {}, None));
+                let mut total = 0.0;
+                for (row, &label) in logits.chunks(classes).zip(&labels) {
+                    let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+                    let log_sum = row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
+                    total += log_sum - row[label] as f64;
+                }
+                total / n as f64
+            };
+            let logits = model.forward(dev.tensor_from_vec(x.clone(), (n, 98)).retaped::<Tape>(), &mut |_, _, _| {}, None);
+            let mut one_hot = vec![0.0f32; n * classes];
+            for (i, &l) in labels.iter().enumerate() {
+                one_hot[i * classes + l] = 1.0;
+            }
+            let loss = cross_entropy_with_logits_loss(logits, dev.tensor_from_vec(one_hot, (n, classes)));
+            assert!((loss.array() as f64 - loss_of(&model)).abs() < 1e-5, "dfdx loss equals ours");
+            let mut grads = loss.backward();
+            let analytic: Vec<Vec<f32>> = model.params.iter().map(|p| p.take_grad(&mut grads).unwrap()).collect();
+            for (pi, grad) in analytic.iter().enumerate() {
+                // Every parameter of small tensors, a spread of 7 of the larger ones.
+                let len = model.params[pi].len();
+                let step = (len / 7).max(1);
+                for j in (0..len).step_by(step) {
+                    let eps = 1e-2f32;
+                    let mut plus = model.clone();
+                    let mut values = plus.params[pi].value.clone();
+                    values[j] += eps;
+                    plus.params[pi].set_values(&values).unwrap();
+                    let mut minus = model.clone();
+                    values[j] -= 2.0 * eps;
+                    minus.params[pi].set_values(&values).unwrap();
+                    let numeric = (loss_of(&plus) - loss_of(&minus)) / (2.0 * eps as f64);
+                    let err = (numeric - grad[j] as f64).abs();
+                    assert!(
+                        err < 2e-3 * (1.0 + numeric.abs()),
+                        "{activation} {}[{j}]: analytic {} numeric {numeric}",
+                        model.params[pi].name,
+                        grad[j]
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn initialisation_depends_only_on_the_seed() {
         let arch = resolve("lenet", [1, 8, 8], 10).unwrap();

@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::RunConfig;
-use crate::data;
+use crate::data::{self, Dataset};
 use crate::record::{Manifest, RunStatus};
 use crate::train::{self, Progress, RunOptions, RunOutcome};
 
@@ -52,20 +52,35 @@ pub fn check_name(name: &str, flag: &str) -> Result<()> {
     Ok(())
 }
 
-/// Runs every run of the plan; the dataset is loaded once, from the first run's spec.
+/// Part `index` of `count` of a sweep's runs: every `count`-th run from `index`, so the parts are
+/// disjoint, cover the sweep, and each mixes activations and seeds evenly.
+pub fn shard(runs: &[RunConfig], index: usize, count: usize) -> Vec<RunConfig> {
+    runs.iter().skip(index).step_by(count).cloned().collect()
+}
+
+/// Loads a run's dataset with its --train-limit applied.
+fn load_dataset(config: &RunConfig) -> Result<Dataset> {
+    let mut dataset = data::load(&config.dataset)?;
+    if let Some(limit) = config.train_limit {
+        dataset.limit_train(limit).context("--train-limit")?;
+    }
+    Ok(dataset)
+}
+
+/// Runs every run of the plan; each dataset is loaded once (runs of one dataset are adjacent).
 pub fn run_sweep(plan: &SweepPlan, stop: Arc<AtomicBool>) -> Result<SweepSummary> {
     check_name(&plan.name, "--name")?;
-    let Some(first) = plan.runs.first() else { bail!("the sweep has no runs") };
+    if plan.runs.is_empty() {
+        bail!("the sweep has no runs (an empty shard?)");
+    }
     for run in &plan.runs {
         run.validate()?;
     }
-    let mut dataset = data::load(&first.dataset)?;
-    if let Some(limit) = first.train_limit {
-        dataset.limit_train(limit).context("--train-limit")?;
-    }
+    let mut dataset = load_dataset(&plan.runs[0])?;
     let sweep_dir = plan.out.join(&plan.name);
     fs::create_dir_all(&sweep_dir).with_context(|| format!("creating {}", sweep_dir.display()))?;
 
+    // Sizes of later datasets are not known before they load; the bar counts with the first's.
     let steps_per_run: u64 = plan.runs.iter().map(|r| (r.epochs * dataset.train.len().div_ceil(r.batch_size)) as u64).sum();
     let bar = ProgressBar::new(steps_per_run);
     bar.set_style(
@@ -75,6 +90,9 @@ pub fn run_sweep(plan: &SweepPlan, stop: Arc<AtomicBool>) -> Result<SweepSummary
     let mut summary = SweepSummary::default();
     let total = plan.runs.len();
     for (i, config) in plan.runs.iter().enumerate() {
+        if i > 0 && (config.dataset != plan.runs[i - 1].dataset || config.train_limit != plan.runs[i - 1].train_limit) {
+            dataset = load_dataset(config)?;
+        }
         let run_id = config.run_id();
         let run_dir = sweep_dir.join(&run_id);
         let steps = (config.epochs * dataset.train.len().div_ceil(config.batch_size)) as u64;
@@ -243,6 +261,21 @@ impl Drop for RunLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shards_are_disjoint_and_cover_the_sweep() {
+        use clap::Parser;
+        let cli = crate::cli::Cli::parse_from(["necrosis-report", "run", "--seeds", "3", "--lr", "0.01,0.1"]);
+        let crate::cli::Command::Run(args) = cli.command else { panic!() };
+        let runs = args.plan().unwrap().runs;
+        assert_eq!(runs.len(), 5 * 2 * 3);
+        let mut union: Vec<String> = (0..4).flat_map(|i| shard(&runs, i, 4)).map(|r| r.run_id()).collect();
+        assert_eq!(union.len(), runs.len(), "disjoint");
+        union.sort();
+        let mut all: Vec<String> = runs.iter().map(|r| r.run_id()).collect();
+        all.sort();
+        assert_eq!(union, all, "covering");
+    }
 
     #[test]
     fn names_cannot_leave_the_output_folder() {
