@@ -38,7 +38,11 @@ fn main() -> anyhow::Result<()> {
     }
     let dead = concat(frames, UnionArgs::default())?
         .group_by([col("activation"), col("layer_name"), col("epoch")])
-        .agg([col("max_pre").lt_eq(lit(0.0)).cast(DataType::Float64).mean().alias("dead_frac")])
+        .agg([col("max_pre")
+            .lt_eq(lit(0.0))
+            .cast(DataType::Float64)
+            .mean()
+            .alias("dead_frac")])
         .sort(["activation", "layer_name", "epoch"], Default::default())
         .collect()?;
     println!("{dead}");

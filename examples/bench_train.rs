@@ -18,7 +18,11 @@ use necrosis::train::{self, Progress, RunOptions};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn flag(args: &[String], name: &str, default: usize) -> usize {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn peak_rss_mb() -> f64 {
@@ -37,11 +41,16 @@ fn main() -> anyhow::Result<()> {
     let threads = flag(&args, "--threads", 2);
     let samples = flag(&args, "--samples", 4096);
     let epochs = flag(&args, "--epochs", 2);
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()?;
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()?;
     let mut spec = DatasetSpec::new(DatasetKind::Synthetic);
     spec.synthetic_samples = Some(samples);
     let dataset = data::load(&spec)?;
-    println!("# LeNet, 28x28 synthetic, {} training samples, batch 64, {threads} threads", dataset.train.len());
+    println!(
+        "# LeNet, 28x28 synthetic, {} training samples, batch 64, {threads} threads",
+        dataset.train.len()
+    );
     for activation in ["relu", "relu-softsign"] {
         for instruments in [false, true] {
             let config = RunConfig {

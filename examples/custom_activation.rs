@@ -57,7 +57,10 @@ fn main() -> anyhow::Result<()> {
         probe_size: None,
     };
     let dir = tempfile::tempdir()?;
-    let options = RunOptions { activation: Some(Arc::new(Mish)), ..Default::default() };
+    let options = RunOptions {
+        activation: Some(Arc::new(Mish)),
+        ..Default::default()
+    };
     let outcome = train::run(&dataset, &config, dir.path(), options)?;
     let neurons = record::read_neurons(dir.path())?;
     let last = neurons.iter().map(|r| r.epoch).max().unwrap_or(0);

@@ -27,16 +27,31 @@ impl Hook for UpdateRatio {
     }
 
     fn on_step(&mut self, _ctx: &StepContext, params: &[ParamView]) {
-        let weights: Vec<&ParamView> = params.iter().filter(|p| p.name.ends_with(".weight")).collect();
+        let weights: Vec<&ParamView> = params
+            .iter()
+            .filter(|p| p.name.ends_with(".weight"))
+            .collect();
         if self.previous.len() == weights.len() {
             for (i, w) in weights.iter().enumerate() {
                 let rows = w.shape[0];
                 let fan_in = w.value.len() / rows;
                 self.sums[i].resize(rows, 0.0);
                 for r in 0..rows {
-                    let (now, before) = (&w.value[r * fan_in..(r + 1) * fan_in], &self.previous[i][r * fan_in..(r + 1) * fan_in]);
-                    let delta: f64 = now.iter().zip(before).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>().sqrt();
-                    let norm: f64 = before.iter().map(|b| (*b as f64).powi(2)).sum::<f64>().sqrt();
+                    let (now, before) = (
+                        &w.value[r * fan_in..(r + 1) * fan_in],
+                        &self.previous[i][r * fan_in..(r + 1) * fan_in],
+                    );
+                    let delta: f64 = now
+                        .iter()
+                        .zip(before)
+                        .map(|(a, b)| ((a - b) as f64).powi(2))
+                        .sum::<f64>()
+                        .sqrt();
+                    let norm: f64 = before
+                        .iter()
+                        .map(|b| (*b as f64).powi(2))
+                        .sum::<f64>()
+                        .sqrt();
                     self.sums[i][r] += delta / norm.max(1e-12);
                 }
             }
@@ -61,8 +76,14 @@ impl Hook for UpdateRatio {
                 format!("layer {i}: mean {mean:.2e}, max {max:.2e}")
             })
             .collect();
-        println!("epoch {} update/weight ratio — {}", summary.epoch, layers.join("; "));
-        self.sums.iter_mut().for_each(|s| s.iter_mut().for_each(|v| *v = 0.0));
+        println!(
+            "epoch {} update/weight ratio — {}",
+            summary.epoch,
+            layers.join("; ")
+        );
+        self.sums
+            .iter_mut()
+            .for_each(|s| s.iter_mut().for_each(|v| *v = 0.0));
         self.steps = 0;
     }
 }
@@ -84,7 +105,10 @@ fn main() -> anyhow::Result<()> {
         probe_size: None,
     };
     let dir = tempfile::tempdir()?;
-    let options = RunOptions { hooks: vec![Box::new(UpdateRatio::default())], ..Default::default() };
+    let options = RunOptions {
+        hooks: vec![Box::new(UpdateRatio::default())],
+        ..Default::default()
+    };
     let outcome = train::run(&dataset, &config, dir.path(), options)?;
     println!("{outcome:?}");
     Ok(())

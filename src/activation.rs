@@ -238,17 +238,50 @@ impl Builtin {
 macro_rules! for_each_builtin {
     ($self:expr, $b:ident => $body:expr) => {
         match $self {
-            Builtin::Relu => { let $b = Builtin::Relu; $body }
-            Builtin::Softplus => { let $b = Builtin::Softplus; $body }
-            Builtin::Softsign => { let $b = Builtin::Softsign; $body }
-            Builtin::ReluSoftplus => { let $b = Builtin::ReluSoftplus; $body }
-            Builtin::ReluSoftsign => { let $b = Builtin::ReluSoftsign; $body }
-            Builtin::LeakyRelu => { let $b = Builtin::LeakyRelu; $body }
-            Builtin::Elu => { let $b = Builtin::Elu; $body }
-            Builtin::Tanh => { let $b = Builtin::Tanh; $body }
-            Builtin::Sigmoid => { let $b = Builtin::Sigmoid; $body }
-            Builtin::Gelu => { let $b = Builtin::Gelu; $body }
-            Builtin::Swish => { let $b = Builtin::Swish; $body }
+            Builtin::Relu => {
+                let $b = Builtin::Relu;
+                $body
+            }
+            Builtin::Softplus => {
+                let $b = Builtin::Softplus;
+                $body
+            }
+            Builtin::Softsign => {
+                let $b = Builtin::Softsign;
+                $body
+            }
+            Builtin::ReluSoftplus => {
+                let $b = Builtin::ReluSoftplus;
+                $body
+            }
+            Builtin::ReluSoftsign => {
+                let $b = Builtin::ReluSoftsign;
+                $body
+            }
+            Builtin::LeakyRelu => {
+                let $b = Builtin::LeakyRelu;
+                $body
+            }
+            Builtin::Elu => {
+                let $b = Builtin::Elu;
+                $body
+            }
+            Builtin::Tanh => {
+                let $b = Builtin::Tanh;
+                $body
+            }
+            Builtin::Sigmoid => {
+                let $b = Builtin::Sigmoid;
+                $body
+            }
+            Builtin::Gelu => {
+                let $b = Builtin::Gelu;
+                $body
+            }
+            Builtin::Swish => {
+                let $b = Builtin::Swish;
+                $body
+            }
         }
     };
 }
@@ -342,16 +375,27 @@ pub fn activate<T: dfdx::tensor::Tape<f32, Cpu>>(
             let mut grad_z = vec![0.0f32; grad_h.len()];
             grad_z
                 .par_chunks_mut(ELEMENTWISE_CHUNK)
-                .zip(grad_h.par_chunks(ELEMENTWISE_CHUNK).zip(z_values.par_chunks(ELEMENTWISE_CHUNK)))
+                .zip(
+                    grad_h
+                        .par_chunks(ELEMENTWISE_CHUNK)
+                        .zip(z_values.par_chunks(ELEMENTWISE_CHUNK)),
+                )
                 .for_each(|(gz, (gh, z))| f.backward_slice(z, gh, gz));
             accumulate_into(grads.get_or_alloc_mut(&z_ghost)?, &grad_z);
             if let Some(slot) = capture {
-                *slot.lock().expect("capture slot poisoned") = Some(SiteCapture { z: z_values, grad_h, grad_z });
+                *slot.lock().expect("capture slot poisoned") = Some(SiteCapture {
+                    z: z_values,
+                    grad_h,
+                    grad_z,
+                });
             }
             Ok(())
         });
     }
-    Activations { tensor: h_tensor.put_tape(tape), sample_shape }
+    Activations {
+        tensor: h_tensor.put_tape(tape),
+        sample_shape,
+    }
 }
 
 #[cfg(test)]
@@ -453,7 +497,10 @@ mod tests {
         let dev = Cpu::default();
         let (n, features) = (2, 12);
         // Spread over [-4, 4) and away from relu's kink, so central differences are valid.
-        let z: Vec<f32> = pseudo_random(n * features, 11).iter().map(|v| if v.abs() < 0.05 { v + 0.2 } else { v * 4.0 }).collect();
+        let z: Vec<f32> = pseudo_random(n * features, 11)
+            .iter()
+            .map(|v| if v.abs() < 0.05 { v + 0.2 } else { v * 4.0 })
+            .collect();
         let probe = pseudo_random(n * features, 12);
         for b in BUILTINS {
             let f: Activation = Arc::new(b);
@@ -461,7 +508,10 @@ mod tests {
             let slot: CaptureSlot = Default::default();
             let mut seen = 0;
             let h = activate(
-                Activations { tensor: z_tensor.retaped::<Tape>(), sample_shape: [features, 1, 1] },
+                Activations {
+                    tensor: z_tensor.retaped::<Tape>(),
+                    sample_shape: [features, 1, 1],
+                },
                 &f,
                 &mut |zs, hs| {
                     seen += 1;
@@ -471,11 +521,22 @@ mod tests {
                 Some(slot.clone()),
             );
             assert_eq!(seen, 1);
-            let grads = (h.tensor * dev.tensor_from_vec(probe.clone(), (n, features))).sum().backward();
+            let grads = (h.tensor * dev.tensor_from_vec(probe.clone(), (n, features)))
+                .sum()
+                .backward();
             let grad_z = grads.get(&z_tensor).as_vec();
-            let objective = |zp: &[f32]| zp.iter().zip(&probe).map(|(z, p)| b.value(*z) as f64 * *p as f64).sum::<f64>();
+            let objective = |zp: &[f32]| {
+                zp.iter()
+                    .zip(&probe)
+                    .map(|(z, p)| b.value(*z) as f64 * *p as f64)
+                    .sum::<f64>()
+            };
             assert_gradient_matches(b.name(), &z, &grad_z, &objective, 1e-3, 5e-3);
-            let captured = slot.lock().unwrap().take().expect("backward filled the slot");
+            let captured = slot
+                .lock()
+                .unwrap()
+                .take()
+                .expect("backward filled the slot");
             assert_eq!(captured.z, z);
             assert_eq!(captured.grad_h, probe, "dL/dh of sum(h·probe) is the probe");
             assert_eq!(captured.grad_z, grad_z);

@@ -11,13 +11,30 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum LayerSpec {
-    Conv { name: String, out: usize, kernel: usize, stride: usize, padding: usize },
+    Conv {
+        name: String,
+        out: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    },
     /// An activation site; `site` is its index, the `layer` column of neurons.parquet.
-    Act { site: usize },
-    Maxpool { kernel: usize, stride: usize },
-    Avgpool { kernel: usize, stride: usize },
+    Act {
+        site: usize,
+    },
+    Maxpool {
+        kernel: usize,
+        stride: usize,
+    },
+    Avgpool {
+        kernel: usize,
+        stride: usize,
+    },
     Flatten,
-    Fc { name: String, out: usize },
+    Fc {
+        name: String,
+        out: usize,
+    },
 }
 
 /// The names `--arch` accepts besides a custom spec.
@@ -40,7 +57,10 @@ pub fn resolve(arch: &str, input: [usize; 3], classes: usize) -> Result<Vec<Laye
         custom => custom.to_string(),
     };
     let layers = parse(&spec).with_context(|| {
-        format!("--arch '{arch}': not a preset ({}) or a valid layer spec", PRESETS.join(", "))
+        format!(
+            "--arch '{arch}': not a preset ({}) or a valid layer spec",
+            PRESETS.join(", ")
+        )
     })?;
     match layers.last() {
         Some(LayerSpec::Fc { out, .. }) if *out == classes => Ok(layers),
@@ -61,8 +81,12 @@ pub fn parse(spec: &str) -> Result<Vec<LayerSpec>> {
     for token in spec.split(',').map(str::trim) {
         let parts: Vec<&str> = token.split(':').collect();
         let number = |i: usize, what: &str| -> Result<usize> {
-            let text = parts.get(i).with_context(|| format!("'{token}': missing {what}"))?;
-            let value: usize = text.parse().with_context(|| format!("'{token}': {what} '{text}' is not a whole number"))?;
+            let text = parts
+                .get(i)
+                .with_context(|| format!("'{token}': missing {what}"))?;
+            let value: usize = text
+                .parse()
+                .with_context(|| format!("'{token}': {what} '{text}' is not a whole number"))?;
             Ok(value)
         };
         let optional = |i: usize, what: &str, default: usize| -> Result<usize> {
@@ -98,7 +122,13 @@ pub fn parse(spec: &str) -> Result<Vec<LayerSpec>> {
                 let kernel = positive(number(2, "kernel size")?, "kernel size")?;
                 let stride = positive(optional(3, "stride", 1)?, "stride")?;
                 let padding = optional(4, "padding", 0)?;
-                layers.push(LayerSpec::Conv { name: format!("conv{convs}"), out, kernel, stride, padding });
+                layers.push(LayerSpec::Conv {
+                    name: format!("conv{convs}"),
+                    out,
+                    kernel,
+                    stride,
+                    padding,
+                });
             }
             "act" => {
                 layers.push(LayerSpec::Act { site: sites });
@@ -127,7 +157,10 @@ pub fn parse(spec: &str) -> Result<Vec<LayerSpec>> {
                 }
                 fcs += 1;
                 let out = positive(number(1, "units")?, "units")?;
-                layers.push(LayerSpec::Fc { name: format!("fc{fcs}"), out });
+                layers.push(LayerSpec::Fc {
+                    name: format!("fc{fcs}"),
+                    out,
+                });
             }
             _ => unreachable!("checked above"),
         }
@@ -146,10 +179,30 @@ mod tests {
     fn lenet_pads_small_inputs_only() {
         let small = resolve("lenet", [1, 8, 8], 10).unwrap();
         let large = resolve("lenet", [1, 28, 28], 10).unwrap();
-        assert!(matches!(&small[0], LayerSpec::Conv { padding: 1, out: 32, kernel: 3, .. }));
+        assert!(matches!(
+            &small[0],
+            LayerSpec::Conv {
+                padding: 1,
+                out: 32,
+                kernel: 3,
+                ..
+            }
+        ));
         assert!(matches!(&large[0], LayerSpec::Conv { padding: 0, .. }));
-        assert_eq!(large.iter().filter(|l| matches!(l, LayerSpec::Act { .. })).count(), 3);
-        assert_eq!(large.last(), Some(&LayerSpec::Fc { name: "fc2".into(), out: 10 }));
+        assert_eq!(
+            large
+                .iter()
+                .filter(|l| matches!(l, LayerSpec::Act { .. }))
+                .count(),
+            3
+        );
+        assert_eq!(
+            large.last(),
+            Some(&LayerSpec::Fc {
+                name: "fc2".into(),
+                out: 10
+            })
+        );
         assert!(large.contains(&LayerSpec::Flatten));
     }
 
@@ -159,13 +212,28 @@ mod tests {
         assert_eq!(
             layers,
             vec![
-                LayerSpec::Conv { name: "conv1".into(), out: 8, kernel: 5, stride: 2, padding: 1 },
+                LayerSpec::Conv {
+                    name: "conv1".into(),
+                    out: 8,
+                    kernel: 5,
+                    stride: 2,
+                    padding: 1
+                },
                 LayerSpec::Act { site: 0 },
-                LayerSpec::Avgpool { kernel: 2, stride: 2 },
+                LayerSpec::Avgpool {
+                    kernel: 2,
+                    stride: 2
+                },
                 LayerSpec::Flatten,
-                LayerSpec::Fc { name: "fc1".into(), out: 16 },
+                LayerSpec::Fc {
+                    name: "fc1".into(),
+                    out: 16
+                },
                 LayerSpec::Act { site: 1 },
-                LayerSpec::Fc { name: "fc2".into(), out: 3 },
+                LayerSpec::Fc {
+                    name: "fc2".into(),
+                    out: 3
+                },
             ]
         );
     }

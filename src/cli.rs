@@ -28,8 +28,10 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run a sweep (activations × learning rates × seeds) and write its report.
-    #[command(after_help = "Examples:\n  necrosis-report run                      # demo sweep on the embedded digits\n  necrosis-report run --dataset mnist --data-dir ../shared/data/mnist \\\n      --activations relu,relu-softsign --seeds 2 --epochs 3 --train-limit 10000")]
-    Run(RunArgs),
+    #[command(
+        after_help = "Examples:\n  necrosis-report run                      # demo sweep on the embedded digits\n  necrosis-report run --dataset mnist --data-dir ../shared/data/mnist \\\n      --activations relu,relu-softsign --seeds 2 --epochs 3 --train-limit 10000"
+    )]
+    Run(Box<RunArgs>),
     /// Continue interrupted runs: DIR is a run directory or a sweep folder.
     #[command(after_help = "Example:\n  necrosis-report resume runs/digits")]
     Resume {
@@ -38,7 +40,9 @@ pub enum Command {
         threads: Option<usize>,
     },
     /// Analyse run directories or sweep folders and write a report (HTML, Markdown, figures, tables).
-    #[command(after_help = "Example:\n  necrosis-report analyze runs/mnist --out reports/mnist --baseline relu --target-acc 0.98")]
+    #[command(
+        after_help = "Example:\n  necrosis-report analyze runs/mnist --out reports/mnist --baseline relu --target-acc 0.98"
+    )]
     Analyze(AnalyzeArgs),
     /// Print a terminal summary of one run.
     #[command(after_help = "Example:\n  necrosis-report inspect runs/digits/digits-relu-lr0.1-s0")]
@@ -63,7 +67,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Comma list of activation names.
-    #[arg(long, value_delimiter = ',', default_value = "relu,softplus,softsign,relu-softplus,relu-softsign")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "relu,softplus,softsign,relu-softplus,relu-softsign"
+    )]
     pub activations: Vec<String>,
     /// Number of seeds (0..N); ignored when --seed-list is given.
     #[arg(long, default_value_t = 3)]
@@ -76,7 +84,12 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
     /// Learning rate; a comma list is a sweep factor.
-    #[arg(long, value_delimiter = ',', default_value = "0.05", allow_negative_numbers = true)]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0.05",
+        allow_negative_numbers = true
+    )]
     pub lr: Vec<f64>,
     /// sgd (momentum 0.9) or adam.
     #[arg(long, default_value = "sgd")]
@@ -161,10 +174,17 @@ impl RunArgs {
             None => self.plan()?,
             Some(path) => {
                 let file = crate::sweep_file::SweepFile::read(path)?;
-                let mut plans = file.to_run_args(self).iter().map(RunArgs::plan).collect::<Result<Vec<_>>>()?;
+                let mut plans = file
+                    .to_run_args(self)
+                    .iter()
+                    .map(RunArgs::plan)
+                    .collect::<Result<Vec<_>>>()?;
                 let mut plan = plans.remove(0);
                 if file.name.is_none() && !plans.is_empty() {
-                    bail!("--config {}: several datasets need a `name` for the sweep", path.display());
+                    bail!(
+                        "--config {}: several datasets need a `name` for the sweep",
+                        path.display()
+                    );
                 }
                 for other in plans {
                     plan.runs.extend(other.runs);
@@ -181,7 +201,10 @@ impl RunArgs {
 
     /// The sweep's runs: activations × learning rates × seeds, in that nesting order.
     pub fn plan(&self) -> Result<SweepPlan> {
-        let kind: DatasetKind = self.dataset.parse().map_err(|e| anyhow::anyhow!("--dataset: {e}"))?;
+        let kind: DatasetKind = self
+            .dataset
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--dataset: {e}"))?;
         if kind.needs_data_dir() && self.data_dir.is_none() {
             bail!("--data-dir is required for --dataset {}", kind.name());
         }
@@ -194,7 +217,10 @@ impl RunArgs {
             activation_by_name(name).context("--activations")?;
         }
         let optimizer = match self.optimizer.as_str() {
-            "sgd" => OptimizerConfig::Sgd { momentum: self.momentum, weight_decay: self.weight_decay },
+            "sgd" => OptimizerConfig::Sgd {
+                momentum: self.momentum,
+                weight_decay: self.weight_decay,
+            },
             "adam" => OptimizerConfig::adam().with_weight_decay(self.weight_decay),
             other => bail!("--optimizer '{other}': expected sgd or adam"),
         };
@@ -205,7 +231,11 @@ impl RunArgs {
             bail!("--weight-decay must be >= 0, got {}", self.weight_decay);
         }
         let schedule = Schedule::parse(&self.schedule)?;
-        let seeds: Vec<u64> = if self.seed_list.is_empty() { (0..self.seeds).collect() } else { self.seed_list.clone() };
+        let seeds: Vec<u64> = if self.seed_list.is_empty() {
+            (0..self.seeds).collect()
+        } else {
+            self.seed_list.clone()
+        };
         if seeds.is_empty() {
             bail!("--seeds must be at least 1");
         }
@@ -240,7 +270,12 @@ impl RunArgs {
         }
         let name = self.name.clone().unwrap_or_else(|| kind.name().to_string());
         sweep::check_name(&name, "--name")?;
-        Ok(SweepPlan { name, out: self.out.clone(), runs, instruments: true })
+        Ok(SweepPlan {
+            name,
+            out: self.out.clone(),
+            runs,
+            instruments: true,
+        })
     }
 }
 
@@ -264,7 +299,12 @@ impl AnalyzeArgs {
 
 /// Parses `I/N` with 0 <= I < N.
 fn parse_shard(text: &str) -> Result<(usize, usize)> {
-    let parsed = text.split_once('/').and_then(|(i, n)| Some((i.trim().parse::<usize>().ok()?, n.trim().parse::<usize>().ok()?)));
+    let parsed = text.split_once('/').and_then(|(i, n)| {
+        Some((
+            i.trim().parse::<usize>().ok()?,
+            n.trim().parse::<usize>().ok()?,
+        ))
+    });
     match parsed {
         Some((i, n)) if n > 0 && i < n => Ok((i, n)),
         _ => bail!("--shard '{text}': expected I/N with 0 <= I < N, e.g. 0/4"),
@@ -276,7 +316,10 @@ fn install_thread_pool(threads: Option<usize>) -> Result<()> {
         if n == 0 {
             bail!("--threads must be at least 1");
         }
-        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("--threads")?;
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .context("--threads")?;
     }
     Ok(())
 }
@@ -297,22 +340,41 @@ fn install_interrupt() -> Arc<AtomicBool> {
 
 fn report_summary(summary: &SweepSummary, resume_hint: &std::path::Path) -> Result<()> {
     if summary.interrupted {
-        eprintln!("interrupted; continue with: necrosis-report resume {}", resume_hint.display());
+        eprintln!(
+            "interrupted; continue with: necrosis-report resume {}",
+            resume_hint.display()
+        );
         std::process::exit(130);
     }
     if !summary.failed.is_empty() {
-        let list: Vec<String> = summary.failed.iter().map(|(id, e)| format!("{id}: {e}")).collect();
-        bail!("{} run(s) failed:\n  {}", summary.failed.len(), list.join("\n  "));
+        let list: Vec<String> = summary
+            .failed
+            .iter()
+            .map(|(id, e)| format!("{id}: {e}"))
+            .collect();
+        bail!(
+            "{} run(s) failed:\n  {}",
+            summary.failed.len(),
+            list.join("\n  ")
+        );
     }
     Ok(())
 }
 
 /// Loads the runs under `paths` and writes their report, with figure (a) for the built-in
 /// activations among them.
-fn write_report(paths: &[PathBuf], mut options: necrosis_analysis::AnalyzeOptions, out: &std::path::Path) -> Result<()> {
+fn write_report(
+    paths: &[PathBuf],
+    mut options: necrosis_analysis::AnalyzeOptions,
+    out: &std::path::Path,
+) -> Result<()> {
     let runs = necrosis_analysis::load_runs(paths)?;
     if runs.runs.is_empty() && runs.diverged.is_empty() {
-        let reasons: Vec<String> = runs.skipped.iter().map(|s| format!("{}: {}", s.dir.display(), s.reason)).collect();
+        let reasons: Vec<String> = runs
+            .skipped
+            .iter()
+            .map(|s| format!("{}: {}", s.dir.display(), s.reason))
+            .collect();
         bail!("no run can be analysed:\n  {}", reasons.join("\n  "));
     }
     let mut names: Vec<String> = runs.runs.iter().map(|r| r.activation.clone()).collect();
@@ -335,8 +397,11 @@ fn write_report(paths: &[PathBuf], mut options: necrosis_analysis::AnalyzeOption
 
 /// Sampled f and f' of each named activation, for figure (a).
 pub fn activation_curves(names: &[String]) -> Result<Vec<necrosis_analysis::ActivationCurve>> {
-    let names: Vec<String> =
-        if names.is_empty() { builtin_names().into_iter().map(String::from).collect() } else { names.to_vec() };
+    let names: Vec<String> = if names.is_empty() {
+        builtin_names().into_iter().map(String::from).collect()
+    } else {
+        names.to_vec()
+    };
     names
         .iter()
         .map(|name| {
@@ -360,7 +425,12 @@ pub fn main_with_args(cli: Cli) -> Result<()> {
             let plan = args.sweep_plan()?;
             let stop = install_interrupt();
             let sweep_dir = plan.out.join(&plan.name);
-            println!("sweep '{}': {} runs into {}", plan.name, plan.runs.len(), sweep_dir.display());
+            println!(
+                "sweep '{}': {} runs into {}",
+                plan.name,
+                plan.runs.len(),
+                sweep_dir.display()
+            );
             let summary = sweep::run_sweep(&plan, stop)?;
             println!(
                 "{} complete, {} skipped (already done), {} diverged, {} failed",
@@ -377,8 +447,14 @@ pub fn main_with_args(cli: Cli) -> Result<()> {
                     plan.name
                 );
             } else if !args.no_report {
-                let out = args.report_dir.clone().unwrap_or_else(|| PathBuf::from("reports").join(&plan.name));
-                let options = necrosis_analysis::AnalyzeOptions { title: plan.name.clone(), ..Default::default() };
+                let out = args
+                    .report_dir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("reports").join(&plan.name));
+                let options = necrosis_analysis::AnalyzeOptions {
+                    title: plan.name.clone(),
+                    ..Default::default()
+                };
                 write_report(&[sweep_dir], options, &out)?;
             }
             Ok(())
@@ -387,7 +463,11 @@ pub fn main_with_args(cli: Cli) -> Result<()> {
             install_thread_pool(threads)?;
             let stop = install_interrupt();
             let summary = sweep::resume(&dir, stop)?;
-            println!("{} resumed to completion, {} already done", summary.completed.len(), summary.skipped.len());
+            println!(
+                "{} resumed to completion, {} already done",
+                summary.completed.len(),
+                summary.skipped.len()
+            );
             report_summary(&summary, &dir)
         }
         Command::Analyze(args) => {

@@ -13,7 +13,10 @@ use crate::optim::OptimizerConfig;
 pub enum Schedule {
     Constant,
     /// Multiply by `gamma` every `every` epochs.
-    Step { every: usize, gamma: f64 },
+    Step {
+        every: usize,
+        gamma: f64,
+    },
     /// Cosine annealing from lr to 0 over all epochs, changed once per epoch.
     Cosine,
 }
@@ -26,8 +29,12 @@ impl Schedule {
             ["constant"] => Ok(Schedule::Constant),
             ["cosine"] => Ok(Schedule::Cosine),
             ["step", every, gamma] => {
-                let every: usize = every.parse().map_err(|_| anyhow::anyhow!("--schedule '{text}': '{every}' is not a whole number"))?;
-                let gamma: f64 = gamma.parse().map_err(|_| anyhow::anyhow!("--schedule '{text}': '{gamma}' is not a number"))?;
+                let every: usize = every.parse().map_err(|_| {
+                    anyhow::anyhow!("--schedule '{text}': '{every}' is not a whole number")
+                })?;
+                let gamma: f64 = gamma.parse().map_err(|_| {
+                    anyhow::anyhow!("--schedule '{text}': '{gamma}' is not a number")
+                })?;
                 if every == 0 || !(gamma > 0.0 && gamma.is_finite()) {
                     bail!("--schedule '{text}': needs every > 0 and a positive gamma");
                 }
@@ -97,7 +104,13 @@ impl RunConfig {
 
     /// The run directory's name: `<dataset>-<activation>-lr<lr>-s<seed>`.
     pub fn run_id(&self) -> String {
-        format!("{}-{}-lr{}-s{}", self.dataset.kind.name(), self.activation, self.lr, self.seed)
+        format!(
+            "{}-{}-lr{}-s{}",
+            self.dataset.kind.name(),
+            self.activation,
+            self.lr,
+            self.seed
+        )
     }
 }
 
@@ -109,11 +122,17 @@ mod tests {
     fn schedules_give_the_documented_rates() {
         assert_eq!(Schedule::parse("constant").unwrap().lr_at(0.1, 5, 10), 0.1);
         let step = Schedule::parse("step:2:0.5").unwrap();
-        assert_eq!([1, 2, 3, 4, 5].map(|e| step.lr_at(0.8, e, 5)), [0.8, 0.8, 0.4, 0.4, 0.2]);
+        assert_eq!(
+            [1, 2, 3, 4, 5].map(|e| step.lr_at(0.8, e, 5)),
+            [0.8, 0.8, 0.4, 0.4, 0.2]
+        );
         let cosine = Schedule::Cosine;
         assert_eq!(cosine.lr_at(1.0, 1, 4), 1.0);
         assert!((cosine.lr_at(1.0, 3, 4) - 0.5).abs() < 1e-6);
         assert!(Schedule::parse("step:0:0.5").is_err());
-        assert!(Schedule::parse("linear").unwrap_err().to_string().contains("--schedule"));
+        assert!(Schedule::parse("linear")
+            .unwrap_err()
+            .to_string()
+            .contains("--schedule"));
     }
 }

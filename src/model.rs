@@ -30,13 +30,24 @@ pub struct SiteInfo {
     pub weight_param: usize,
 }
 
+/// Called at every activation site of a forward pass with (site, z, h).
+pub type SiteObserver<'a> = dyn FnMut(usize, &[f32], &[f32]) + 'a;
+
 #[derive(Debug, Clone)]
 enum Layer {
-    Conv { geometry: ConvGeometry, weight: usize, first: bool },
-    Act { site: usize },
+    Conv {
+        geometry: ConvGeometry,
+        weight: usize,
+        first: bool,
+    },
+    Act {
+        site: usize,
+    },
     Pool(PoolGeometry),
     Flatten,
-    Fc { weight: usize },
+    Fc {
+        weight: usize,
+    },
 }
 
 /// The network: layers, parameters (weight then bias for every conv and fc layer) and sites.
@@ -54,7 +65,13 @@ impl Model {
     /// Builds the network and initialises it: weights He (Kaiming) uniform,
     /// U(−√(6/fan_in), √(6/fan_in)) with fan_in = in·k·k (conv) or in (fc), drawn in layer order
     /// from ChaCha8 seeded with `seed`; biases zero, so no neuron starts dead or alive by its bias.
-    pub fn new(arch: &[LayerSpec], input_shape: [usize; 3], classes: usize, activation: Activation, seed: u64) -> Result<Self> {
+    pub fn new(
+        arch: &[LayerSpec],
+        input_shape: [usize; 3],
+        classes: usize,
+        activation: Activation,
+        seed: u64,
+    ) -> Result<Self> {
         let dev = Cpu::default();
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut shape = input_shape;
@@ -65,7 +82,13 @@ impl Model {
         let mut last_neuron_layer: Option<(String, usize)> = None;
         for spec in arch {
             match spec {
-                LayerSpec::Conv { name, out, kernel, stride, padding } => {
+                LayerSpec::Conv {
+                    name,
+                    out,
+                    kernel,
+                    stride,
+                    padding,
+                } => {
                     let geometry = ConvGeometry::new(shape, *out, *kernel, *stride, *padding)
                         .with_context(|| format!("layer {name} on input {shape:?}"))?;
                     let fan_in = geometry.patch_len();
@@ -79,13 +102,18 @@ impl Model {
                         he_uniform(&mut rng, *out * fan_in, fan_in),
                     ));
                     params.push(Param::vector(&dev, format!("{name}.bias"), vec![0.0; *out]));
-                    layers.push(Layer::Conv { geometry, weight, first: weight == 0 });
+                    layers.push(Layer::Conv {
+                        geometry,
+                        weight,
+                        first: weight == 0,
+                    });
                     last_neuron_layer = Some((name.clone(), weight));
                     shape = geometry.out_shape();
                 }
                 LayerSpec::Act { site } => {
-                    let (layer_name, weight_param) =
-                        last_neuron_layer.clone().context("an activation site must follow a conv or fc layer")?;
+                    let (layer_name, weight_param) = last_neuron_layer
+                        .clone()
+                        .context("an activation site must follow a conv or fc layer")?;
                     sites.push(SiteInfo {
                         site: *site,
                         layer_name,
@@ -96,7 +124,11 @@ impl Model {
                     layers.push(Layer::Act { site: *site });
                 }
                 LayerSpec::Maxpool { kernel, stride } | LayerSpec::Avgpool { kernel, stride } => {
-                    let kind = if matches!(spec, LayerSpec::Maxpool { .. }) { PoolKind::Max } else { PoolKind::Avg };
+                    let kind = if matches!(spec, LayerSpec::Maxpool { .. }) {
+                        PoolKind::Max
+                    } else {
+                        PoolKind::Avg
+                    };
                     let geometry = PoolGeometry::new(kind, shape, *kernel, *stride)
                         .with_context(|| format!("pooling after input {shape:?}"))?;
                     shape = geometry.out_shape();
@@ -124,8 +156,18 @@ impl Model {
                 }
             }
         }
-        anyhow::ensure!(shape == [classes, 1, 1], "the network ends with {shape:?}, expected {classes} outputs");
-        Ok(Self { layers, params, sites, activation, input_shape, classes })
+        anyhow::ensure!(
+            shape == [classes, 1, 1],
+            "the network ends with {shape:?}, expected {classes} outputs"
+        );
+        Ok(Self {
+            layers,
+            params,
+            sites,
+            activation,
+            input_shape,
+            classes,
+        })
     }
 
     /// Runs the network on a batch `(n, c·h·w)` and returns the logits `(n, classes)`.
@@ -135,21 +177,40 @@ impl Model {
     pub fn forward<T: StepTape>(
         &self,
         input: Tensor2<T>,
-        observe: &mut dyn FnMut(usize, &[f32], &[f32]),
+        observe: &mut SiteObserver,
         captures: Option<&[CaptureSlot]>,
     ) -> Tensor2<T> {
-        let mut x = Activations { tensor: input, sample_shape: self.input_shape };
+        let mut x = Activations {
+            tensor: input,
+            sample_shape: self.input_shape,
+        };
         for layer in &self.layers {
             x = match layer {
-                Layer::Conv { geometry, weight, first } => {
-                    conv2d(x, &self.params[*weight], &self.params[*weight + 1], *geometry, !first)
-                }
+                Layer::Conv {
+                    geometry,
+                    weight,
+                    first,
+                } => conv2d(
+                    x,
+                    &self.params[*weight],
+                    &self.params[*weight + 1],
+                    *geometry,
+                    !first,
+                ),
                 Layer::Act { site } => {
                     let capture = captures.map(|c| c[*site].clone());
-                    activate(x, &self.activation, &mut |z, h| observe(*site, z, h), capture)
+                    activate(
+                        x,
+                        &self.activation,
+                        &mut |z, h| observe(*site, z, h),
+                        capture,
+                    )
                 }
                 Layer::Pool(geometry) => pool2d(x, *geometry),
-                Layer::Flatten => Activations { sample_shape: [x.features(), 1, 1], tensor: x.tensor },
+                Layer::Flatten => Activations {
+                    sample_shape: [x.features(), 1, 1],
+                    tensor: x.tensor,
+                },
                 Layer::Fc { weight } => linear(x, &self.params[*weight], &self.params[*weight + 1]),
             };
         }
@@ -176,11 +237,25 @@ mod tests {
     #[test]
     fn lenet_has_the_expected_parameters_and_sites() {
         let arch = resolve("lenet", [1, 28, 28], 10).unwrap();
-        let model = Model::new(&arch, [1, 28, 28], 10, activation_by_name("relu").unwrap(), 0).unwrap();
+        let model = Model::new(
+            &arch,
+            [1, 28, 28],
+            10,
+            activation_by_name("relu").unwrap(),
+            0,
+        )
+        .unwrap();
         // conv1 32·9+32, conv2 64·288+64, fc1 128·1600+128, fc2 10·128+10
         assert_eq!(model.parameter_count(), 320 + 18496 + 204928 + 1290);
-        let names: Vec<_> = model.sites.iter().map(|s| (s.layer_name.as_str(), s.neurons, s.positions)).collect();
-        assert_eq!(names, vec![("conv1", 32, 676), ("conv2", 64, 121), ("fc1", 128, 1)]);
+        let names: Vec<_> = model
+            .sites
+            .iter()
+            .map(|s| (s.layer_name.as_str(), s.neurons, s.positions))
+            .collect();
+        assert_eq!(
+            names,
+            vec![("conv1", 32, 676), ("conv2", 64, 121), ("fc1", 128, 1)]
+        );
         assert_eq!(model.params[2].shape, vec![64, 32, 3, 3]);
         let bound = (6.0f32 / 288.0).sqrt();
         assert!(model.params[2].value.iter().all(|w| w.abs() <= bound));
@@ -194,13 +269,28 @@ mod tests {
         use crate::ops::testing::pseudo_random;
         use crate::ops::{tensor_values, Tape};
         let (input, classes, n) = ([2, 7, 7], 3, 4);
-        let arch = crate::arch::resolve("conv:3:3:1:1,act,maxpool:2,conv:4:2,act,avgpool:2,fc:5,act,fc:3", input, classes).unwrap();
+        let arch = crate::arch::resolve(
+            "conv:3:3:1:1,act,maxpool:2,conv:4:2,act,avgpool:2,fc:5,act,fc:3",
+            input,
+            classes,
+        )
+        .unwrap();
         for activation in ["softplus", "relu-softsign"] {
-            let mut model = Model::new(&arch, input, classes, activation_by_name(activation).unwrap(), 5).unwrap();
+            let mut model = Model::new(
+                &arch,
+                input,
+                classes,
+                activation_by_name(activation).unwrap(),
+                5,
+            )
+            .unwrap();
             for (i, p) in model.params.iter_mut().enumerate() {
                 // Non-zero biases, so that every bias gradient is exercised.
                 if p.shape.len() == 1 {
-                    let values = pseudo_random(p.len(), 100 + i as u64).iter().map(|v| v * 0.1).collect::<Vec<_>>();
+                    let values = pseudo_random(p.len(), 100 + i as u64)
+                        .iter()
+                        .map(|v| v * 0.1)
+                        .collect::<Vec<_>>();
                     p.set_values(&values).unwrap();
                 }
             }
@@ -208,24 +298,45 @@ mod tests {
             let labels = [0usize, 2, 1, 2];
             let dev = Cpu::default();
             let loss_of = |model: &Model| -> f64 {
-                let logits = tensor_values(&model.forward(dev.tensor_from_vec(x.clone(), (n, 98)), &mut |_, _, _| {}, None));
+                let logits = tensor_values(&model.forward(
+                    dev.tensor_from_vec(x.clone(), (n, 98)),
+                    &mut |_, _, _| {},
+                    None,
+                ));
                 let mut total = 0.0;
                 for (row, &label) in logits.chunks(classes).zip(&labels) {
                     let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-                    let log_sum = row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
+                    let log_sum = row
+                        .iter()
+                        .map(|&v| (v as f64 - max).exp())
+                        .sum::<f64>()
+                        .ln()
+                        + max;
                     total += log_sum - row[label] as f64;
                 }
                 total / n as f64
             };
-            let logits = model.forward(dev.tensor_from_vec(x.clone(), (n, 98)).retaped::<Tape>(), &mut |_, _, _| {}, None);
+            let logits = model.forward(
+                dev.tensor_from_vec(x.clone(), (n, 98)).retaped::<Tape>(),
+                &mut |_, _, _| {},
+                None,
+            );
             let mut one_hot = vec![0.0f32; n * classes];
             for (i, &l) in labels.iter().enumerate() {
                 one_hot[i * classes + l] = 1.0;
             }
-            let loss = cross_entropy_with_logits_loss(logits, dev.tensor_from_vec(one_hot, (n, classes)));
-            assert!((loss.array() as f64 - loss_of(&model)).abs() < 1e-5, "dfdx loss equals ours");
+            let loss =
+                cross_entropy_with_logits_loss(logits, dev.tensor_from_vec(one_hot, (n, classes)));
+            assert!(
+                (loss.array() as f64 - loss_of(&model)).abs() < 1e-5,
+                "dfdx loss equals ours"
+            );
             let mut grads = loss.backward();
-            let analytic: Vec<Vec<f32>> = model.params.iter().map(|p| p.take_grad(&mut grads).unwrap()).collect();
+            let analytic: Vec<Vec<f32>> = model
+                .params
+                .iter()
+                .map(|p| p.take_grad(&mut grads).unwrap())
+                .collect();
             for (pi, grad) in analytic.iter().enumerate() {
                 // Every parameter of small tensors, a spread of 7 of the larger ones.
                 let len = model.params[pi].len();

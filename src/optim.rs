@@ -13,25 +13,51 @@ use crate::param::Param;
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum OptimizerConfig {
-    Sgd { momentum: f32, weight_decay: f32 },
-    Adam { beta1: f32, beta2: f32, eps: f32, weight_decay: f32 },
+    Sgd {
+        momentum: f32,
+        weight_decay: f32,
+    },
+    Adam {
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+        weight_decay: f32,
+    },
 }
 
 impl OptimizerConfig {
     /// SGD with momentum 0.9, the study's setting.
     pub fn sgd() -> Self {
-        OptimizerConfig::Sgd { momentum: 0.9, weight_decay: 0.0 }
+        OptimizerConfig::Sgd {
+            momentum: 0.9,
+            weight_decay: 0.0,
+        }
     }
 
     /// Adam with PyTorch's defaults.
     pub fn adam() -> Self {
-        OptimizerConfig::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
+        OptimizerConfig::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
     }
 
     pub fn with_weight_decay(self, wd: f32) -> Self {
         match self {
-            OptimizerConfig::Sgd { momentum, .. } => OptimizerConfig::Sgd { momentum, weight_decay: wd },
-            OptimizerConfig::Adam { beta1, beta2, eps, .. } => OptimizerConfig::Adam { beta1, beta2, eps, weight_decay: wd },
+            OptimizerConfig::Sgd { momentum, .. } => OptimizerConfig::Sgd {
+                momentum,
+                weight_decay: wd,
+            },
+            OptimizerConfig::Adam {
+                beta1, beta2, eps, ..
+            } => OptimizerConfig::Adam {
+                beta1,
+                beta2,
+                eps,
+                weight_decay: wd,
+            },
         }
     }
 
@@ -57,12 +83,22 @@ pub struct Optimizer {
 
 impl Optimizer {
     pub fn new(config: OptimizerConfig, params: &[Param]) -> Self {
-        let zeros = || params.iter().map(|p| vec![0.0; p.len()]).collect::<Vec<_>>();
+        let zeros = || {
+            params
+                .iter()
+                .map(|p| vec![0.0; p.len()])
+                .collect::<Vec<_>>()
+        };
         let second_moment = match config {
             OptimizerConfig::Sgd { .. } => Vec::new(),
             OptimizerConfig::Adam { .. } => zeros(),
         };
-        Self { config, step: 0, first_moment: zeros(), second_moment }
+        Self {
+            config,
+            step: 0,
+            first_moment: zeros(),
+            second_moment,
+        }
     }
 
     /// One update of every parameter with its gradient (`grads[i]` belongs to `params[i]`), then
@@ -71,8 +107,13 @@ impl Optimizer {
         assert_eq!(params.len(), grads.len());
         self.step += 1;
         match self.config {
-            OptimizerConfig::Sgd { momentum, weight_decay } => {
-                for ((param, grad), velocity) in params.iter_mut().zip(grads).zip(&mut self.first_moment) {
+            OptimizerConfig::Sgd {
+                momentum,
+                weight_decay,
+            } => {
+                for ((param, grad), velocity) in
+                    params.iter_mut().zip(grads).zip(&mut self.first_moment)
+                {
                     for ((w, &g), v) in param.value.iter_mut().zip(grad).zip(velocity.iter_mut()) {
                         let g = g + weight_decay * *w;
                         *v = momentum * *v + g;
@@ -81,7 +122,12 @@ impl Optimizer {
                     param.upload();
                 }
             }
-            OptimizerConfig::Adam { beta1, beta2, eps, weight_decay } => {
+            OptimizerConfig::Adam {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            } => {
                 let t = self.step as i32;
                 let correction1 = 1.0 - beta1.powi(t);
                 let correction2 = 1.0 - beta2.powi(t);
@@ -119,7 +165,13 @@ mod tests {
     #[test]
     fn sgd_with_momentum_matches_hand_computation() {
         let mut params = one_param(&[1.0, -2.0]);
-        let mut opt = Optimizer::new(OptimizerConfig::Sgd { momentum: 0.9, weight_decay: 0.1 }, &params);
+        let mut opt = Optimizer::new(
+            OptimizerConfig::Sgd {
+                momentum: 0.9,
+                weight_decay: 0.1,
+            },
+            &params,
+        );
         // step 1: g' = g + 0.1 w = [0.5 + 0.1, 1.0 - 0.2] = [0.6, 0.8]; v = g'; w -= 0.1 v
         opt.step(&mut params, &[vec![0.5, 1.0]], 0.1);
         let w1 = [1.0 - 0.06, -2.0 - 0.08];
@@ -146,7 +198,11 @@ mod tests {
         let v_hat = 0.000_199_96f64 / (1.0 - 0.998_001);
         let expected = (1.0 - 0.01 * 0.2 / (0.2 + 1e-8)) - 0.01 * m_hat / (v_hat.sqrt() + 1e-8);
         opt.step(&mut params, &[vec![-0.4]], 0.01);
-        assert!((params[0].value[0] as f64 - expected).abs() < 1e-6, "{} vs {expected}", params[0].value[0]);
+        assert!(
+            (params[0].value[0] as f64 - expected).abs() < 1e-6,
+            "{} vs {expected}",
+            params[0].value[0]
+        );
     }
 
     #[test]

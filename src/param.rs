@@ -31,18 +31,35 @@ pub struct Param {
 
 impl Param {
     /// A weight matrix `(rows, cols)` whose saved shape is `shape` (same number of elements).
-    pub fn matrix(dev: &Cpu, name: String, shape: Vec<usize>, rows: usize, cols: usize, value: Vec<f32>) -> Self {
+    pub fn matrix(
+        dev: &Cpu,
+        name: String,
+        shape: Vec<usize>,
+        rows: usize,
+        cols: usize,
+        value: Vec<f32>,
+    ) -> Self {
         assert_eq!(rows * cols, value.len());
         assert_eq!(shape.iter().product::<usize>(), value.len());
         let tensor = ParamTensor::Matrix(dev.tensor_from_vec(value.clone(), (rows, cols)));
-        Self { name, shape, value, tensor }
+        Self {
+            name,
+            shape,
+            value,
+            tensor,
+        }
     }
 
     /// A bias vector.
     pub fn vector(dev: &Cpu, name: String, value: Vec<f32>) -> Self {
         let len = value.len();
         let tensor = ParamTensor::Vector(dev.tensor_from_vec(value.clone(), (len,)));
-        Self { name, shape: vec![len], value, tensor }
+        Self {
+            name,
+            shape: vec![len],
+            value,
+            tensor,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -105,7 +122,12 @@ impl Param {
         if grad.len() == self.len() {
             Ok(grad)
         } else {
-            Err(anyhow!("gradient of {} has {} values, expected {}", self.name, grad.len(), self.len()))
+            Err(anyhow!(
+                "gradient of {} has {} values, expected {}",
+                self.name,
+                grad.len(),
+                self.len()
+            ))
         }
     }
 
@@ -120,7 +142,12 @@ impl Param {
     /// Replaces the values (e.g. from a checkpoint) and uploads them.
     pub fn set_values(&mut self, values: &[f32]) -> Result<()> {
         if values.len() != self.len() {
-            return Err(anyhow!("{}: expected {} values, found {}", self.name, self.len(), values.len()));
+            return Err(anyhow!(
+                "{}: expected {} values, found {}",
+                self.name,
+                self.len(),
+                values.len()
+            ));
         }
         self.value.copy_from_slice(values);
         self.upload();

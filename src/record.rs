@@ -59,9 +59,15 @@ pub struct Manifest {
 impl Manifest {
     pub fn read(run_dir: &Path) -> Result<Self> {
         let path = run_dir.join("manifest.json");
-        let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let version: serde_json::Value =
-            serde_json::from_str(&text).with_context(|| format!("reading {}: not valid JSON", path.display()))?;
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        Self::parse(&text, &path)
+    }
+
+    /// Parses the text of a manifest.json; `path` only names the file in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let version: serde_json::Value = serde_json::from_str(text)
+            .with_context(|| format!("reading {}: not valid JSON", path.display()))?;
         match version.get("format_version").and_then(|v| v.as_u64()) {
             Some(v) if v == FORMAT_VERSION as u64 => {}
             Some(v) => bail!(
@@ -70,7 +76,8 @@ impl Manifest {
             ),
             None => bail!("reading {}: no format_version", path.display()),
         }
-        serde_json::from_value(version).with_context(|| format!("reading {}: not a necrosis manifest", path.display()))
+        serde_json::from_value(version)
+            .with_context(|| format!("reading {}: not a necrosis manifest", path.display()))
     }
 
     pub fn write(&self, run_dir: &Path) -> Result<()> {
@@ -112,31 +119,71 @@ fn parquet_bytes(df: &mut DataFrame) -> Result<Vec<u8>> {
 pub fn write_epochs(run_dir: &Path, rows: &[EpochSummary]) -> Result<()> {
     let col = |name: &str, values: Vec<Option<f64>>| Column::new(name.into(), values);
     let mut df = DataFrame::new_infer_height(vec![
-        Column::new("epoch".into(), rows.iter().map(|r| r.epoch).collect::<Vec<u32>>()),
-        Column::new("step".into(), rows.iter().map(|r| r.step).collect::<Vec<u64>>()),
+        Column::new(
+            "epoch".into(),
+            rows.iter().map(|r| r.epoch).collect::<Vec<u32>>(),
+        ),
+        Column::new(
+            "step".into(),
+            rows.iter().map(|r| r.step).collect::<Vec<u64>>(),
+        ),
         Column::new("lr".into(), rows.iter().map(|r| r.lr).collect::<Vec<f64>>()),
         col("train_loss", rows.iter().map(|r| r.train_loss).collect()),
         col("train_acc", rows.iter().map(|r| r.train_acc).collect()),
-        Column::new("test_loss".into(), rows.iter().map(|r| r.test_loss).collect::<Vec<f64>>()),
-        Column::new("test_acc".into(), rows.iter().map(|r| r.test_acc).collect::<Vec<f64>>()),
-        Column::new("seconds".into(), rows.iter().map(|r| r.seconds).collect::<Vec<f64>>()),
-        col("images_per_sec", rows.iter().map(|r| r.images_per_sec).collect()),
-        Column::new("diverged".into(), rows.iter().map(|r| r.diverged).collect::<Vec<bool>>()),
+        Column::new(
+            "test_loss".into(),
+            rows.iter().map(|r| r.test_loss).collect::<Vec<f64>>(),
+        ),
+        Column::new(
+            "test_acc".into(),
+            rows.iter().map(|r| r.test_acc).collect::<Vec<f64>>(),
+        ),
+        Column::new(
+            "seconds".into(),
+            rows.iter().map(|r| r.seconds).collect::<Vec<f64>>(),
+        ),
+        col(
+            "images_per_sec",
+            rows.iter().map(|r| r.images_per_sec).collect(),
+        ),
+        Column::new(
+            "diverged".into(),
+            rows.iter().map(|r| r.diverged).collect::<Vec<bool>>(),
+        ),
     ])?;
     write_atomic(&run_dir.join("epochs.parquet"), &parquet_bytes(&mut df)?)
 }
 
 /// neurons.parquet from its rows.
 pub fn write_neurons(run_dir: &Path, rows: &[NeuronRow]) -> Result<()> {
-    let f = |name: &str, get: fn(&NeuronRow) -> f64| Column::new(name.into(), rows.iter().map(get).collect::<Vec<f64>>());
+    let f = |name: &str, get: fn(&NeuronRow) -> f64| {
+        Column::new(name.into(), rows.iter().map(get).collect::<Vec<f64>>())
+    };
     let o = |name: &str, get: fn(&NeuronRow) -> Option<f64>| {
-        Column::new(name.into(), rows.iter().map(get).collect::<Vec<Option<f64>>>())
+        Column::new(
+            name.into(),
+            rows.iter().map(get).collect::<Vec<Option<f64>>>(),
+        )
     };
     let mut df = DataFrame::new_infer_height(vec![
-        Column::new("epoch".into(), rows.iter().map(|r| r.epoch).collect::<Vec<u32>>()),
-        Column::new("layer".into(), rows.iter().map(|r| r.layer).collect::<Vec<u32>>()),
-        Column::new("layer_name".into(), rows.iter().map(|r| r.layer_name.as_str()).collect::<Vec<&str>>()),
-        Column::new("neuron".into(), rows.iter().map(|r| r.neuron).collect::<Vec<u32>>()),
+        Column::new(
+            "epoch".into(),
+            rows.iter().map(|r| r.epoch).collect::<Vec<u32>>(),
+        ),
+        Column::new(
+            "layer".into(),
+            rows.iter().map(|r| r.layer).collect::<Vec<u32>>(),
+        ),
+        Column::new(
+            "layer_name".into(),
+            rows.iter()
+                .map(|r| r.layer_name.as_str())
+                .collect::<Vec<&str>>(),
+        ),
+        Column::new(
+            "neuron".into(),
+            rows.iter().map(|r| r.neuron).collect::<Vec<u32>>(),
+        ),
         f("active_frac", |r| r.active_frac),
         f("sample_active_frac", |r| r.sample_active_frac),
         f("max_pre", |r| r.max_pre),
@@ -156,16 +203,22 @@ pub fn write_neurons(run_dir: &Path, rows: &[NeuronRow]) -> Result<()> {
 
 fn read_parquet(path: &Path) -> Result<DataFrame> {
     let file = fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
-    ParquetReader::new(file).finish().with_context(|| format!("reading {}: not a readable parquet file", path.display()))
+    ParquetReader::new(file)
+        .finish()
+        .with_context(|| format!("reading {}: not a readable parquet file", path.display()))
 }
 
 fn f64s(df: &DataFrame, name: &str, path: &Path) -> Result<Vec<Option<f64>>> {
-    let column = df.column(name).with_context(|| format!("reading {}: no column {name}", path.display()))?;
+    let column = df
+        .column(name)
+        .with_context(|| format!("reading {}: no column {name}", path.display()))?;
     Ok(column.cast(&DataType::Float64)?.f64()?.iter().collect())
 }
 
 fn u64s(df: &DataFrame, name: &str, path: &Path) -> Result<Vec<u64>> {
-    let column = df.column(name).with_context(|| format!("reading {}: no column {name}", path.display()))?;
+    let column = df
+        .column(name)
+        .with_context(|| format!("reading {}: no column {name}", path.display()))?;
     column
         .cast(&DataType::UInt64)?
         .u64()?
@@ -180,9 +233,25 @@ pub fn read_epochs(run_dir: &Path) -> Result<Vec<EpochSummary>> {
     let df = read_parquet(&path)?;
     let epoch = u64s(&df, "epoch", &path)?;
     let step = u64s(&df, "step", &path)?;
-    let [lr, train_loss, train_acc, test_loss, test_acc, seconds, ips] =
-        ["lr", "train_loss", "train_acc", "test_loss", "test_acc", "seconds", "images_per_sec"].map(|n| f64s(&df, n, &path));
-    let (lr, train_loss, train_acc, test_loss, test_acc, seconds, ips) = (lr?, train_loss?, train_acc?, test_loss?, test_acc?, seconds?, ips?);
+    let [lr, train_loss, train_acc, test_loss, test_acc, seconds, ips] = [
+        "lr",
+        "train_loss",
+        "train_acc",
+        "test_loss",
+        "test_acc",
+        "seconds",
+        "images_per_sec",
+    ]
+    .map(|n| f64s(&df, n, &path));
+    let (lr, train_loss, train_acc, test_loss, test_acc, seconds, ips) = (
+        lr?,
+        train_loss?,
+        train_acc?,
+        test_loss?,
+        test_acc?,
+        seconds?,
+        ips?,
+    );
     let diverged: Vec<bool> = df
         .column("diverged")
         .with_context(|| format!("reading {}: no column diverged", path.display()))?
@@ -222,8 +291,19 @@ pub fn read_neurons(run_dir: &Path) -> Result<Vec<NeuronRow>> {
         .collect();
     let mut columns = HashMap::new();
     for name in [
-        "active_frac", "sample_active_frac", "max_pre", "mean_pre", "std_pre", "mean_abs_act", "mean_deriv", "weight_norm",
-        "bias", "train_active_frac", "grad_act_abs_mean", "grad_pre_abs_mean", "weight_grad_norm",
+        "active_frac",
+        "sample_active_frac",
+        "max_pre",
+        "mean_pre",
+        "std_pre",
+        "mean_abs_act",
+        "mean_deriv",
+        "weight_norm",
+        "bias",
+        "train_active_frac",
+        "grad_act_abs_mean",
+        "grad_pre_abs_mean",
+        "weight_grad_norm",
     ] {
         columns.insert(name, f64s(&df, name, &path)?);
     }
@@ -259,14 +339,29 @@ pub fn write_probe_indices(run_dir: &Path, indices: &[usize]) -> Result<()> {
 }
 
 /// Named f32 arrays with their shapes, plus string metadata, as one safetensors file.
-pub fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, &[f32])], metadata: HashMap<String, String>) -> Result<()> {
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, &[f32])],
+    metadata: HashMap<String, String>,
+) -> Result<()> {
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .iter()
-        .map(|(name, shape, values)| (name.clone(), shape.clone(), values.iter().flat_map(|v| v.to_le_bytes()).collect()))
+        .map(|(name, shape, values)| {
+            (
+                name.clone(),
+                shape.clone(),
+                values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            )
+        })
         .collect();
     let views = bytes
         .iter()
-        .map(|(name, shape, data)| Ok((name.clone(), TensorView::new(Dtype::F32, shape.clone(), data)?)))
+        .map(|(name, shape, data)| {
+            Ok((
+                name.clone(),
+                TensorView::new(Dtype::F32, shape.clone(), data)?,
+            ))
+        })
         .collect::<Result<Vec<_>>>()?;
     let serialized = safetensors::serialize(views, &Some(metadata))?;
     write_atomic(path, &serialized)
@@ -288,10 +383,17 @@ pub fn read_safetensors(path: &Path) -> Result<SafetensorsFile> {
         if view.dtype() != Dtype::F32 {
             bail!("reading {}: tensor {name} is not f32", path.display());
         }
-        let values = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let values = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
         tensors.insert(name, (view.shape().to_vec(), values));
     }
-    Ok(SafetensorsFile { tensors, metadata: header.metadata().clone().unwrap_or_default() })
+    Ok(SafetensorsFile {
+        tensors,
+        metadata: header.metadata().clone().unwrap_or_default(),
+    })
 }
 
 /// The paths of a run directory.
@@ -317,8 +419,30 @@ mod tests {
     fn epochs_round_trip_through_parquet() {
         let dir = tempfile::tempdir().unwrap();
         let rows = vec![
-            EpochSummary { epoch: 0, step: 0, lr: 0.1, train_loss: None, train_acc: None, test_loss: 2.3, test_acc: 0.1, seconds: 0.5, images_per_sec: None, diverged: false },
-            EpochSummary { epoch: 1, step: 10, lr: 0.1, train_loss: Some(1.2), train_acc: Some(0.6), test_loss: 0.9, test_acc: 0.7, seconds: 2.0, images_per_sec: Some(640.0), diverged: false },
+            EpochSummary {
+                epoch: 0,
+                step: 0,
+                lr: 0.1,
+                train_loss: None,
+                train_acc: None,
+                test_loss: 2.3,
+                test_acc: 0.1,
+                seconds: 0.5,
+                images_per_sec: None,
+                diverged: false,
+            },
+            EpochSummary {
+                epoch: 1,
+                step: 10,
+                lr: 0.1,
+                train_loss: Some(1.2),
+                train_acc: Some(0.6),
+                test_loss: 0.9,
+                test_acc: 0.7,
+                seconds: 2.0,
+                images_per_sec: Some(640.0),
+                diverged: false,
+            },
         ];
         write_epochs(dir.path(), &rows).unwrap();
         assert_eq!(read_epochs(dir.path()).unwrap(), rows);
@@ -341,8 +465,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("manifest.json"), "{not json").unwrap();
         let err = format!("{:#}", Manifest::read(dir.path()).unwrap_err());
-        assert!(err.contains("manifest.json") && err.contains("not valid JSON"), "{err}");
-        fs::write(dir.path().join("manifest.json"), r#"{"format_version": 99}"#).unwrap();
+        assert!(
+            err.contains("manifest.json") && err.contains("not valid JSON"),
+            "{err}"
+        );
+        fs::write(
+            dir.path().join("manifest.json"),
+            r#"{"format_version": 99}"#,
+        )
+        .unwrap();
         let err = format!("{:#}", Manifest::read(dir.path()).unwrap_err());
         assert!(err.contains("format_version 99"), "{err}");
     }

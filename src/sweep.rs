@@ -81,16 +81,25 @@ pub fn run_sweep(plan: &SweepPlan, stop: Arc<AtomicBool>) -> Result<SweepSummary
     fs::create_dir_all(&sweep_dir).with_context(|| format!("creating {}", sweep_dir.display()))?;
 
     // Sizes of later datasets are not known before they load; the bar counts with the first's.
-    let steps_per_run: u64 = plan.runs.iter().map(|r| (r.epochs * dataset.train.len().div_ceil(r.batch_size)) as u64).sum();
+    let steps_per_run: u64 = plan
+        .runs
+        .iter()
+        .map(|r| (r.epochs * dataset.train.len().div_ceil(r.batch_size)) as u64)
+        .sum();
     let bar = ProgressBar::new(steps_per_run);
     bar.set_style(
-        ProgressStyle::with_template("{bar:30} {percent:>3}% {msg} [{elapsed_precise} < {eta_precise}]")
-            .expect("valid template"),
+        ProgressStyle::with_template(
+            "{bar:30} {percent:>3}% {msg} [{elapsed_precise} < {eta_precise}]",
+        )
+        .expect("valid template"),
     );
     let mut summary = SweepSummary::default();
     let total = plan.runs.len();
     for (i, config) in plan.runs.iter().enumerate() {
-        if i > 0 && (config.dataset != plan.runs[i - 1].dataset || config.train_limit != plan.runs[i - 1].train_limit) {
+        if i > 0
+            && (config.dataset != plan.runs[i - 1].dataset
+                || config.train_limit != plan.runs[i - 1].train_limit)
+        {
             dataset = load_dataset(config)?;
         }
         let run_id = config.run_id();
@@ -99,7 +108,15 @@ pub fn run_sweep(plan: &SweepPlan, stop: Arc<AtomicBool>) -> Result<SweepSummary
         if let Ok(manifest) = Manifest::read(&run_dir) {
             if matches!(manifest.status, RunStatus::Complete | RunStatus::Diverged) {
                 bar.inc(steps);
-                bar.println(format!("run {}/{total} {run_id}: already {:?}, skipped", i + 1, manifest.status).to_lowercase());
+                say(
+                    &bar,
+                    format!(
+                        "run {}/{total} {run_id}: already {:?}, skipped",
+                        i + 1,
+                        manifest.status
+                    )
+                    .to_lowercase(),
+                );
                 summary.skipped.push(run_id);
                 continue;
             }
@@ -108,7 +125,13 @@ pub fn run_sweep(plan: &SweepPlan, stop: Arc<AtomicBool>) -> Result<SweepSummary
             Some(lock) => lock,
             None => {
                 bar.inc(steps);
-                bar.println(format!("run {}/{total} {run_id}: another process is training it, skipped", i + 1));
+                say(
+                    &bar,
+                    format!(
+                        "run {}/{total} {run_id}: another process is training it, skipped",
+                        i + 1
+                    ),
+                );
                 summary.skipped.push(run_id);
                 continue;
             }
@@ -125,9 +148,17 @@ pub fn run_sweep(plan: &SweepPlan, stop: Arc<AtomicBool>) -> Result<SweepSummary
             sweep: plan.name.clone(),
             activation: None,
             progress: Box::new(move |event| match event {
-                Progress::Step { epoch, batch, batches, loss } => {
-                    bar_in_run.set_position(start_position + ((epoch - 1) * batches + batch) as u64);
-                    bar_in_run.set_message(format!("{label_in_run} epoch {epoch} loss {loss:.3}{last_ips}"));
+                Progress::Step {
+                    epoch,
+                    batch,
+                    batches,
+                    loss,
+                } => {
+                    bar_in_run
+                        .set_position(start_position + ((epoch - 1) * batches + batch) as u64);
+                    bar_in_run.set_message(format!(
+                        "{label_in_run} epoch {epoch} loss {loss:.3}{last_ips}"
+                    ));
                 }
                 Progress::Epoch(e) => {
                     if let Some(ips) = e.images_per_sec {
@@ -141,28 +172,50 @@ pub fn run_sweep(plan: &SweepPlan, stop: Arc<AtomicBool>) -> Result<SweepSummary
         bar.set_position(start_position + steps);
         match outcome {
             Ok(RunOutcome::Complete { final_test_acc }) => {
-                bar.println(format!("{label}: complete, test accuracy {:.2} %", final_test_acc * 100.0));
+                say(
+                    &bar,
+                    format!(
+                        "{label}: complete, test accuracy {:.2} %",
+                        final_test_acc * 100.0
+                    ),
+                );
                 summary.completed.push(run_id);
             }
             Ok(RunOutcome::Diverged { epoch }) => {
-                bar.println(format!("{label}: diverged (loss NaN/inf) in epoch {epoch}; the sweep goes on"));
+                say(
+                    &bar,
+                    format!("{label}: diverged (loss NaN/inf) in epoch {epoch}; the sweep goes on"),
+                );
                 summary.diverged.push(run_id);
             }
             Ok(RunOutcome::Interrupted { epochs_completed }) => {
-                bar.println(format!("{label}: interrupted after epoch {epochs_completed}"));
+                say(
+                    &bar,
+                    format!("{label}: interrupted after epoch {epochs_completed}"),
+                );
                 summary.interrupted = true;
                 break;
             }
             Err(err) => {
                 let message = format!("{err:#}");
                 mark_failed(&run_dir, &message);
-                bar.println(format!("{label}: failed: {message}"));
+                say(&bar, format!("{label}: failed: {message}"));
                 summary.failed.push((run_id, message));
             }
         }
     }
     bar.finish_and_clear();
     Ok(summary)
+}
+
+/// Prints a line above the progress bar, or plainly when the bar is hidden (output is not a
+/// terminal), so logs of batch jobs still say how every run ended.
+fn say(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() {
+        println!("{line}");
+    } else {
+        bar.println(line);
+    }
 }
 
 /// Records a failure in the run's manifest, if it has one (its completed epochs stay readable).
@@ -187,7 +240,10 @@ pub fn resume(dir: &Path, stop: Arc<AtomicBool>) -> Result<SweepSummary> {
             .collect();
         dirs.sort();
         if dirs.is_empty() {
-            bail!("{}: no run directory (with a manifest.json) here", dir.display());
+            bail!(
+                "{}: no run directory (with a manifest.json) here",
+                dir.display()
+            );
         }
         dirs
     };
@@ -199,15 +255,27 @@ pub fn resume(dir: &Path, stop: Arc<AtomicBool>) -> Result<SweepSummary> {
             summary.skipped.push(run_id);
             continue;
         }
-        let name = run_dir.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let name = run_dir
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
         let plan = SweepPlan {
             name: manifest.sweep.clone(),
-            out: run_dir.parent().and_then(Path::parent).unwrap_or(Path::new(".")).to_path_buf(),
+            out: run_dir
+                .parent()
+                .and_then(Path::parent)
+                .unwrap_or(Path::new("."))
+                .to_path_buf(),
             runs: vec![manifest.config.clone()],
             instruments: true,
         };
         if name != manifest.sweep {
-            bail!("{}: the run belongs to sweep '{}' but sits in folder '{name}'", run_dir.display(), manifest.sweep);
+            bail!(
+                "{}: the run belongs to sweep '{}' but sits in folder '{name}'",
+                run_dir.display(),
+                manifest.sweep
+            );
         }
         let part = run_sweep(&plan, stop.clone())?;
         summary.completed.extend(part.completed);
@@ -232,14 +300,21 @@ impl RunLock {
         fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
         let path = run_dir.join(".lock");
         for _ in 0..2 {
-            match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
                 Ok(mut file) => {
                     write!(file, "{}", std::process::id())?;
                     return Ok(Some(Self { path }));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     let holder = fs::read_to_string(&path).unwrap_or_default();
-                    let alive = holder.trim().parse::<u32>().is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+                    let alive = holder
+                        .trim()
+                        .parse::<u32>()
+                        .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
                     if alive {
                         return Ok(None);
                     }
@@ -265,11 +340,23 @@ mod tests {
     #[test]
     fn shards_are_disjoint_and_cover_the_sweep() {
         use clap::Parser;
-        let cli = crate::cli::Cli::parse_from(["necrosis-report", "run", "--seeds", "3", "--lr", "0.01,0.1"]);
-        let crate::cli::Command::Run(args) = cli.command else { panic!() };
+        let cli = crate::cli::Cli::parse_from([
+            "necrosis-report",
+            "run",
+            "--seeds",
+            "3",
+            "--lr",
+            "0.01,0.1",
+        ]);
+        let crate::cli::Command::Run(args) = cli.command else {
+            panic!()
+        };
         let runs = args.plan().unwrap().runs;
         assert_eq!(runs.len(), 5 * 2 * 3);
-        let mut union: Vec<String> = (0..4).flat_map(|i| shard(&runs, i, 4)).map(|r| r.run_id()).collect();
+        let mut union: Vec<String> = (0..4)
+            .flat_map(|i| shard(&runs, i, 4))
+            .map(|r| r.run_id())
+            .collect();
         assert_eq!(union.len(), runs.len(), "disjoint");
         union.sort();
         let mut all: Vec<String> = runs.iter().map(|r| r.run_id()).collect();
@@ -289,9 +376,15 @@ mod tests {
     fn a_live_lock_excludes_and_a_stale_one_is_taken_over() {
         let dir = tempfile::tempdir().unwrap();
         let lock = RunLock::acquire(dir.path()).unwrap().expect("first lock");
-        assert!(RunLock::acquire(dir.path()).unwrap().is_none(), "our own pid is alive");
+        assert!(
+            RunLock::acquire(dir.path()).unwrap().is_none(),
+            "our own pid is alive"
+        );
         drop(lock);
         fs::write(dir.path().join(".lock"), "4000000000").unwrap();
-        assert!(RunLock::acquire(dir.path()).unwrap().is_some(), "a dead pid's lock is stale");
+        assert!(
+            RunLock::acquire(dir.path()).unwrap().is_some(),
+            "a dead pid's lock is stale"
+        );
     }
 }

@@ -59,8 +59,10 @@ pub struct SweepFile {
 
 impl SweepFile {
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("--config {}", path.display()))?;
-        let file: SweepFile = toml::from_str(&text).with_context(|| format!("--config {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--config {}", path.display()))?;
+        let file: SweepFile =
+            toml::from_str(&text).with_context(|| format!("--config {}", path.display()))?;
         if file.datasets.is_empty() {
             bail!("--config {}: `datasets` is empty", path.display());
         }
@@ -128,12 +130,26 @@ mod tests {
             "name = \"s\"\nactivations = [\"relu\", \"relu-softsign\"]\nlr = [0.01, 0.05]\nseeds = 2\nepochs = 3\n[[datasets]]\nname = \"digits\"\n",
         );
         let from_flags = crate::cli::Cli::parse_from([
-            "necrosis-report", "run", "--activations", "relu,relu-softsign", "--lr", "0.01,0.05", "--seeds", "2", "--epochs", "3",
-            "--name", "s",
+            "necrosis-report",
+            "run",
+            "--activations",
+            "relu,relu-softsign",
+            "--lr",
+            "0.01,0.05",
+            "--seeds",
+            "2",
+            "--epochs",
+            "3",
+            "--name",
+            "s",
         ]);
-        let crate::cli::Command::Run(flags) = from_flags.command else { panic!() };
+        let crate::cli::Command::Run(flags) = from_flags.command else {
+            panic!()
+        };
         let base = crate::cli::Cli::parse_from(["necrosis-report", "run"]);
-        let crate::cli::Command::Run(base) = base.command else { panic!() };
+        let crate::cli::Command::Run(base) = base.command else {
+            panic!()
+        };
         let file = SweepFile::read(&path).unwrap().to_run_args(&base);
         assert_eq!(file.len(), 1);
         assert_eq!(file[0].plan().unwrap().runs, flags.plan().unwrap().runs);
@@ -142,13 +158,24 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_wrong_types_name_the_file_and_key() {
-        let (_dir, path) = write("activations = [\"relu\"]\nlearning_rate = 0.1\n[[datasets]]\nname = \"digits\"\n");
+        let (_dir, path) = write(
+            "activations = [\"relu\"]\nlearning_rate = 0.1\n[[datasets]]\nname = \"digits\"\n",
+        );
         let err = format!("{:#}", SweepFile::read(&path).unwrap_err());
-        assert!(err.contains("sweep.toml") && err.contains("learning_rate"), "{err}");
-        let (_dir, path) = write("activations = [\"relu\"]\nepochs = \"ten\"\n[[datasets]]\nname = \"digits\"\n");
+        assert!(
+            err.contains("sweep.toml") && err.contains("learning_rate"),
+            "{err}"
+        );
+        let (_dir, path) =
+            write("activations = [\"relu\"]\nepochs = \"ten\"\n[[datasets]]\nname = \"digits\"\n");
         let err = format!("{:#}", SweepFile::read(&path).unwrap_err());
-        assert!(err.contains("sweep.toml") && err.contains("epochs"), "{err}");
+        assert!(
+            err.contains("sweep.toml") && err.contains("epochs"),
+            "{err}"
+        );
         let (_dir, path) = write("activations = [\"relu\"]\ndatasets = []\n");
-        assert!(format!("{:#}", SweepFile::read(&path).unwrap_err()).contains("`datasets` is empty"));
+        assert!(
+            format!("{:#}", SweepFile::read(&path).unwrap_err()).contains("`datasets` is empty")
+        );
     }
 }

@@ -22,7 +22,9 @@ use crate::arch;
 use crate::config::{RunConfig, DEFAULT_PROBE_SIZE};
 use crate::data::{Dataset, Split};
 use crate::hooks::recorder::{NeuronRecorder, NeuronRow};
-use crate::hooks::{EpochSummary, Hook, HookSet, ParamView, SiteBackward, SiteForward, StepContext};
+use crate::hooks::{
+    EpochSummary, Hook, HookSet, ParamView, SiteBackward, SiteForward, StepContext,
+};
 use crate::model::Model;
 use crate::ops::{tensor_values, Tape};
 use crate::optim::Optimizer;
@@ -34,17 +36,28 @@ const EVAL_BATCH: usize = 256;
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RunOutcome {
-    Complete { final_test_acc: f64 },
+    Complete {
+        final_test_acc: f64,
+    },
     /// The loss became NaN or infinite in this epoch; earlier epochs' records stay.
-    Diverged { epoch: usize },
+    Diverged {
+        epoch: usize,
+    },
     /// Stopped by the caller's stop flag (Ctrl-C); records end at the last completed epoch.
-    Interrupted { epochs_completed: usize },
+    Interrupted {
+        epochs_completed: usize,
+    },
 }
 
 /// What the loop reports as it goes, for progress bars.
 #[derive(Debug, Clone)]
 pub enum Progress<'a> {
-    Step { epoch: usize, batch: usize, batches: usize, loss: f32 },
+    Step {
+        epoch: usize,
+        batch: usize,
+        batches: usize,
+        loss: f32,
+    },
     Epoch(&'a EpochSummary),
 }
 
@@ -64,7 +77,14 @@ pub struct RunOptions<'a> {
 
 impl Default for RunOptions<'_> {
     fn default() -> Self {
-        Self { instruments: true, hooks: Vec::new(), stop: None, progress: Box::new(|_: Progress| {}), sweep: String::new(), activation: None }
+        Self {
+            instruments: true,
+            hooks: Vec::new(),
+            stop: None,
+            progress: Box::new(|_: Progress| {}),
+            sweep: String::new(),
+            activation: None,
+        }
     }
 }
 
@@ -80,23 +100,32 @@ struct State {
 }
 
 /// Trains one run into `run_dir`, resuming from its checkpoint if one is there.
-pub fn run(dataset: &Dataset, config: &RunConfig, run_dir: &Path, mut options: RunOptions) -> Result<RunOutcome> {
+pub fn run(
+    dataset: &Dataset,
+    config: &RunConfig,
+    run_dir: &Path,
+    mut options: RunOptions,
+) -> Result<RunOutcome> {
     config.validate()?;
     let activation = match options.activation.take() {
         Some(a) => a,
         None => activation_by_name(&config.activation).context("--activations")?,
     };
     let probe = probe_indices(config, dataset)?;
-    std::fs::create_dir_all(run_dir.join("checkpoint")).with_context(|| format!("creating {}", run_dir.display()))?;
+    std::fs::create_dir_all(run_dir.join("checkpoint"))
+        .with_context(|| format!("creating {}", run_dir.display()))?;
     let started = Instant::now();
-    let resumed = record::checkpoint_path(run_dir).exists() && run_dir.join("manifest.json").exists();
+    let resumed =
+        record::checkpoint_path(run_dir).exists() && run_dir.join("manifest.json").exists();
     let mut state = if resumed {
         restore(run_dir, config, dataset, activation.clone())?
     } else {
         fresh(run_dir, config, dataset, activation.clone(), &options.sweep)?
     };
     let mut hooks = HookSet {
-        recorder: options.instruments.then(|| NeuronRecorder::new(state.model.sites.clone(), activation.clone())),
+        recorder: options
+            .instruments
+            .then(|| NeuronRecorder::new(state.model.sites.clone(), activation.clone())),
         others: std::mem::take(&mut options.hooks),
     };
     let elapsed = |state: &State| state.seconds_before + started.elapsed().as_secs_f64();
@@ -127,10 +156,20 @@ pub fn run(dataset: &Dataset, config: &RunConfig, run_dir: &Path, mut options: R
     for epoch in state.completed + 1..=config.epochs {
         let lr = config.schedule.lr_at(config.lr, epoch, config.epochs);
         let epoch_start = Instant::now();
-        let trained = train_epoch(&mut state, dataset, config, epoch, lr, &mut hooks, &mut options)?;
+        let trained = train_epoch(
+            &mut state,
+            dataset,
+            config,
+            epoch,
+            lr,
+            &mut hooks,
+            &mut options,
+        )?;
         let Some((train_loss, train_acc)) = trained.result else {
             if trained.interrupted {
-                return Ok(RunOutcome::Interrupted { epochs_completed: state.completed });
+                return Ok(RunOutcome::Interrupted {
+                    epochs_completed: state.completed,
+                });
             }
             let summary = EpochSummary {
                 epoch: epoch as u32,
@@ -150,8 +189,7 @@ pub fn run(dataset: &Dataset, config: &RunConfig, run_dir: &Path, mut options: R
             state.manifest.ended_at = Some(record::now_rfc3339());
             state.manifest.error = Some(format!(
                 "the training loss became {} at epoch {epoch}, step {}",
-                trained.bad_loss,
-                state.optimizer.step
+                trained.bad_loss, state.optimizer.step
             ));
             state.manifest.write(run_dir)?;
             return Ok(RunOutcome::Diverged { epoch });
@@ -208,9 +246,21 @@ fn probe_indices(config: &RunConfig, dataset: &Dataset) -> Result<Vec<usize>> {
     Ok(indices)
 }
 
-fn fresh(run_dir: &Path, config: &RunConfig, dataset: &Dataset, activation: Activation, sweep: &str) -> Result<State> {
+fn fresh(
+    run_dir: &Path,
+    config: &RunConfig,
+    dataset: &Dataset,
+    activation: Activation,
+    sweep: &str,
+) -> Result<State> {
     let architecture = arch::resolve(&config.arch, dataset.input_shape(), dataset.classes)?;
-    let model = Model::new(&architecture, dataset.input_shape(), dataset.classes, activation, config.seed)?;
+    let model = Model::new(
+        &architecture,
+        dataset.input_shape(),
+        dataset.classes,
+        activation,
+        config.seed,
+    )?;
     let optimizer = Optimizer::new(config.optimizer, &model.params);
     record::write_probe_indices(run_dir, &probe_indices(config, dataset)?)?;
     let manifest = Manifest {
@@ -233,15 +283,31 @@ fn fresh(run_dir: &Path, config: &RunConfig, dataset: &Dataset, activation: Acti
         architecture,
         sites: model.sites.clone(),
     };
-    Ok(State { model, optimizer, epochs: Vec::new(), neurons: Vec::new(), completed: 0, seconds_before: 0.0, manifest })
+    Ok(State {
+        model,
+        optimizer,
+        epochs: Vec::new(),
+        neurons: Vec::new(),
+        completed: 0,
+        seconds_before: 0.0,
+        manifest,
+    })
 }
 
 /// Rebuilds the state of the last checkpoint; records of later epochs (written before a kill
 /// reached the checkpoint) are dropped and redone.
-fn restore(run_dir: &Path, config: &RunConfig, dataset: &Dataset, activation: Activation) -> Result<State> {
+fn restore(
+    run_dir: &Path,
+    config: &RunConfig,
+    dataset: &Dataset,
+    activation: Activation,
+) -> Result<State> {
     let mut manifest = Manifest::read(run_dir)?;
     if &manifest.config != config {
-        bail!("{}: the run directory holds a run with another configuration", run_dir.display());
+        bail!(
+            "{}: the run directory holds a run with another configuration",
+            run_dir.display()
+        );
     }
     let path = record::checkpoint_path(run_dir);
     let checkpoint = record::read_safetensors(&path)?;
@@ -250,21 +316,39 @@ fn restore(run_dir: &Path, config: &RunConfig, dataset: &Dataset, activation: Ac
             .metadata
             .get(key)
             .and_then(|v| v.parse().ok())
-            .with_context(|| format!("reading {}: no valid '{key}' in its metadata", path.display()))
+            .with_context(|| {
+                format!(
+                    "reading {}: no valid '{key}' in its metadata",
+                    path.display()
+                )
+            })
     };
     let completed = meta("epoch")? as usize;
     let architecture = arch::resolve(&config.arch, dataset.input_shape(), dataset.classes)?;
-    let mut model = Model::new(&architecture, dataset.input_shape(), dataset.classes, activation, config.seed)?;
+    let mut model = Model::new(
+        &architecture,
+        dataset.input_shape(),
+        dataset.classes,
+        activation,
+        config.seed,
+    )?;
     let mut optimizer = Optimizer::new(config.optimizer, &model.params);
     optimizer.step = meta("step")? as u64;
     for (i, param) in model.params.iter_mut().enumerate() {
         let tensor = |name: &str| {
-            checkpoint.tensors.get(name).with_context(|| format!("reading {}: no tensor {name}", path.display()))
+            checkpoint
+                .tensors
+                .get(name)
+                .with_context(|| format!("reading {}: no tensor {name}", path.display()))
         };
-        param.set_values(&tensor(&param.name)?.1).with_context(|| format!("reading {}", path.display()))?;
-        optimizer.first_moment[i].copy_from_slice(&tensor(&format!("optimizer.first.{}", param.name))?.1);
+        param
+            .set_values(&tensor(&param.name)?.1)
+            .with_context(|| format!("reading {}", path.display()))?;
+        optimizer.first_moment[i]
+            .copy_from_slice(&tensor(&format!("optimizer.first.{}", param.name))?.1);
         if !optimizer.second_moment.is_empty() {
-            optimizer.second_moment[i].copy_from_slice(&tensor(&format!("optimizer.second.{}", param.name))?.1);
+            optimizer.second_moment[i]
+                .copy_from_slice(&tensor(&format!("optimizer.second.{}", param.name))?.1);
         }
     }
     let mut epochs = record::read_epochs(run_dir)?;
@@ -272,13 +356,26 @@ fn restore(run_dir: &Path, config: &RunConfig, dataset: &Dataset, activation: Ac
     let mut neurons = record::read_neurons(run_dir)?;
     neurons.retain(|n| (n.epoch as usize) <= completed);
     if epochs.len() != completed + 1 {
-        bail!("{}: epochs.parquet has {} of the {} epochs the checkpoint covers", run_dir.display(), epochs.len(), completed + 1);
+        bail!(
+            "{}: epochs.parquet has {} of the {} epochs the checkpoint covers",
+            run_dir.display(),
+            epochs.len(),
+            completed + 1
+        );
     }
     manifest.status = RunStatus::Running;
     manifest.epochs_completed = completed;
     manifest.ended_at = None;
     manifest.error = None;
-    Ok(State { model, optimizer, epochs, neurons, completed, seconds_before: meta("seconds")?, manifest })
+    Ok(State {
+        model,
+        optimizer,
+        epochs,
+        neurons,
+        completed,
+        seconds_before: meta("seconds")?,
+        manifest,
+    })
 }
 
 /// Writes the epoch's records, then the checkpoint, then the manifest that declares the epoch
@@ -288,18 +385,31 @@ fn save_epoch(run_dir: &Path, state: &mut State, epoch: usize, seconds: f64) -> 
     record::write_epochs(run_dir, &state.epochs)?;
     record::write_neurons(run_dir, &state.neurons)?;
     let params = &state.model.params;
-    let mut tensors: Vec<(String, Vec<usize>, &[f32])> =
-        params.iter().map(|p| (p.name.clone(), p.shape.clone(), p.value.as_slice())).collect();
+    let mut tensors: Vec<(String, Vec<usize>, &[f32])> = params
+        .iter()
+        .map(|p| (p.name.clone(), p.shape.clone(), p.value.as_slice()))
+        .collect();
     let model_meta = HashMap::from([
         ("activation".to_string(), state.manifest.activation.clone()),
-        ("architecture".to_string(), serde_json::to_string(&state.manifest.architecture)?),
+        (
+            "architecture".to_string(),
+            serde_json::to_string(&state.manifest.architecture)?,
+        ),
         ("epoch".to_string(), epoch.to_string()),
     ]);
     record::write_safetensors(&run_dir.join("model.safetensors"), &tensors, model_meta)?;
     for (i, p) in params.iter().enumerate() {
-        tensors.push((format!("optimizer.first.{}", p.name), p.shape.clone(), &state.optimizer.first_moment[i]));
+        tensors.push((
+            format!("optimizer.first.{}", p.name),
+            p.shape.clone(),
+            &state.optimizer.first_moment[i],
+        ));
         if !state.optimizer.second_moment.is_empty() {
-            tensors.push((format!("optimizer.second.{}", p.name), p.shape.clone(), &state.optimizer.second_moment[i]));
+            tensors.push((
+                format!("optimizer.second.{}", p.name),
+                p.shape.clone(),
+                &state.optimizer.second_moment[i],
+            ));
         }
     }
     let checkpoint_meta = HashMap::from([
@@ -339,7 +449,9 @@ fn one_hot(dev: &Cpu, labels: &[u32], classes: usize) -> Tensor<(usize, usize), 
 }
 
 fn argmax(row: &[f32]) -> usize {
-    row.iter().enumerate().fold(0, |best, (i, v)| if *v > row[best] { i } else { best })
+    row.iter()
+        .enumerate()
+        .fold(0, |best, (i, v)| if *v > row[best] { i } else { best })
 }
 
 fn train_epoch(
@@ -361,23 +473,48 @@ fn train_epoch(
 
     let wants_forward = hooks.wants_batch_forward();
     let wants_backward = hooks.wants_batch_backward();
-    let slots: Vec<CaptureSlot> = state.model.sites.iter().map(|_| CaptureSlot::default()).collect();
+    let slots: Vec<CaptureSlot> = state
+        .model
+        .sites
+        .iter()
+        .map(|_| CaptureSlot::default())
+        .collect();
     let batches = order.len().div_ceil(config.batch_size);
     let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
     for (batch_index, indices) in order.chunks(config.batch_size).enumerate() {
-        if options.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) {
-            return Ok(EpochResult { result: None, interrupted: true, bad_loss: 0.0 });
+        if options
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::SeqCst))
+        {
+            return Ok(EpochResult {
+                result: None,
+                interrupted: true,
+                bad_loss: 0.0,
+            });
         }
         let (images, labels) = gather(&dataset.train, indices, sample_len);
         let n = labels.len();
-        let ctx = StepContext { epoch, step: state.optimizer.step, batch_size: n, lr: lr as f32 };
-        let input = dev.tensor_from_vec(images, (n, sample_len)).retaped::<Tape>();
+        let ctx = StepContext {
+            epoch,
+            step: state.optimizer.step,
+            batch_size: n,
+            lr: lr as f32,
+        };
+        let input = dev
+            .tensor_from_vec(images, (n, sample_len))
+            .retaped::<Tape>();
         let sites = &state.model.sites;
         let logits = state.model.forward(
             input,
             &mut |site, z, h| {
                 if wants_forward {
-                    let event = SiteForward { info: &sites[site], batch_size: n, z, h };
+                    let event = SiteForward {
+                        info: &sites[site],
+                        batch_size: n,
+                        z,
+                        h,
+                    };
                     hooks.on_batch_forward(&ctx, &event);
                 }
             },
@@ -387,11 +524,19 @@ fn train_epoch(
         let loss = cross_entropy_with_logits_loss(logits, one_hot(&dev, &labels, classes));
         let loss_value = loss.array();
         if !loss_value.is_finite() {
-            return Ok(EpochResult { result: None, interrupted: false, bad_loss: loss_value });
+            return Ok(EpochResult {
+                result: None,
+                interrupted: false,
+                bad_loss: loss_value,
+            });
         }
         let mut grads = loss.backward();
-        let param_grads =
-            state.model.params.iter().map(|p| p.take_grad(&mut grads)).collect::<Result<Vec<_>>>()?;
+        let param_grads = state
+            .model
+            .params
+            .iter()
+            .map(|p| p.take_grad(&mut grads))
+            .collect::<Result<Vec<_>>>()?;
         drop(grads);
         if wants_backward {
             for (site, slot) in sites.iter().zip(&slots) {
@@ -413,17 +558,37 @@ fn train_epoch(
                 .params
                 .iter()
                 .zip(&param_grads)
-                .map(|(p, g)| ParamView { name: &p.name, shape: &p.shape, value: &p.value, grad: Some(g) })
+                .map(|(p, g)| ParamView {
+                    name: &p.name,
+                    shape: &p.shape,
+                    value: &p.value,
+                    grad: Some(g),
+                })
                 .collect();
             hooks.on_step(&ctx, &views);
         }
-        state.optimizer.step(&mut state.model.params, &param_grads, lr as f32);
+        state
+            .optimizer
+            .step(&mut state.model.params, &param_grads, lr as f32);
         loss_sum += loss_value as f64 * n as f64;
-        correct += logit_values.chunks(classes).zip(&labels).filter(|(row, &l)| argmax(row) == l as usize).count();
+        correct += logit_values
+            .chunks(classes)
+            .zip(&labels)
+            .filter(|(row, &l)| argmax(row) == l as usize)
+            .count();
         seen += n;
-        (options.progress)(Progress::Step { epoch, batch: batch_index + 1, batches, loss: loss_value });
+        (options.progress)(Progress::Step {
+            epoch,
+            batch: batch_index + 1,
+            batches,
+            loss: loss_value,
+        });
     }
-    Ok(EpochResult { result: Some((loss_sum / seen as f64, correct as f64 / seen as f64)), interrupted: false, bad_loss: 0.0 })
+    Ok(EpochResult {
+        result: Some((loss_sum / seen as f64, correct as f64 / seen as f64)),
+        interrupted: false,
+        bad_loss: 0.0,
+    })
 }
 
 /// Mean cross-entropy and accuracy on a split, in evaluation mode (no tape).
@@ -434,11 +599,20 @@ fn evaluate(model: &Model, split: &Split, sample_len: usize) -> Result<(f64, f64
     let all: Vec<usize> = (0..split.len()).collect();
     for indices in all.chunks(EVAL_BATCH) {
         let (images, labels) = gather(split, indices, sample_len);
-        let logits = model.forward(dev.tensor_from_vec(images, (labels.len(), sample_len)), &mut |_, _, _| {}, None);
+        let logits = model.forward(
+            dev.tensor_from_vec(images, (labels.len(), sample_len)),
+            &mut |_, _, _| {},
+            None,
+        );
         for (row, &label) in tensor_values(&logits).chunks(classes).zip(&labels) {
             // log-softmax in f64 with the max subtracted, for a stable loss.
             let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-            let log_sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
+            let log_sum: f64 = row
+                .iter()
+                .map(|&v| (v as f64 - max).exp())
+                .sum::<f64>()
+                .ln()
+                + max;
             loss_sum += log_sum - row[label as usize] as f64;
             correct += (argmax(row) == label as usize) as usize;
         }
@@ -448,7 +622,13 @@ fn evaluate(model: &Model, split: &Split, sample_len: usize) -> Result<(f64, f64
 }
 
 /// The evaluation-mode forward pass over the probe set that feeds `on_probe_*`.
-fn probe_pass(model: &Model, dataset: &Dataset, probe: &[usize], epoch: usize, hooks: &mut HookSet) {
+fn probe_pass(
+    model: &Model,
+    dataset: &Dataset,
+    probe: &[usize],
+    epoch: usize,
+    hooks: &mut HookSet,
+) {
     let dev = Cpu::default();
     hooks.on_probe_start(epoch);
     for indices in probe.chunks(EVAL_BATCH) {
@@ -457,14 +637,27 @@ fn probe_pass(model: &Model, dataset: &Dataset, probe: &[usize], epoch: usize, h
         model.forward(
             dev.tensor_from_vec(images, (n, dataset.sample_len())),
             &mut |site, z, h| {
-                let event = SiteForward { info: &model.sites[site], batch_size: n, z, h };
+                let event = SiteForward {
+                    info: &model.sites[site],
+                    batch_size: n,
+                    z,
+                    h,
+                };
                 hooks.on_probe_batch(epoch, &event);
             },
             None,
         );
     }
-    let views: Vec<ParamView> =
-        model.params.iter().map(|p| ParamView { name: &p.name, shape: &p.shape, value: &p.value, grad: None }).collect();
+    let views: Vec<ParamView> = model
+        .params
+        .iter()
+        .map(|p| ParamView {
+            name: &p.name,
+            shape: &p.shape,
+            value: &p.value,
+            grad: None,
+        })
+        .collect();
     hooks.on_probe_end(epoch, &views);
 }
 
@@ -518,9 +711,13 @@ mod tests {
         assert_eq!(ra.1.len(), 3 * (8 + 16));
         assert_eq!(ra, rb);
         // The weights, not the bytes: safetensors orders its metadata by a randomly seeded HashMap.
-        let weights = |dir: &Path| record::read_safetensors(&dir.join("model.safetensors")).unwrap();
+        let weights =
+            |dir: &Path| record::read_safetensors(&dir.join("model.safetensors")).unwrap();
         let (wa, wb) = (weights(a.path()), weights(b.path()));
-        assert!(wa.tensors == wb.tensors && wa.metadata == wb.metadata, "model.safetensors differ");
+        assert!(
+            wa.tensors == wb.tensors && wa.metadata == wb.metadata,
+            "model.safetensors differ"
+        );
         let manifest = Manifest::read(a.path()).unwrap();
         assert_eq!(manifest.status, RunStatus::Complete);
         assert_eq!(manifest.epochs_completed, 2);
@@ -550,7 +747,12 @@ mod tests {
             ..Default::default()
         };
         let outcome = run(&data, &config, parted.path(), options).unwrap();
-        assert_eq!(outcome, RunOutcome::Interrupted { epochs_completed: 1 });
+        assert_eq!(
+            outcome,
+            RunOutcome::Interrupted {
+                epochs_completed: 1
+            }
+        );
         assert_eq!(Manifest::read(parted.path()).unwrap().epochs_completed, 1);
         assert_eq!(record::read_epochs(parted.path()).unwrap().len(), 2);
         let outcome = run(&data, &config, parted.path(), RunOptions::default()).unwrap();
@@ -565,11 +767,20 @@ mod tests {
         config.lr = 1e9;
         let dir = tempfile::tempdir().unwrap();
         let outcome = run(&data, &config, dir.path(), RunOptions::default()).unwrap();
-        assert!(matches!(outcome, RunOutcome::Diverged { .. }), "{outcome:?}");
+        assert!(
+            matches!(outcome, RunOutcome::Diverged { .. }),
+            "{outcome:?}"
+        );
         let manifest = Manifest::read(dir.path()).unwrap();
         assert_eq!(manifest.status, RunStatus::Diverged);
         assert!(manifest.error.unwrap().contains("loss became"));
-        assert!(record::read_epochs(dir.path()).unwrap().last().unwrap().diverged);
+        assert!(
+            record::read_epochs(dir.path())
+                .unwrap()
+                .last()
+                .unwrap()
+                .diverged
+        );
     }
 
     #[test]
@@ -577,14 +788,25 @@ mod tests {
         let data = digits(100);
         let mut config = digits_config("relu", 1);
         config.probe_size = Some(101);
-        let err = run(&data, &config, tempfile::tempdir().unwrap().path(), RunOptions::default()).unwrap_err();
-        assert!(err.to_string().contains("--probe-size 101 is larger than the training split (100 samples)"));
+        let err = run(
+            &data,
+            &config,
+            tempfile::tempdir().unwrap().path(),
+            RunOptions::default(),
+        )
+        .unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("--probe-size 101 is larger than the training split (100 samples)"));
     }
 
     /// The (layer, neuron) pairs with `max_pre <= 0` on the probe set at epoch 0.
     fn dead_at_init(model: &Model, data: &Dataset) -> Vec<(u32, u32)> {
         let mut hooks = HookSet {
-            recorder: Some(NeuronRecorder::new(model.sites.clone(), model.activation.clone())),
+            recorder: Some(NeuronRecorder::new(
+                model.sites.clone(),
+                model.activation.clone(),
+            )),
             others: vec![],
         };
         let probe: Vec<usize> = (0..data.train.len()).collect();
@@ -592,9 +814,20 @@ mod tests {
         let rows = hooks.take_neuron_rows();
         for r in rows.iter().filter(|r| r.max_pre <= 0.0) {
             // Dead under relu means no output and no gradient for any probe input.
-            assert_eq!((r.active_frac, r.sample_active_frac, r.mean_abs_act, r.mean_deriv), (0.0, 0.0, 0.0, 0.0));
+            assert_eq!(
+                (
+                    r.active_frac,
+                    r.sample_active_frac,
+                    r.mean_abs_act,
+                    r.mean_deriv
+                ),
+                (0.0, 0.0, 0.0, 0.0)
+            );
         }
-        rows.iter().filter(|r| r.max_pre <= 0.0).map(|r| (r.layer, r.neuron)).collect()
+        rows.iter()
+            .filter(|r| r.max_pre <= 0.0)
+            .map(|r| (r.layer, r.neuron))
+            .collect()
     }
 
     fn force_dead(model: &mut Model, bias_param: usize, neurons: &[usize]) {
@@ -610,14 +843,29 @@ mod tests {
         let data = digits(300);
         let config = digits_config("relu", 1);
         let architecture = arch::resolve(&config.arch, data.input_shape(), data.classes).unwrap();
-        let model = Model::new(&architecture, data.input_shape(), 10, activation_by_name("relu").unwrap(), 1).unwrap();
+        let model = Model::new(
+            &architecture,
+            data.input_shape(),
+            10,
+            activation_by_name("relu").unwrap(),
+            1,
+        )
+        .unwrap();
         let before = dead_at_init(&model, &data);
-        assert!(!before.contains(&(0, 2)) && !before.contains(&(0, 5)) && !before.contains(&(1, 0)) && !before.contains(&(1, 9)));
+        assert!(
+            !before.contains(&(0, 2))
+                && !before.contains(&(0, 5))
+                && !before.contains(&(1, 0))
+                && !before.contains(&(1, 9))
+        );
 
         // conv1 sees only the data and its own parameters: exactly the forced channels die.
         let mut conv_forced = model.clone();
         force_dead(&mut conv_forced, 1, &[2, 5]);
-        let dead: Vec<_> = dead_at_init(&conv_forced, &data).into_iter().filter(|d| d.0 == 0).collect();
+        let dead: Vec<_> = dead_at_init(&conv_forced, &data)
+            .into_iter()
+            .filter(|d| d.0 == 0)
+            .collect();
         assert_eq!(dead, vec![(0, 2), (0, 5)]);
 
         // fc1 with conv1 intact: the forced units join the ones already dead, nothing else changes.
@@ -634,7 +882,9 @@ mod tests {
     #[test]
     fn recorded_statistics_match_an_independent_computation() {
         let (n, inputs, hidden, classes) = (6, 4, 5, 3);
-        let images: Vec<f32> = (0..n * inputs).map(|i| ((i * 7 % 11) as f32 - 5.0) / 3.0).collect();
+        let images: Vec<f32> = (0..n * inputs)
+            .map(|i| ((i * 7 % 11) as f32 - 5.0) / 3.0)
+            .collect();
         let labels: Vec<u32> = (0..n as u32).map(|i| i % 3).collect();
         let data = Dataset {
             name: "tiny".into(),
@@ -642,9 +892,18 @@ mod tests {
             channels: 1,
             height: 2,
             width: 2,
-            train: Split { images: images.clone(), labels: labels.clone() },
-            test: Split { images: images.clone(), labels: labels.clone() },
-            normalization: Normalization { mean: vec![0.0], std: vec![1.0] },
+            train: Split {
+                images: images.clone(),
+                labels: labels.clone(),
+            },
+            test: Split {
+                images: images.clone(),
+                labels: labels.clone(),
+            },
+            normalization: Normalization {
+                mean: vec![0.0],
+                std: vec![1.0],
+            },
         };
         let mut config = digits_config("softplus", 1);
         config.arch = format!("fc:{hidden},act,fc:{classes}");
@@ -660,28 +919,52 @@ mod tests {
         let model = Model::new(&architecture, [1, 2, 2], classes, f.clone(), config.seed).unwrap();
         let (w1, w2) = (&model.params[0].value, &model.params[2].value);
         let z: Vec<Vec<f64>> = (0..n)
-            .map(|s| (0..hidden).map(|u| (0..inputs).map(|k| w1[u * inputs + k] as f64 * images[s * inputs + k] as f64).sum()).collect())
+            .map(|s| {
+                (0..hidden)
+                    .map(|u| {
+                        (0..inputs)
+                            .map(|k| w1[u * inputs + k] as f64 * images[s * inputs + k] as f64)
+                            .sum()
+                    })
+                    .collect()
+            })
             .collect();
         // Probe statistics at epoch 0 (biases start at zero).
         for u in 0..hidden {
-            let row = rows.iter().find(|r| r.epoch == 0 && r.neuron == u as u32).unwrap();
+            let row = rows
+                .iter()
+                .find(|r| r.epoch == 0 && r.neuron == u as u32)
+                .unwrap();
             let zs: Vec<f64> = z.iter().map(|zs| zs[u]).collect();
             let active = zs.iter().filter(|v| **v > 0.0).count() as f64 / n as f64;
             let max = zs.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let mean_abs_act = zs.iter().map(|v| f.value(*v as f32).abs() as f64).sum::<f64>() / n as f64;
-            let mean_deriv = zs.iter().map(|v| f.derivative(*v as f32) as f64).sum::<f64>() / n as f64;
+            let mean_abs_act = zs
+                .iter()
+                .map(|v| f.value(*v as f32).abs() as f64)
+                .sum::<f64>()
+                / n as f64;
+            let mean_deriv = zs
+                .iter()
+                .map(|v| f.derivative(*v as f32) as f64)
+                .sum::<f64>()
+                / n as f64;
             assert!((row.active_frac - active).abs() < 1e-12);
             assert!((row.max_pre - max).abs() < 1e-5);
             assert!((row.mean_abs_act - mean_abs_act).abs() < 1e-5);
             assert!((row.mean_deriv - mean_deriv).abs() < 1e-5);
-            let norm = (0..inputs).map(|k| (w1[u * inputs + k] as f64).powi(2)).sum::<f64>().sqrt();
+            let norm = (0..inputs)
+                .map(|k| (w1[u * inputs + k] as f64).powi(2))
+                .sum::<f64>()
+                .sqrt();
             assert!((row.weight_norm - norm).abs() < 1e-6);
         }
         // Training statistics of epoch 1: one step on the whole set, with the initial weights.
         let mut grad_h = vec![vec![0.0f64; hidden]; n];
         for s in 0..n {
             let h: Vec<f64> = z[s].iter().map(|v| f.value(*v as f32) as f64).collect();
-            let logits: Vec<f64> = (0..classes).map(|c| (0..hidden).map(|u| w2[c * hidden + u] as f64 * h[u]).sum()).collect();
+            let logits: Vec<f64> = (0..classes)
+                .map(|c| (0..hidden).map(|u| w2[c * hidden + u] as f64 * h[u]).sum())
+                .collect();
             let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let denom: f64 = logits.iter().map(|l| (l - max).exp()).sum();
             for c in 0..classes {
@@ -693,15 +976,37 @@ mod tests {
             }
         }
         for u in 0..hidden {
-            let row = rows.iter().find(|r| r.epoch == 1 && r.neuron == u as u32).unwrap();
+            let row = rows
+                .iter()
+                .find(|r| r.epoch == 1 && r.neuron == u as u32)
+                .unwrap();
             let act = (0..n).map(|s| grad_h[s][u].abs()).sum::<f64>() / n as f64;
-            let pre = (0..n).map(|s| (grad_h[s][u] * f.derivative(z[s][u] as f32) as f64).abs()).sum::<f64>() / n as f64;
+            let pre = (0..n)
+                .map(|s| (grad_h[s][u] * f.derivative(z[s][u] as f32) as f64).abs())
+                .sum::<f64>()
+                / n as f64;
             let active = (0..n).filter(|&s| z[s][u] > 0.0).count() as f64 / n as f64;
             let weight_grad: f64 = (0..inputs)
-                .map(|k| (0..n).map(|s| grad_h[s][u] * f.derivative(z[s][u] as f32) as f64 * images[s * inputs + k] as f64).sum::<f64>().powi(2))
+                .map(|k| {
+                    (0..n)
+                        .map(|s| {
+                            grad_h[s][u]
+                                * f.derivative(z[s][u] as f32) as f64
+                                * images[s * inputs + k] as f64
+                        })
+                        .sum::<f64>()
+                        .powi(2)
+                })
                 .sum::<f64>()
-                + (0..n).map(|s| grad_h[s][u] * f.derivative(z[s][u] as f32) as f64).sum::<f64>().powi(2);
-            assert!((row.grad_act_abs_mean.unwrap() - act).abs() < 1e-6 * (1.0 + act), "{} vs {act}", row.grad_act_abs_mean.unwrap());
+                + (0..n)
+                    .map(|s| grad_h[s][u] * f.derivative(z[s][u] as f32) as f64)
+                    .sum::<f64>()
+                    .powi(2);
+            assert!(
+                (row.grad_act_abs_mean.unwrap() - act).abs() < 1e-6 * (1.0 + act),
+                "{} vs {act}",
+                row.grad_act_abs_mean.unwrap()
+            );
             assert!((row.grad_pre_abs_mean.unwrap() - pre).abs() < 1e-6 * (1.0 + pre));
             assert!((row.train_active_frac.unwrap() - active).abs() < 1e-12);
             assert!((row.weight_grad_norm.unwrap() - weight_grad.sqrt()).abs() < 1e-5);

@@ -121,6 +121,30 @@ fn read_file(path: &Path, variant: CifarVariant, split: &mut Split) -> Result<()
         bail!("missing file: {}", path.display());
     }
     let bytes = std::fs::read(path).map_err(|e| file_error(path, e))?;
+    parse_records(path, &bytes, variant, split)
+}
+
+/// Parses the bytes of one CIFAR-10 (or, if `cifar100`, CIFAR-100) binary file into a split of
+/// pixels scaled to `[0, 1]` (not normalised); errors are those of the loader, naming `<bytes>`
+/// as the file. For fuzzing and for callers with their own I/O.
+pub fn parse_cifar_bytes(bytes: &[u8], cifar100: bool) -> Result<Split> {
+    let variant = if cifar100 {
+        CifarVariant::Cifar100
+    } else {
+        CifarVariant::Cifar10
+    };
+    let mut split = Split::default();
+    parse_records(Path::new("<bytes>"), bytes, variant, &mut split)?;
+    Ok(split)
+}
+
+/// [`read_file`] on the file's bytes.
+fn parse_records(
+    path: &Path,
+    bytes: &[u8],
+    variant: CifarVariant,
+    split: &mut Split,
+) -> Result<()> {
     let record_len = variant.record_len();
     if bytes.is_empty() || bytes.len() % record_len != 0 {
         return Err(file_error(

@@ -152,10 +152,37 @@ fn read_idx(path: &Path, magic: u32) -> Result<IdxContents> {
     let file = File::open(path).map_err(|e| file_error(path, e))?;
     let file_len = file.metadata().map_err(|e| file_error(path, e))?.len();
     let gzipped = path.extension().is_some_and(|ext| ext == "gz");
-    let mut reader: Box<dyn Read> = if gzipped {
-        Box::new(GzDecoder::new(BufReader::new(file)))
+    parse_idx(path, BufReader::new(file), file_len, gzipped, magic)
+}
+
+/// Parses one IDX file held in memory, raw or (`gzipped`) gzip-compressed: images (magic 2051)
+/// if `images`, else labels (magic 2049). Returns the dimensions and the elements; errors are
+/// those of the loader, naming `<bytes>` as the file. For fuzzing and for callers with their
+/// own I/O.
+pub fn parse_idx_bytes(bytes: &[u8], gzipped: bool, images: bool) -> Result<(Vec<usize>, Vec<u8>)> {
+    let magic = if images { IMAGES_MAGIC } else { LABELS_MAGIC };
+    let contents = parse_idx(
+        Path::new("<bytes>"),
+        bytes,
+        bytes.len() as u64,
+        gzipped,
+        magic,
+    )?;
+    Ok((contents.dims, contents.data))
+}
+
+/// [`read_idx`] on an open source of `file_len` bytes.
+fn parse_idx<'a>(
+    path: &Path,
+    source: impl Read + 'a,
+    file_len: u64,
+    gzipped: bool,
+    magic: u32,
+) -> Result<IdxContents> {
+    let mut reader: Box<dyn Read + 'a> = if gzipped {
+        Box::new(GzDecoder::new(source))
     } else {
-        Box::new(BufReader::new(file))
+        Box::new(source)
     };
     // Any read error from the decoder means the compressed stream is bad; say so, since the
     // bare I/O message ("invalid gzip header", "corrupt deflate stream") does not.

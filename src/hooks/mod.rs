@@ -114,22 +114,31 @@ impl HookSet {
 
     /// The recorder's rows of the epochs finished since the last call (none when it is off).
     pub fn take_neuron_rows(&mut self) -> Vec<recorder::NeuronRow> {
-        self.recorder.as_mut().map(|r| r.take_rows()).unwrap_or_default()
+        self.recorder
+            .as_mut()
+            .map(|r| r.take_rows())
+            .unwrap_or_default()
     }
 }
 
 impl Hook for HookSet {
     fn wants_batch_forward(&self) -> bool {
-        self.recorder.iter().any(|r| r.wants_batch_forward()) || self.others.iter().any(|h| h.wants_batch_forward())
+        self.recorder.iter().any(|r| r.wants_batch_forward())
+            || self.others.iter().any(|h| h.wants_batch_forward())
     }
     fn wants_batch_backward(&self) -> bool {
-        self.recorder.iter().any(|r| r.wants_batch_backward()) || self.others.iter().any(|h| h.wants_batch_backward())
+        self.recorder.iter().any(|r| r.wants_batch_backward())
+            || self.others.iter().any(|h| h.wants_batch_backward())
     }
     fn on_batch_forward(&mut self, ctx: &StepContext, site: &SiteForward) {
-        self.members().filter(|h| h.wants_batch_forward()).for_each(|h| h.on_batch_forward(ctx, site));
+        self.members()
+            .filter(|h| h.wants_batch_forward())
+            .for_each(|h| h.on_batch_forward(ctx, site));
     }
     fn on_batch_backward(&mut self, ctx: &StepContext, site: &SiteBackward) {
-        self.members().filter(|h| h.wants_batch_backward()).for_each(|h| h.on_batch_backward(ctx, site));
+        self.members()
+            .filter(|h| h.wants_batch_backward())
+            .for_each(|h| h.on_batch_backward(ctx, site));
     }
     fn on_step(&mut self, ctx: &StepContext, params: &[ParamView]) {
         self.members().for_each(|h| h.on_step(ctx, params));

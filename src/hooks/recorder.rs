@@ -69,9 +69,21 @@ pub struct NeuronRecorder {
 
 impl NeuronRecorder {
     pub fn new(sites: Vec<SiteInfo>, activation: Activation) -> Self {
-        let probe = sites.iter().map(|s| vec![ProbeSums::default(); s.neurons]).collect();
-        let training = sites.iter().map(|s| vec![TrainingSums::default(); s.neurons]).collect();
-        Self { sites, activation, probe, training, rows: Vec::new() }
+        let probe = sites
+            .iter()
+            .map(|s| vec![ProbeSums::default(); s.neurons])
+            .collect();
+        let training = sites
+            .iter()
+            .map(|s| vec![TrainingSums::default(); s.neurons])
+            .collect();
+        Self {
+            sites,
+            activation,
+            probe,
+            training,
+            rows: Vec::new(),
+        }
     }
 
     /// The rows of the epochs finished since the last call.
@@ -81,7 +93,13 @@ impl NeuronRecorder {
 }
 
 /// Splits `[batch, neurons, positions]` into the slices of neuron `c`, one per sample.
-fn neuron_slices(values: &[f32], batch: usize, neurons: usize, positions: usize, c: usize) -> impl Iterator<Item = &[f32]> {
+fn neuron_slices(
+    values: &[f32],
+    batch: usize,
+    neurons: usize,
+    positions: usize,
+    c: usize,
+) -> impl Iterator<Item = &[f32]> {
     (0..batch).map(move |n| {
         let start = (n * neurons + c) * positions;
         &values[start..start + positions]
@@ -98,26 +116,34 @@ impl Hook for NeuronRecorder {
     fn on_batch_backward(&mut self, _ctx: &StepContext, event: &SiteBackward) {
         let info = event.info;
         let (batch, neurons, positions) = (event.batch_size, info.neurons, info.positions);
-        self.training[info.site].par_iter_mut().enumerate().for_each(|(c, sums)| {
-            let slices = neuron_slices(event.z, batch, neurons, positions, c)
-                .zip(neuron_slices(event.grad_h, batch, neurons, positions, c))
-                .zip(neuron_slices(event.grad_z, batch, neurons, positions, c));
-            for ((z, grad_h), grad_z) in slices {
-                sums.active += z.iter().filter(|&&v| v > 0.0).count() as u64;
-                sums.sum_abs_grad_act += grad_h.iter().map(|g| g.abs()).sum::<f32>() as f64;
-                sums.sum_abs_grad_pre += grad_z.iter().map(|g| g.abs()).sum::<f32>() as f64;
-                sums.observations += positions as u64;
-            }
-        });
+        self.training[info.site]
+            .par_iter_mut()
+            .enumerate()
+            .for_each(|(c, sums)| {
+                let slices = neuron_slices(event.z, batch, neurons, positions, c)
+                    .zip(neuron_slices(event.grad_h, batch, neurons, positions, c))
+                    .zip(neuron_slices(event.grad_z, batch, neurons, positions, c));
+                for ((z, grad_h), grad_z) in slices {
+                    sums.active += z.iter().filter(|&&v| v > 0.0).count() as u64;
+                    sums.sum_abs_grad_act += grad_h.iter().map(|g| g.abs()).sum::<f32>() as f64;
+                    sums.sum_abs_grad_pre += grad_z.iter().map(|g| g.abs()).sum::<f32>() as f64;
+                    sums.observations += positions as u64;
+                }
+            });
     }
 
     fn on_step(&mut self, _ctx: &StepContext, params: &[ParamView]) {
         for info in &self.sites {
             let (weight, bias) = (&params[info.weight_param], &params[info.weight_param + 1]);
-            let (Some(grad_w), Some(grad_b)) = (weight.grad, bias.grad) else { continue };
+            let (Some(grad_w), Some(grad_b)) = (weight.grad, bias.grad) else {
+                continue;
+            };
             let fan_in = grad_w.len() / info.neurons;
             for (c, sums) in self.training[info.site].iter_mut().enumerate() {
-                let squares: f64 = grad_w[c * fan_in..(c + 1) * fan_in].iter().map(|g| (*g as f64).powi(2)).sum::<f64>()
+                let squares: f64 = grad_w[c * fan_in..(c + 1) * fan_in]
+                    .iter()
+                    .map(|g| (*g as f64).powi(2))
+                    .sum::<f64>()
                     + (grad_b[c] as f64).powi(2);
                 sums.sum_weight_grad_norm += squares.sqrt();
                 sums.steps += 1;
@@ -127,7 +153,10 @@ impl Hook for NeuronRecorder {
 
     fn on_probe_start(&mut self, _epoch: usize) {
         for sums in self.probe.iter_mut().flatten() {
-            *sums = ProbeSums { max_pre: f64::NEG_INFINITY, ..Default::default() };
+            *sums = ProbeSums {
+                max_pre: f64::NEG_INFINITY,
+                ..Default::default()
+            };
         }
     }
 
@@ -135,28 +164,31 @@ impl Hook for NeuronRecorder {
         let info = event.info;
         let (batch, neurons, positions) = (event.batch_size, info.neurons, info.positions);
         let activation = &self.activation;
-        self.probe[info.site].par_iter_mut().enumerate().for_each_init(
-            || (vec![1.0f32; positions], vec![0.0f32; positions]),
-            |(ones, derivative), (c, sums)| {
-                let slices = neuron_slices(event.z, batch, neurons, positions, c)
-                    .zip(neuron_slices(event.h, batch, neurons, positions, c));
-                for (z, h) in slices {
-                    let active = z.iter().filter(|&&v| v > 0.0).count() as u64;
-                    sums.active += active;
-                    sums.samples_active += (active > 0) as u64;
-                    sums.samples += 1;
-                    sums.observations += positions as u64;
-                    let max = z.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-                    sums.max_pre = sums.max_pre.max(max);
-                    sums.sum_pre += z.iter().map(|&v| v as f64).sum::<f64>();
-                    sums.sum_sq_pre += z.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>();
-                    sums.sum_abs_act += h.iter().map(|v| v.abs()).sum::<f32>() as f64;
-                    derivative.fill(0.0);
-                    activation.backward_slice(z, ones, derivative);
-                    sums.sum_deriv += derivative.iter().sum::<f32>() as f64;
-                }
-            },
-        );
+        self.probe[info.site]
+            .par_iter_mut()
+            .enumerate()
+            .for_each_init(
+                || (vec![1.0f32; positions], vec![0.0f32; positions]),
+                |(ones, derivative), (c, sums)| {
+                    let slices = neuron_slices(event.z, batch, neurons, positions, c)
+                        .zip(neuron_slices(event.h, batch, neurons, positions, c));
+                    for (z, h) in slices {
+                        let active = z.iter().filter(|&&v| v > 0.0).count() as u64;
+                        sums.active += active;
+                        sums.samples_active += (active > 0) as u64;
+                        sums.samples += 1;
+                        sums.observations += positions as u64;
+                        let max = z.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+                        sums.max_pre = sums.max_pre.max(max);
+                        sums.sum_pre += z.iter().map(|&v| v as f64).sum::<f64>();
+                        sums.sum_sq_pre += z.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>();
+                        sums.sum_abs_act += h.iter().map(|v| v.abs()).sum::<f32>() as f64;
+                        derivative.fill(0.0);
+                        activation.backward_slice(z, ones, derivative);
+                        sums.sum_deriv += derivative.iter().sum::<f32>() as f64;
+                    }
+                },
+            );
     }
 
     fn on_probe_end(&mut self, epoch: usize, params: &[ParamView]) {

@@ -26,7 +26,13 @@ pub struct ConvGeometry {
 
 impl ConvGeometry {
     /// Checks that the kernel fits the padded input and the stride is positive.
-    pub fn new(input: [usize; 3], out_channels: usize, kernel: usize, stride: usize, padding: usize) -> Result<Self> {
+    pub fn new(
+        input: [usize; 3],
+        out_channels: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Self> {
         let [in_channels, in_height, in_width] = input;
         if kernel == 0 || stride == 0 || out_channels == 0 {
             bail!("convolution needs kernel, stride and output channels > 0 (got kernel {kernel}, stride {stride}, out {out_channels})");
@@ -34,7 +40,15 @@ impl ConvGeometry {
         if in_height + 2 * padding < kernel || in_width + 2 * padding < kernel {
             bail!("convolution kernel {kernel} is larger than its padded input {in_height}x{in_width} (padding {padding})");
         }
-        Ok(Self { in_channels, in_height, in_width, out_channels, kernel, stride, padding })
+        Ok(Self {
+            in_channels,
+            in_height,
+            in_width,
+            out_channels,
+            kernel,
+            stride,
+            padding,
+        })
     }
 
     pub fn out_height(&self) -> usize {
@@ -62,7 +76,13 @@ impl ConvGeometry {
 
     /// Unfolds one sample `[C, H, W]` into `cols[patch_len, out_positions]`.
     fn im2col(&self, x: &[f32], cols: &mut [f32]) {
-        let (oh, ow, k, s, p) = (self.out_height(), self.out_width(), self.kernel, self.stride, self.padding);
+        let (oh, ow, k, s, p) = (
+            self.out_height(),
+            self.out_width(),
+            self.kernel,
+            self.stride,
+            self.padding,
+        );
         let (h, w) = (self.in_height, self.in_width);
         for c in 0..self.in_channels {
             let plane = &x[c * h * w..(c + 1) * h * w];
@@ -80,7 +100,11 @@ impl ConvGeometry {
                         let src_row = &plane[iy as usize * w..(iy as usize + 1) * w];
                         for (ox, d) in dst_row.iter_mut().enumerate() {
                             let ix = (ox * s + kj) as isize - p as isize;
-                            *d = if ix < 0 || ix >= w as isize { 0.0 } else { src_row[ix as usize] };
+                            *d = if ix < 0 || ix >= w as isize {
+                                0.0
+                            } else {
+                                src_row[ix as usize]
+                            };
                         }
                     }
                 }
@@ -90,7 +114,13 @@ impl ConvGeometry {
 
     /// The adjoint of `im2col`: adds each column entry back to the input position it came from.
     fn col2im_add(&self, cols: &[f32], dx: &mut [f32]) {
-        let (oh, ow, k, s, p) = (self.out_height(), self.out_width(), self.kernel, self.stride, self.padding);
+        let (oh, ow, k, s, p) = (
+            self.out_height(),
+            self.out_width(),
+            self.kernel,
+            self.stride,
+            self.padding,
+        );
         let (h, w) = (self.in_height, self.in_width);
         for c in 0..self.in_channels {
             let plane = &mut dx[c * h * w..(c + 1) * h * w];
@@ -129,7 +159,11 @@ pub fn conv2d<T: dfdx::tensor::Tape<f32, Cpu>>(
     input_needs_grad: bool,
 ) -> Activations<T> {
     let g = geometry;
-    assert_eq!(x.sample_shape, [g.in_channels, g.in_height, g.in_width], "conv input shape");
+    assert_eq!(
+        x.sample_shape,
+        [g.in_channels, g.in_height, g.in_width],
+        "conv input shape"
+    );
     let batch = x.batch();
     let (x_tensor, mut tape) = x.tensor.split_tape();
     let x_values = tensor_values(&x_tensor);
@@ -144,7 +178,12 @@ pub fn conv2d<T: dfdx::tensor::Tape<f32, Cpu>>(
         .zip(x_values.par_chunks(g.in_len()))
         .for_each(|((cols, out), x)| {
             g.im2col(x, cols);
-            matmul(out, MatRef::new(w, g.out_channels, patch), MatRef::new(cols, patch, positions), false);
+            matmul(
+                out,
+                MatRef::new(w, g.out_channels, patch),
+                MatRef::new(cols, patch, positions),
+                false,
+            );
             for (channel, bias) in out.chunks_mut(positions).zip(b) {
                 channel.iter_mut().for_each(|v| *v += bias);
             }
@@ -186,12 +225,20 @@ pub fn conv2d<T: dfdx::tensor::Tape<f32, Cpu>>(
             Ok(())
         });
     }
-    Activations { tensor: out_tensor.put_tape(tape), sample_shape: g.out_shape() }
+    Activations {
+        tensor: out_tensor.put_tape(tape),
+        sample_shape: g.out_shape(),
+    }
 }
 
 /// dL/dW = Σₙ dL/dOutₙ · colsₙᵀ and dL/db = Σ over samples and positions of dL/dOut, summed
 /// per rayon task and then across tasks.
-fn weight_gradients(g: &ConvGeometry, grad_out: &[f32], cols: &[f32], batch: usize) -> (Vec<f32>, Vec<f32>) {
+fn weight_gradients(
+    g: &ConvGeometry,
+    grad_out: &[f32],
+    cols: &[f32],
+    batch: usize,
+) -> (Vec<f32>, Vec<f32>) {
     let (patch, positions, oc) = (g.patch_len(), g.out_positions(), g.out_channels);
     let zero = || (vec![0.0f32; oc * patch], vec![0.0f32; oc]);
     (0..batch)
@@ -199,7 +246,12 @@ fn weight_gradients(g: &ConvGeometry, grad_out: &[f32], cols: &[f32], batch: usi
         .fold(zero, |(mut gw, mut gb), n| {
             let go = &grad_out[n * oc * positions..(n + 1) * oc * positions];
             let c = &cols[n * patch * positions..(n + 1) * patch * positions];
-            matmul(&mut gw, MatRef::new(go, oc, positions), MatRef::t(c, positions, patch), true);
+            matmul(
+                &mut gw,
+                MatRef::new(go, oc, positions),
+                MatRef::t(c, positions, patch),
+                true,
+            );
             for (b, channel) in gb.iter_mut().zip(go.chunks(positions)) {
                 *b += channel.iter().sum::<f32>();
             }
@@ -232,8 +284,14 @@ mod tests {
                                 for kj in 0..k {
                                     let iy = (oy * g.stride + ki) as isize - g.padding as isize;
                                     let ix = (ox * g.stride + kj) as isize - g.padding as isize;
-                                    if iy >= 0 && ix >= 0 && (iy as usize) < g.in_height && (ix as usize) < g.in_width {
-                                        let xi = n * g.in_len() + (c * g.in_height + iy as usize) * g.in_width + ix as usize;
+                                    if iy >= 0
+                                        && ix >= 0
+                                        && (iy as usize) < g.in_height
+                                        && (ix as usize) < g.in_width
+                                    {
+                                        let xi = n * g.in_len()
+                                            + (c * g.in_height + iy as usize) * g.in_width
+                                            + ix as usize;
                                         let wi = ((o * g.in_channels + c) * k + ki) * k + kj;
                                         acc += x[xi] as f64 * w[wi] as f64;
                                     }
@@ -257,11 +315,22 @@ mod tests {
             g.patch_len(),
             pseudo_random(g.out_channels * g.patch_len(), seed),
         );
-        let b = Param::vector(dev, "conv.bias".into(), pseudo_random(g.out_channels, seed + 1));
+        let b = Param::vector(
+            dev,
+            "conv.bias".into(),
+            pseudo_random(g.out_channels, seed + 1),
+        );
         (w, b)
     }
 
-    fn run_eval(dev: &Cpu, g: &ConvGeometry, x: &[f32], w: &Param, b: &Param, batch: usize) -> Vec<f32> {
+    fn run_eval(
+        dev: &Cpu,
+        g: &ConvGeometry,
+        x: &[f32],
+        w: &Param,
+        b: &Param,
+        batch: usize,
+    ) -> Vec<f32> {
         let x = Activations {
             tensor: dev.tensor_from_vec(x.to_vec(), (batch, g.in_len())),
             sample_shape: [g.in_channels, g.in_height, g.in_width],
@@ -303,7 +372,10 @@ mod tests {
             let probe = pseudo_random(batch * g.out_len(), 5);
 
             let x_tensor = dev.tensor_from_vec(x.clone(), (batch, g.in_len()));
-            let traced = Activations { tensor: x_tensor.retaped::<Tape>(), sample_shape: input };
+            let traced = Activations {
+                tensor: x_tensor.retaped::<Tape>(),
+                sample_shape: input,
+            };
             let out_t = conv2d(traced, &w, &b, g, true).tensor;
             let probe_t = dev.tensor_from_vec(probe.clone(), (batch, g.out_len()));
             let mut grads = (out_t * probe_t).sum().backward();
@@ -311,8 +383,20 @@ mod tests {
             let grad_w = w.take_grad(&mut grads).unwrap();
             let grad_b = b.take_grad(&mut grads).unwrap();
 
-            let objective = |out: Vec<f32>| out.iter().zip(&probe).map(|(o, p)| *o as f64 * *p as f64).sum::<f64>();
-            assert_gradient_matches("dx", &x, &grad_x, &|xp| objective(run_eval(&dev, &g, xp, &w, &b, batch)), 1e-2, 2e-3);
+            let objective = |out: Vec<f32>| {
+                out.iter()
+                    .zip(&probe)
+                    .map(|(o, p)| *o as f64 * *p as f64)
+                    .sum::<f64>()
+            };
+            assert_gradient_matches(
+                "dx",
+                &x,
+                &grad_x,
+                &|xp| objective(run_eval(&dev, &g, xp, &w, &b, batch)),
+                1e-2,
+                2e-3,
+            );
             assert_gradient_matches(
                 "dW",
                 &w.value,
@@ -342,7 +426,9 @@ mod tests {
 
     #[test]
     fn oversized_kernels_are_rejected() {
-        let err = ConvGeometry::new([1, 2, 2], 4, 5, 1, 0).unwrap_err().to_string();
+        let err = ConvGeometry::new([1, 2, 2], 4, 5, 1, 0)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("larger than its padded input"), "{err}");
     }
 }

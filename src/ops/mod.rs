@@ -54,10 +54,20 @@ pub struct MatRef<'a> {
 
 impl<'a> MatRef<'a> {
     pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        Self { data, rows, cols, transposed: false }
+        Self {
+            data,
+            rows,
+            cols,
+            transposed: false,
+        }
     }
     pub fn t(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        Self { data, rows, cols, transposed: true }
+        Self {
+            data,
+            rows,
+            cols,
+            transposed: true,
+        }
     }
     fn strides(&self) -> (isize, isize) {
         // (column stride, row stride) in elements, as gemm wants them.
@@ -119,10 +129,14 @@ pub(crate) mod testing {
 
     /// A fixed pseudo-random vector in [-1, 1) (no rand needed for test inputs).
     pub fn pseudo_random(len: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (0..len)
             .map(|_| {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
             })
             .collect()
@@ -161,7 +175,12 @@ pub(crate) mod testing {
         let a = [1.0, 2.0, 3.0, 4.0];
         let b = [5.0, 6.0, 7.0, 8.0];
         let mut out = [0.0; 4];
-        matmul(&mut out, MatRef::new(&a, 2, 2), MatRef::new(&b, 2, 2), false);
+        matmul(
+            &mut out,
+            MatRef::new(&a, 2, 2),
+            MatRef::new(&b, 2, 2),
+            false,
+        );
         assert_eq!(out, [19.0, 22.0, 43.0, 50.0]);
         // aᵀ·b with aᵀ = [[1,3],[2,4]]
         matmul(&mut out, MatRef::t(&a, 2, 2), MatRef::new(&b, 2, 2), false);

@@ -35,7 +35,14 @@ impl PoolGeometry {
         if in_height < kernel || in_width < kernel {
             bail!("pooling window {kernel} is larger than its input {in_height}x{in_width}");
         }
-        Ok(Self { kind, channels, in_height, in_width, kernel, stride })
+        Ok(Self {
+            kind,
+            channels,
+            in_height,
+            in_width,
+            kernel,
+            stride,
+        })
     }
     pub fn out_height(&self) -> usize {
         (self.in_height - self.kernel) / self.stride + 1
@@ -55,9 +62,16 @@ impl PoolGeometry {
 }
 
 /// Pools every channel plane of a batch.
-pub fn pool2d<T: dfdx::tensor::Tape<f32, Cpu>>(x: Activations<T>, geometry: PoolGeometry) -> Activations<T> {
+pub fn pool2d<T: dfdx::tensor::Tape<f32, Cpu>>(
+    x: Activations<T>,
+    geometry: PoolGeometry,
+) -> Activations<T> {
     let g = geometry;
-    assert_eq!(x.sample_shape, [g.channels, g.in_height, g.in_width], "pool input shape");
+    assert_eq!(
+        x.sample_shape,
+        [g.channels, g.in_height, g.in_width],
+        "pool input shape"
+    );
     let batch = x.batch();
     let (x_tensor, mut tape) = x.tensor.split_tape();
     let x_values = tensor_values(&x_tensor);
@@ -96,8 +110,10 @@ pub fn pool2d<T: dfdx::tensor::Tape<f32, Cpu>>(x: Activations<T>, geometry: Pool
                     }
                 }
             }),
-        PoolKind::Avg => out.par_chunks_mut(g.out_plane()).zip(x_values.par_chunks(g.in_plane())).for_each(
-            |(out, plane)| {
+        PoolKind::Avg => out
+            .par_chunks_mut(g.out_plane())
+            .zip(x_values.par_chunks(g.in_plane()))
+            .for_each(|(out, plane)| {
                 for oy in 0..oh {
                     for ox in 0..ow {
                         let mut sum = 0.0;
@@ -108,8 +124,7 @@ pub fn pool2d<T: dfdx::tensor::Tape<f32, Cpu>>(x: Activations<T>, geometry: Pool
                         out[oy * ow + ox] = sum * window_scale;
                     }
                 }
-            },
-        ),
+            }),
     }
     drop(x_values);
 
@@ -131,8 +146,10 @@ pub fn pool2d<T: dfdx::tensor::Tape<f32, Cpu>>(x: Activations<T>, geometry: Pool
                             grad_x[at as usize] += go;
                         }
                     }),
-                PoolKind::Avg => grad_x.par_chunks_mut(g.in_plane()).zip(grad_out.par_chunks(g.out_plane())).for_each(
-                    |(grad_x, grad_out)| {
+                PoolKind::Avg => grad_x
+                    .par_chunks_mut(g.in_plane())
+                    .zip(grad_out.par_chunks(g.out_plane()))
+                    .for_each(|(grad_x, grad_out)| {
                         for oy in 0..oh {
                             for ox in 0..ow {
                                 let share = grad_out[oy * ow + ox] * window_scale;
@@ -142,14 +159,16 @@ pub fn pool2d<T: dfdx::tensor::Tape<f32, Cpu>>(x: Activations<T>, geometry: Pool
                                 }
                             }
                         }
-                    },
-                ),
+                    }),
             }
             accumulate_into(grads.get_or_alloc_mut(&x_ghost)?, &grad_x);
             Ok(())
         });
     }
-    Activations { tensor: out_tensor.put_tape(tape), sample_shape: g.out_shape() }
+    Activations {
+        tensor: out_tensor.put_tape(tape),
+        sample_shape: g.out_shape(),
+    }
 }
 
 #[cfg(test)]
@@ -193,8 +212,14 @@ mod tests {
     fn forward_matches_direct_loops() {
         let dev = Cpu::default();
         for kind in [PoolKind::Max, PoolKind::Avg] {
-            for (i, (input, k, s, batch)) in
-                [([2, 8, 8], 2, 2, 3), ([3, 7, 9], 3, 2, 2), ([1, 5, 5], 2, 1, 1), ([4, 11, 11], 2, 2, 2)].into_iter().enumerate()
+            for (i, (input, k, s, batch)) in [
+                ([2, 8, 8], 2, 2, 3),
+                ([3, 7, 9], 3, 2, 2),
+                ([1, 5, 5], 2, 1, 1),
+                ([4, 11, 11], 2, 2, 2),
+            ]
+            .into_iter()
+            .enumerate()
             {
                 let g = PoolGeometry::new(kind, input, k, s).unwrap();
                 let x = pseudo_random(batch * g.channels * g.in_plane(), i as u64);
@@ -217,19 +242,35 @@ mod tests {
                 let batch = 2;
                 // Distinct values 0.01 apart, so the small step below never changes a window's winner.
                 let len = batch * g.channels * g.in_plane();
-                let x: Vec<f32> = (0..len).map(|i| ((i * 37) % len) as f32 * 0.01 - 0.5).collect();
+                let x: Vec<f32> = (0..len)
+                    .map(|i| ((i * 37) % len) as f32 * 0.01 - 0.5)
+                    .collect();
                 let out_len = g.channels * g.out_plane();
                 let probe = pseudo_random(batch * out_len, 8);
                 let x_tensor = dev.tensor_from_vec(x.clone(), (batch, g.channels * g.in_plane()));
-                let traced = Activations { tensor: x_tensor.retaped::<Tape>(), sample_shape: input };
+                let traced = Activations {
+                    tensor: x_tensor.retaped::<Tape>(),
+                    sample_shape: input,
+                };
                 let out_t = pool2d(traced, g).tensor;
                 let probe_t = dev.tensor_from_vec(probe.clone(), (batch, out_len));
                 let grads = (out_t * probe_t).sum().backward();
                 let grad_x = grads.get(&x_tensor).as_vec();
                 let objective = |xp: &[f32]| {
-                    run_eval(&dev, &g, xp, batch).iter().zip(&probe).map(|(o, p)| *o as f64 * *p as f64).sum::<f64>()
+                    run_eval(&dev, &g, xp, batch)
+                        .iter()
+                        .zip(&probe)
+                        .map(|(o, p)| *o as f64 * *p as f64)
+                        .sum::<f64>()
                 };
-                assert_gradient_matches(&format!("{kind:?} dx"), &x, &grad_x, &objective, 1e-3, 5e-3);
+                assert_gradient_matches(
+                    &format!("{kind:?} dx"),
+                    &x,
+                    &grad_x,
+                    &objective,
+                    1e-3,
+                    5e-3,
+                );
             }
         }
     }
