@@ -87,7 +87,7 @@ pub struct RunArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "0.05",
+        default_value = "0.01",
         allow_negative_numbers = true
     )]
     pub lr: Vec<f64>,

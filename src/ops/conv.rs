@@ -231,8 +231,13 @@ pub fn conv2d<T: dfdx::tensor::Tape<f32, Cpu>>(
     }
 }
 
+/// Samples per partial sum of [`weight_gradients`]: fixed, so that the order of the floating-point
+/// sums depends neither on the thread count nor on rayon's work stealing.
+const GRADIENT_CHUNK: usize = 4;
+
 /// dL/dW = Σₙ dL/dOutₙ · colsₙᵀ and dL/db = Σ over samples and positions of dL/dOut, summed
-/// per rayon task and then across tasks.
+/// per fixed chunk of samples (in parallel) and then over the chunks in order, so that the
+/// result is the same bit for bit on every run.
 fn weight_gradients(
     g: &ConvGeometry,
     grad_out: &[f32],
@@ -241,27 +246,32 @@ fn weight_gradients(
 ) -> (Vec<f32>, Vec<f32>) {
     let (patch, positions, oc) = (g.patch_len(), g.out_positions(), g.out_channels);
     let zero = || (vec![0.0f32; oc * patch], vec![0.0f32; oc]);
-    (0..batch)
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = (0..batch.div_ceil(GRADIENT_CHUNK))
         .into_par_iter()
-        .fold(zero, |(mut gw, mut gb), n| {
-            let go = &grad_out[n * oc * positions..(n + 1) * oc * positions];
-            let c = &cols[n * patch * positions..(n + 1) * patch * positions];
-            matmul(
-                &mut gw,
-                MatRef::new(go, oc, positions),
-                MatRef::t(c, positions, patch),
-                true,
-            );
-            for (b, channel) in gb.iter_mut().zip(go.chunks(positions)) {
-                *b += channel.iter().sum::<f32>();
+        .map(|chunk| {
+            let (mut gw, mut gb) = zero();
+            for n in chunk * GRADIENT_CHUNK..((chunk + 1) * GRADIENT_CHUNK).min(batch) {
+                let go = &grad_out[n * oc * positions..(n + 1) * oc * positions];
+                let c = &cols[n * patch * positions..(n + 1) * patch * positions];
+                matmul(
+                    &mut gw,
+                    MatRef::new(go, oc, positions),
+                    MatRef::t(c, positions, patch),
+                    true,
+                );
+                for (b, channel) in gb.iter_mut().zip(go.chunks(positions)) {
+                    *b += channel.iter().sum::<f32>();
+                }
             }
             (gw, gb)
         })
-        .reduce(zero, |(mut w1, mut b1), (w2, b2)| {
-            accumulate_into(&mut w1, &w2);
-            accumulate_into(&mut b1, &b2);
-            (w1, b1)
-        })
+        .collect();
+    let (mut gw, mut gb) = zero();
+    for (w, b) in &partials {
+        accumulate_into(&mut gw, w);
+        accumulate_into(&mut gb, b);
+    }
+    (gw, gb)
 }
 
 #[cfg(test)]
