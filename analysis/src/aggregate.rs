@@ -1,0 +1,381 @@
+//! Statistics across seeds (SPEC §4) of the per-run measures: a [`GroupSummary`] per
+//! (dataset, activation, lr) and measure, and a table of [`ComparisonRow`]s between activations
+//! with Holm-adjusted p values. The arithmetic lives in [`crate::stats`]; this module decides what
+//! is grouped with what and which comparisons form the family.
+//!
+//! A per-run value of NaN means "undefined for this run" (e.g. the revival rate of a run in which
+//! no neuron ever died, or epochs-to-target when no absolute target was given) and is left out of
+//! that measure's sample; +∞ (a target never reached) stays in, so rank-based figures see it as
+//! slower than any finite time while the mean and Welch's test become ∞/NaN.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::Result;
+use polars::prelude::*;
+
+use crate::measures::Measures;
+use crate::stats::{self, Comparison, Summary};
+
+/// A per-run measure that is summarised and compared: its column in [`Measures::per_run`], and a
+/// label for tables and figures.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MeasureDef {
+    pub column: &'static str,
+    pub label: &'static str,
+}
+
+const fn m(column: &'static str, label: &'static str) -> MeasureDef {
+    MeasureDef { column, label }
+}
+
+/// Every per-run measure the statistics cover, in table order.
+pub const MEASURES: &[MeasureDef] = &[
+    m("final_acc", "final test accuracy"),
+    m("best_acc", "best test accuracy"),
+    m("epochs_to_target", "epochs to target accuracy"),
+    m("seconds_to_target", "seconds to target accuracy"),
+    m("epochs_to_95", "epochs to 95% of best accuracy"),
+    m("seconds_to_95", "seconds to 95% of best accuracy"),
+    m("epochs_to_99", "epochs to 99% of best accuracy"),
+    m("seconds_to_99", "seconds to 99% of best accuracy"),
+    m("auc_test_acc", "normalised AUC of test accuracy"),
+    m("auc_train_loss", "normalised AUC of train loss"),
+    m("final_train_loss", "final train loss"),
+    m("dead_frac_final", "dead fraction at E"),
+    m("irreversibly_dead_frac", "irreversibly dead fraction"),
+    m("ever_dead_frac", "ever-dead fraction"),
+    m("revival_rate", "revival rate"),
+    m("revival_count", "revivals (dead to alive transitions)"),
+    m("mean_time_of_death", "mean time of death (epochs)"),
+    m("survival_final", "survival S(E)"),
+    m("starved_frac_final", "gradient-starved fraction at E"),
+    m("dormant_frac_0_final", "0-dormant fraction at E"),
+    m("dormant_frac_0_025_final", "0.025-dormant fraction at E"),
+    m("dormant_frac_0_1_final", "0.1-dormant fraction at E"),
+];
+
+/// Label of a measure column, or the column name itself.
+pub fn measure_label(column: &str) -> &str {
+    MEASURES
+        .iter()
+        .find(|m| m.column == column)
+        .map_or(column, |m| m.label)
+}
+
+/// Which activations are compared.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AggregateOptions {
+    /// Compare every activation against this one (within each dataset and lr).
+    pub baseline: Option<String>,
+    /// Compare all pairs of activations instead (also used when `baseline` is None).
+    pub all_pairs: bool,
+    /// Seed of the bootstrap intervals.
+    pub seed: u64,
+}
+
+/// One (dataset, activation, lr) cell, one measure.
+#[derive(Debug, Clone)]
+pub struct GroupSummary {
+    pub dataset: String,
+    pub activation: String,
+    pub lr: f64,
+    pub measure: &'static str,
+    /// Runs in the cell.
+    pub runs: usize,
+    /// Runs whose value was undefined (NaN) and left out; `summary.n` counts the rest.
+    pub undefined: usize,
+    /// Runs whose value is +∞ (target never reached).
+    pub never: usize,
+    pub summary: Summary,
+}
+
+/// `activation` against `other` on one measure, within one dataset and lr.
+#[derive(Debug, Clone)]
+pub struct ComparisonRow {
+    pub dataset: String,
+    pub lr: f64,
+    pub measure: &'static str,
+    /// x: effects are positive when this activation's values are larger.
+    pub activation: String,
+    /// y: the baseline (or the second of the pair).
+    pub other: String,
+    pub n_activation: usize,
+    pub n_other: usize,
+    pub comparison: Comparison,
+    /// Holm-adjusted p of Welch's test over all rows of the table.
+    pub welch_p_holm: f64,
+    /// Holm-adjusted p of the Mann–Whitney test over all rows of the table.
+    pub mann_whitney_p_holm: f64,
+}
+
+/// All statistics across seeds.
+#[derive(Debug, Clone, Default)]
+pub struct Aggregate {
+    pub summaries: Vec<GroupSummary>,
+    pub comparisons: Vec<ComparisonRow>,
+    /// Things a reader should know (missing baseline, measures not available, ...).
+    pub notes: Vec<String>,
+}
+
+impl Aggregate {
+    /// The summary of `measure` for one cell, if any.
+    pub fn summary(
+        &self,
+        dataset: &str,
+        activation: &str,
+        lr: f64,
+        measure: &str,
+    ) -> Option<&GroupSummary> {
+        self.summaries.iter().find(|s| {
+            s.dataset == dataset && s.activation == activation && s.lr == lr && s.measure == measure
+        })
+    }
+}
+
+/// (dataset, lr, activation) with lr ordered numerically.
+#[derive(Debug, Clone, PartialEq)]
+struct CellKey {
+    dataset: String,
+    lr: f64,
+    activation: String,
+}
+
+impl Eq for CellKey {}
+impl PartialOrd for CellKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for CellKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.dataset
+            .cmp(&other.dataset)
+            .then(self.lr.total_cmp(&other.lr))
+            .then(self.activation.cmp(&other.activation))
+    }
+}
+
+fn string_column(df: &DataFrame, name: &str) -> Result<Vec<String>> {
+    Ok(df
+        .column(name)?
+        .str()?
+        .iter()
+        .map(|v| v.unwrap_or_default().to_string())
+        .collect())
+}
+
+fn f64_column(df: &DataFrame, name: &str) -> Result<Vec<f64>> {
+    Ok(df
+        .column(name)?
+        .cast(&DataType::Float64)?
+        .f64()?
+        .iter()
+        .map(|v| v.unwrap_or(f64::NAN))
+        .collect())
+}
+
+/// Summaries of every measure per (dataset, activation, lr) and the comparison table.
+pub fn aggregate(measures: &Measures, opts: &AggregateOptions) -> Result<Aggregate> {
+    let per_run = &measures.per_run;
+    let mut out = Aggregate::default();
+    if per_run.height() == 0 {
+        out.notes
+            .push("no complete run: nothing to summarise".into());
+        return Ok(out);
+    }
+    let datasets = string_column(per_run, "dataset")?;
+    let activations = string_column(per_run, "activation")?;
+    let lrs = f64_column(per_run, "lr")?;
+    let mut cells: BTreeMap<CellKey, Vec<usize>> = BTreeMap::new();
+    for i in 0..per_run.height() {
+        cells
+            .entry(CellKey {
+                dataset: datasets[i].clone(),
+                lr: lrs[i],
+                activation: activations[i].clone(),
+            })
+            .or_default()
+            .push(i);
+    }
+
+    let mut values_of: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
+    for m in MEASURES {
+        if per_run.column(m.column).is_err() {
+            continue;
+        }
+        let values = f64_column(per_run, m.column)?;
+        if values.iter().all(|v| v.is_nan()) {
+            // e.g. epochs_to_target without an absolute target: not a measure of this analysis.
+            continue;
+        }
+        values_of.insert(m.column, values);
+    }
+    let sample = |rows: &[usize], values: &[f64]| -> Vec<f64> {
+        rows.iter()
+            .map(|&i| values[i])
+            .filter(|v| !v.is_nan())
+            .collect()
+    };
+
+    for (key, rows) in &cells {
+        for m in MEASURES {
+            let Some(values) = values_of.get(m.column) else {
+                continue;
+            };
+            let x = sample(rows, values);
+            out.summaries.push(GroupSummary {
+                dataset: key.dataset.clone(),
+                activation: key.activation.clone(),
+                lr: key.lr,
+                measure: m.column,
+                runs: rows.len(),
+                undefined: rows.len() - x.len(),
+                never: x.iter().filter(|v| **v == f64::INFINITY).count(),
+                summary: stats::summarize(&x, opts.seed),
+            });
+        }
+    }
+
+    // Comparisons happen within one dataset and lr: activations trained differently are not pitted
+    // against each other.
+    let mut by_setting: BTreeMap<(String, u64), BTreeSet<String>> = BTreeMap::new();
+    for key in cells.keys() {
+        by_setting
+            .entry((key.dataset.clone(), key.lr.to_bits()))
+            .or_default()
+            .insert(key.activation.clone());
+    }
+    let baseline = opts.baseline.as_ref().filter(|_| !opts.all_pairs);
+    for ((dataset, lr_bits), acts) in &by_setting {
+        let lr = f64::from_bits(*lr_bits);
+        let acts: Vec<&String> = acts.iter().collect();
+        let pairs: Vec<(&String, &String)> = match baseline {
+            Some(b) => match acts.iter().find(|a| **a == b) {
+                Some(base) => acts
+                    .iter()
+                    .filter(|a| **a != b)
+                    .map(|a| (*a, *base))
+                    .collect(),
+                None => {
+                    out.notes.push(format!(
+                        "{dataset}, lr {lr}: no run with the baseline activation {b}; no comparison"
+                    ));
+                    continue;
+                }
+            },
+            None => acts
+                .iter()
+                .enumerate()
+                .flat_map(|(i, a)| acts[i + 1..].iter().map(move |b| (*a, *b)))
+                .collect(),
+        };
+        for (a, b) in pairs {
+            let key = |activation: &String| CellKey {
+                dataset: dataset.clone(),
+                lr,
+                activation: activation.clone(),
+            };
+            let (rows_a, rows_b) = (&cells[&key(a)], &cells[&key(b)]);
+            for m in MEASURES {
+                let Some(values) = values_of.get(m.column) else {
+                    continue;
+                };
+                let (x, y) = (sample(rows_a, values), sample(rows_b, values));
+                if x.is_empty() || y.is_empty() {
+                    continue;
+                }
+                out.comparisons.push(ComparisonRow {
+                    dataset: dataset.clone(),
+                    lr,
+                    measure: m.column,
+                    activation: a.clone(),
+                    other: b.clone(),
+                    n_activation: x.len(),
+                    n_other: y.len(),
+                    comparison: stats::compare(&x, &y),
+                    welch_p_holm: f64::NAN,
+                    mann_whitney_p_holm: f64::NAN,
+                });
+            }
+        }
+    }
+    // The family is the whole comparison table, for each test separately.
+    let welch: Vec<f64> = out
+        .comparisons
+        .iter()
+        .map(|c| c.comparison.welch.p)
+        .collect();
+    let mw: Vec<f64> = out
+        .comparisons
+        .iter()
+        .map(|c| c.comparison.mann_whitney.p)
+        .collect();
+    for (row, (pw, pm)) in out.comparisons.iter_mut().zip(
+        stats::holm_adjust(&welch)
+            .into_iter()
+            .zip(stats::holm_adjust(&mw)),
+    ) {
+        row.welch_p_holm = pw;
+        row.mann_whitney_p_holm = pm;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn per_run_only(df: DataFrame) -> Measures {
+        Measures {
+            layer_epoch: DataFrame::empty(),
+            neuron_fate: DataFrame::empty(),
+            run_layer: DataFrame::empty(),
+            per_run: df,
+        }
+    }
+
+    #[test]
+    fn groups_by_activation_and_adjusts_over_the_table() {
+        let df = df!(
+            "dataset" => ["d"; 6],
+            "activation" => ["relu", "relu", "relu", "elu", "elu", "elu"],
+            "lr" => [0.1; 6],
+            "final_acc" => [0.8, 0.82, 0.81, 0.9, 0.91, 0.92],
+            "revival_rate" => [f64::NAN, 0.5, 0.25, 1.0, 1.0, 1.0],
+            "epochs_to_95" => [3.0, f64::INFINITY, 4.0, 2.0, 2.0, 3.0],
+        )
+        .unwrap();
+        let opts = AggregateOptions {
+            baseline: Some("relu".into()),
+            all_pairs: false,
+            seed: 1,
+        };
+        let agg = aggregate(&per_run_only(df), &opts).unwrap();
+        let relu_acc = agg.summary("d", "relu", 0.1, "final_acc").unwrap();
+        assert_eq!(relu_acc.summary.n, 3);
+        assert!((relu_acc.summary.mean - 0.81).abs() < 1e-12);
+        let relu_rev = agg.summary("d", "relu", 0.1, "revival_rate").unwrap();
+        assert_eq!((relu_rev.summary.n, relu_rev.undefined), (2, 1));
+        let relu_t = agg.summary("d", "relu", 0.1, "epochs_to_95").unwrap();
+        assert_eq!(relu_t.never, 1);
+        assert_eq!(relu_t.summary.median, 4.0);
+        // Three measures, one pair: elu vs relu.
+        assert_eq!(agg.comparisons.len(), 3);
+        assert!(agg
+            .comparisons
+            .iter()
+            .all(|c| c.activation == "elu" && c.other == "relu"));
+        let raw: Vec<f64> = agg
+            .comparisons
+            .iter()
+            .map(|c| c.comparison.mann_whitney.p)
+            .collect();
+        let adjusted = stats::holm_adjust(&raw);
+        for (c, p) in agg.comparisons.iter().zip(adjusted) {
+            assert_eq!(c.mann_whitney_p_holm.to_bits(), p.to_bits());
+        }
+        // Measures that are NaN for every run (no absolute target) are left out.
+        assert!(agg.summary("d", "relu", 0.1, "epochs_to_target").is_none());
+    }
+}

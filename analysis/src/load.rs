@@ -1,0 +1,579 @@
+//! Finding and reading run records (`docs/records.md`): manifests, `epochs.parquet` and
+//! `neurons.parquet` of many runs, gathered into one [`RunSet`].
+//!
+//! Only runs whose status is `complete` enter the statistics. Diverged runs are kept apart
+//! ([`RunSet::diverged`]) so that a report can say how many runs an activation lost to divergence;
+//! failed, still running and unreadable runs are listed in [`RunSet::skipped`] with the reason, and
+//! never stop the analysis. Neuron records stay lazy: all runs' `neurons.parquet` files become one
+//! polars [`LazyFrame`] that the measures aggregate with `group_by`, so thousands of runs never pass
+//! through a Rust row loop.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// The record format this crate reads (`manifest.json` → `format_version`).
+pub const FORMAT_VERSION: u64 = 1;
+
+/// Columns of `neurons.parquet` the measures use, with the type they are read as.
+const NEURON_COLUMNS: [(&str, DataType); 9] = [
+    ("epoch", DataType::UInt32),
+    ("layer", DataType::UInt32),
+    ("layer_name", DataType::String),
+    ("neuron", DataType::UInt32),
+    ("active_frac", DataType::Float64),
+    ("max_pre", DataType::Float64),
+    ("mean_abs_act", DataType::Float64),
+    ("mean_deriv", DataType::Float64),
+    ("grad_pre_abs_mean", DataType::Float64),
+];
+
+/// Columns of `epochs.parquet` the convergence measures use.
+const EPOCH_COLUMNS: [(&str, DataType); 6] = [
+    ("epoch", DataType::UInt32),
+    ("train_loss", DataType::Float64),
+    ("train_acc", DataType::Float64),
+    ("test_loss", DataType::Float64),
+    ("test_acc", DataType::Float64),
+    ("seconds", DataType::Float64),
+];
+
+/// `status` in `manifest.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Running,
+    Complete,
+    Failed,
+    Diverged,
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RunStatus::Running => "running",
+            RunStatus::Complete => "complete",
+            RunStatus::Failed => "failed",
+            RunStatus::Diverged => "diverged",
+        })
+    }
+}
+
+/// The part of `config` in `manifest.json` the analysis groups by; the rest is kept verbatim.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunConfig {
+    pub dataset: String,
+    pub activation: String,
+    pub seed: u64,
+    pub lr: f64,
+    pub epochs: u32,
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One activation site as listed in `manifest.json` → `sites`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Site {
+    pub site: u32,
+    pub layer_name: String,
+    pub neurons: u32,
+}
+
+/// `manifest.json` of a run (format version 1).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u64,
+    #[serde(default)]
+    pub crate_version: String,
+    pub run_id: String,
+    #[serde(default)]
+    pub sweep: Option<String>,
+    pub status: RunStatus,
+    pub epochs_completed: u32,
+    #[serde(default)]
+    pub started_at: Option<String>,
+    #[serde(default)]
+    pub ended_at: Option<String>,
+    #[serde(default)]
+    pub error: Option<String>,
+    pub config: RunConfig,
+    #[serde(default)]
+    pub sites: Vec<Site>,
+    #[serde(default)]
+    pub architecture: serde_json::Value,
+}
+
+impl Manifest {
+    /// Reads and checks `manifest.json`; a wrong `format_version` is an error naming the file.
+    pub fn read(path: &Path) -> Result<Manifest> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("parsing {} as JSON", path.display()))?;
+        // The version is checked before the full parse so that a future format gives this message
+        // rather than a confusing "missing field".
+        match value.get("format_version").and_then(|v| v.as_u64()) {
+            Some(FORMAT_VERSION) => {}
+            Some(other) => bail!(
+                "{}: format_version {other} is not supported (this analysis reads version {FORMAT_VERSION})",
+                path.display()
+            ),
+            None => bail!("{}: no numeric format_version", path.display()),
+        }
+        serde_json::from_value(value).with_context(|| {
+            format!(
+                "{}: manifest does not match format version 1",
+                path.display()
+            )
+        })
+    }
+}
+
+/// A run whose records enter the analysis.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// Index of the run in [`RunSet::runs`]; the `run` column of the record frames.
+    pub index: u32,
+    pub run_id: String,
+    pub sweep: String,
+    pub dir: PathBuf,
+    pub dataset: String,
+    pub activation: String,
+    pub seed: u64,
+    pub lr: f64,
+    pub status: RunStatus,
+    /// E: the last epoch whose records are used.
+    pub epochs_completed: u32,
+    pub manifest: Manifest,
+}
+
+/// A run left out of the statistics, with the reason a reader should see.
+#[derive(Debug, Clone)]
+pub struct ExcludedRun {
+    pub dir: PathBuf,
+    pub run_id: Option<String>,
+    pub sweep: Option<String>,
+    pub activation: Option<String>,
+    pub reason: String,
+}
+
+/// All runs found under the given paths.
+#[derive(Clone)]
+pub struct RunSet {
+    /// Complete runs: the ones measured and compared.
+    pub runs: Vec<Run>,
+    /// Runs whose loss became NaN/inf: not measured, listed in the report.
+    pub diverged: Vec<ExcludedRun>,
+    /// Failed, incomplete and unreadable runs, with the reason.
+    pub skipped: Vec<ExcludedRun>,
+    /// `epochs.parquet` of all [`RunSet::runs`], rows with `epoch <= epochs_completed`, plus a `run`
+    /// column (UInt32 index into `runs`). Small: one row per run and epoch.
+    pub epochs: DataFrame,
+    /// `neurons.parquet` of all runs, rows with `epoch <= epochs_completed`, with a `run` column.
+    /// Only the columns the measures need (see `NEURON_COLUMNS`) are read.
+    neurons: LazyFrame,
+}
+
+impl fmt::Debug for RunSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunSet")
+            .field("runs", &self.runs.len())
+            .field("diverged", &self.diverged.len())
+            .field("skipped", &self.skipped.len())
+            .finish()
+    }
+}
+
+impl RunSet {
+    /// Neuron records of all runs with only the `run` index as run-level column (what the measures
+    /// group by; cheaper than strings on every row).
+    pub fn neurons_by_run(&self) -> LazyFrame {
+        self.neurons.clone()
+    }
+
+    /// Neuron records of all runs with the run-level columns `run_id`, `activation`, `dataset`,
+    /// `seed` and `lr` joined on, for users who want to query the records themselves.
+    pub fn neurons(&self) -> LazyFrame {
+        self.neurons
+            .clone()
+            .left_join(self.run_table().lazy(), col("run"), col("run"))
+    }
+
+    /// One row per run: `run`, `run_id`, `sweep`, `activation`, `dataset`, `seed`, `lr`, `epochs`.
+    pub fn run_table(&self) -> DataFrame {
+        let r = &self.runs;
+        df!(
+            "run" => r.iter().map(|r| r.index).collect::<Vec<_>>(),
+            "run_id" => r.iter().map(|r| r.run_id.clone()).collect::<Vec<_>>(),
+            "sweep" => r.iter().map(|r| r.sweep.clone()).collect::<Vec<_>>(),
+            "activation" => r.iter().map(|r| r.activation.clone()).collect::<Vec<_>>(),
+            "dataset" => r.iter().map(|r| r.dataset.clone()).collect::<Vec<_>>(),
+            "seed" => r.iter().map(|r| r.seed).collect::<Vec<_>>(),
+            "lr" => r.iter().map(|r| r.lr).collect::<Vec<_>>(),
+            "epochs" => r.iter().map(|r| r.epochs_completed).collect::<Vec<_>>(),
+        )
+        .expect("columns of equal length")
+    }
+}
+
+/// Finds run directories under `paths` and reads them.
+///
+/// Each path is a run directory (it holds `manifest.json`), a sweep folder holding run directories,
+/// or a folder of sweep folders (searched two levels deep). A path that holds no run at all is an
+/// error; a run that cannot be used is listed in [`RunSet::skipped`] instead.
+pub fn load_runs(paths: &[PathBuf]) -> Result<RunSet> {
+    let mut dirs = BTreeSet::new();
+    for path in paths {
+        let found = find_run_dirs(path)?;
+        if found.is_empty() {
+            bail!(
+                "{}: no run directory (a folder with manifest.json) here or two levels below",
+                path.display()
+            );
+        }
+        dirs.extend(found);
+    }
+
+    let mut runs = Vec::new();
+    let mut diverged = Vec::new();
+    let mut skipped = Vec::new();
+    let mut epoch_frames = Vec::new();
+    let mut neuron_frames = Vec::new();
+    for dir in dirs {
+        let manifest = match Manifest::read(&dir.join("manifest.json")) {
+            Ok(m) => m,
+            Err(e) => {
+                skipped.push(ExcludedRun {
+                    dir,
+                    run_id: None,
+                    sweep: None,
+                    activation: None,
+                    reason: format!("{e:#}"),
+                });
+                continue;
+            }
+        };
+        let exclude = |reason: String| ExcludedRun {
+            dir: dir.clone(),
+            run_id: Some(manifest.run_id.clone()),
+            sweep: manifest.sweep.clone(),
+            activation: Some(manifest.config.activation.clone()),
+            reason,
+        };
+        match manifest.status {
+            RunStatus::Complete => {}
+            RunStatus::Diverged => {
+                diverged.push(exclude(format!(
+                    "diverged (loss NaN/inf) after {} completed epochs",
+                    manifest.epochs_completed
+                )));
+                continue;
+            }
+            RunStatus::Failed => {
+                let error = manifest.error.as_deref().unwrap_or("no error message");
+                skipped.push(exclude(format!("failed: {error}")));
+                continue;
+            }
+            RunStatus::Running if manifest.epochs_completed == 0 => {
+                skipped.push(exclude("running, no completed epoch".into()));
+                continue;
+            }
+            RunStatus::Running => {
+                skipped.push(exclude(format!(
+                    "incomplete (running, {} of {} epochs), skipped",
+                    manifest.epochs_completed, manifest.config.epochs
+                )));
+                continue;
+            }
+        }
+        if manifest.epochs_completed == 0 {
+            skipped.push(exclude("complete but no training epoch recorded".into()));
+            continue;
+        }
+        let index = runs.len() as u32;
+        match read_run_records(&dir, index, manifest.epochs_completed) {
+            Ok((epochs, neurons)) => {
+                epoch_frames.push(epochs);
+                neuron_frames.push(neurons);
+            }
+            Err(e) => {
+                skipped.push(exclude(format!("{e:#}")));
+                continue;
+            }
+        }
+        let sweep = manifest.sweep.clone().unwrap_or_else(|| {
+            dir.parent()
+                .and_then(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        });
+        runs.push(Run {
+            index,
+            run_id: manifest.run_id.clone(),
+            sweep,
+            dir,
+            dataset: manifest.config.dataset.clone(),
+            activation: manifest.config.activation.clone(),
+            seed: manifest.config.seed,
+            lr: manifest.config.lr,
+            status: manifest.status,
+            epochs_completed: manifest.epochs_completed,
+            manifest,
+        });
+    }
+
+    let epochs = if epoch_frames.is_empty() {
+        empty_frame(&EPOCH_COLUMNS)
+    } else {
+        let mut all = epoch_frames.swap_remove(0);
+        for df in epoch_frames {
+            all.vstack_mut_owned(df)?;
+        }
+        all.rechunk_mut();
+        all
+    };
+    let neurons = if neuron_frames.is_empty() {
+        empty_frame(&NEURON_COLUMNS).lazy()
+    } else {
+        concat(neuron_frames, UnionArgs::default())?
+    };
+    Ok(RunSet {
+        runs,
+        diverged,
+        skipped,
+        epochs,
+        neurons,
+    })
+}
+
+/// Run directories at `path`, one level below it (a sweep) and two levels below (sweeps).
+fn find_run_dirs(path: &Path) -> Result<Vec<PathBuf>> {
+    if !path.is_dir() {
+        bail!("{}: not a folder", path.display());
+    }
+    if path.join("manifest.json").is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut found = Vec::new();
+    for entry in sorted_subdirs(path)? {
+        if entry.join("manifest.json").is_file() {
+            found.push(entry);
+        } else {
+            for run in sorted_subdirs(&entry)? {
+                if run.join("manifest.json").is_file() {
+                    found.push(run);
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn sorted_subdirs(path: &Path) -> Result<Vec<PathBuf>> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(path)
+        .with_context(|| format!("listing {}", path.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    Ok(dirs)
+}
+
+fn empty_frame(columns: &[(&str, DataType)]) -> DataFrame {
+    let mut cols = vec![Column::new_empty("run".into(), &DataType::UInt32)];
+    cols.extend(
+        columns
+            .iter()
+            .map(|(name, dtype)| Column::new_empty((*name).into(), dtype)),
+    );
+    DataFrame::new_infer_height(cols).expect("empty columns")
+}
+
+/// Reads `epochs.parquet` eagerly (it is small) and prepares a lazy scan of `neurons.parquet`,
+/// both cut to `epoch <= last_epoch` and tagged with the run index. The neuron file's footer and
+/// schema are read now, so a missing, truncated or foreign file skips the run here rather than
+/// failing the whole analysis later.
+fn read_run_records(dir: &Path, index: u32, last_epoch: u32) -> Result<(DataFrame, LazyFrame)> {
+    let epochs_path = dir.join("epochs.parquet");
+    let epochs = scan_checked(&epochs_path, &EPOCH_COLUMNS)?
+        .filter(col("epoch").lt_eq(lit(last_epoch)))
+        .sort(["epoch"], Default::default())
+        .with_column(lit(index).cast(DataType::UInt32).alias("run"))
+        .collect()
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("reading {}", epochs_path.display()))?;
+    let epochs_seen = epochs.height();
+    if epochs_seen != last_epoch as usize + 1 {
+        bail!(
+            "{}: {epochs_seen} rows for epochs 0..={last_epoch}, expected {}",
+            epochs_path.display(),
+            last_epoch + 1
+        );
+    }
+    let epochs =
+        epochs.select(std::iter::once("run").chain(EPOCH_COLUMNS.iter().map(|(n, _)| *n)))?;
+
+    let neurons_path = dir.join("neurons.parquet");
+    let neurons = scan_checked(&neurons_path, &NEURON_COLUMNS)?
+        .filter(col("epoch").lt_eq(lit(last_epoch)))
+        .with_column(lit(index).cast(DataType::UInt32).alias("run"))
+        .select(
+            std::iter::once(col("run"))
+                .chain(NEURON_COLUMNS.iter().map(|(n, _)| col(*n)))
+                .collect::<Vec<_>>(),
+        );
+    Ok((epochs, neurons))
+}
+
+/// A lazy scan of one parquet file holding `columns` (cast to the documented types), or an error
+/// naming the file and what is wrong with it.
+fn scan_checked(path: &Path, columns: &[(&str, DataType)]) -> Result<LazyFrame> {
+    if !path.is_file() {
+        bail!("{}: missing", path.display());
+    }
+    let source = PlRefPath::try_from_path(path)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("{}: unusable path", path.display()))?;
+    let mut lf = LazyFrame::scan_parquet(source, ScanArgsParquet::default())
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("{}: not a readable parquet file", path.display()))?;
+    let schema = lf
+        .collect_schema()
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("{}: not a readable parquet file", path.display()))?;
+    let missing: Vec<&str> = columns
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| schema.get(n).is_none())
+        .collect();
+    if !missing.is_empty() {
+        bail!("{}: missing columns {}", path.display(), missing.join(", "));
+    }
+    Ok(lf.select(
+        columns
+            .iter()
+            .map(|(n, t)| col(*n).strict_cast(t.clone()))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic::{write_run, EpochRecord, NeuronRecord, RunSpec};
+
+    /// A small run with epochs 0..=last and two neurons in one layer.
+    fn write_small(
+        root: &Path,
+        sweep: &str,
+        seed: u64,
+        status: RunStatus,
+        completed: Option<u32>,
+    ) -> PathBuf {
+        let last = 4;
+        let epochs: Vec<EpochRecord> = (0..=last)
+            .map(|e| EpochRecord::new(e, 0.1 * e as f64, (e > 0).then_some(1.0)))
+            .collect();
+        let neurons: Vec<NeuronRecord> = (0..=last)
+            .flat_map(|e| (0..2).map(move |n| NeuronRecord::alive(e, 0, n)))
+            .collect();
+        let mut spec = RunSpec::new(
+            sweep,
+            "digits",
+            "relu",
+            seed,
+            0.05,
+            last,
+            vec![("fc1".into(), 2)],
+        );
+        spec.status = status;
+        spec.epochs_completed = completed;
+        if status == RunStatus::Failed {
+            spec.error = Some("out of memory".into());
+        }
+        write_run(root, &spec, &epochs, &neurons).unwrap()
+    }
+
+    #[test]
+    fn sorts_runs_into_used_diverged_and_skipped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let complete = write_small(root, "a", 0, RunStatus::Complete, None);
+        let cut = write_small(root, "b", 1, RunStatus::Complete, Some(2));
+        write_small(root, "a", 2, RunStatus::Failed, Some(1));
+        write_small(root, "a", 3, RunStatus::Running, Some(0));
+        write_small(root, "a", 4, RunStatus::Running, Some(3));
+        write_small(root, "b", 5, RunStatus::Diverged, Some(2));
+        let truncated = write_small(root, "b", 6, RunStatus::Complete, None);
+        let bytes = std::fs::read(truncated.join("neurons.parquet")).unwrap();
+        std::fs::write(truncated.join("neurons.parquet"), &bytes[..bytes.len() / 2]).unwrap();
+        let missing = write_small(root, "b", 7, RunStatus::Complete, None);
+        std::fs::remove_file(missing.join("epochs.parquet")).unwrap();
+        let future = write_small(root, "b", 8, RunStatus::Complete, None);
+        let text = std::fs::read_to_string(future.join("manifest.json")).unwrap();
+        std::fs::write(
+            future.join("manifest.json"),
+            text.replace("\"format_version\": 1", "\"format_version\": 2"),
+        )
+        .unwrap();
+
+        // The root holds sweep folders: found two levels down.
+        let runs = load_runs(&[root.to_path_buf()]).unwrap();
+        let used: Vec<&Path> = runs.runs.iter().map(|r| r.dir.as_path()).collect();
+        assert_eq!(used, vec![complete.as_path(), cut.as_path()]);
+        assert_eq!(runs.diverged.len(), 1);
+        assert_eq!(runs.skipped.len(), 6, "{:#?}", runs.skipped);
+        let reason = |seed: u64| {
+            runs.skipped
+                .iter()
+                .find(|s| {
+                    s.run_id
+                        .as_deref()
+                        .is_some_and(|id| id.ends_with(&format!("-s{seed}")))
+                        || s.dir.ends_with(format!("digits-relu-lr0.05-s{seed}"))
+                })
+                .map(|s| s.reason.clone())
+                .unwrap_or_default()
+        };
+        assert!(reason(2).contains("failed: out of memory"), "{}", reason(2));
+        assert!(reason(3).contains("no completed epoch"), "{}", reason(3));
+        assert!(reason(4).contains("incomplete"), "{}", reason(4));
+        assert!(reason(6).contains("neurons.parquet"), "{}", reason(6));
+        assert!(
+            reason(7).contains("epochs.parquet") && reason(7).contains("missing"),
+            "{}",
+            reason(7)
+        );
+        assert!(
+            reason(8).contains("format_version 2") && reason(8).contains("manifest.json"),
+            "{}",
+            reason(8)
+        );
+
+        // Rows after epochs_completed are not used.
+        assert_eq!(runs.runs[1].epochs_completed, 2);
+        let neurons = runs.neurons().collect().unwrap();
+        assert_eq!(neurons.height(), 2 * 5 + 2 * 3);
+        assert_eq!(runs.epochs.height(), 5 + 3);
+        for c in ["run_id", "activation", "dataset", "seed", "lr"] {
+            assert!(neurons.column(c).is_ok(), "missing {c}");
+        }
+
+        // A sweep folder and a run directory work as well.
+        assert_eq!(load_runs(&[root.join("a")]).unwrap().runs.len(), 1);
+        assert_eq!(
+            load_runs(std::slice::from_ref(&complete))
+                .unwrap()
+                .runs
+                .len(),
+            1
+        );
+        // A folder with no run is an error, not an empty analysis.
+        let empty = tempfile::tempdir().unwrap();
+        assert!(load_runs(&[empty.path().to_path_buf()]).is_err());
+    }
+}

@@ -1,0 +1,789 @@
+//! Derived measures of SPEC §3: neuron death, gradient starvation, dormancy, time of death,
+//! irreversible death, revival, persistence and survival — per layer and for the whole network, per
+//! run and per epoch — and convergence speed per run.
+//!
+//! Neuron-level measures are polars expressions over the lazy neuron records of all runs (one
+//! `group_by` per table), never a Rust loop over neuron rows. Convergence reads `epochs.parquet`,
+//! which has one row per run and epoch, so it is computed in plain Rust.
+//!
+//! Definitions, with E the run's last completed epoch and epochs e = 0..E:
+//! - dead(i, e): `max_pre <= 0` on the probe set.
+//! - gradient-starved(i, e): `mean_deriv < starved_eps` (default 1e-3).
+//! - τ-dormant(i, e): sᵢ = `mean_abs_act`ᵢ / (mean of `mean_abs_act` over the layer's neurons at e);
+//!   dormant iff sᵢ <= τ. A layer whose neurons all have `mean_abs_act` = 0 has sᵢ := 0 (all dormant)
+//!   rather than 0/0.
+//! - time of death Tᵢ: the first epoch from which i is dead at every epoch through E (null if i is
+//!   alive at E); irreversibly dead: dead at E and Tᵢ <= E − w (`dead_window`, default 2).
+//! - revival: a dead(e−1) → alive(e) transition. Revival rate: neurons ever dead and alive at E /
+//!   neurons ever dead (NaN when none was ever dead).
+//! - persistence p(e): of the neurons dead at e−1, the share dead at e (NaN at e = 0 or when none
+//!   was dead at e−1).
+//! - survival S(e): share of neurons not dead at any epoch 0..=e.
+
+use std::collections::HashMap;
+
+use anyhow::{Context, Result};
+use polars::prelude::*;
+
+use crate::load::RunSet;
+
+/// The dormancy thresholds τ reported (SPEC §3), and the column-name suffix of each.
+pub const DORMANT_TAUS: [(f64, &str); 3] = [(0.0, "0"), (0.025, "0_025"), (0.1, "0_1")];
+
+/// The `layer` value of rows that describe the whole network rather than one activation site.
+pub const NETWORK_LAYER: i64 = -1;
+
+/// Thresholds of the neuron and convergence measures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MeasureOptions {
+    /// w: a neuron dead at E is irreversibly dead when its time of death is <= E − w.
+    pub dead_window: usize,
+    /// ε: gradient-starved iff `mean_deriv < ε`.
+    pub starved_eps: f64,
+    /// Absolute test-accuracy target for epochs/seconds-to-target (None: only the relative targets).
+    pub target_acc: Option<f64>,
+}
+
+impl Default for MeasureOptions {
+    fn default() -> Self {
+        MeasureOptions {
+            dead_window: 2,
+            starved_eps: 1e-3,
+            target_acc: None,
+        }
+    }
+}
+
+/// All derived measures of a [`RunSet`]. Every frame has the UInt32 `run` column (index into
+/// [`RunSet::runs`]); `layer` is Int64 with [`NETWORK_LAYER`] (−1, `layer_name` "network") for the
+/// whole network.
+#[derive(Debug, Clone)]
+pub struct Measures {
+    /// One row per (run, layer, epoch): `n` neurons, `dead_frac`, `starved_frac`,
+    /// `dormant_frac_0`, `dormant_frac_0_025`, `dormant_frac_0_1`, `survival`, `persistence`,
+    /// `revived_frac` (alive at e after having been dead before e), `revivals` (dead→alive
+    /// transitions into e), `active_frac_mean`, `grad_pre_abs_mean` (mean over neurons; null at
+    /// epoch 0, which has no training).
+    pub layer_epoch: DataFrame,
+    /// One row per (run, layer, neuron): `time_of_death` (null when alive at E), `dead_at_end`,
+    /// `irreversibly_dead`, `ever_dead`, `revived` (ever dead and alive at E), `revivals` (count of
+    /// dead→alive transitions). Here `layer` is the UInt32 site index.
+    pub neuron_fate: DataFrame,
+    /// One row per (run, layer) incl. the network: `n`, `dead_frac_final`, `starved_frac_final`,
+    /// `dormant_frac_<τ>_final`, `survival_final`, `irreversibly_dead_frac`, `ever_dead_frac`,
+    /// `revival_rate`, `revival_count`, `mean_time_of_death` (over neurons dead at E).
+    pub run_layer: DataFrame,
+    /// One row per run: run-level columns, convergence measures and the network's row of
+    /// `run_layer`. The input to the statistics across seeds.
+    pub per_run: DataFrame,
+}
+
+/// Computes every measure for the complete runs of `runs`.
+pub fn compute_measures(runs: &RunSet, opts: &MeasureOptions) -> Result<Measures> {
+    // The neuron states feed two aggregations (per epoch and per neuron); materialising them once
+    // keeps the scan, the sort and the window expressions to a single pass.
+    let rows = neuron_states(runs.neurons_by_run(), opts)?
+        .collect()
+        .map_err(anyhow::Error::from)
+        .context("reading neuron records")?
+        .lazy();
+
+    let per_layer =
+        layer_epoch_counts(
+            rows.clone()
+                .group_by([col("run"), col("layer"), col("epoch")]),
+        )
+        .with_column(col("layer").cast(DataType::Int64))
+        .select(layer_epoch_count_columns());
+    let network = layer_epoch_counts(rows.clone().group_by([col("run"), col("epoch")]))
+        .with_columns([
+            lit(NETWORK_LAYER).cast(DataType::Int64).alias("layer"),
+            lit("network").alias("layer_name"),
+        ]);
+    let counts = concat(
+        [per_layer, network.select(layer_epoch_count_columns())],
+        UnionArgs::default(),
+    )?
+    .collect()
+    .map_err(anyhow::Error::from)
+    .context("counting dead, dormant and surviving neurons")?;
+    let neuron_fate = neuron_fate(rows, opts.dead_window)
+        .collect()
+        .map_err(anyhow::Error::from)
+        .context("computing time of death and revivals")?;
+
+    let layer_epoch = layer_epoch_fractions(counts.clone().lazy())
+        .sort(["run", "layer", "epoch"], Default::default())
+        .collect()?;
+    let run_layer = run_layer_summary(&layer_epoch, &neuron_fate)?;
+    let per_run = per_run_table(runs, &run_layer, opts)?;
+    Ok(Measures {
+        layer_epoch,
+        neuron_fate,
+        run_layer,
+        per_run,
+    })
+}
+
+/// Per-row neuron states: `dead`, `starved`, `dormant_<τ>`, `prev_dead` (dead at e−1, null at
+/// epoch 0), `first_dead` (first epoch the neuron is dead, null if never).
+pub(crate) fn neuron_states(neurons: LazyFrame, opts: &MeasureOptions) -> PolarsResult<LazyFrame> {
+    let neuron_key = [col("run"), col("layer"), col("neuron")];
+    let layer_mean = col("mean_abs_act")
+        .mean()
+        .over([col("run"), col("epoch"), col("layer")])?;
+    Ok(neurons
+        // Sorted by epoch within each neuron so that shift(1) in the window is epoch e−1.
+        .sort(["run", "layer", "neuron", "epoch"], Default::default())
+        .with_columns([
+            col("max_pre").lt_eq(lit(0.0)).alias("dead"),
+            col("mean_deriv").lt(lit(opts.starved_eps)).alias("starved"),
+            when(layer_mean.clone().gt(lit(0.0)))
+                .then(col("mean_abs_act") / layer_mean)
+                .otherwise(lit(0.0))
+                .alias("score"),
+        ])
+        .with_columns([
+            col("dead")
+                .shift(lit(1))
+                .over(neuron_key.clone())?
+                .alias("prev_dead"),
+            col("epoch")
+                .filter(col("dead"))
+                .min()
+                .over(neuron_key)?
+                .alias("first_dead"),
+        ])
+        .with_columns(
+            DORMANT_TAUS
+                .iter()
+                .map(|(tau, s)| col("score").lt_eq(lit(*tau)).alias(format!("dormant_{s}")))
+                .collect::<Vec<_>>(),
+        )
+        // Only what the aggregations read is kept, since these rows are materialised.
+        .select(
+            [
+                "run",
+                "layer",
+                "layer_name",
+                "neuron",
+                "epoch",
+                "dead",
+                "starved",
+                "prev_dead",
+                "first_dead",
+                "active_frac",
+                "grad_pre_abs_mean",
+            ]
+            .into_iter()
+            .map(col)
+            .chain(
+                DORMANT_TAUS
+                    .iter()
+                    .map(|(_, s)| col(format!("dormant_{s}"))),
+            )
+            .collect::<Vec<_>>(),
+        ))
+}
+
+fn count(predicate: Expr) -> Expr {
+    predicate.cast(DataType::UInt32).sum()
+}
+
+/// Counts per group of neuron-epoch rows (a layer or the network at one epoch).
+fn layer_epoch_counts(groups: LazyGroupBy) -> LazyFrame {
+    let mut aggs = vec![
+        col("layer_name").first(),
+        len().cast(DataType::Float64).alias("n"),
+        count(col("dead")).alias("n_dead"),
+        count(col("starved")).alias("n_starved"),
+        count(
+            col("first_dead")
+                .is_null()
+                .or(col("first_dead").gt(col("epoch"))),
+        )
+        .alias("n_never_dead"),
+        count(col("prev_dead")).alias("n_prev_dead"),
+        count(col("prev_dead").and(col("dead"))).alias("n_still_dead"),
+        count(col("prev_dead").and(col("dead").not())).alias("revivals"),
+        count(col("dead").not().and(col("first_dead").lt(col("epoch")))).alias("n_revived"),
+        col("active_frac").sum().alias("active_frac_sum"),
+        col("grad_pre_abs_mean").sum().alias("grad_pre_sum"),
+    ];
+    for (_, suffix) in DORMANT_TAUS {
+        aggs.push(count(col(format!("dormant_{suffix}"))).alias(format!("n_dormant_{suffix}")));
+    }
+    groups.agg(aggs)
+}
+
+fn layer_epoch_count_columns() -> Vec<Expr> {
+    let mut cols: Vec<Expr> = [
+        "run",
+        "layer",
+        "layer_name",
+        "epoch",
+        "n",
+        "n_dead",
+        "n_starved",
+        "n_never_dead",
+        "n_prev_dead",
+        "n_still_dead",
+        "revivals",
+        "n_revived",
+        "active_frac_sum",
+        "grad_pre_sum",
+    ]
+    .into_iter()
+    .map(col)
+    .collect();
+    cols.extend(
+        DORMANT_TAUS
+            .iter()
+            .map(|(_, s)| col(format!("n_dormant_{s}"))),
+    );
+    cols
+}
+
+fn share(numerator: &str) -> Expr {
+    col(numerator).cast(DataType::Float64) / col("n")
+}
+
+fn layer_epoch_fractions(counts: LazyFrame) -> LazyFrame {
+    let mut cols = vec![
+        col("run"),
+        col("layer"),
+        col("layer_name"),
+        col("epoch"),
+        col("n"),
+        share("n_dead").alias("dead_frac"),
+        share("n_starved").alias("starved_frac"),
+    ];
+    for (_, s) in DORMANT_TAUS {
+        cols.push(share(&format!("n_dormant_{s}")).alias(format!("dormant_frac_{s}")));
+    }
+    cols.extend([
+        share("n_never_dead").alias("survival"),
+        when(col("n_prev_dead").gt(lit(0)))
+            .then(
+                col("n_still_dead").cast(DataType::Float64)
+                    / col("n_prev_dead").cast(DataType::Float64),
+            )
+            .otherwise(lit(f64::NAN))
+            .alias("persistence"),
+        share("n_revived").alias("revived_frac"),
+        col("revivals"),
+        (col("active_frac_sum") / col("n")).alias("active_frac_mean"),
+        // Epoch 0 has no training statistics; its sum of nulls is 0, so it is blanked here.
+        when(col("epoch").gt(lit(0)))
+            .then(col("grad_pre_sum") / col("n"))
+            .otherwise(lit(NULL).cast(DataType::Float64))
+            .alias("grad_pre_abs_mean"),
+    ]);
+    counts.select(cols)
+}
+
+/// Fate of each neuron over the run: time of death, irreversible death, revivals.
+fn neuron_fate(rows: LazyFrame, dead_window: usize) -> LazyFrame {
+    rows.group_by([col("run"), col("layer"), col("neuron")])
+        .agg([
+            col("epoch").max().cast(DataType::Int64).alias("last_epoch"),
+            col("dead")
+                .sort_by([col("epoch")], Default::default())
+                .last()
+                .alias("dead_at_end"),
+            col("epoch")
+                .filter(col("dead").not())
+                .max()
+                .cast(DataType::Int64)
+                .alias("last_alive"),
+            col("first_dead").first().is_not_null().alias("ever_dead"),
+            count(col("prev_dead").and(col("dead").not())).alias("revivals"),
+        ])
+        .with_column(
+            when(col("dead_at_end"))
+                .then(
+                    when(col("last_alive").is_null())
+                        .then(lit(0i64))
+                        .otherwise(col("last_alive") + lit(1i64)),
+                )
+                .otherwise(lit(NULL).cast(DataType::Int64))
+                .alias("time_of_death"),
+        )
+        .with_columns([
+            col("dead_at_end")
+                .and(col("time_of_death").lt_eq(col("last_epoch") - lit(dead_window as i64)))
+                .fill_null(lit(false))
+                .alias("irreversibly_dead"),
+            col("ever_dead")
+                .and(col("dead_at_end").not())
+                .alias("revived"),
+        ])
+        .select([
+            col("run"),
+            col("layer"),
+            col("neuron"),
+            col("time_of_death"),
+            col("dead_at_end"),
+            col("irreversibly_dead"),
+            col("ever_dead"),
+            col("revived"),
+            col("revivals"),
+        ])
+        .sort(["run", "layer", "neuron"], Default::default())
+}
+
+/// Per (run, layer) and per run for the network: the state at E and the fates of the neurons.
+fn run_layer_summary(layer_epoch: &DataFrame, neuron_fate: &DataFrame) -> Result<DataFrame> {
+    let fate_aggs = || {
+        vec![
+            len().cast(DataType::Float64).alias("n_fate"),
+            count(col("irreversibly_dead")).alias("n_irreversible"),
+            count(col("ever_dead")).alias("n_ever_dead"),
+            count(col("revived")).alias("n_revived_end"),
+            col("revivals")
+                .sum()
+                .cast(DataType::Float64)
+                .alias("revival_count"),
+            col("time_of_death")
+                .cast(DataType::Float64)
+                .mean()
+                .alias("mean_time_of_death"),
+        ]
+    };
+    let fate = neuron_fate.clone().lazy();
+    let fate_layer = fate
+        .clone()
+        .group_by([col("run"), col("layer")])
+        .agg(fate_aggs())
+        .with_column(col("layer").cast(DataType::Int64));
+    let fate_network = fate
+        .group_by([col("run")])
+        .agg(fate_aggs())
+        .with_column(lit(NETWORK_LAYER).cast(DataType::Int64).alias("layer"));
+    let fate_all = concat(
+        [
+            fate_layer,
+            fate_network.select([
+                col("run"),
+                col("layer"),
+                col("n_fate"),
+                col("n_irreversible"),
+                col("n_ever_dead"),
+                col("n_revived_end"),
+                col("revival_count"),
+                col("mean_time_of_death"),
+            ]),
+        ],
+        UnionArgs::default(),
+    )?;
+
+    let mut finals = vec![
+        col("run"),
+        col("layer"),
+        col("layer_name"),
+        col("n"),
+        col("epoch").alias("epochs"),
+        col("dead_frac").alias("dead_frac_final"),
+        col("starved_frac").alias("starved_frac_final"),
+    ];
+    for (_, s) in DORMANT_TAUS {
+        finals.push(col(format!("dormant_frac_{s}")).alias(format!("dormant_frac_{s}_final")));
+    }
+    finals.push(col("survival").alias("survival_final"));
+    let last_epoch = layer_epoch
+        .clone()
+        .lazy()
+        .filter(col("epoch").eq(col("epoch").max().over([col("run")])?))
+        .select(finals);
+
+    let out = last_epoch
+        .join(
+            fate_all,
+            [col("run"), col("layer")],
+            [col("run"), col("layer")],
+            JoinArgs::new(JoinType::Left),
+        )
+        .with_columns([
+            (col("n_irreversible").cast(DataType::Float64) / col("n"))
+                .alias("irreversibly_dead_frac"),
+            (col("n_ever_dead").cast(DataType::Float64) / col("n")).alias("ever_dead_frac"),
+            when(col("n_ever_dead").gt(lit(0)))
+                .then(
+                    col("n_revived_end").cast(DataType::Float64)
+                        / col("n_ever_dead").cast(DataType::Float64),
+                )
+                .otherwise(lit(f64::NAN))
+                .alias("revival_rate"),
+        ])
+        .drop(cols([
+            "n_fate",
+            "n_irreversible",
+            "n_ever_dead",
+            "n_revived_end",
+        ]))
+        .sort(["run", "layer"], Default::default())
+        .collect()?;
+    Ok(out)
+}
+
+/// Convergence speed of one run (SPEC §3), from its epoch records.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Convergence {
+    pub epochs: u32,
+    pub final_acc: f64,
+    pub best_acc: f64,
+    /// Epochs until `test_acc` first reaches the absolute target (∞ if never; NaN without target).
+    pub epochs_to_target: f64,
+    pub seconds_to_target: f64,
+    /// Epochs/seconds until `test_acc` first reaches 95 % (99 %) of the run's best.
+    pub epochs_to_95: f64,
+    pub seconds_to_95: f64,
+    pub epochs_to_99: f64,
+    pub seconds_to_99: f64,
+    /// Trapezoid area under test accuracy over epochs 0..E, divided by E: the curve's mean level.
+    pub auc_test_acc: f64,
+    /// Trapezoid area under train loss over epochs 1..E (epoch 0 has no training loss), divided by
+    /// the span E − 1 so that it too reads as the curve's mean level; the single value when E = 1.
+    pub auc_train_loss: f64,
+    pub final_train_loss: f64,
+}
+
+/// One epoch of a run as the convergence measures see it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpochPoint {
+    pub epoch: u32,
+    pub test_acc: f64,
+    pub seconds: f64,
+    pub train_loss: Option<f64>,
+}
+
+/// Convergence measures of one run; `points` sorted by epoch, epoch 0 first.
+pub fn convergence(points: &[EpochPoint], target_acc: Option<f64>) -> Convergence {
+    let best = points
+        .iter()
+        .map(|p| p.test_acc)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let first_reaching = |threshold: f64| -> (f64, f64) {
+        points
+            .iter()
+            .find(|p| p.test_acc >= threshold)
+            .map(|p| (p.epoch as f64, p.seconds))
+            .unwrap_or((f64::INFINITY, f64::INFINITY))
+    };
+    let (epochs_to_target, seconds_to_target) = match target_acc {
+        Some(t) => first_reaching(t),
+        None => (f64::NAN, f64::NAN),
+    };
+    let (epochs_to_95, seconds_to_95) = first_reaching(0.95 * best);
+    let (epochs_to_99, seconds_to_99) = first_reaching(0.99 * best);
+
+    let acc: Vec<(f64, f64)> = points
+        .iter()
+        .map(|p| (p.epoch as f64, p.test_acc))
+        .collect();
+    let loss: Vec<(f64, f64)> = points
+        .iter()
+        .filter_map(|p| p.train_loss.map(|l| (p.epoch as f64, l)))
+        .collect();
+    let last = points.last().copied();
+    Convergence {
+        epochs: last.map_or(0, |p| p.epoch),
+        final_acc: last.map_or(f64::NAN, |p| p.test_acc),
+        best_acc: best,
+        epochs_to_target,
+        seconds_to_target,
+        epochs_to_95,
+        seconds_to_95,
+        epochs_to_99,
+        seconds_to_99,
+        auc_test_acc: normalised_trapezoid(&acc),
+        auc_train_loss: normalised_trapezoid(&loss),
+        final_train_loss: loss.last().map_or(f64::NAN, |&(_, l)| l),
+    }
+}
+
+/// Trapezoid area under (x, y) points divided by the x span; one point gives its y; none, NaN.
+fn normalised_trapezoid(points: &[(f64, f64)]) -> f64 {
+    match points {
+        [] => f64::NAN,
+        [(_, y)] => *y,
+        _ => {
+            let area: f64 = points
+                .windows(2)
+                .map(|w| (w[1].0 - w[0].0) * (w[0].1 + w[1].1) / 2.0)
+                .sum();
+            area / (points[points.len() - 1].0 - points[0].0)
+        }
+    }
+}
+
+/// Convergence of every run of the set, in run order.
+pub fn convergence_by_run(runs: &RunSet, target_acc: Option<f64>) -> Result<Vec<Convergence>> {
+    let e = &runs.epochs;
+    let run = e.column("run")?.u32()?;
+    let epoch = e.column("epoch")?.u32()?;
+    let acc = e.column("test_acc")?.f64()?;
+    let seconds = e.column("seconds")?.f64()?;
+    let loss = e.column("train_loss")?.f64()?;
+    let mut by_run: HashMap<u32, Vec<EpochPoint>> = HashMap::new();
+    for i in 0..e.height() {
+        let (Some(r), Some(ep)) = (run.get(i), epoch.get(i)) else {
+            continue;
+        };
+        by_run.entry(r).or_default().push(EpochPoint {
+            epoch: ep,
+            test_acc: acc.get(i).unwrap_or(f64::NAN),
+            seconds: seconds.get(i).unwrap_or(f64::NAN),
+            // Epoch 0 has no training loss by definition, whatever the file says.
+            train_loss: if ep == 0 { None } else { loss.get(i) },
+        });
+    }
+    Ok(runs
+        .runs
+        .iter()
+        .map(|r| {
+            let mut points = by_run.remove(&r.index).unwrap_or_default();
+            points.sort_by_key(|p| p.epoch);
+            convergence(&points, target_acc)
+        })
+        .collect())
+}
+
+fn per_run_table(runs: &RunSet, run_layer: &DataFrame, opts: &MeasureOptions) -> Result<DataFrame> {
+    let conv = convergence_by_run(runs, opts.target_acc)?;
+    let column = |name: &str, f: fn(&Convergence) -> f64| {
+        Column::new(name.into(), conv.iter().map(f).collect::<Vec<f64>>())
+    };
+    let mut table = runs.run_table();
+    for c in [
+        column("final_acc", |c| c.final_acc),
+        column("best_acc", |c| c.best_acc),
+        column("epochs_to_target", |c| c.epochs_to_target),
+        column("seconds_to_target", |c| c.seconds_to_target),
+        column("epochs_to_95", |c| c.epochs_to_95),
+        column("seconds_to_95", |c| c.seconds_to_95),
+        column("epochs_to_99", |c| c.epochs_to_99),
+        column("seconds_to_99", |c| c.seconds_to_99),
+        column("auc_test_acc", |c| c.auc_test_acc),
+        column("auc_train_loss", |c| c.auc_train_loss),
+        column("final_train_loss", |c| c.final_train_loss),
+    ] {
+        table.with_column(c)?;
+    }
+    let network = run_layer
+        .clone()
+        .lazy()
+        .filter(col("layer").eq(lit(NETWORK_LAYER)))
+        .drop(cols(["layer", "layer_name", "n", "epochs"]));
+    Ok(table
+        .lazy()
+        .left_join(network, col("run"), col("run"))
+        .sort(["run"], Default::default())
+        .collect()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::load_runs;
+    use crate::synthetic::{EpochRecord, NeuronRecord, RunSpec};
+
+    fn f64s(df: &DataFrame, name: &str) -> Vec<f64> {
+        df.column(name)
+            .unwrap()
+            .cast(&DataType::Float64)
+            .unwrap()
+            .f64()
+            .unwrap()
+            .iter()
+            .map(|v| v.unwrap_or(f64::NAN))
+            .collect()
+    }
+
+    /// Network rows (layer −1) of `layer_epoch` for run 0, column `name`, by epoch.
+    fn network_series(m: &Measures, name: &str) -> Vec<f64> {
+        let df = m
+            .layer_epoch
+            .clone()
+            .lazy()
+            .filter(
+                col("layer")
+                    .eq(lit(NETWORK_LAYER))
+                    .and(col("run").eq(lit(0u32))),
+            )
+            .sort(["epoch"], Default::default())
+            .collect()
+            .unwrap();
+        f64s(&df, name)
+    }
+
+    fn assert_close(a: &[f64], b: &[f64]) {
+        assert_eq!(a.len(), b.len(), "{a:?} vs {b:?}");
+        for (x, y) in a.iter().zip(b) {
+            assert!(
+                (x.is_nan() && y.is_nan()) || (x - y).abs() < 1e-12,
+                "{a:?} vs {b:?}"
+            );
+        }
+    }
+
+    /// Four neurons in one layer, epochs 0..=5, dead patterns chosen so every measure is known:
+    /// n0 alive throughout; n1 dead from epoch 3 to the end; n2 dies at 1 and revives at 3;
+    /// n3 dead at every epoch.
+    fn known_run(dir: &std::path::Path) -> std::path::PathBuf {
+        let dead: [[bool; 6]; 4] = [
+            [false; 6],
+            [false, false, false, true, true, true],
+            [false, true, true, false, false, false],
+            [true; 6],
+        ];
+        let mut neurons = Vec::new();
+        for e in 0..6u32 {
+            for (i, pattern) in dead.iter().enumerate() {
+                let mut r = NeuronRecord::alive(e, 0, i as u32);
+                if pattern[e as usize] {
+                    r.max_pre = -0.5;
+                    r.mean_abs_act = 0.0;
+                    r.mean_deriv = 0.0;
+                    r.active_frac = 0.0;
+                } else {
+                    // n0 is far less active than the others: dormant for τ = 0.1 only.
+                    r.mean_abs_act = if i == 0 { 0.05 } else { 1.0 };
+                }
+                neurons.push(r);
+            }
+        }
+        let accs = [0.1, 0.5, 0.8, 0.9, 0.85, 0.9];
+        let epochs: Vec<EpochRecord> = accs
+            .iter()
+            .enumerate()
+            .map(|(e, &a)| {
+                EpochRecord::new(
+                    e as u32,
+                    a,
+                    if e == 0 { None } else { Some(1.0 / e as f64) },
+                )
+            })
+            .collect();
+        let spec = RunSpec::new(
+            "known",
+            "digits",
+            "relu",
+            0,
+            0.05,
+            5,
+            vec![("fc1".into(), 4)],
+        );
+        crate::synthetic::write_run(dir, &spec, &epochs, &neurons).unwrap()
+    }
+
+    #[test]
+    fn measures_of_hand_made_run_match_construction() {
+        let tmp = tempfile::tempdir().unwrap();
+        known_run(tmp.path());
+        let runs = load_runs(&[tmp.path().to_path_buf()]).unwrap();
+        assert_eq!(runs.runs.len(), 1);
+        let m = compute_measures(&runs, &MeasureOptions::default()).unwrap();
+
+        // dead per epoch: e0 {n3}, e1 {n2,n3}, e2 {n2,n3}, e3..5 {n1,n3}
+        assert_close(
+            &network_series(&m, "dead_frac"),
+            &[0.25, 0.5, 0.5, 0.5, 0.5, 0.5],
+        );
+        // never dead up to e: e0 {n0,n1,n2}, e1..2 {n0,n1}, e3.. {n0}
+        assert_close(
+            &network_series(&m, "survival"),
+            &[0.75, 0.5, 0.5, 0.25, 0.25, 0.25],
+        );
+        // persistence: e1 1/1, e2 2/2, e3 n2 revives, n3 stays: 1/2, e4 2/2, e5 2/2
+        assert_close(
+            &network_series(&m, "persistence"),
+            &[f64::NAN, 1.0, 1.0, 0.5, 1.0, 1.0],
+        );
+        assert_close(
+            &network_series(&m, "revivals"),
+            &[0.0, 0.0, 0.0, 1.0, 0.0, 0.0],
+        );
+        assert_close(
+            &network_series(&m, "revived_frac"),
+            &[0.0, 0.0, 0.0, 0.25, 0.25, 0.25],
+        );
+        // Dormancy: layer mean of mean_abs_act with alive n0 (0.05) and alive others (1.0).
+        // e0: mean = (0.05+1+1+0)/4 = 0.5125; n0 score 0.0976 <= 0.1, n3 score 0.
+        assert_close(
+            &network_series(&m, "dormant_frac_0"),
+            &[0.25, 0.5, 0.5, 0.5, 0.5, 0.5],
+        );
+        assert_close(
+            &network_series(&m, "dormant_frac_0_025"),
+            &[0.25, 0.5, 0.5, 0.5, 0.5, 0.5],
+        );
+        // e1: mean = (0.05+1+0+0)/4 = 0.2625, n0 score 0.19 > 0.1, so only the dead are dormant.
+        assert_close(
+            &network_series(&m, "dormant_frac_0_1"),
+            &[0.5, 0.5, 0.5, 0.5, 0.5, 0.5],
+        );
+        assert_close(
+            &network_series(&m, "starved_frac"),
+            &[0.25, 0.5, 0.5, 0.5, 0.5, 0.5],
+        );
+
+        let fate = &m.neuron_fate;
+        assert_close(
+            &f64s(fate, "time_of_death"),
+            &[f64::NAN, 3.0, f64::NAN, 0.0],
+        );
+        // E = 5, w = 2: n1 died at 3 <= 3, irreversible; n3 died at 0.
+        assert_close(&f64s(fate, "irreversibly_dead"), &[0.0, 1.0, 0.0, 1.0]);
+        assert_close(&f64s(fate, "revived"), &[0.0, 0.0, 1.0, 0.0]);
+        assert_close(&f64s(fate, "revivals"), &[0.0, 0.0, 1.0, 0.0]);
+
+        let run = &m.per_run;
+        assert_close(&f64s(run, "dead_frac_final"), &[0.5]);
+        assert_close(&f64s(run, "irreversibly_dead_frac"), &[0.5]);
+        // ever dead: n1, n2, n3; alive at E among them: n2.
+        assert_close(&f64s(run, "revival_rate"), &[1.0 / 3.0]);
+        assert_close(&f64s(run, "revival_count"), &[1.0]);
+        assert_close(&f64s(run, "mean_time_of_death"), &[1.5]);
+        assert_close(&f64s(run, "final_acc"), &[0.9]);
+        assert_close(&f64s(run, "best_acc"), &[0.9]);
+        // 95 % of 0.9 = 0.855: first reached at epoch 3.
+        assert_close(&f64s(run, "epochs_to_95"), &[3.0]);
+        assert_close(&f64s(run, "epochs_to_target"), &[f64::NAN]);
+
+        // With w = 3, n1 (died at 3 > 5 − 3) is no longer irreversibly dead.
+        let opts = MeasureOptions {
+            dead_window: 3,
+            ..Default::default()
+        };
+        let m3 = compute_measures(&runs, &opts).unwrap();
+        assert_close(&f64s(&m3.per_run, "irreversibly_dead_frac"), &[0.25]);
+    }
+
+    #[test]
+    fn convergence_counts_never_reached_as_infinite() {
+        let points: Vec<EpochPoint> = [0.1, 0.3, 0.5, 0.6]
+            .iter()
+            .enumerate()
+            .map(|(e, &a)| EpochPoint {
+                epoch: e as u32,
+                test_acc: a,
+                seconds: 10.0 * e as f64,
+                train_loss: (e > 0).then_some(2.0 - 0.5 * e as f64),
+            })
+            .collect();
+        let c = convergence(&points, Some(0.9));
+        assert_eq!(c.epochs_to_target, f64::INFINITY);
+        assert_eq!(c.seconds_to_target, f64::INFINITY);
+        let c = convergence(&points, Some(0.5));
+        assert_eq!((c.epochs_to_target, c.seconds_to_target), (2.0, 20.0));
+        // 99 % of 0.6 = 0.594: epoch 3; 95 % = 0.57: epoch 3 too.
+        assert_eq!(c.epochs_to_99, 3.0);
+        assert_eq!(c.epochs_to_95, 3.0);
+        // Test accuracy: trapezoid (0.2 + 0.4 + 0.55) / 3.
+        assert!((c.auc_test_acc - (0.2 + 0.4 + 0.55) / 3.0).abs() < 1e-12);
+        // Train loss 1.5, 1.0, 0.5 over epochs 1..3: area 1.25 + 0.75 = 2, over the span 2.
+        assert!((c.auc_train_loss - 1.0).abs() < 1e-12);
+        assert_eq!(c.final_train_loss, 0.5);
+    }
+}

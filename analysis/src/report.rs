@@ -1,0 +1,1168 @@
+//! The report of an analysis: `index.html` (self-contained apart from the figure files it links,
+//! rendered with minijinja and HTML auto-escaping), `report.md`, `figures/*.{png,svg}` and
+//! `tables/*.{csv,tex}`; and [`inspect_run`], a terminal summary of one run.
+//!
+//! Every file is written atomically. The report states its definitions and thresholds, lists the
+//! runs it used, and names every run it left out with the reason.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use minijinja::Environment;
+use polars::prelude::*;
+use serde::Serialize;
+
+use crate::aggregate::{aggregate, measure_label, Aggregate, AggregateOptions, GroupSummary};
+use crate::figures::{
+    draw_report_figures, plot_activation_functions, ActivationCurve, FigureContext, FigureFile,
+    Palette,
+};
+use crate::load::{ExcludedRun, Manifest, RunSet};
+use crate::measures::{compute_measures, MeasureOptions, Measures, DORMANT_TAUS};
+use crate::write_atomic;
+
+/// Options of an analysis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnalyzeOptions {
+    /// Absolute test-accuracy target for epochs/seconds-to-target (None: 95 %/99 % of best only).
+    pub target_acc: Option<f64>,
+    /// Activation every other one is compared with (default "relu"); None compares all pairs.
+    pub baseline: Option<String>,
+    /// Compare all pairs of activations even when a baseline is set.
+    pub all_pairs: bool,
+    /// w: dead at E with time of death <= E − w is irreversibly dead.
+    pub dead_window: usize,
+    /// ε: gradient-starved iff mean_deriv < ε.
+    pub starved_eps: f64,
+    /// Seed of the bootstrap intervals.
+    pub seed: u64,
+    pub title: String,
+    /// Sampled activation functions for figure (a), e.g. from the trainer; empty: no such figure.
+    pub activation_curves: Vec<ActivationCurve>,
+}
+
+impl Default for AnalyzeOptions {
+    fn default() -> Self {
+        AnalyzeOptions {
+            target_acc: None,
+            baseline: Some("relu".into()),
+            all_pairs: false,
+            dead_window: 2,
+            starved_eps: 1e-3,
+            seed: 0,
+            title: "Neuron necrosis report".into(),
+            activation_curves: Vec::new(),
+        }
+    }
+}
+
+impl AnalyzeOptions {
+    pub fn measure_options(&self) -> MeasureOptions {
+        MeasureOptions {
+            dead_window: self.dead_window,
+            starved_eps: self.starved_eps,
+            target_acc: self.target_acc,
+        }
+    }
+
+    pub fn aggregate_options(&self) -> AggregateOptions {
+        AggregateOptions {
+            baseline: self.baseline.clone(),
+            all_pairs: self.all_pairs || self.baseline.is_none(),
+            seed: self.seed,
+        }
+    }
+}
+
+/// What [`write_report`] wrote and found.
+#[derive(Debug, Clone)]
+pub struct ReportSummary {
+    pub out_dir: PathBuf,
+    pub index_html: PathBuf,
+    pub report_md: PathBuf,
+    pub figures: Vec<PathBuf>,
+    pub tables: Vec<PathBuf>,
+    pub runs_used: usize,
+    pub diverged: usize,
+    pub skipped: usize,
+    pub measures: Measures,
+    pub aggregate: Aggregate,
+}
+
+/// Measures, compares and draws `runs`, writing the report into `out` (created if needed).
+pub fn write_report(runs: &RunSet, opts: &AnalyzeOptions, out: &Path) -> Result<ReportSummary> {
+    let figures_dir = out.join("figures");
+    let tables_dir = out.join("tables");
+    for d in [out, &figures_dir, &tables_dir] {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let measure_opts = opts.measure_options();
+    let measures = compute_measures(runs, &measure_opts)?;
+    let agg = aggregate(&measures, &opts.aggregate_options())?;
+
+    let palette = Palette::new(
+        runs.runs
+            .iter()
+            .map(|r| r.activation.as_str())
+            .chain(runs.diverged.iter().filter_map(|r| r.activation.as_deref()))
+            .chain(opts.activation_curves.iter().map(|c| c.name.as_str())),
+    );
+    let mut figures: Vec<FigureFile> = Vec::new();
+    if !opts.activation_curves.is_empty() {
+        let paths = plot_activation_functions(&opts.activation_curves, &figures_dir)?;
+        figures.push(FigureFile {
+            stem: "activation_functions".into(),
+            title: "Activation functions".into(),
+            caption: "Each activation f and its analytic derivative f′.".into(),
+            svg: paths[0].clone(),
+            png: paths[1].clone(),
+        });
+    }
+    figures.extend(draw_report_figures(&FigureContext {
+        runs,
+        measures: &measures,
+        options: &measure_opts,
+        palette,
+        out_dir: figures_dir.clone(),
+    })?);
+
+    let tables = write_tables(&measures, &agg, opts, &tables_dir)?;
+    let context = ReportContext::new(runs, &measures, &agg, opts, &figures)?;
+
+    let mut env = Environment::new();
+    env.add_template("index.html", HTML_TEMPLATE)?;
+    env.add_template("report.md", MD_TEMPLATE)?;
+    let html = env.get_template("index.html")?.render(&context)?;
+    let md = env.get_template("report.md")?.render(&context)?;
+    let index_html = out.join("index.html");
+    let report_md = out.join("report.md");
+    write_atomic(&index_html, html.as_bytes())?;
+    write_atomic(&report_md, md.as_bytes())?;
+
+    Ok(ReportSummary {
+        out_dir: out.to_path_buf(),
+        index_html,
+        report_md,
+        figures: figures
+            .iter()
+            .flat_map(|f| [f.svg.clone(), f.png.clone()])
+            .collect(),
+        tables,
+        runs_used: runs.runs.len(),
+        diverged: runs.diverged.len(),
+        skipped: runs.skipped.len(),
+        measures,
+        aggregate: agg,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Number formatting
+// ---------------------------------------------------------------------------------------------
+
+/// A number for people: 4 significant digits, ∞ for never, "n/a" for undefined.
+fn num(v: f64) -> String {
+    if v.is_nan() {
+        "n/a".into()
+    } else if v == f64::INFINITY {
+        "∞".into()
+    } else if v == f64::NEG_INFINITY {
+        "−∞".into()
+    } else if v == 0.0 {
+        "0".into()
+    } else if v.abs() >= 1e5 || v.abs() < 1e-3 {
+        format!("{v:.3e}")
+    } else {
+        let digits = (3 - v.abs().log10().floor() as i32).max(0) as usize;
+        format!("{v:.digits$}")
+    }
+}
+
+fn p_value(p: f64) -> String {
+    if p.is_nan() {
+        "n/a".into()
+    } else if p < 1e-4 {
+        format!("{p:.1e}")
+    } else {
+        format!("{p:.4}")
+    }
+}
+
+/// "mean [t-interval]" (× `scale`), or the median and the count of runs that never reached a
+/// target when some did not (the mean is then ∞).
+fn summary_cell(s: Option<&GroupSummary>, scale: f64) -> String {
+    let Some(g) = s else {
+        return "n/a".into();
+    };
+    let sm = &g.summary;
+    if sm.n == 0 {
+        return "n/a".into();
+    }
+    if g.never > 0 {
+        return format!(
+            "median {} (never {}/{})",
+            num(sm.median * scale),
+            g.never,
+            sm.n
+        );
+    }
+    if sm.n < 2 {
+        return num(sm.mean * scale);
+    }
+    format!(
+        "{} [{}, {}]",
+        num(sm.mean * scale),
+        num(sm.t_ci.0 * scale),
+        num(sm.t_ci.1 * scale)
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tables
+// ---------------------------------------------------------------------------------------------
+
+/// Full-precision number for CSV: Rust's shortest round-trip form; inf/NaN spelled out.
+fn csv_num(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "inf" } else { "-inf" }.into()
+    } else {
+        format!("{v}")
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn frame_csv(df: &DataFrame) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    let mut df = df.clone();
+    CsvWriter::new(&mut bytes)
+        .include_header(true)
+        .finish(&mut df)?;
+    Ok(bytes)
+}
+
+fn tex_escape(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\textbackslash{}"),
+            '&' | '%' | '$' | '#' | '_' | '{' | '}' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '~' => out.push_str("\\textasciitilde{}"),
+            '^' => out.push_str("\\textasciicircum{}"),
+            '<' => out.push_str("\\textless{}"),
+            '>' => out.push_str("\\textgreater{}"),
+            '∞' => out.push_str("$\\infty$"),
+            '≥' => out.push_str("$\\geq$"),
+            '≤' => out.push_str("$\\leq$"),
+            '−' => out.push('-'),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Key columns of the summary table: (measure column, header, scale).
+fn key_measures(opts: &AnalyzeOptions) -> Vec<(&'static str, String, f64)> {
+    let to_target = if opts.target_acc.is_some() {
+        (
+            "epochs_to_target",
+            format!("epochs to acc ≥ {}", opts.target_acc.unwrap_or_default()),
+            1.0,
+        )
+    } else {
+        ("epochs_to_99", "epochs to 99% of best".to_string(), 1.0)
+    };
+    vec![
+        ("final_acc", "final test accuracy".into(), 1.0),
+        to_target,
+        ("dead_frac_final", "dead % at E".into(), 100.0),
+        (
+            "irreversibly_dead_frac",
+            "irreversibly dead %".into(),
+            100.0,
+        ),
+        ("revival_rate", "revival rate".into(), 1.0),
+    ]
+}
+
+fn write_tables(
+    measures: &Measures,
+    agg: &Aggregate,
+    opts: &AnalyzeOptions,
+    dir: &Path,
+) -> Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    let mut put = |name: &str, bytes: &[u8]| -> Result<()> {
+        let path = dir.join(name);
+        write_atomic(&path, bytes)?;
+        written.push(path);
+        Ok(())
+    };
+
+    // Every statistic of every cell, long format.
+    let mut csv = String::from(
+        "dataset,activation,lr,measure,runs,n,undefined,never,mean,std,median,iqm,t_ci_low,t_ci_high,bootstrap_ci_low,bootstrap_ci_high\n",
+    );
+    for g in &agg.summaries {
+        let s = &g.summary;
+        let _ = writeln!(
+            csv,
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            csv_field(&g.dataset),
+            csv_field(&g.activation),
+            csv_num(g.lr),
+            g.measure,
+            g.runs,
+            s.n,
+            g.undefined,
+            g.never,
+            csv_num(s.mean),
+            csv_num(s.std),
+            csv_num(s.median),
+            csv_num(s.iqm),
+            csv_num(s.t_ci.0),
+            csv_num(s.t_ci.1),
+            csv_num(s.bootstrap_ci.0),
+            csv_num(s.bootstrap_ci.1),
+        );
+    }
+    put("summary.csv", csv.as_bytes())?;
+
+    let mut csv = String::from(
+        "dataset,lr,measure,activation,other,n_activation,n_other,welch_t,welch_df,welch_p,welch_p_holm,mann_whitney_u,mann_whitney_p,mann_whitney_exact,mann_whitney_p_holm,prob_superiority,cliffs_delta,hedges_g\n",
+    );
+    for c in &agg.comparisons {
+        let k = &c.comparison;
+        let _ = writeln!(
+            csv,
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            csv_field(&c.dataset),
+            csv_num(c.lr),
+            c.measure,
+            csv_field(&c.activation),
+            csv_field(&c.other),
+            c.n_activation,
+            c.n_other,
+            csv_num(k.welch.t),
+            csv_num(k.welch.df),
+            csv_num(k.welch.p),
+            csv_num(c.welch_p_holm),
+            csv_num(k.mann_whitney.u),
+            csv_num(k.mann_whitney.p),
+            k.mann_whitney.exact,
+            csv_num(c.mann_whitney_p_holm),
+            csv_num(k.prob_superiority),
+            csv_num(k.cliffs_delta),
+            csv_num(k.hedges_g),
+        );
+    }
+    put("comparisons.csv", csv.as_bytes())?;
+
+    put("per_run.csv", &frame_csv(&measures.per_run)?)?;
+    put("per_run_layer.csv", &frame_csv(&measures.run_layer)?)?;
+    put("per_epoch_layer.csv", &frame_csv(&measures.layer_epoch)?)?;
+
+    // LaTeX: the key summary and the comparison table.
+    let keys = key_measures(opts);
+    let mut tex = String::new();
+    let _ = writeln!(
+        tex,
+        "% Generated by necrosis-analysis. Cells: mean [95% t interval] over seeds."
+    );
+    let _ = writeln!(
+        tex,
+        "\\begin{{tabular}}{{lll{}}}",
+        "l".repeat(keys.len() + 1)
+    );
+    let _ = writeln!(tex, "\\hline");
+    let _ = write!(tex, "dataset & activation & lr & runs");
+    for (_, header, _) in &keys {
+        let _ = write!(tex, " & {}", tex_escape(header));
+    }
+    let _ = writeln!(tex, " \\\\\n\\hline");
+    for row in summary_rows(agg, &keys) {
+        let _ = write!(
+            tex,
+            "{} & {} & {} & {}",
+            tex_escape(&row.dataset),
+            tex_escape(&row.activation),
+            tex_escape(&row.lr),
+            row.runs
+        );
+        for cell in &row.cells {
+            let _ = write!(tex, " & {}", tex_escape(cell));
+        }
+        let _ = writeln!(tex, " \\\\");
+    }
+    let _ = writeln!(tex, "\\hline\n\\end{{tabular}}");
+    put("summary.tex", tex.as_bytes())?;
+
+    let mut tex = String::new();
+    let _ = writeln!(
+        tex,
+        "% Generated by necrosis-analysis. p values Holm-adjusted over all rows of this table, per test."
+    );
+    let _ = writeln!(tex, "\\begin{{tabular}}{{lllrrrrrr}}\n\\hline");
+    let _ = writeln!(
+        tex,
+        "dataset & measure & comparison & Welch $t$ & $p_\\mathrm{{Holm}}$ & $U$ & $p_\\mathrm{{Holm}}$ & Cliff's $\\delta$ & Hedges' $g$ \\\\\n\\hline"
+    );
+    for c in &agg.comparisons {
+        let k = &c.comparison;
+        let _ = writeln!(
+            tex,
+            "{} & {} & {} vs {} & {} & {} & {} & {} & {} & {} \\\\",
+            tex_escape(&c.dataset),
+            tex_escape(measure_label(c.measure)),
+            tex_escape(&c.activation),
+            tex_escape(&c.other),
+            tex_escape(&num(k.welch.t)),
+            tex_escape(&p_value(c.welch_p_holm)),
+            tex_escape(&num(k.mann_whitney.u)),
+            tex_escape(&p_value(c.mann_whitney_p_holm)),
+            tex_escape(&num(k.cliffs_delta)),
+            tex_escape(&num(k.hedges_g)),
+        );
+    }
+    let _ = writeln!(tex, "\\hline\n\\end{{tabular}}");
+    put("comparisons.tex", tex.as_bytes())?;
+    Ok(written)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Template context
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Serialize)]
+struct SummaryRow {
+    dataset: String,
+    activation: String,
+    lr: String,
+    runs: usize,
+    cells: Vec<String>,
+}
+
+fn summary_rows(agg: &Aggregate, keys: &[(&'static str, String, f64)]) -> Vec<SummaryRow> {
+    let mut cells: BTreeMap<(String, String, u64), usize> = BTreeMap::new();
+    for g in &agg.summaries {
+        cells
+            .entry((g.dataset.clone(), g.activation.clone(), g.lr.to_bits()))
+            .or_insert(g.runs);
+    }
+    cells
+        .into_iter()
+        .map(|((dataset, activation, lr_bits), runs)| {
+            let lr = f64::from_bits(lr_bits);
+            SummaryRow {
+                cells: keys
+                    .iter()
+                    .map(|(m, _, scale)| {
+                        summary_cell(agg.summary(&dataset, &activation, lr, m), *scale)
+                    })
+                    .collect(),
+                lr: format!("{lr}"),
+                dataset,
+                activation,
+                runs,
+            }
+        })
+        .collect()
+}
+
+#[derive(Serialize)]
+struct ComparisonView {
+    dataset: String,
+    lr: String,
+    measure: String,
+    activation: String,
+    other: String,
+    n: String,
+    welch_t: String,
+    welch_df: String,
+    welch_p_holm: String,
+    u: String,
+    mw_p: String,
+    mw_p_holm: String,
+    exact: bool,
+    prob_superiority: String,
+    cliffs_delta: String,
+    hedges_g: String,
+    significant: bool,
+}
+
+#[derive(Serialize)]
+struct RunView {
+    sweep: String,
+    run_id: String,
+    dataset: String,
+    activation: String,
+    seed: u64,
+    lr: String,
+    epochs: u32,
+    final_acc: String,
+    dead_pct: String,
+}
+
+#[derive(Serialize)]
+struct ExcludedView {
+    sweep: String,
+    run_id: String,
+    activation: String,
+    dir: String,
+    reason: String,
+}
+
+impl From<&ExcludedRun> for ExcludedView {
+    fn from(r: &ExcludedRun) -> Self {
+        ExcludedView {
+            sweep: r.sweep.clone().unwrap_or_default(),
+            run_id: r.run_id.clone().unwrap_or_default(),
+            activation: r.activation.clone().unwrap_or_default(),
+            dir: r.dir.display().to_string(),
+            reason: r.reason.clone(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct FigureView {
+    title: String,
+    caption: String,
+    svg: String,
+    png: String,
+}
+
+#[derive(Serialize)]
+struct Definition {
+    term: String,
+    text: String,
+}
+
+#[derive(Serialize)]
+struct ReportContext {
+    title: String,
+    version: String,
+    n_used: usize,
+    n_diverged: usize,
+    n_skipped: usize,
+    comparison_mode: String,
+    summary_headers: Vec<String>,
+    summary_rows: Vec<SummaryRow>,
+    comparisons: Vec<ComparisonView>,
+    notes: Vec<String>,
+    definitions: Vec<Definition>,
+    figures: Vec<FigureView>,
+    runs: Vec<RunView>,
+    diverged: Vec<ExcludedView>,
+    skipped: Vec<ExcludedView>,
+    diverged_by_activation: Vec<String>,
+}
+
+impl ReportContext {
+    fn new(
+        runs: &RunSet,
+        measures: &Measures,
+        agg: &Aggregate,
+        opts: &AnalyzeOptions,
+        figures: &[FigureFile],
+    ) -> Result<ReportContext> {
+        let keys = key_measures(opts);
+        let comparisons = agg
+            .comparisons
+            .iter()
+            .map(|c| {
+                let k = &c.comparison;
+                ComparisonView {
+                    dataset: c.dataset.clone(),
+                    lr: format!("{}", c.lr),
+                    measure: measure_label(c.measure).to_string(),
+                    activation: c.activation.clone(),
+                    other: c.other.clone(),
+                    n: format!("{} vs {}", c.n_activation, c.n_other),
+                    welch_t: num(k.welch.t),
+                    welch_df: num(k.welch.df),
+                    welch_p_holm: p_value(c.welch_p_holm),
+                    u: num(k.mann_whitney.u),
+                    mw_p: p_value(k.mann_whitney.p),
+                    mw_p_holm: p_value(c.mann_whitney_p_holm),
+                    exact: k.mann_whitney.exact,
+                    prob_superiority: num(k.prob_superiority),
+                    cliffs_delta: num(k.cliffs_delta),
+                    hedges_g: num(k.hedges_g),
+                    significant: c.mann_whitney_p_holm < 0.05,
+                }
+            })
+            .collect();
+
+        let final_acc = column_f64(&measures.per_run, "final_acc")?;
+        let dead = column_f64(&measures.per_run, "dead_frac_final")?;
+        let run_views = runs
+            .runs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| RunView {
+                sweep: r.sweep.clone(),
+                run_id: r.run_id.clone(),
+                dataset: r.dataset.clone(),
+                activation: r.activation.clone(),
+                seed: r.seed,
+                lr: format!("{}", r.lr),
+                epochs: r.epochs_completed,
+                final_acc: num(final_acc.get(i).copied().unwrap_or(f64::NAN)),
+                dead_pct: num(100.0 * dead.get(i).copied().unwrap_or(f64::NAN)),
+            })
+            .collect();
+
+        let mut diverged_count: BTreeMap<String, usize> = BTreeMap::new();
+        for r in &runs.diverged {
+            *diverged_count
+                .entry(r.activation.clone().unwrap_or_else(|| "?".into()))
+                .or_default() += 1;
+        }
+        let taus: Vec<String> = DORMANT_TAUS.iter().map(|(t, _)| format!("{t}")).collect();
+        let definitions = vec![
+            Definition { term: "dead".into(), text: "max_pre ≤ 0: the neuron's pre-activation z is never positive on the probe set (for relu: zero output and zero gradient for every probe input).".into() },
+            Definition { term: "gradient-starved".into(), text: format!("mean_deriv < ε = {} (mean of f′(z) over the probe set): activation-agnostic death.", opts.starved_eps) },
+            Definition { term: "τ-dormant".into(), text: format!("sᵢ = mean_abs_actᵢ / mean of mean_abs_act over the layer's neurons at the same epoch; dormant iff sᵢ ≤ τ, τ ∈ {{{}}} (Sokar et al. 2023). A layer with all mean_abs_act = 0 counts as entirely dormant.", taus.join(", ")) },
+            Definition { term: "time of death Tᵢ".into(), text: "the first epoch from which the neuron is dead at every later epoch through the last epoch E.".into() },
+            Definition { term: "irreversibly dead".into(), text: format!("dead at E and Tᵢ ≤ E − w, w = {} epochs.", opts.dead_window) },
+            Definition { term: "revival".into(), text: "a dead → alive transition between consecutive epochs; revival rate = neurons ever dead and alive at E / neurons ever dead (undefined, left out, for runs where no neuron ever died); revival count = number of transitions.".into() },
+            Definition { term: "persistence p(e)".into(), text: "share of the neurons dead at e − 1 that are still dead at e.".into() },
+            Definition { term: "survival S(e)".into(), text: "share of neurons not dead at any epoch 0..e.".into() },
+            Definition { term: "epochs to target".into(), text: match opts.target_acc {
+                Some(t) => format!("first epoch at which test accuracy ≥ {t} (absolute), and ≥ 95 % / 99 % of the run's best; ∞ (\"never\") if not reached. Seconds: wall time of that epoch."),
+                None => "first epoch at which test accuracy ≥ 95 % / 99 % of the run's best (no absolute target given); ∞ (\"never\") if not reached. Seconds: wall time of that epoch.".into(),
+            } },
+            Definition { term: "normalised AUC".into(), text: "trapezoid area under test accuracy over epochs 0..E divided by E; under train loss over epochs 1..E (epoch 0 has no training loss) divided by E − 1: each is the curve's mean level.".into() },
+            Definition { term: "statistics".into(), text: format!("per (dataset, activation, lr) over seeds: mean [95 % Student t interval]; the CSV also has std, median, interquartile mean and a 95 % percentile bootstrap interval (10 000 resamples, seed {}). When some runs never reached a target, the median and the count of such runs are shown. Comparisons: Welch's t-test, Mann–Whitney U (exact when either sample has ≤ 8 values and no ties), P(X > Y), Cliff's delta and Hedges' g, positive when the first activation's values are larger; p values Holm-adjusted over all rows of the comparison table, each test separately. Significant (bold): Holm-adjusted Mann–Whitney p < 0.05.", opts.seed) },
+        ];
+
+        Ok(ReportContext {
+            title: opts.title.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            n_used: runs.runs.len(),
+            n_diverged: runs.diverged.len(),
+            n_skipped: runs.skipped.len(),
+            comparison_mode: match (&opts.baseline, opts.all_pairs) {
+                (Some(b), false) => format!("each activation against the baseline {b}, within one dataset and learning rate"),
+                _ => "all pairs of activations, within one dataset and learning rate".into(),
+            },
+            summary_headers: keys.iter().map(|k| k.1.clone()).collect(),
+            summary_rows: summary_rows(agg, &keys),
+            comparisons,
+            notes: agg.notes.clone(),
+            definitions,
+            figures: figures
+                .iter()
+                .map(|f| FigureView {
+                    title: f.title.clone(),
+                    caption: f.caption.clone(),
+                    svg: format!("figures/{}.svg", f.stem),
+                    png: format!("figures/{}.png", f.stem),
+                })
+                .collect(),
+            runs: run_views,
+            diverged: runs.diverged.iter().map(ExcludedView::from).collect(),
+            skipped: runs.skipped.iter().map(ExcludedView::from).collect(),
+            diverged_by_activation: diverged_count
+                .into_iter()
+                .map(|(a, n)| format!("{a}: {n}"))
+                .collect(),
+        })
+    }
+}
+
+fn column_f64(df: &DataFrame, name: &str) -> Result<Vec<f64>> {
+    Ok(df
+        .column(name)?
+        .cast(&DataType::Float64)?
+        .f64()?
+        .iter()
+        .map(|v| v.unwrap_or(f64::NAN))
+        .collect())
+}
+
+const HTML_TEMPLATE: &str = r#"<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{{ title }}</title>
+<style>
+body { font-family: "DejaVu Sans", Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1300px; color: #222; line-height: 1.4; padding: 0 1em; }
+h1 { border-bottom: 2px solid #1f77b4; padding-bottom: .2em; }
+h2 { margin-top: 2em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: .3em .6em; text-align: left; vertical-align: top; }
+th { background: #eef3f8; }
+tr:nth-child(even) td { background: #fafafa; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr.sig td { font-weight: bold; }
+.note { background: #fff4e0; border-left: 4px solid #ff9f00; padding: .5em 1em; margin: .5em 0; }
+figure { margin: 1.5em 0; }
+figure img { max-width: 100%; border: 1px solid #ddd; }
+figcaption { font-size: .9em; color: #555; }
+dt { font-weight: bold; margin-top: .5em; }
+.small { font-size: .85em; color: #666; }
+</style>
+</head>
+<body>
+<h1>{{ title }}</h1>
+<p class="small">necrosis-analysis {{ version }}. {{ n_used }} complete runs analysed; {{ n_diverged }} diverged and {{ n_skipped }} skipped runs left out (listed at the end).</p>
+{% if n_diverged > 0 %}<div class="note">Diverged runs are left out of every statistic: {{ diverged_by_activation | join(", ") }}.</div>{% endif %}
+{% for note in notes %}<div class="note">{{ note }}</div>
+{% endfor %}
+<h2>Summary</h2>
+<p>Per dataset, activation and learning rate over seeds: mean [95 % t interval].</p>
+<table>
+<tr><th>dataset</th><th>activation</th><th>lr</th><th>runs</th>{% for h in summary_headers %}<th>{{ h }}</th>{% endfor %}</tr>
+{% for r in summary_rows %}<tr><td>{{ r.dataset }}</td><td>{{ r.activation }}</td><td class="num">{{ r.lr }}</td><td class="num">{{ r.runs }}</td>{% for c in r.cells %}<td class="num">{{ c }}</td>{% endfor %}</tr>
+{% endfor %}</table>
+<p class="small">Full statistics: <a href="tables/summary.csv">tables/summary.csv</a>, <a href="tables/summary.tex">summary.tex</a>; per run: <a href="tables/per_run.csv">per_run.csv</a>, <a href="tables/per_run_layer.csv">per_run_layer.csv</a>, <a href="tables/per_epoch_layer.csv">per_epoch_layer.csv</a>.</p>
+<h2>Comparisons</h2>
+<p>Compared: {{ comparison_mode }}. Effects are positive when the first activation's values are larger.</p>
+{% if comparisons %}<table>
+<tr><th>dataset</th><th>lr</th><th>measure</th><th>activation</th><th>vs</th><th>n</th><th>Welch t</th><th>df</th><th>p (Holm)</th><th>U</th><th>p</th><th>p (Holm)</th><th>P(X&gt;Y)</th><th>Cliff's δ</th><th>Hedges' g</th></tr>
+{% for c in comparisons %}<tr{% if c.significant %} class="sig"{% endif %}><td>{{ c.dataset }}</td><td class="num">{{ c.lr }}</td><td>{{ c.measure }}</td><td>{{ c.activation }}</td><td>{{ c.other }}</td><td>{{ c.n }}</td><td class="num">{{ c.welch_t }}</td><td class="num">{{ c.welch_df }}</td><td class="num">{{ c.welch_p_holm }}</td><td class="num">{{ c.u }}{% if c.exact %}*{% endif %}</td><td class="num">{{ c.mw_p }}</td><td class="num">{{ c.mw_p_holm }}</td><td class="num">{{ c.prob_superiority }}</td><td class="num">{{ c.cliffs_delta }}</td><td class="num">{{ c.hedges_g }}</td></tr>
+{% endfor %}</table>
+<p class="small">* exact Mann–Whitney distribution. Tables: <a href="tables/comparisons.csv">comparisons.csv</a>, <a href="tables/comparisons.tex">comparisons.tex</a>.</p>
+{% else %}<p>No comparison could be made.</p>{% endif %}
+<h2>Figures</h2>
+{% for f in figures %}<figure>
+<a href="{{ f.svg }}"><img src="{{ f.svg }}" alt="{{ f.title }}"></a>
+<figcaption><b>{{ f.title }}.</b> {{ f.caption }} (<a href="{{ f.png }}">PNG</a>)</figcaption>
+</figure>
+{% endfor %}
+<h2>Definitions and thresholds</h2>
+<dl>
+{% for d in definitions %}<dt>{{ d.term }}</dt><dd>{{ d.text }}</dd>
+{% endfor %}</dl>
+<h2>Runs used ({{ n_used }})</h2>
+<table>
+<tr><th>sweep</th><th>run</th><th>dataset</th><th>activation</th><th>seed</th><th>lr</th><th>epochs</th><th>final acc</th><th>dead % at E</th></tr>
+{% for r in runs %}<tr><td>{{ r.sweep }}</td><td>{{ r.run_id }}</td><td>{{ r.dataset }}</td><td>{{ r.activation }}</td><td class="num">{{ r.seed }}</td><td class="num">{{ r.lr }}</td><td class="num">{{ r.epochs }}</td><td class="num">{{ r.final_acc }}</td><td class="num">{{ r.dead_pct }}</td></tr>
+{% endfor %}</table>
+<h2>Diverged runs ({{ n_diverged }})</h2>
+{% if diverged %}<table>
+<tr><th>sweep</th><th>run</th><th>activation</th><th>reason</th><th>directory</th></tr>
+{% for r in diverged %}<tr><td>{{ r.sweep }}</td><td>{{ r.run_id }}</td><td>{{ r.activation }}</td><td>{{ r.reason }}</td><td class="small">{{ r.dir }}</td></tr>
+{% endfor %}</table>{% else %}<p>None.</p>{% endif %}
+<h2>Skipped runs ({{ n_skipped }})</h2>
+{% if skipped %}<table>
+<tr><th>sweep</th><th>run</th><th>activation</th><th>reason</th><th>directory</th></tr>
+{% for r in skipped %}<tr><td>{{ r.sweep }}</td><td>{{ r.run_id }}</td><td>{{ r.activation }}</td><td>{{ r.reason }}</td><td class="small">{{ r.dir }}</td></tr>
+{% endfor %}</table>{% else %}<p>None.</p>{% endif %}
+</body>
+</html>
+"#;
+
+const MD_TEMPLATE: &str = r#"# {{ title }}
+
+necrosis-analysis {{ version }}. {{ n_used }} complete runs analysed; {{ n_diverged }} diverged and {{ n_skipped }} skipped runs left out (listed at the end).
+{% if n_diverged > 0 %}
+> Diverged runs are left out of every statistic: {{ diverged_by_activation | join(", ") }}.
+{% endif %}{% for note in notes %}
+> {{ note }}
+{% endfor %}
+## Summary
+
+Per dataset, activation and learning rate over seeds: mean [95 % t interval].
+
+| dataset | activation | lr | runs |{% for h in summary_headers %} {{ h }} |{% endfor %}
+|---|---|---|---|{% for h in summary_headers %}---|{% endfor %}
+{% for r in summary_rows %}| {{ r.dataset }} | {{ r.activation }} | {{ r.lr }} | {{ r.runs }} |{% for c in r.cells %} {{ c }} |{% endfor %}
+{% endfor %}
+Full statistics: `tables/summary.csv`; per run: `tables/per_run.csv`.
+
+## Comparisons
+
+Compared: {{ comparison_mode }}. Effects are positive when the first activation's values are larger; p values Holm-adjusted over the whole table.
+
+| dataset | lr | measure | activation | vs | n | Welch t | p (Holm) | U | p (Holm) | Cliff's δ | Hedges' g |
+|---|---|---|---|---|---|---|---|---|---|---|---|
+{% for c in comparisons %}| {{ c.dataset }} | {{ c.lr }} | {{ c.measure }} | {{ c.activation }} | {{ c.other }} | {{ c.n }} | {{ c.welch_t }} | {{ c.welch_p_holm }} | {{ c.u }} | {{ c.mw_p_holm }} | {{ c.cliffs_delta }} | {{ c.hedges_g }} |
+{% endfor %}
+## Figures
+{% for f in figures %}
+### {{ f.title }}
+
+![{{ f.title }}]({{ f.png }})
+
+{{ f.caption }}
+{% endfor %}
+## Definitions and thresholds
+{% for d in definitions %}
+- **{{ d.term }}**: {{ d.text }}{% endfor %}
+
+## Runs used ({{ n_used }})
+
+| sweep | run | activation | seed | lr | epochs | final acc | dead % at E |
+|---|---|---|---|---|---|---|---|
+{% for r in runs %}| {{ r.sweep }} | {{ r.run_id }} | {{ r.activation }} | {{ r.seed }} | {{ r.lr }} | {{ r.epochs }} | {{ r.final_acc }} | {{ r.dead_pct }} |
+{% endfor %}
+## Diverged runs ({{ n_diverged }})
+{% for r in diverged %}
+- {{ r.sweep }}/{{ r.run_id }} ({{ r.activation }}): {{ r.reason }}{% else %}
+None.{% endfor %}
+
+## Skipped runs ({{ n_skipped }})
+{% for r in skipped %}
+- {{ r.dir }}: {{ r.reason }}{% else %}
+None.{% endfor %}
+"#;
+
+// ---------------------------------------------------------------------------------------------
+// inspect
+// ---------------------------------------------------------------------------------------------
+
+/// A terminal summary of one run directory, whatever its status: configuration, status, the
+/// per-epoch accuracy and loss, and the dead percentage per layer per epoch.
+pub fn inspect_run(dir: &Path) -> Result<String> {
+    let manifest = Manifest::read(&dir.join("manifest.json"))?;
+    let mut out = String::new();
+    let c = &manifest.config;
+    let _ = writeln!(out, "run       {}", manifest.run_id);
+    let _ = writeln!(
+        out,
+        "sweep     {}",
+        manifest.sweep.as_deref().unwrap_or("-")
+    );
+    let _ = writeln!(
+        out,
+        "status    {} ({} of {} epochs completed)",
+        manifest.status, manifest.epochs_completed, c.epochs
+    );
+    if let Some(e) = &manifest.error {
+        let _ = writeln!(out, "error     {e}");
+    }
+    let _ = writeln!(
+        out,
+        "dataset   {}   activation {}   seed {}   lr {}",
+        c.dataset, c.activation, c.seed, c.lr
+    );
+    let mut extras: Vec<String> = c
+        .other
+        .iter()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    extras.sort();
+    if !extras.is_empty() {
+        let _ = writeln!(out, "config    {}", extras.join(" "));
+    }
+    if !manifest.sites.is_empty() {
+        let sites: Vec<String> = manifest
+            .sites
+            .iter()
+            .map(|s| format!("{}:{}({})", s.site, s.layer_name, s.neurons))
+            .collect();
+        let _ = writeln!(out, "sites     {}", sites.join(" "));
+    }
+    let last = manifest.epochs_completed;
+
+    let scan = |name: &str| -> Result<LazyFrame> {
+        let path = dir.join(name);
+        let source = PlRefPath::try_from_path(&path)?;
+        LazyFrame::scan_parquet(source, ScanArgsParquet::default())
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("reading {}", path.display()))
+    };
+    let epochs = scan("epochs.parquet")?
+        .filter(col("epoch").lt_eq(lit(last)))
+        .select([
+            col("epoch").cast(DataType::UInt32),
+            col("train_loss").cast(DataType::Float64),
+            col("test_loss").cast(DataType::Float64),
+            col("test_acc").cast(DataType::Float64),
+            col("seconds").cast(DataType::Float64),
+        ])
+        .sort(["epoch"], Default::default())
+        .collect()
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("reading {}", dir.join("epochs.parquet").display()))?;
+    let dead = scan("neurons.parquet")?
+        .filter(col("epoch").lt_eq(lit(last)))
+        .group_by([col("epoch"), col("layer")])
+        .agg([
+            col("layer_name").first(),
+            (col("max_pre")
+                .lt_eq(lit(0.0))
+                .cast(DataType::Float64)
+                .mean()
+                * lit(100.0))
+            .alias("dead_pct"),
+        ])
+        .sort(["layer", "epoch"], Default::default())
+        .collect()
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("reading {}", dir.join("neurons.parquet").display()))?;
+
+    let mut layers: BTreeMap<u32, String> = BTreeMap::new();
+    let mut dead_at: BTreeMap<(u32, u32), f64> = BTreeMap::new();
+    {
+        let epoch = dead.column("epoch")?.cast(&DataType::UInt32)?;
+        let layer = dead.column("layer")?.cast(&DataType::UInt32)?;
+        let (epoch, layer) = (epoch.u32()?, layer.u32()?);
+        let name = dead.column("layer_name")?.str()?;
+        let pct = dead.column("dead_pct")?.f64()?;
+        for i in 0..dead.height() {
+            if let (Some(e), Some(l)) = (epoch.get(i), layer.get(i)) {
+                layers.insert(l, name.get(i).unwrap_or_default().to_string());
+                dead_at.insert((e, l), pct.get(i).unwrap_or(f64::NAN));
+            }
+        }
+    }
+    let _ = writeln!(out);
+    let _ = write!(
+        out,
+        "{:>5} {:>10} {:>10} {:>9} {:>9}",
+        "epoch", "train_loss", "test_loss", "test_acc", "seconds"
+    );
+    for name in layers.values() {
+        let _ = write!(out, " {:>12}", format!("dead% {name}"));
+    }
+    let _ = writeln!(out);
+    let cell = |v: Option<f64>, width: usize, digits: usize| match v {
+        Some(v) if v.is_finite() => format!("{v:>width$.digits$}"),
+        Some(v) => format!("{v:>width$}"),
+        None => format!("{:>width$}", "-"),
+    };
+    let epoch = epochs.column("epoch")?.u32()?;
+    let train_loss = epochs.column("train_loss")?.f64()?;
+    let test_loss = epochs.column("test_loss")?.f64()?;
+    let test_acc = epochs.column("test_acc")?.f64()?;
+    let seconds = epochs.column("seconds")?.f64()?;
+    for i in 0..epochs.height() {
+        let e = epoch.get(i).unwrap_or(0);
+        let _ = write!(
+            out,
+            "{:>5} {} {} {} {}",
+            e,
+            cell(train_loss.get(i), 10, 4),
+            cell(test_loss.get(i), 10, 4),
+            cell(test_acc.get(i), 9, 4),
+            cell(seconds.get(i), 9, 1)
+        );
+        for l in layers.keys() {
+            let _ = write!(out, " {}", cell(dead_at.get(&(e, *l)).copied(), 12, 1));
+        }
+        let _ = writeln!(out);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::RunStatus;
+    use crate::synthetic::{
+        generate_study, write_run, EpochRecord, NeuronRecord, RunSpec, StudySpec,
+    };
+
+    const HOSTILE_SWEEP: &str = "<script>alert(1)<script>";
+
+    /// Mean over runs of `value(run_dir)` per activation, computed straight from the files.
+    fn independent_mean(dirs: &[PathBuf], activation: &str, value: impl Fn(&Path) -> f64) -> f64 {
+        let values: Vec<f64> = dirs
+            .iter()
+            .filter(|d| {
+                d.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(&format!("digits-{activation}-lr"))
+            })
+            .map(|d| value(d))
+            .collect();
+        values.iter().sum::<f64>() / values.len() as f64
+    }
+
+    fn read(path: &Path) -> DataFrame {
+        let file = std::fs::File::open(path).unwrap();
+        ParquetReader::new(file).finish().unwrap()
+    }
+
+    /// Dead fraction at the last epoch, by a plain loop over the neuron rows.
+    fn dead_fraction_at_end(dir: &Path) -> f64 {
+        let df = read(&dir.join("neurons.parquet"));
+        let epoch = df.column("epoch").unwrap().u32().unwrap();
+        let max_pre = df.column("max_pre").unwrap().f64().unwrap();
+        let last = epoch.iter().flatten().max().unwrap();
+        let (mut dead, mut total) = (0usize, 0usize);
+        for (e, m) in epoch.iter().zip(max_pre.iter()) {
+            if e == Some(last) {
+                total += 1;
+                dead += usize::from(m.unwrap() <= 0.0);
+            }
+        }
+        dead as f64 / total as f64
+    }
+
+    fn final_accuracy(dir: &Path) -> f64 {
+        let df = read(&dir.join("epochs.parquet"));
+        let acc = df.column("test_acc").unwrap().f64().unwrap();
+        acc.get(acc.len() - 1).unwrap()
+    }
+
+    fn summary_csv_mean(csv: &str, activation: &str, measure: &str) -> f64 {
+        let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+        let at = |name: &str| header.iter().position(|h| *h == name).unwrap();
+        csv.lines()
+            .skip(1)
+            .map(|l| l.split(',').collect::<Vec<_>>())
+            .find(|f| f[at("activation")] == activation && f[at("measure")] == measure)
+            .map(|f| f[at("mean")].parse().unwrap())
+            .unwrap()
+    }
+
+    #[test]
+    fn full_report_escapes_user_strings_and_matches_independent_numbers() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("runs");
+        let study = StudySpec {
+            sweep: HOSTILE_SWEEP.into(),
+            dataset: "digits".into(),
+            activations: vec!["relu".into(), "relu-softsign".into(), "softsign".into()],
+            seeds: 4,
+            epochs: 6,
+            sites: vec![("conv1".into(), 8), ("fc1".into(), 12)],
+            lr: 0.05,
+        };
+        let dirs = generate_study(&root, &study, 7).unwrap();
+        // One diverged and one failed run, which must be listed, not measured.
+        let mut spec = RunSpec::new(
+            "extra",
+            "digits",
+            "relu",
+            99,
+            0.05,
+            6,
+            vec![("fc1".into(), 2)],
+        );
+        spec.status = RunStatus::Diverged;
+        let epochs = [
+            EpochRecord::new(0, 0.1, None),
+            EpochRecord::new(1, f64::NAN, Some(f64::NAN)),
+        ];
+        let neurons: Vec<NeuronRecord> = (0..2)
+            .flat_map(|e| (0..2).map(move |n| NeuronRecord::alive(e, 0, n)))
+            .collect();
+        write_run(&root, &spec, &epochs, &neurons).unwrap();
+        spec.seed = 98;
+        spec.status = RunStatus::Failed;
+        spec.error = Some("disk <full> & gone".into());
+        write_run(&root, &spec, &epochs, &neurons).unwrap();
+
+        let out = tmp.path().join("report");
+        let opts = AnalyzeOptions {
+            target_acc: Some(0.8),
+            title: "Necrosis <b>study</b>".into(),
+            activation_curves: vec![ActivationCurve {
+                name: "relu".into(),
+                x: vec![-1.0, 0.0, 1.0],
+                f: vec![0.0, 0.0, 1.0],
+                df: vec![0.0, 0.0, 1.0],
+            }],
+            ..Default::default()
+        };
+        let summary = crate::analyze(std::slice::from_ref(&root), &opts, &out).unwrap();
+        assert_eq!(
+            (summary.runs_used, summary.diverged, summary.skipped),
+            (12, 1, 1)
+        );
+
+        let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+        assert!(
+            !html.contains("<script>alert"),
+            "unescaped sweep name in index.html"
+        );
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;script&gt;"));
+        assert!(
+            html.contains("Necrosis &lt;b&gt;study&lt;&#x2f;b&gt;")
+                || html.contains("Necrosis &lt;b&gt;study&lt;/b&gt;")
+        );
+        assert!(html.contains("disk &lt;full&gt; &amp; gone"));
+        assert!(html.contains("diverged"));
+        let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+        assert!(md.contains("Definitions and thresholds"));
+
+        for t in [
+            "summary.csv",
+            "comparisons.csv",
+            "per_run.csv",
+            "per_run_layer.csv",
+            "per_epoch_layer.csv",
+            "summary.tex",
+            "comparisons.tex",
+        ] {
+            let len = std::fs::metadata(out.join("tables").join(t)).unwrap().len();
+            assert!(len > 100, "{t} has {len} bytes");
+        }
+        for f in &summary.figures {
+            let len = std::fs::metadata(f).unwrap().len();
+            assert!(len > 3_000, "{} has {len} bytes", f.display());
+            // minijinja escapes "/" as &#x2f; inside attributes, which browsers decode.
+            assert!(
+                html.contains(&*f.file_name().unwrap().to_string_lossy()),
+                "{} not linked",
+                f.display()
+            );
+        }
+        // activation functions + 8 figures for the one dataset, each as SVG and PNG.
+        assert_eq!(summary.figures.len(), 2 * 9);
+
+        let csv = std::fs::read_to_string(out.join("tables/summary.csv")).unwrap();
+        for activation in ["relu", "relu-softsign", "softsign"] {
+            let expected = independent_mean(&dirs, activation, dead_fraction_at_end);
+            let got = summary_csv_mean(&csv, activation, "dead_frac_final");
+            assert!(
+                (expected - got).abs() < 1e-12,
+                "{activation}: dead {expected} vs {got}"
+            );
+            let expected = independent_mean(&dirs, activation, final_accuracy);
+            let got = summary_csv_mean(&csv, activation, "final_acc");
+            assert!(
+                (expected - got).abs() < 1e-12,
+                "{activation}: acc {expected} vs {got}"
+            );
+        }
+        let comparisons = std::fs::read_to_string(out.join("tables/comparisons.csv")).unwrap();
+        assert!(comparisons.lines().skip(1).all(|l| l.contains(",relu,")));
+        assert!(comparisons.lines().count() > 2);
+    }
+
+    #[test]
+    fn inspect_shows_config_and_dead_percentages() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut spec = RunSpec::new("s", "digits", "elu", 3, 0.1, 5, vec![("fc1".into(), 2)]);
+        spec.status = RunStatus::Running;
+        let epochs: Vec<EpochRecord> = (0..3)
+            .map(|e| EpochRecord::new(e, 0.3 * e as f64, (e > 0).then_some(1.0)))
+            .collect();
+        let mut neurons: Vec<NeuronRecord> = (0..3)
+            .flat_map(|e| (0..2).map(move |n| NeuronRecord::alive(e, 0, n)))
+            .collect();
+        neurons[5].max_pre = -1.0; // neuron 1 dead at epoch 2
+        let dir = write_run(tmp.path(), &spec, &epochs, &neurons).unwrap();
+        let text = inspect_run(&dir).unwrap();
+        assert!(text.contains("digits-elu-lr0.1-s3"), "{text}");
+        assert!(text.contains("running (2 of 5 epochs completed)"), "{text}");
+        assert!(text.contains("dead% fc1"), "{text}");
+        let last = text.lines().last().unwrap();
+        assert!(
+            last.trim_start().starts_with('2') && last.trim_end().ends_with("50.0"),
+            "{text}"
+        );
+    }
+}
