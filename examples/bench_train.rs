@@ -37,6 +37,9 @@ fn peak_rss_mb() -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
+    if std::env::var_os("NECROSIS_PURGE").is_none() {
+        necrosis::keep_freed_memory();
+    }
     let args: Vec<String> = std::env::args().collect();
     let threads = flag(&args, "--threads", 2);
     let samples = flag(&args, "--samples", 4096);

@@ -7,6 +7,7 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    necrosis::keep_freed_memory();
     let cli = necrosis::cli::Cli::parse();
     if let Err(err) = necrosis::cli::main_with_args(cli) {
         eprintln!("error: {err:#}");
