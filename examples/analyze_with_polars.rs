@@ -4,9 +4,8 @@
 //!
 //! Run: `cargo run --release --example analyze_with_polars`
 
-use necrosis::config::{RunConfig, Schedule};
+use necrosis::config::RunConfig;
 use necrosis::data::{self, DatasetKind, DatasetSpec};
-use necrosis::optim::OptimizerConfig;
 use necrosis::train::{self, RunOptions};
 use polars::prelude::*;
 
@@ -17,17 +16,9 @@ fn main() -> anyhow::Result<()> {
     let mut frames = Vec::new();
     for activation in ["relu", "relu-softsign"] {
         let config = RunConfig {
-            dataset: spec.clone(),
-            train_limit: None,
-            arch: "lenet".into(),
-            activation: activation.into(),
-            seed: 0,
-            optimizer: OptimizerConfig::sgd(),
             lr: 0.1,
-            schedule: Schedule::Constant,
-            batch_size: 64,
             epochs: 3,
-            probe_size: None,
+            ..RunConfig::new(spec.clone(), activation)
         };
         let run_dir = sweep.path().join(config.run_id());
         train::run(&dataset, &config, &run_dir, RunOptions::default())?;

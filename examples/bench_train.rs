@@ -9,9 +9,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use necrosis::config::{RunConfig, Schedule};
+use necrosis::config::RunConfig;
 use necrosis::data::{self, DatasetKind, DatasetSpec};
-use necrosis::optim::OptimizerConfig;
 use necrosis::train::{self, Progress, RunOptions};
 
 #[global_allocator]
@@ -57,17 +56,8 @@ fn main() -> anyhow::Result<()> {
     for activation in ["relu", "relu-softsign"] {
         for instruments in [false, true] {
             let config = RunConfig {
-                dataset: spec.clone(),
-                train_limit: None,
-                arch: "lenet".into(),
-                activation: activation.into(),
-                seed: 0,
-                optimizer: OptimizerConfig::sgd(),
-                lr: 0.01,
-                schedule: Schedule::Constant,
-                batch_size: 64,
                 epochs,
-                probe_size: None,
+                ..RunConfig::new(spec.clone(), activation)
             };
             let dir = tempfile::tempdir()?;
             let best = Arc::new(Mutex::new(0.0f64));

@@ -7,9 +7,8 @@
 use std::sync::Arc;
 
 use necrosis::activation::ActivationFunction;
-use necrosis::config::{RunConfig, Schedule};
+use necrosis::config::RunConfig;
 use necrosis::data::{self, DatasetKind, DatasetSpec};
-use necrosis::optim::OptimizerConfig;
 use necrosis::record;
 use necrosis::train::{self, RunOptions};
 
@@ -44,17 +43,9 @@ fn main() -> anyhow::Result<()> {
     let spec = DatasetSpec::new(DatasetKind::Digits);
     let dataset = data::load(&spec)?;
     let config = RunConfig {
-        dataset: spec,
-        train_limit: None,
-        arch: "lenet".into(),
-        activation: "mish".into(),
-        seed: 0,
-        optimizer: OptimizerConfig::sgd(),
         lr: 0.05,
-        schedule: Schedule::Constant,
-        batch_size: 64,
         epochs: 3,
-        probe_size: None,
+        ..RunConfig::new(spec, "mish")
     };
     let dir = tempfile::tempdir()?;
     let options = RunOptions {

@@ -3,10 +3,9 @@
 //!
 //! Run: `cargo run --release --example custom_hook`
 
-use necrosis::config::{RunConfig, Schedule};
+use necrosis::config::RunConfig;
 use necrosis::data::{self, DatasetKind, DatasetSpec};
 use necrosis::hooks::{EpochSummary, Hook, ParamView, StepContext};
-use necrosis::optim::OptimizerConfig;
 use necrosis::train::{self, RunOptions};
 
 /// Mean over the steps of an epoch of ‖W(t) − W(t−1)‖ / ‖W(t−1)‖ per neuron, for each weight.
@@ -92,17 +91,9 @@ fn main() -> anyhow::Result<()> {
     let spec = DatasetSpec::new(DatasetKind::Digits);
     let dataset = data::load(&spec)?;
     let config = RunConfig {
-        dataset: spec,
-        train_limit: None,
-        arch: "lenet".into(),
-        activation: "relu-softsign".into(),
-        seed: 0,
-        optimizer: OptimizerConfig::sgd(),
         lr: 0.05,
-        schedule: Schedule::Constant,
-        batch_size: 64,
         epochs: 3,
-        probe_size: None,
+        ..RunConfig::new(spec, "relu-softsign")
     };
     let dir = tempfile::tempdir()?;
     let options = RunOptions {

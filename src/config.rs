@@ -82,6 +82,24 @@ pub struct RunConfig {
 pub const DEFAULT_PROBE_SIZE: usize = 2048;
 
 impl RunConfig {
+    /// A run of `activation` on `dataset` with the CLI's defaults: LeNet, seed 0, SGD with
+    /// momentum 0.9, lr 0.01 constant, batch 64, 10 epochs, the default probe size.
+    pub fn new(dataset: DatasetSpec, activation: &str) -> Self {
+        RunConfig {
+            dataset,
+            train_limit: None,
+            arch: "lenet".into(),
+            activation: activation.into(),
+            seed: 0,
+            optimizer: OptimizerConfig::sgd(),
+            lr: 0.01,
+            schedule: Schedule::Constant,
+            batch_size: 64,
+            epochs: 10,
+            probe_size: None,
+        }
+    }
+
     /// Rejects numbers that cannot make a run, naming the flag.
     pub fn validate(&self) -> Result<()> {
         if self.batch_size == 0 {

@@ -203,9 +203,13 @@ pub fn write_neurons(run_dir: &Path, rows: &[NeuronRow]) -> Result<()> {
 
 fn read_parquet(path: &Path) -> Result<DataFrame> {
     let file = fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
-    ParquetReader::new(file)
-        .finish()
-        .with_context(|| format!("reading {}: not a readable parquet file", path.display()))
+    // polars panics (instead of failing) on some corrupt files; a damaged record is an error.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        ParquetReader::new(file).finish()
+    }))
+    .map_err(|_| anyhow::anyhow!("the parquet reader failed on corrupt data"))
+    .and_then(|r| r.map_err(anyhow::Error::from))
+    .with_context(|| format!("reading {}: not a readable parquet file", path.display()))
 }
 
 fn f64s(df: &DataFrame, name: &str, path: &Path) -> Result<Vec<Option<f64>>> {

@@ -128,7 +128,6 @@ pub fn run(
             .then(|| NeuronRecorder::new(state.model.sites.clone(), activation.clone())),
         others: std::mem::take(&mut options.hooks),
     };
-    let elapsed = |state: &State| state.seconds_before + started.elapsed().as_secs_f64();
 
     if state.completed == 0 && state.epochs.is_empty() {
         probe_pass(&state.model, dataset, &probe, 0, &mut hooks);
@@ -141,16 +140,18 @@ pub fn run(
             train_acc: None,
             test_loss,
             test_acc,
-            seconds: elapsed(&state),
+            seconds: elapsed_now(&state, started),
             images_per_sec: None,
             diverged: false,
         };
-        hooks.on_epoch_end(&summary);
-        (options.progress)(Progress::Epoch(&summary));
-        state.epochs.push(summary);
-        state.neurons.extend(hooks.take_neuron_rows());
-        let seconds = elapsed_now(&state, started);
-        save_epoch(run_dir, &mut state, 0, seconds)?;
+        finish_epoch(
+            run_dir,
+            &mut state,
+            summary,
+            &mut hooks,
+            &mut options,
+            started,
+        )?;
     }
 
     for epoch in state.completed + 1..=config.epochs {
@@ -179,7 +180,7 @@ pub fn run(
                 train_acc: None,
                 test_loss: f64::NAN,
                 test_acc: f64::NAN,
-                seconds: elapsed(&state),
+                seconds: elapsed_now(&state, started),
                 images_per_sec: None,
                 diverged: true,
             };
@@ -205,16 +206,18 @@ pub fn run(
             train_acc: Some(train_acc),
             test_loss,
             test_acc,
-            seconds: elapsed(&state),
+            seconds: elapsed_now(&state, started),
             images_per_sec: Some(images_per_sec),
             diverged: false,
         };
-        hooks.on_epoch_end(&summary);
-        (options.progress)(Progress::Epoch(&summary));
-        state.epochs.push(summary);
-        state.neurons.extend(hooks.take_neuron_rows());
-        let seconds = elapsed_now(&state, started);
-        save_epoch(run_dir, &mut state, epoch, seconds)?;
+        finish_epoch(
+            run_dir,
+            &mut state,
+            summary,
+            &mut hooks,
+            &mut options,
+            started,
+        )?;
     }
     state.manifest.status = RunStatus::Complete;
     state.manifest.ended_at = Some(record::now_rfc3339());
@@ -223,6 +226,25 @@ pub fn run(
     Ok(RunOutcome::Complete { final_test_acc })
 }
 
+/// Ends an epoch: tells the hooks and the progress callback, keeps its rows, and saves it.
+fn finish_epoch(
+    run_dir: &Path,
+    state: &mut State,
+    summary: EpochSummary,
+    hooks: &mut HookSet,
+    options: &mut RunOptions,
+    started: Instant,
+) -> Result<()> {
+    hooks.on_epoch_end(&summary);
+    (options.progress)(Progress::Epoch(&summary));
+    let epoch = summary.epoch as usize;
+    state.epochs.push(summary);
+    state.neurons.extend(hooks.take_neuron_rows());
+    let seconds = elapsed_now(state, started);
+    save_epoch(run_dir, state, epoch, seconds)
+}
+
+/// Wall time of the run, including the time before a resume.
 fn elapsed_now(state: &State, started: Instant) -> f64 {
     state.seconds_before + started.elapsed().as_secs_f64()
 }
@@ -665,21 +687,17 @@ fn probe_pass(
 mod tests {
     use super::*;
     use crate::data::{DatasetKind, DatasetSpec, Normalization};
-    use crate::optim::OptimizerConfig;
 
     fn digits_config(activation: &str, epochs: usize) -> RunConfig {
         RunConfig {
-            dataset: DatasetSpec::new(DatasetKind::Digits),
             train_limit: Some(400),
             arch: "conv:8:3:1:1,act,pool:2,fc:16,act,fc:10".into(),
-            activation: activation.into(),
             seed: 3,
-            optimizer: OptimizerConfig::sgd(),
             lr: 0.05,
-            schedule: crate::config::Schedule::Constant,
             batch_size: 32,
             epochs,
             probe_size: Some(128),
+            ..RunConfig::new(DatasetSpec::new(DatasetKind::Digits), activation)
         }
     }
 

@@ -277,7 +277,9 @@ fn weight_gradients(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::testing::{assert_gradient_matches, pseudo_random};
+    use crate::ops::testing::{
+        assert_gradient_matches, assert_param_gradient_matches, pseudo_random,
+    };
     use crate::ops::Tape;
 
     /// The definition, as four nested loops over a zero-padded input.
@@ -407,27 +409,17 @@ mod tests {
                 1e-2,
                 2e-3,
             );
-            assert_gradient_matches(
-                "dW",
-                &w.value,
+            assert_param_gradient_matches(
+                &w,
                 &grad_w,
-                &|wp| {
-                    let mut w2 = w.clone();
-                    w2.set_values(wp).unwrap();
-                    objective(run_eval(&dev, &g, &x, &w2, &b, batch))
-                },
+                &|w2| objective(run_eval(&dev, &g, &x, w2, &b, batch)),
                 1e-2,
                 2e-3,
             );
-            assert_gradient_matches(
-                "db",
-                &b.value,
+            assert_param_gradient_matches(
+                &b,
                 &grad_b,
-                &|bp| {
-                    let mut b2 = b.clone();
-                    b2.set_values(bp).unwrap();
-                    objective(run_eval(&dev, &g, &x, &w, &b2, batch))
-                },
+                &|b2| objective(run_eval(&dev, &g, &x, &w, b2, batch)),
                 1e-2,
                 2e-3,
             );

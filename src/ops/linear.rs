@@ -63,7 +63,9 @@ pub fn linear<T: StepTape>(x: Activations<T>, weight: &Param, bias: &Param) -> A
 mod tests {
     use super::*;
     use crate::ops::tensor_values;
-    use crate::ops::testing::{assert_gradient_matches, pseudo_random};
+    use crate::ops::testing::{
+        assert_gradient_matches, assert_param_gradient_matches, pseudo_random,
+    };
 
     #[test]
     fn forward_and_gradients_match_hand_and_finite_differences() {
@@ -123,29 +125,7 @@ mod tests {
             1e-2,
             1e-3,
         );
-        assert_gradient_matches(
-            "dW",
-            &w.value,
-            &grad_w,
-            &|wp| {
-                let mut w2 = w.clone();
-                w2.set_values(wp).unwrap();
-                objective(eval(&x, &w2, &b))
-            },
-            1e-2,
-            1e-3,
-        );
-        assert_gradient_matches(
-            "db",
-            &b.value,
-            &grad_b,
-            &|bp| {
-                let mut b2 = b.clone();
-                b2.set_values(bp).unwrap();
-                objective(eval(&x, &w, &b2))
-            },
-            1e-2,
-            1e-3,
-        );
+        assert_param_gradient_matches(&w, &grad_w, &|w2| objective(eval(&x, w2, &b)), 1e-2, 1e-3);
+        assert_param_gradient_matches(&b, &grad_b, &|b2| objective(eval(&x, &w, b2)), 1e-2, 1e-3);
     }
 }

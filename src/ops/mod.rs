@@ -169,6 +169,30 @@ pub(crate) mod testing {
         assert!(worst.is_finite());
     }
 
+    /// [`assert_gradient_matches`] for a parameter: `loss(p)` evaluates the op with `p` in place
+    /// of `param`.
+    pub fn assert_param_gradient_matches(
+        param: &crate::param::Param,
+        analytic: &[f32],
+        loss: &dyn Fn(&crate::param::Param) -> f64,
+        eps: f32,
+        tolerance: f64,
+    ) {
+        let with_values = |values: &[f32]| {
+            let mut changed = param.clone();
+            changed.set_values(values).unwrap();
+            loss(&changed)
+        };
+        assert_gradient_matches(
+            &param.name,
+            &param.value,
+            analytic,
+            &with_values,
+            eps,
+            tolerance,
+        );
+    }
+
     #[test]
     fn matmul_handles_transposes_and_accumulation() {
         // a = [[1,2],[3,4]], b = [[5,6],[7,8]]
