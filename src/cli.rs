@@ -368,7 +368,7 @@ fn write_report(
     mut options: necrosis_analysis::AnalyzeOptions,
     out: &std::path::Path,
 ) -> Result<()> {
-    let runs = necrosis_analysis::load_runs(paths)?;
+    let runs = without_panics("reading the runs", || necrosis_analysis::load_runs(paths))?;
     if runs.runs.is_empty() && runs.diverged.is_empty() {
         let reasons: Vec<String> = runs
             .skipped
@@ -382,7 +382,9 @@ fn write_report(
     names.dedup();
     names.retain(|n| activation_by_name(n).is_ok());
     options.activation_curves = activation_curves(&names)?;
-    let summary = necrosis_analysis::write_report(&runs, &options, out)?;
+    let summary = without_panics("measuring the runs", || {
+        necrosis_analysis::write_report(&runs, &options, out)
+    })?;
     println!(
         "report: {} ({} runs analysed, {} diverged, {} skipped; {} figures, {} tables)",
         summary.index_html.display(),
@@ -393,6 +395,23 @@ fn write_report(
         summary.tables.len()
     );
     Ok(())
+}
+
+/// Runs `work`, turning a panic inside it into an error. polars panics on some damaged parquet
+/// files (page data that contradicts the footer) instead of returning an error; a corrupt record
+/// must end in one clear message, not a crash.
+fn without_panics<T>(what: &str, work: impl FnOnce() -> Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
+        Ok(result) => result,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            bail!("{what}: a record file is corrupt (the parquet reader failed: {message})")
+        }
+    }
 }
 
 /// Sampled f and f' of each named activation, for figure (a).
@@ -475,7 +494,12 @@ pub fn main_with_args(cli: Cli) -> Result<()> {
             write_report(&args.runs, options, &args.out)
         }
         Command::Inspect { run } => {
-            print!("{}", necrosis_analysis::inspect_run(&run)?);
+            print!(
+                "{}",
+                without_panics(&format!("inspecting {}", run.display()), || {
+                    necrosis_analysis::inspect_run(&run)
+                })?
+            );
             Ok(())
         }
         Command::Activations { out, names } => {

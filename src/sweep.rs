@@ -121,6 +121,8 @@ pub fn run_sweep(plan: &SweepPlan, stop: Arc<AtomicBool>) -> Result<SweepSummary
                 continue;
             }
         }
+        // Checked before the run directory exists, so a refused run leaves nothing behind.
+        train::probe_indices(config, &dataset)?;
         let lock = match RunLock::acquire(&run_dir)? {
             Some(lock) => lock,
             None => {

@@ -252,7 +252,7 @@ fn elapsed_now(state: &State, started: Instant) -> f64 {
 /// The probe set: `probe_size` training indices drawn without replacement with the run's seed,
 /// sorted. Indices refer to the training split as stored, before shuffling or --train-limit
 /// (which keeps a prefix, so the indices stay valid).
-fn probe_indices(config: &RunConfig, dataset: &Dataset) -> Result<Vec<usize>> {
+pub fn probe_indices(config: &RunConfig, dataset: &Dataset) -> Result<Vec<usize>> {
     let n = dataset.train.len();
     let size = match config.probe_size {
         Some(size) if size > n => {
