@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::reproducible;
 use necrosis::record::{self, Manifest, RunStatus};
 
 const BIN: &str = env!("CARGO_BIN_EXE_necrosis-report");
@@ -140,38 +143,6 @@ fn check_readable(run: &Path, context: &str) -> Manifest {
         String::from_utf8_lossy(&inspect.stderr)
     );
     manifest
-}
-
-/// The run's records with the wall-clock columns (`seconds`, `images_per_sec`) blanked, as text
-/// (Debug keeps NaN equal to NaN, which a diverged run's rows hold), plus the final weights.
-fn reproducible(run: &Path) -> (String, String, Vec<u8>, String) {
-    let mut epochs = record::read_epochs(run).unwrap();
-    for e in &mut epochs {
-        e.seconds = 0.0;
-        e.images_per_sec = e.images_per_sec.map(|_| 0.0);
-    }
-    let neurons = record::read_neurons(run).unwrap();
-    let m = Manifest::read(run).unwrap();
-    let manifest = format!(
-        "{:?} {} {:?} {:?} {:?} {:?}",
-        m.status, m.epochs_completed, m.config, m.error, m.architecture, m.normalization
-    );
-    // Compared as tensors: the header's metadata order varies from process to process.
-    let weights = record::read_safetensors(&run.join("model.safetensors")).unwrap();
-    let mut tensors: Vec<_> = weights.tensors.into_iter().collect();
-    tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut bits = Vec::new();
-    for (name, (shape, values)) in tensors {
-        bits.extend(name.bytes());
-        bits.extend(shape.iter().flat_map(|d| (*d as u64).to_le_bytes()));
-        bits.extend(values.iter().flat_map(|v| v.to_bits().to_le_bytes()));
-    }
-    (
-        format!("{epochs:?}"),
-        format!("{neurons:?}"),
-        bits,
-        manifest,
-    )
 }
 
 /// Every run of `a` equals the run of the same name in `b`, and both hold the same runs.

@@ -1,0 +1,37 @@
+//! Helpers shared by the integration tests that compare run records.
+
+use std::path::Path;
+
+use necrosis::record::{self, Manifest};
+
+/// The run's records with the wall-clock columns (`seconds`, `images_per_sec`) blanked, as text
+/// (Debug keeps NaN equal to NaN, which a diverged run's rows hold), plus the final weights.
+pub fn reproducible(run: &Path) -> (String, String, Vec<u8>, String) {
+    let mut epochs = record::read_epochs(run).unwrap();
+    for e in &mut epochs {
+        e.seconds = 0.0;
+        e.images_per_sec = e.images_per_sec.map(|_| 0.0);
+    }
+    let neurons = record::read_neurons(run).unwrap();
+    let m = Manifest::read(run).unwrap();
+    let manifest = format!(
+        "{:?} {} {:?} {:?} {:?} {:?}",
+        m.status, m.epochs_completed, m.config, m.error, m.architecture, m.normalization
+    );
+    // Compared as tensors: the header's metadata order varies from process to process.
+    let weights = record::read_safetensors(&run.join("model.safetensors")).unwrap();
+    let mut tensors: Vec<_> = weights.tensors.into_iter().collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut bits = Vec::new();
+    for (name, (shape, values)) in tensors {
+        bits.extend(name.bytes());
+        bits.extend(shape.iter().flat_map(|d| (*d as u64).to_le_bytes()));
+        bits.extend(values.iter().flat_map(|v| v.to_bits().to_le_bytes()));
+    }
+    (
+        format!("{epochs:?}"),
+        format!("{neurons:?}"),
+        bits,
+        manifest,
+    )
+}

@@ -1,0 +1,88 @@
+//! `--shard I/N`: N shards run one after another produce exactly the runs of the unsharded
+//! sweep, record for record (all but the wall-clock columns).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::reproducible;
+
+const BIN: &str = env!("CARGO_BIN_EXE_necrosis-report");
+
+fn sweep(out: &Path, shard: Option<&str>) {
+    let mut args = vec![
+        "run",
+        "--activations",
+        "relu,relu-softsign",
+        "--seeds",
+        "2",
+        "--epochs",
+        "2",
+        "--train-limit",
+        "300",
+        "--probe-size",
+        "64",
+        "--name",
+        "s",
+        "--no-report",
+        "--threads",
+        "2",
+    ];
+    if let Some(shard) = shard {
+        args.extend(["--shard", shard]);
+    }
+    let output = Command::new(BIN)
+        .args(&args)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn run_dirs(sweep: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(sweep)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn shards_together_are_the_unsharded_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sharded, whole) = (dir.path().join("sharded"), dir.path().join("whole"));
+    for shard in ["0/3", "1/3", "2/3"] {
+        sweep(&sharded, Some(shard));
+    }
+    sweep(&whole, None);
+    let names = run_dirs(&whole.join("s"));
+    assert_eq!(names.len(), 4);
+    assert_eq!(run_dirs(&sharded.join("s")), names);
+    for name in &names {
+        assert_eq!(
+            reproducible(&sharded.join("s").join(name)),
+            reproducible(&whole.join("s").join(name)),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn bad_shards_are_refused() {
+    for bad in ["3/3", "1/0", "x/2", "2"] {
+        let output = Command::new(BIN)
+            .args(["run", "--shard", bad, "--no-report"])
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("--shard"), "{bad}: {stderr}");
+    }
+}
