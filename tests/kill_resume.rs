@@ -274,7 +274,8 @@ fn sigkill_at_random_moments_then_rerun_gives_the_uninterrupted_records() {
             .filter(|p| !p.to_string_lossy().contains(".tmp-"))
             .filter(|p| {
                 let pid = fs::read_to_string(p).unwrap_or_default();
-                !(p.ends_with(".lock") && !Path::new(&format!("/proc/{}", pid.trim())).exists())
+                // Kept: anything but a lock, and a lock whose process is alive.
+                !p.ends_with(".lock") || Path::new(&format!("/proc/{}", pid.trim())).exists()
             })
             .collect();
         assert!(left.is_empty(), "files left behind: {left:?}");

@@ -281,7 +281,7 @@ fn mutate_parquet(run: &Path, file: &str, cases: usize, seed: u64, analysis: boo
                 necrosis_analysis::inspect_run(&copy)
             });
             let _ = no_panic(case, "analysis load_runs", || {
-                necrosis_analysis::load_runs(&[copy.clone()]).map(|set| {
+                necrosis_analysis::load_runs(std::slice::from_ref(&copy)).map(|set| {
                     let _ = set.neurons_by_run().collect();
                 })
             });
