@@ -4,6 +4,8 @@
 //! Work is split over samples with rayon; each sample's matrices are small, so single-threaded
 //! gemm calls on separate samples use the cores better than one parallel gemm per sample.
 
+use std::mem::MaybeUninit;
+
 use anyhow::{bail, Result};
 use dfdx::prelude::*;
 use rayon::prelude::*;
@@ -74,8 +76,9 @@ impl ConvGeometry {
         [self.out_channels, self.out_height(), self.out_width()]
     }
 
-    /// Unfolds one sample `[C, H, W]` into `cols[patch_len, out_positions]`.
-    fn im2col(&self, x: &[f32], cols: &mut [f32]) {
+    /// Unfolds one sample `[C, H, W]` into `cols[patch_len, out_positions]`, writing every
+    /// element of `cols` (padding as 0), so `cols` may start uninitialised.
+    fn im2col(&self, x: &[f32], cols: &mut [MaybeUninit<f32>]) {
         let (oh, ow, k, s, p) = (
             self.out_height(),
             self.out_width(),
@@ -94,17 +97,19 @@ impl ConvGeometry {
                         let iy = (oy * s + ki) as isize - p as isize;
                         let dst_row = &mut dst[oy * ow..(oy + 1) * ow];
                         if iy < 0 || iy >= h as isize {
-                            dst_row.fill(0.0);
+                            dst_row.iter_mut().for_each(|d| {
+                                d.write(0.0);
+                            });
                             continue;
                         }
                         let src_row = &plane[iy as usize * w..(iy as usize + 1) * w];
                         for (ox, d) in dst_row.iter_mut().enumerate() {
                             let ix = (ox * s + kj) as isize - p as isize;
-                            *d = if ix < 0 || ix >= w as isize {
+                            d.write(if ix < 0 || ix >= w as isize {
                                 0.0
                             } else {
                                 src_row[ix as usize]
-                            };
+                            });
                         }
                     }
                 }
@@ -169,24 +174,37 @@ pub fn conv2d<T: dfdx::tensor::Tape<f32, Cpu>>(
     let x_values = tensor_values(&x_tensor);
     let (patch, positions) = (g.patch_len(), g.out_positions());
 
-    let mut cols = vec![0.0f32; batch * patch * positions];
-    let mut out = vec![0.0f32; batch * g.out_len()];
-    let w = &weight.value;
-    let b = &bias.value;
-    cols.par_chunks_mut(patch * positions)
-        .zip(out.par_chunks_mut(g.out_len()))
+    // The two largest buffers of a step are written exactly once: im2col fills `cols` from
+    // uninitialised memory, and `out` starts as the broadcast bias that gemm accumulates onto
+    // (zero-filling them first cost a memset of ~18 MB per LeNet step).
+    let mut cols: Vec<f32> = Vec::with_capacity(batch * patch * positions);
+    cols.spare_capacity_mut()
+        .par_chunks_mut(patch * positions)
         .zip(x_values.par_chunks(g.in_len()))
-        .for_each(|((cols, out), x)| {
-            g.im2col(x, cols);
+        .for_each(|(cols, x)| g.im2col(x, cols));
+    // SAFETY: the loop above gave every sample's chunk to im2col, which writes all its elements.
+    unsafe { cols.set_len(batch * patch * positions) };
+    let w = &weight.value;
+    let bias_plane: Vec<f32> = bias
+        .value
+        .iter()
+        .flat_map(|&b| std::iter::repeat_n(b, positions))
+        .collect();
+    let mut out: Vec<f32> = bias_plane
+        .iter()
+        .copied()
+        .cycle()
+        .take(batch * g.out_len())
+        .collect();
+    out.par_chunks_mut(g.out_len())
+        .zip(cols.par_chunks(patch * positions))
+        .for_each(|(out, cols)| {
             matmul(
                 out,
                 MatRef::new(w, g.out_channels, patch),
                 MatRef::new(cols, patch, positions),
-                false,
+                true,
             );
-            for (channel, bias) in out.chunks_mut(positions).zip(b) {
-                channel.iter_mut().for_each(|v| *v += bias);
-            }
         });
     drop(x_values);
 
