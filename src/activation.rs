@@ -12,7 +12,7 @@ use anyhow::{bail, Result};
 use dfdx::prelude::*;
 use rayon::prelude::*;
 
-use crate::ops::{accumulate_into, tensor_values, Activations};
+use crate::ops::{tensor_values, Activations};
 
 /// A scalar activation function with its analytic derivative.
 ///
@@ -372,7 +372,9 @@ pub fn activate<T: dfdx::tensor::Tape<f32, Cpu>>(
         let f = f.clone();
         tape.add_backward_op(move |grads| {
             let grad_h = std::mem::take(&mut **grads.get_or_alloc_mut(&h_ghost)?);
-            let mut grad_z = vec![0.0f32; grad_h.len()];
+            // Accumulated straight into dfdx's gradient of z. z comes from a conv or dense layer
+            // and this site is its only consumer, so that buffer then holds exactly dL/dz.
+            let grad_z: &mut [f32] = grads.get_or_alloc_mut(&z_ghost)?;
             grad_z
                 .par_chunks_mut(ELEMENTWISE_CHUNK)
                 .zip(
@@ -381,8 +383,8 @@ pub fn activate<T: dfdx::tensor::Tape<f32, Cpu>>(
                         .zip(z_values.par_chunks(ELEMENTWISE_CHUNK)),
                 )
                 .for_each(|(gz, (gh, z))| f.backward_slice(z, gh, gz));
-            accumulate_into(grads.get_or_alloc_mut(&z_ghost)?, &grad_z);
             if let Some(slot) = capture {
+                let grad_z = grad_z.to_vec();
                 *slot.lock().expect("capture slot poisoned") = Some(SiteCapture {
                     z: z_values,
                     grad_h,

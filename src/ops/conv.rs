@@ -103,13 +103,24 @@ impl ConvGeometry {
                             continue;
                         }
                         let src_row = &plane[iy as usize * w..(iy as usize + 1) * w];
-                        for (ox, d) in dst_row.iter_mut().enumerate() {
-                            let ix = (ox * s + kj) as isize - p as isize;
-                            d.write(if ix < 0 || ix >= w as isize {
-                                0.0
-                            } else {
-                                src_row[ix as usize]
-                            });
+                        // Output columns whose input column ix = ox·s + kj − p lies inside the
+                        // row: [lo, hi). Outside it is padding; inside, a plain strided copy
+                        // without a bounds test per element.
+                        let lo = p.saturating_sub(kj).div_ceil(s).min(ow);
+                        let hi = (w + p).saturating_sub(kj).div_ceil(s).clamp(lo, ow);
+                        let (left, rest) = dst_row.split_at_mut(lo);
+                        let (inside, right) = rest.split_at_mut(hi - lo);
+                        for d in left.iter_mut().chain(right) {
+                            d.write(0.0);
+                        }
+                        if !inside.is_empty() {
+                            let first = lo * s + kj - p;
+                            let src = src_row[first..].iter().step_by(s);
+                            // Every element of `inside` gets a value (im2col's contract).
+                            debug_assert!(src.len() >= inside.len());
+                            for (d, &v) in inside.iter_mut().zip(src) {
+                                d.write(v);
+                            }
                         }
                     }
                 }
@@ -185,17 +196,14 @@ pub fn conv2d<T: dfdx::tensor::Tape<f32, Cpu>>(
     // SAFETY: the loop above gave every sample's chunk to im2col, which writes all its elements.
     unsafe { cols.set_len(batch * patch * positions) };
     let w = &weight.value;
-    let bias_plane: Vec<f32> = bias
-        .value
-        .iter()
-        .flat_map(|&b| std::iter::repeat_n(b, positions))
-        .collect();
-    let mut out: Vec<f32> = bias_plane
-        .iter()
-        .copied()
-        .cycle()
-        .take(batch * g.out_len())
-        .collect();
+    let mut bias_plane = Vec::with_capacity(g.out_len());
+    for &b in &bias.value {
+        bias_plane.extend(std::iter::repeat_n(b, positions));
+    }
+    let mut out: Vec<f32> = Vec::with_capacity(batch * g.out_len());
+    for _ in 0..batch {
+        out.extend_from_slice(&bias_plane);
+    }
     out.par_chunks_mut(g.out_len())
         .zip(cols.par_chunks(patch * positions))
         .for_each(|(out, cols)| {
@@ -222,7 +230,8 @@ pub fn conv2d<T: dfdx::tensor::Tape<f32, Cpu>>(
             accumulate_into(grads.get_or_alloc_mut(&w_ghost)?, &grad_w);
             accumulate_into(grads.get_or_alloc_mut(&b_ghost)?, &grad_b);
             if input_needs_grad {
-                let mut grad_x = vec![0.0f32; batch * g.in_len()];
+                // col2im adds straight into dfdx's gradient of x.
+                let grad_x: &mut [f32] = grads.get_or_alloc_mut(&x_ghost)?;
                 grad_x
                     .par_chunks_mut(g.in_len())
                     .zip(grad_out.par_chunks(g.out_len()))
@@ -238,7 +247,6 @@ pub fn conv2d<T: dfdx::tensor::Tape<f32, Cpu>>(
                             g.col2im_add(grad_cols, grad_x);
                         },
                     );
-                accumulate_into(grads.get_or_alloc_mut(&x_ghost)?, &grad_x);
             }
             Ok(())
         });

@@ -6,7 +6,7 @@ use dfdx::prelude::*;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{accumulate_into, tensor_values, Activations};
+use super::{tensor_values, Activations};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -135,7 +135,8 @@ pub fn pool2d<T: dfdx::tensor::Tape<f32, Cpu>>(
         let out_ghost = out_tensor.ghost();
         tape.add_backward_op(move |grads| {
             let grad_out = std::mem::take(&mut **grads.get_or_alloc_mut(&out_ghost)?);
-            let mut grad_x = vec![0.0f32; planes * g.in_plane()];
+            // Accumulated straight into dfdx's gradient of x: no buffer of our own to zero and add.
+            let grad_x: &mut [f32] = grads.get_or_alloc_mut(&x_ghost)?;
             match g.kind {
                 PoolKind::Max => grad_x
                     .par_chunks_mut(g.in_plane())
@@ -161,7 +162,6 @@ pub fn pool2d<T: dfdx::tensor::Tape<f32, Cpu>>(
                         }
                     }),
             }
-            accumulate_into(grads.get_or_alloc_mut(&x_ghost)?, &grad_x);
             Ok(())
         });
     }
