@@ -16,7 +16,7 @@ python3 - "$log" <<'PY'
 import re, sys
 best = {}
 for line in open(sys.argv[1]):
-    m = re.match(r"(\S+)(?: instruments=(on|off))?: ([0-9.]+) img/s", line)
+    m = re.match(r"(.+?)(?: instruments=(on|off))?: ([0-9.]+) img/s", line)
     if m:
         key = m.group(1) + ("" if m.group(2) is None else " instruments=" + m.group(2))
         best[key] = max(best.get(key, 0.0), float(m.group(3)))
