@@ -165,7 +165,8 @@ fn string_column(df: &DataFrame, name: &str) -> Result<Vec<String>> {
         .collect())
 }
 
-fn f64_column(df: &DataFrame, name: &str) -> Result<Vec<f64>> {
+/// A column as f64 values, nulls as NaN.
+pub(crate) fn f64_column(df: &DataFrame, name: &str) -> Result<Vec<f64>> {
     Ok(df
         .column(name)?
         .cast(&DataType::Float64)?

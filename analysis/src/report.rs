@@ -607,8 +607,8 @@ impl ReportContext {
             })
             .collect();
 
-        let final_acc = column_f64(&measures.per_run, "final_acc")?;
-        let dead = column_f64(&measures.per_run, "dead_frac_final")?;
+        let final_acc = crate::aggregate::f64_column(&measures.per_run, "final_acc")?;
+        let dead = crate::aggregate::f64_column(&measures.per_run, "dead_frac_final")?;
         let run_views = runs
             .runs
             .iter()
@@ -683,16 +683,6 @@ impl ReportContext {
                 .collect(),
         })
     }
-}
-
-fn column_f64(df: &DataFrame, name: &str) -> Result<Vec<f64>> {
-    Ok(df
-        .column(name)?
-        .cast(&DataType::Float64)?
-        .f64()?
-        .iter()
-        .map(|v| v.unwrap_or(f64::NAN))
-        .collect())
 }
 
 const HTML_TEMPLATE: &str = r#"<!DOCTYPE html>
