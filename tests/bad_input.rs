@@ -5,11 +5,14 @@
 //!
 //! The data loaders have their own unit tests; these check what a user sees.
 
+mod common;
+
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::tiny_complete_run;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 
@@ -561,30 +564,10 @@ fn folder_with_a_stray_file_beside_the_classes() {
 
 // ---------------------------------------------------------------- run records
 
-/// A fresh, complete two-epoch run in `<tmp>/runs/digits/<id>`; returns (tempdir, run dir).
-fn complete_run() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let args = tiny_args(&["--epochs", "2", "--out", "runs"]);
-    let out = run_in(dir.path(), &args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let run = fs::read_dir(dir.path().join("runs/digits"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    assert!(run.join("manifest.json").is_file());
-    (dir, run)
-}
-
 /// Like [`complete_run`] but with the manifest turned back to `running` after epoch 1 of 2, as
 /// a kill would leave it (the checkpoint is the final one, which `resume` accepts).
 fn interrupted_run() -> (tempfile::TempDir, PathBuf) {
-    let (dir, run) = complete_run();
+    let (dir, run) = tiny_complete_run();
     let path = run.join("manifest.json");
     let mut m: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
@@ -673,7 +656,7 @@ fn run_directory_missing_epochs_parquet() {
 
 #[test]
 fn run_directory_missing_the_manifest() {
-    let (tmp, run) = complete_run();
+    let (tmp, run) = tiny_complete_run();
     fs::remove_file(run.join("manifest.json")).unwrap();
     let r = run.to_str().unwrap();
     assert_fails(tmp.path(), &args(&["inspect", r]), &[r, "manifest.json"]);
@@ -833,7 +816,7 @@ fn absolute_name() {
 
 #[test]
 fn analyze_with_a_bad_target() {
-    let (tmp, run) = complete_run();
+    let (tmp, run) = tiny_complete_run();
     let r = run.to_str().unwrap();
     assert_fails(
         tmp.path(),

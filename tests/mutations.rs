@@ -3,55 +3,14 @@
 //! uses) and the analysis crate's (what `analyze` and `inspect` use). Each must return a result
 //! or an error, never panic. (The IDX and CIFAR parsers have cargo-fuzz targets in fuzz/.)
 
+mod common;
+
 use std::fs;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
+use common::tiny_complete_run;
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_necrosis-report");
-
-/// A complete two-epoch run on the embedded digits: (tempdir, run dir).
-fn valid_run() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN)
-        .args([
-            "run",
-            "--epochs",
-            "2",
-            "--seeds",
-            "1",
-            "--activations",
-            "relu",
-            "--no-report",
-        ])
-        .args([
-            "--train-limit",
-            "64",
-            "--probe-size",
-            "32",
-            "--threads",
-            "1",
-            "--out",
-        ])
-        .arg(dir.path().join("runs"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let run = fs::read_dir(dir.path().join("runs/digits"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    assert!(run.join("manifest.json").is_file());
-    (dir, run)
-}
 
 /// splitmix64: deterministic, so a failing case number always names the same input.
 struct Rng(u64);
@@ -190,7 +149,7 @@ fn no_panic<T>(case: usize, what: &str, f: impl FnOnce() -> T) -> T {
 
 #[test]
 fn mutated_manifests_never_panic_either_reader() {
-    let (_tmp, run) = valid_run();
+    let (_tmp, run) = tiny_complete_run();
     let text = fs::read_to_string(run.join("manifest.json")).unwrap();
     let tree: Value = serde_json::from_str(&text).unwrap();
     let scratch = tempfile::tempdir().unwrap();
@@ -292,13 +251,13 @@ fn mutate_parquet(run: &Path, file: &str, cases: usize, seed: u64, analysis: boo
 
 #[test]
 fn mutated_epochs_parquet_never_panics_the_trainer() {
-    let (_tmp, run) = valid_run();
+    let (_tmp, run) = tiny_complete_run();
     mutate_parquet(&run, "epochs.parquet", 1_500, 1, false);
 }
 
 #[test]
 fn mutated_neurons_parquet_never_panics_the_trainer() {
-    let (_tmp, run) = valid_run();
+    let (_tmp, run) = tiny_complete_run();
     mutate_parquet(&run, "neurons.parquet", 1_500, 2, false);
 }
 
@@ -309,7 +268,7 @@ fn mutated_neurons_parquet_never_panics_the_trainer() {
 #[test]
 #[ignore = "polars panics on some corrupt parquet files and the analysis crate does not catch it yet"]
 fn mutated_parquet_never_panics_the_analysis() {
-    let (_tmp, run) = valid_run();
+    let (_tmp, run) = tiny_complete_run();
     mutate_parquet(&run, "epochs.parquet", 1_500, 1, true);
     mutate_parquet(&run, "neurons.parquet", 1_500, 2, true);
 }

@@ -1,6 +1,9 @@
-//! Helpers shared by the integration tests that compare run records.
+//! Helpers shared by the integration tests: a tiny complete run, and run records compared
+//! without their wall-clock columns.
+#![allow(dead_code)] // each test crate uses its own subset
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use necrosis::record::{self, Manifest};
 
@@ -34,4 +37,45 @@ pub fn reproducible(run: &Path) -> (String, String, Vec<u8>, String) {
         bits,
         manifest,
     )
+}
+
+/// A complete two-epoch relu run on 64 of the embedded digits: (tempdir, run dir).
+pub fn tiny_complete_run() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_necrosis-report"))
+        .args([
+            "run",
+            "--epochs",
+            "2",
+            "--seeds",
+            "1",
+            "--activations",
+            "relu",
+            "--no-report",
+        ])
+        .args([
+            "--train-limit",
+            "64",
+            "--probe-size",
+            "32",
+            "--threads",
+            "1",
+            "--out",
+        ])
+        .arg(dir.path().join("runs"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = std::fs::read_dir(dir.path().join("runs/digits"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert!(run.join("manifest.json").is_file());
+    (dir, run)
 }
