@@ -1,17 +1,29 @@
-//! Training throughput of LeNet (conv32-conv64-fc128) on 28×28 inputs, batch 64, with the
-//! instruments on and off, for relu and relu-softsign. One line per case:
-//! `relu instruments=on: 2310.5 img/s, peak RSS 45 MB`.
+//! Training throughput of LeNet (conv32-conv64-fc128) on 28×28 inputs, batch 64: the cost of the
+//! instruments, the cost of the probe pass, the FLOP/s reached against the machine's peak, and
+//! peak RSS.
 //!
-//! Run: `cargo run --release --example bench_train [-- --threads 2 --samples 4096 --epochs 2]`.
-//! The img/s of a case is the best of its epochs' training-only throughput (the test evaluation
-//! and probe pass are timed apart, as "probe+eval"), measured on the synthetic dataset.
+//! Run: `cargo run --release --example bench_train [-- --threads 2 --steps 384 --samples 8192
+//! --epochs 2 --activations relu,relu-softsign --flops-per-cycle 32]`.
+//!
+//! Instrument cost: two copies of the network, instruments off and on, train side by side on the
+//! same minibatches, one step each in turn (which goes first alternates), so that a slow spell of
+//! a shared machine hits both alike. img/s is the batch size over the median step time (forward,
+//! backward, hooks and optimiser); the overhead is the median over steps of on/off − 1.
+//! Phases: one real run per activation (synthetic dataset, `--samples`, `--epochs`) times the
+//! test evaluation, the probe pass at its default size and the record writing of each epoch.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use necrosis::config::RunConfig;
+use necrosis::activation::activation_by_name;
+use necrosis::arch::{self, LayerSpec};
+use necrosis::config::{RunConfig, DEFAULT_PROBE_SIZE};
 use necrosis::data::{self, DatasetKind, DatasetSpec};
-use necrosis::train::{self, Progress, RunOptions};
+use necrosis::hooks::recorder::NeuronRecorder;
+use necrosis::hooks::{HookSet, StepContext};
+use necrosis::model::Model;
+use necrosis::optim::Optimizer;
+use necrosis::train::{self, EpochPhases, Progress, RunOptions};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -35,57 +47,267 @@ fn peak_rss_mb() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// The clock of the first CPU in /proc/cpuinfo, in GHz.
+fn cpu_ghz() -> Option<f64> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("cpu MHz"))?;
+    let mhz: f64 = line.split(':').nth(1)?.trim().parse().ok()?;
+    Some(mhz / 1000.0)
+}
+
+/// Floating-point operations of one training image (forward, dL/dW, and dL/dx of every layer
+/// but the first), counting a multiply-add as two; pooling and activations are left out.
+fn training_flops_per_image(layers: &[LayerSpec], input: [usize; 3]) -> f64 {
+    let [mut c, mut h, mut w] = input;
+    let mut flops = 0.0;
+    let mut first = true;
+    for layer in layers {
+        match layer {
+            LayerSpec::Conv {
+                out,
+                kernel,
+                stride,
+                padding,
+                ..
+            } => {
+                h = (h + 2 * padding - kernel) / stride + 1;
+                w = (w + 2 * padding - kernel) / stride + 1;
+                let macs = (out * c * kernel * kernel * h * w) as f64;
+                flops += 2.0 * macs * if first { 2.0 } else { 3.0 };
+                c = *out;
+                first = false;
+            }
+            LayerSpec::Maxpool { kernel, stride } | LayerSpec::Avgpool { kernel, stride } => {
+                h = (h - kernel) / stride + 1;
+                w = (w - kernel) / stride + 1;
+            }
+            LayerSpec::Fc { out, .. } => {
+                let macs = (c * h * w * out) as f64;
+                flops += 2.0 * macs * if first { 2.0 } else { 3.0 };
+                (c, h, w) = (*out, 1, 1);
+                first = false;
+            }
+            LayerSpec::Act { .. } | LayerSpec::Flatten => {}
+        }
+    }
+    flops
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+/// Median step seconds of the two copies, instruments off and on, and the median of the paired
+/// ratios on/off.
+struct Interleaved {
+    off: f64,
+    on: f64,
+    ratio: f64,
+}
+
+fn interleaved_steps(
+    dataset: &data::Dataset,
+    spec: &DatasetSpec,
+    activation: &str,
+    steps: usize,
+) -> anyhow::Result<Interleaved> {
+    let config = RunConfig::new(spec.clone(), activation);
+    let f = activation_by_name(activation)?;
+    let layers = arch::resolve(&config.arch, dataset.input_shape(), dataset.classes)?;
+    let build = |instruments: bool| -> anyhow::Result<(Model, Optimizer, HookSet)> {
+        let model = Model::new(
+            &layers,
+            dataset.input_shape(),
+            dataset.classes,
+            f.clone(),
+            config.seed,
+        )?;
+        let optimizer = Optimizer::new(config.optimizer, &model.params);
+        let hooks = HookSet {
+            recorder: instruments.then(|| NeuronRecorder::new(model.sites.clone(), f.clone())),
+            others: Vec::new(),
+        };
+        Ok((model, optimizer, hooks))
+    };
+    let mut copies = [build(false)?, build(true)?];
+    let sample_len = dataset.sample_len();
+    let batch = config.batch_size;
+    let batches = dataset.train.len() / batch;
+    let mut seconds = [Vec::new(), Vec::new()];
+    for step in 0..steps {
+        let indices = (step % batches) * batch..(step % batches + 1) * batch;
+        let labels: Vec<u32> = dataset.train.labels[indices.clone()].to_vec();
+        let images: Vec<f32> = indices
+            .clone()
+            .flat_map(|i| dataset.train.sample(i, sample_len).iter().copied())
+            .collect();
+        let order = if step % 2 == 0 { [0, 1] } else { [1, 0] };
+        for which in order {
+            let (model, optimizer, hooks) = &mut copies[which];
+            let ctx = StepContext {
+                epoch: 1,
+                step: optimizer.step,
+                batch_size: batch,
+                lr: config.lr as f32,
+            };
+            let clock = Instant::now();
+            train::train_step(model, optimizer, hooks, images.clone(), &labels, &ctx)?;
+            seconds[which].push(clock.elapsed().as_secs_f64());
+        }
+    }
+    // The first steps warm caches and the allocator up.
+    let warm = steps / 8;
+    let mut ratios: Vec<f64> = seconds[1][warm..]
+        .iter()
+        .zip(&seconds[0][warm..])
+        .map(|(on, off)| on / off)
+        .collect();
+    let [off, on] = seconds.map(|mut s| median(&mut s[warm..]));
+    Ok(Interleaved {
+        off,
+        on,
+        ratio: median(&mut ratios),
+    })
+}
+
+/// Median seconds of each phase over the trained epochs of one real run, and its median step.
+struct Phases {
+    step_seconds: f64,
+    probe_seconds: f64,
+    eval_seconds: f64,
+    save_seconds: f64,
+}
+
+fn run_phases(
+    dataset: &data::Dataset,
+    spec: &DatasetSpec,
+    activation: &str,
+    epochs: usize,
+) -> anyhow::Result<Phases> {
+    let config = RunConfig {
+        epochs,
+        ..RunConfig::new(spec.clone(), activation)
+    };
+    let dir = tempfile::tempdir()?;
+    let phases: Arc<Mutex<Vec<EpochPhases>>> = Default::default();
+    let step_seconds: Arc<Mutex<Vec<f64>>> = Default::default();
+    let (phases_in, steps_in) = (phases.clone(), step_seconds.clone());
+    let mut last_step = Instant::now();
+    let options = RunOptions {
+        progress: Box::new(move |event| match event {
+            Progress::Phases(p) => phases_in.lock().unwrap().push(p),
+            Progress::Step { batch, batches, .. } => {
+                // The first step of an epoch follows the previous epoch's evaluation and probe,
+                // and the last one may be a short batch.
+                if batch > 1 && batch < batches {
+                    steps_in
+                        .lock()
+                        .unwrap()
+                        .push(last_step.elapsed().as_secs_f64());
+                }
+                last_step = Instant::now();
+            }
+            Progress::Epoch(_) => {}
+        }),
+        ..Default::default()
+    };
+    train::run(dataset, &config, dir.path(), options)?;
+    let trained: Vec<EpochPhases> = phases
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|p| p.epoch > 0)
+        .copied()
+        .collect();
+    let per_epoch =
+        |get: fn(&EpochPhases) -> f64| median(&mut trained.iter().map(get).collect::<Vec<_>>());
+    let step = median(&mut step_seconds.lock().unwrap());
+    Ok(Phases {
+        step_seconds: step,
+        probe_seconds: per_epoch(|p| p.probe_seconds),
+        eval_seconds: per_epoch(|p| p.eval_seconds),
+        save_seconds: per_epoch(|p| p.save_seconds),
+    })
+}
+
 fn main() -> anyhow::Result<()> {
     if std::env::var_os("NECROSIS_PURGE").is_none() {
         necrosis::keep_freed_memory();
     }
     let args: Vec<String> = std::env::args().collect();
     let threads = flag(&args, "--threads", 2);
-    let samples = flag(&args, "--samples", 4096);
+    let steps = flag(&args, "--steps", 384).max(8);
+    let samples = flag(&args, "--samples", 8192);
     let epochs = flag(&args, "--epochs", 2);
+    let flops_per_cycle = flag(&args, "--flops-per-cycle", 32);
+    let chosen = args
+        .iter()
+        .position(|a| a == "--activations")
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+        .unwrap_or("relu,relu-softsign");
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global()?;
     let mut spec = DatasetSpec::new(DatasetKind::Synthetic);
     spec.synthetic_samples = Some(samples);
     let dataset = data::load(&spec)?;
+    let probe_size = DEFAULT_PROBE_SIZE.min(dataset.train.len());
+    let batch = RunConfig::new(spec.clone(), "relu").batch_size as f64;
+    let layers = arch::resolve("lenet", dataset.input_shape(), dataset.classes)?;
+    let flops = training_flops_per_image(&layers, dataset.input_shape());
+    let peak = cpu_ghz().map(|ghz| ghz * 1e9 * (flops_per_cycle * threads) as f64);
+    let of_peak = |ips: f64| {
+        let achieved = ips * flops;
+        format!(
+            "{:.1} GFLOP/s{}",
+            achieved / 1e9,
+            peak.map(|p| format!(" = {:.1} % of peak", 100.0 * achieved / p))
+                .unwrap_or_default()
+        )
+    };
     println!(
-        "# LeNet, 28x28 synthetic, {} training samples, batch 64, {threads} threads",
+        "# LeNet, 28x28 synthetic, batch 64, {threads} threads; {steps} interleaved steps per copy, then one {epochs}-epoch run on {} samples",
         dataset.train.len()
     );
-    for activation in ["relu", "relu-softsign"] {
-        for instruments in [false, true] {
-            let config = RunConfig {
-                epochs,
-                ..RunConfig::new(spec.clone(), activation)
-            };
-            let dir = tempfile::tempdir()?;
-            let best = Arc::new(Mutex::new(0.0f64));
-            let best_in = best.clone();
-            let started = Instant::now();
-            let options = RunOptions {
-                instruments,
-                progress: Box::new(move |event| {
-                    if let Progress::Epoch(e) = event {
-                        if let Some(ips) = e.images_per_sec {
-                            let mut b = best_in.lock().unwrap();
-                            *b = b.max(ips);
-                        }
-                    }
-                }),
-                ..Default::default()
-            };
-            train::run(&dataset, &config, dir.path(), options)?;
-            let total = started.elapsed().as_secs_f64();
-            let ips = *best.lock().unwrap();
-            let train_seconds = epochs as f64 * dataset.train.len() as f64 / ips;
+    for activation in chosen.split(',') {
+        let steps = interleaved_steps(&dataset, &spec, activation, steps)?;
+        for (name, seconds) in [("off", steps.off), ("on", steps.on)] {
+            let ips = batch / seconds;
             println!(
-                "{activation} instruments={}: {ips:.1} img/s, peak RSS {:.0} MB (run {total:.1} s, of which probe+eval+records ≈ {:.1} s)",
-                if instruments { "on" } else { "off" },
-                peak_rss_mb(),
-                (total - train_seconds).max(0.0),
+                "{activation} instruments={name}: {ips:.1} img/s, {}",
+                of_peak(ips)
             );
         }
+        println!(
+            "{activation} instrument overhead: {:+.1} % of training time (median over steps of on/off − 1)",
+            100.0 * (steps.ratio - 1.0)
+        );
+        let phases = run_phases(&dataset, &spec, activation, epochs)?;
+        let epoch_seconds = |n: usize| n as f64 / batch * phases.step_seconds;
+        println!(
+            "{activation} run: {:.1} img/s; probe pass ({probe_size} samples) {:.3} s = {:.1} % of this {}-sample epoch, {:.1} % of a 60000-sample (MNIST) epoch; test evaluation {:.3} s; records {:.3} s",
+            batch / phases.step_seconds,
+            phases.probe_seconds,
+            100.0 * phases.probe_seconds / epoch_seconds(dataset.train.len()),
+            dataset.train.len(),
+            100.0 * phases.probe_seconds / epoch_seconds(60_000),
+            phases.eval_seconds,
+            phases.save_seconds,
+        );
     }
+    println!(
+        "# {:.1} MFLOP per training image; peak {} ({flops_per_cycle} FLOP/cycle/core at the /proc/cpuinfo clock); peak RSS {:.0} MB",
+        flops / 1e6,
+        peak.map(|p| format!("{:.0} GFLOP/s", p / 1e9))
+            .unwrap_or_else(|| "unknown".into()),
+        peak_rss_mb()
+    );
     Ok(())
 }

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Result};
 use dfdx::prelude::*;
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 use crate::ops::{tensor_values, Activations};
@@ -38,6 +39,54 @@ pub trait ActivationFunction: Send + Sync + fmt::Debug {
             *gz += gh * self.derivative(z);
         }
     }
+}
+
+/// Sums over a slice of observations of one neuron, in f32 (a slice is at most one sample's
+/// positions, so f32 loses nothing the analysis could see).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SliceSums {
+    /// Observations with z > 0.
+    pub active: u32,
+    /// Σ |dL/dh|.
+    pub abs_grad_h: f32,
+    /// Σ |dL/dz|.
+    pub abs_grad_z: f32,
+}
+
+impl SliceSums {
+    /// The sums of a slice just written by the backward pass, so still in cache: a second pass
+    /// over it is cheaper than one fused loop, which the compiler does not vectorise well.
+    pub fn of(z: &[f32], grad_h: &[f32], grad_z: &[f32]) -> Self {
+        slice_sums(z, grad_h, grad_z)
+    }
+}
+
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn slice_sums(z: &[f32], grad_h: &[f32], grad_z: &[f32]) -> SliceSums {
+    SliceSums {
+        active: z.iter().filter(|&&v| v > 0.0).count() as u32,
+        abs_grad_h: abs_sum(grad_h),
+        abs_grad_z: abs_sum(grad_z),
+    }
+}
+
+/// Lanes of [`abs_sum`]'s accumulators: independent sums that fit one vector register, instead of
+/// one sequential chain whose add latency would bound the loop.
+const SUM_LANES: usize = 8;
+
+#[inline(always)]
+fn abs_sum(values: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; SUM_LANES];
+    let mut chunks = values.chunks_exact(SUM_LANES);
+    for chunk in &mut chunks {
+        // A fixed-size view, so the lane loop has no bounds checks and becomes one vector add.
+        let chunk: &[f32; SUM_LANES] = chunk.try_into().expect("exact chunk");
+        for (lane, v) in lanes.iter_mut().zip(chunk) {
+            *lane += v.abs();
+        }
+    }
+    let tail: f32 = chunks.remainder().iter().map(|v| v.abs()).sum();
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// A shared handle to an activation function; cheap to clone into tape closures.
@@ -297,19 +346,32 @@ impl ActivationFunction for Builtin {
         self.df(x)
     }
     fn forward_slice(&self, z: &[f32], h: &mut [f32]) {
-        for_each_builtin!(*self, b => {
-            for (h, &z) in h.iter_mut().zip(z) {
-                *h = b.f(z);
-            }
-        })
+        builtin_forward(*self, z, h)
     }
     fn backward_slice(&self, z: &[f32], grad_h: &[f32], grad_z: &mut [f32]) {
-        for_each_builtin!(*self, b => {
-            for ((gz, &gh), &z) in grad_z.iter_mut().zip(grad_h).zip(z) {
-                *gz += gh * b.df(z);
-            }
-        })
+        builtin_backward(*self, z, grad_h, grad_z)
     }
+}
+
+// The element-wise loops are compiled once more for AVX2 + FMA and chosen at run time, so one
+// portable binary (a cluster's nodes differ) still gets 8-wide vectors where the CPU has them.
+
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn builtin_forward(b: Builtin, z: &[f32], h: &mut [f32]) {
+    for_each_builtin!(b, b => {
+        for (h, &z) in h.iter_mut().zip(z) {
+            *h = b.f(z);
+        }
+    })
+}
+
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn builtin_backward(b: Builtin, z: &[f32], grad_h: &[f32], grad_z: &mut [f32]) {
+    for_each_builtin!(b, b => {
+        for ((gz, &gh), &z) in grad_z.iter_mut().zip(grad_h).zip(z) {
+            *gz += gh * b.df(z);
+        }
+    })
 }
 
 /// The built-in activation called `name`; the error lists the valid names.
@@ -328,18 +390,62 @@ pub fn builtin_names() -> Vec<&'static str> {
     BUILTINS.iter().map(|b| b.name()).collect()
 }
 
-/// What an activation site hands back after the backward pass, for the instruments: its
-/// pre-activations, dL/dh and dL/dz for the step's batch, laid out `[batch, neurons, positions]`.
+/// One neuron's sums over a minibatch's observations at a site: the SPEC §2 training statistics
+/// before they are divided, computed in the site's own backward pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct NeuronBatchSums {
+    /// Observations with z > 0.
+    pub active: u64,
+    /// Σ |dL/dh|.
+    pub abs_grad_h: f64,
+    /// Σ |dL/dz|.
+    pub abs_grad_z: f64,
+}
+
+impl NeuronBatchSums {
+    fn add_slice(&mut self, slice: SliceSums) {
+        self.active += slice.active as u64;
+        self.abs_grad_h += slice.abs_grad_h as f64;
+        self.abs_grad_z += slice.abs_grad_z as f64;
+    }
+
+    fn add(&mut self, other: &NeuronBatchSums) {
+        self.active += other.active;
+        self.abs_grad_h += other.abs_grad_h;
+        self.abs_grad_z += other.abs_grad_z;
+    }
+}
+
+/// A site's values of one minibatch, laid out `[batch, neurons, positions]`.
+#[derive(Debug, Default)]
+pub struct SiteArrays {
+    pub z: Vec<f32>,
+    /// dL/dh.
+    pub grad_h: Vec<f32>,
+    /// dL/dz = dL/dh · f'(z).
+    pub grad_z: Vec<f32>,
+}
+
+/// What an activation site hands back after the backward pass, for the instruments.
 #[derive(Debug, Default)]
 pub struct SiteCapture {
-    pub z: Vec<f32>,
-    pub grad_h: Vec<f32>,
-    pub grad_z: Vec<f32>,
+    /// One entry per neuron.
+    pub sums: Vec<NeuronBatchSums>,
+    /// Only when the request asked for them: keeping them costs a copy of dL/dz per step.
+    pub arrays: Option<SiteArrays>,
 }
 
 /// Where a site's backward op leaves its [`SiteCapture`]; the training loop takes it after
 /// `backward()` (tape closures must be `'static`, so they cannot call the hooks themselves).
 pub type CaptureSlot = Arc<Mutex<Option<SiteCapture>>>;
+
+/// What a site's backward op captures, and where it leaves it.
+#[derive(Debug, Clone, Default)]
+pub struct CaptureRequest {
+    pub slot: CaptureSlot,
+    /// Also keep z, dL/dh and dL/dz, for hooks that read every observation.
+    pub keep_arrays: bool,
+}
 
 /// Elements per rayon task for the element-wise passes: large enough to amortise scheduling.
 const ELEMENTWISE_CHUNK: usize = 1 << 14;
@@ -347,14 +453,15 @@ const ELEMENTWISE_CHUNK: usize = 1 << 14;
 /// Applies `f` at an activation site.
 ///
 /// `observe(z, h)` sees the batch's pre-activations and activations before h becomes a tensor
-/// (the forward event of the hooks). With a tape and a `capture` slot, the backward op leaves
-/// z, dL/dh and dL/dz in the slot; dL/dh is the gradient of this op's output, complete when the
-/// op runs because the tape runs in reverse creation order and every consumer of h came later.
+/// (the forward event of the hooks). With a tape and a `capture` request, the backward op leaves
+/// per-neuron sums (and on request z, dL/dh and dL/dz) in the request's slot; dL/dh is the
+/// gradient of this op's output, complete when the op runs because the tape runs in reverse
+/// creation order and every consumer of h came later.
 pub fn activate<T: dfdx::tensor::Tape<f32, Cpu>>(
     z: Activations<T>,
     f: &Activation,
     observe: &mut dyn FnMut(&[f32], &[f32]),
-    capture: Option<CaptureSlot>,
+    capture: Option<CaptureRequest>,
 ) -> Activations<T> {
     let sample_shape = z.sample_shape;
     let (z_tensor, mut tape) = z.tensor.split_tape();
@@ -375,22 +482,25 @@ pub fn activate<T: dfdx::tensor::Tape<f32, Cpu>>(
             // Accumulated straight into dfdx's gradient of z. z comes from a conv or dense layer
             // and this site is its only consumer, so that buffer then holds exactly dL/dz.
             let grad_z: &mut [f32] = grads.get_or_alloc_mut(&z_ghost)?;
-            grad_z
-                .par_chunks_mut(ELEMENTWISE_CHUNK)
-                .zip(
-                    grad_h
-                        .par_chunks(ELEMENTWISE_CHUNK)
-                        .zip(z_values.par_chunks(ELEMENTWISE_CHUNK)),
-                )
-                .for_each(|(gz, (gh, z))| f.backward_slice(z, gh, gz));
-            if let Some(slot) = capture {
-                let grad_z = grad_z.to_vec();
-                *slot.lock().expect("capture slot poisoned") = Some(SiteCapture {
-                    z: z_values,
-                    grad_h,
-                    grad_z,
-                });
-            }
+            let Some(request) = capture else {
+                grad_z
+                    .par_chunks_mut(ELEMENTWISE_CHUNK)
+                    .zip(
+                        grad_h
+                            .par_chunks(ELEMENTWISE_CHUNK)
+                            .zip(z_values.par_chunks(ELEMENTWISE_CHUNK)),
+                    )
+                    .for_each(|(gz, (gh, z))| f.backward_slice(z, gh, gz));
+                return Ok(());
+            };
+            let sums = backward_with_sums(&*f, sample_shape, &z_values, &grad_h, grad_z);
+            let arrays = request.keep_arrays.then(|| SiteArrays {
+                grad_z: grad_z.to_vec(),
+                z: z_values,
+                grad_h,
+            });
+            *request.slot.lock().expect("capture slot poisoned") =
+                Some(SiteCapture { sums, arrays });
             Ok(())
         });
     }
@@ -398,6 +508,63 @@ pub fn activate<T: dfdx::tensor::Tape<f32, Cpu>>(
         tensor: h_tensor.put_tape(tape),
         sample_shape,
     }
+}
+
+/// The backward pass of a site together with each neuron's sums over the batch.
+///
+/// Tasks cover whole samples and are fixed by the shapes alone, and their partial sums are
+/// added in sample order, so the result does not depend on how rayon schedules them.
+fn backward_with_sums(
+    f: &dyn ActivationFunction,
+    sample_shape: [usize; 3],
+    z: &[f32],
+    grad_h: &[f32],
+    grad_z: &mut [f32],
+) -> Vec<NeuronBatchSums> {
+    let neurons = sample_shape[0];
+    let positions = sample_shape[1] * sample_shape[2];
+    let sample_len = neurons * positions;
+    let task_len = (ELEMENTWISE_CHUNK / sample_len).max(1) * sample_len;
+    let partials: Vec<Vec<NeuronBatchSums>> = grad_z
+        .par_chunks_mut(task_len)
+        .zip(grad_h.par_chunks(task_len).zip(z.par_chunks(task_len)))
+        .map(|(gz, (gh, z))| {
+            let mut sums = vec![NeuronBatchSums::default(); neurons];
+            if positions == 1 {
+                // A dense site: a sample is one row across the neurons, so the derivative pass
+                // runs over whole rows and the sums are added column-wise.
+                f.backward_slice(z, gh, gz);
+                for ((z, gh), gz) in z
+                    .chunks(neurons)
+                    .zip(gh.chunks(neurons))
+                    .zip(gz.chunks(neurons))
+                {
+                    for (c, sums) in sums.iter_mut().enumerate() {
+                        sums.active += (z[c] > 0.0) as u64;
+                        sums.abs_grad_h += gh[c].abs() as f64;
+                        sums.abs_grad_z += gz[c].abs() as f64;
+                    }
+                }
+            } else {
+                let slices = z
+                    .chunks(positions)
+                    .zip(gh.chunks(positions))
+                    .zip(gz.chunks_mut(positions));
+                for (i, ((z, gh), gz)) in slices.enumerate() {
+                    f.backward_slice(z, gh, gz);
+                    sums[i % neurons].add_slice(SliceSums::of(z, gh, gz));
+                }
+            }
+            sums
+        })
+        .collect();
+    let mut total = vec![NeuronBatchSums::default(); neurons];
+    for partial in &partials {
+        for (t, p) in total.iter_mut().zip(partial) {
+            t.add(p);
+        }
+    }
+    total
 }
 
 #[cfg(test)]
@@ -507,7 +674,10 @@ mod tests {
         for b in BUILTINS {
             let f: Activation = Arc::new(b);
             let z_tensor = dev.tensor_from_vec(z.clone(), (n, features));
-            let slot: CaptureSlot = Default::default();
+            let request = CaptureRequest {
+                slot: Default::default(),
+                keep_arrays: true,
+            };
             let mut seen = 0;
             let h = activate(
                 Activations {
@@ -520,7 +690,7 @@ mod tests {
                     assert_eq!(zs, &z[..]);
                     assert_eq!(hs[3], b.value(z[3]));
                 },
-                Some(slot.clone()),
+                Some(request.clone()),
             );
             assert_eq!(seen, 1);
             let grads = (h.tensor * dev.tensor_from_vec(probe.clone(), (n, features)))
@@ -534,15 +704,156 @@ mod tests {
                     .sum::<f64>()
             };
             assert_gradient_matches(b.name(), &z, &grad_z, &objective, 1e-3, 5e-3);
-            let captured = slot
+            let captured = request
+                .slot
                 .lock()
                 .unwrap()
                 .take()
                 .expect("backward filled the slot");
-            assert_eq!(captured.z, z);
-            assert_eq!(captured.grad_h, probe, "dL/dh of sum(h·probe) is the probe");
-            assert_eq!(captured.grad_z, grad_z);
+            let arrays = captured.arrays.expect("arrays were asked for");
+            assert_eq!(arrays.z, z);
+            assert_eq!(arrays.grad_h, probe, "dL/dh of sum(h·probe) is the probe");
+            assert_eq!(arrays.grad_z, grad_z);
+            assert_eq!(captured.sums.len(), features);
         }
+    }
+
+    /// The per-neuron sums in f64 straight from the arrays, the definition the site's
+    /// backward pass must meet.
+    fn sums_by_definition(
+        arrays: &SiteArrays,
+        neurons: usize,
+        positions: usize,
+    ) -> Vec<(u64, f64, f64)> {
+        let mut sums = vec![(0u64, 0.0f64, 0.0f64); neurons];
+        for i in 0..arrays.z.len() {
+            let c = (i / positions) % neurons;
+            sums[c].0 += (arrays.z[i] > 0.0) as u64;
+            sums[c].1 += arrays.grad_h[i].abs() as f64;
+            sums[c].2 += arrays.grad_z[i].abs() as f64;
+        }
+        sums
+    }
+
+    /// A user activation, on the trait's default slice methods.
+    #[derive(Debug)]
+    struct Cube;
+    impl ActivationFunction for Cube {
+        fn name(&self) -> &str {
+            "cube"
+        }
+        fn value(&self, x: f32) -> f32 {
+            x * x * x
+        }
+        fn derivative(&self, x: f32) -> f32 {
+            3.0 * x * x
+        }
+    }
+
+    #[test]
+    fn captured_sums_match_the_arrays_for_conv_and_dense_sites() {
+        use crate::ops::testing::pseudo_random;
+        use crate::ops::Tape;
+        let dev = Cpu::default();
+        // 13 positions leave a tail after the 8 lanes; 3×3 = 9 positions a tail of 1; the
+        // large site spans several rayon tasks; the dense site has one position per neuron.
+        let shapes = [
+            (5usize, [3usize, 13, 1]),
+            (4, [2, 3, 3]),
+            (3, [40, 30, 20]),
+            (7, [6, 1, 1]),
+            (300, [128, 1, 1]),
+        ];
+        let functions: Vec<Activation> = vec![
+            Arc::new(Builtin::Relu),
+            Arc::new(Builtin::ReluSoftsign),
+            Arc::new(Builtin::Softplus),
+            Arc::new(Cube),
+        ];
+        for (n, sample_shape) in shapes {
+            let features = sample_shape.iter().product::<usize>();
+            let z: Vec<f32> = pseudo_random(n * features, 5)
+                .iter()
+                .map(|v| v * 3.0)
+                .collect();
+            let upstream = pseudo_random(n * features, 6);
+            for f in &functions {
+                let request = CaptureRequest {
+                    slot: Default::default(),
+                    keep_arrays: true,
+                };
+                let z_tensor = dev.tensor_from_vec(z.clone(), (n, features));
+                let h = activate(
+                    Activations {
+                        tensor: z_tensor.retaped::<Tape>(),
+                        sample_shape,
+                    },
+                    f,
+                    &mut |_, _| {},
+                    Some(request.clone()),
+                );
+                let _ = (h.tensor * dev.tensor_from_vec(upstream.clone(), (n, features)))
+                    .sum()
+                    .backward();
+                let captured = request.slot.lock().unwrap().take().unwrap();
+                let arrays = captured.arrays.as_ref().unwrap();
+                let positions = sample_shape[1] * sample_shape[2];
+                let expected = sums_by_definition(arrays, sample_shape[0], positions);
+                assert_eq!(captured.sums.len(), sample_shape[0]);
+                for (c, (got, want)) in captured.sums.iter().zip(&expected).enumerate() {
+                    let context = format!("{} {sample_shape:?} neuron {c}", f.name());
+                    assert_eq!(got.active, want.0, "{context}");
+                    assert!(
+                        (got.abs_grad_h - want.1).abs() <= 1e-5 * want.1.max(1.0),
+                        "{context}"
+                    );
+                    assert!(
+                        (got.abs_grad_z - want.2).abs() <= 1e-5 * want.2.max(1.0),
+                        "{context}"
+                    );
+                }
+                assert!(expected.iter().any(|s| s.0 > 0 && s.2 > 0.0));
+            }
+        }
+    }
+
+    #[test]
+    fn slice_sums_count_and_sum_every_element_including_the_tail() {
+        for len in [0usize, 1, 7, 8, 9, 676] {
+            let z: Vec<f32> = (0..len).map(|i| i as f32 - 3.5).collect();
+            let grad_h: Vec<f32> = (0..len).map(|i| -(i as f32) * 0.5).collect();
+            let grad_z: Vec<f32> = (0..len).map(|i| i as f32 * 0.25 - 1.0).collect();
+            let sums = SliceSums::of(&z, &grad_h, &grad_z);
+            assert_eq!(sums.active as usize, len.saturating_sub(4), "len {len}");
+            let abs = |v: &[f32]| v.iter().map(|x| x.abs() as f64).sum::<f64>();
+            assert!((sums.abs_grad_h as f64 - abs(&grad_h)).abs() <= 1e-5 * abs(&grad_h).max(1.0));
+            assert!((sums.abs_grad_z as f64 - abs(&grad_z)).abs() <= 1e-5 * abs(&grad_z).max(1.0));
+        }
+    }
+
+    #[test]
+    fn sums_are_only_captured_without_arrays_when_arrays_are_not_asked_for() {
+        use crate::ops::Tape;
+        let dev = Cpu::default();
+        let request = CaptureRequest::default();
+        let z = dev.tensor_from_vec(vec![1.0f32, -2.0, 3.0, 0.5], (2, 2));
+        let f: Activation = Arc::new(Builtin::Relu);
+        let h = activate(
+            Activations {
+                tensor: z.retaped::<Tape>(),
+                sample_shape: [2, 1, 1],
+            },
+            &f,
+            &mut |_, _| {},
+            Some(request.clone()),
+        );
+        let _ = h.tensor.sum().backward();
+        let captured = request.slot.lock().unwrap().take().unwrap();
+        assert!(captured.arrays.is_none());
+        assert_eq!(captured.sums[0].active, 2);
+        assert_eq!(captured.sums[1].active, 1);
+        assert_eq!(captured.sums[1].abs_grad_h, 2.0);
+        assert_eq!(captured.sums[1].abs_grad_z, 1.0);
     }
 
     #[test]

@@ -117,7 +117,7 @@ impl RunConfig {
         if self.train_limit == Some(0) {
             bail!("--train-limit must be at least 1");
         }
-        Ok(())
+        self.optimizer.validate()
     }
 
     /// The run directory's name: `<dataset>-<activation>-lr<lr>-s<seed>`.

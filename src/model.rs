@@ -6,7 +6,7 @@ use dfdx::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::activation::{activate, Activation, CaptureSlot};
+use crate::activation::{activate, Activation, CaptureRequest};
 use crate::arch::LayerSpec;
 use crate::ops::conv::{conv2d, ConvGeometry};
 use crate::ops::linear::{linear, StepTape};
@@ -173,12 +173,12 @@ impl Model {
     /// Runs the network on a batch `(n, c·h·w)` and returns the logits `(n, classes)`.
     ///
     /// `observe(site, z, h)` is called at every activation site; with a tape, `captures[site]`
-    /// (when given) receives the site's backward quantities.
+    /// (when given) says what the site's backward op captures for the instruments.
     pub fn forward<T: StepTape>(
         &self,
         input: Tensor2<T>,
         observe: &mut SiteObserver,
-        captures: Option<&[CaptureSlot]>,
+        captures: Option<&[CaptureRequest]>,
     ) -> Tensor2<T> {
         let mut x = Activations {
             tensor: input,

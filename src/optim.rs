@@ -67,6 +67,49 @@ impl OptimizerConfig {
             OptimizerConfig::Adam { .. } => "adam",
         }
     }
+
+    /// Rejects hyper-parameters that cannot train: momenta and betas outside [0, 1), a negative
+    /// or infinite weight decay, an ε that is not positive. A hand-edited manifest can hold any
+    /// number, and one beyond f32's range arrives here as infinity.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let in_unit = |name: &str, v: f32| {
+            anyhow::ensure!(
+                (0.0..1.0).contains(&v),
+                "the optimiser's {name} must be in [0, 1), got {v}"
+            );
+            Ok(())
+        };
+        let decay = |v: f32| {
+            anyhow::ensure!(
+                v >= 0.0 && v.is_finite(),
+                "--weight-decay must be a finite number ≥ 0, got {v}"
+            );
+            Ok(())
+        };
+        match *self {
+            OptimizerConfig::Sgd {
+                momentum,
+                weight_decay,
+            } => {
+                in_unit("momentum", momentum)?;
+                decay(weight_decay)
+            }
+            OptimizerConfig::Adam {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            } => {
+                in_unit("beta1", beta1)?;
+                in_unit("beta2", beta2)?;
+                anyhow::ensure!(
+                    eps > 0.0 && eps.is_finite(),
+                    "the optimiser's eps must be a finite number > 0, got {eps}"
+                );
+                decay(weight_decay)
+            }
+        }
+    }
 }
 
 /// Optimiser state: one or two moment buffers per parameter and the step count.

@@ -167,6 +167,7 @@ pub fn run_sweep(plan: &SweepPlan, stop: Arc<AtomicBool>) -> Result<SweepSummary
                         last_ips = format!(" {ips:.0} img/s");
                     }
                 }
+                Progress::Phases(_) => {}
             }),
         };
         let outcome = train::run(&dataset, config, &run_dir, options);

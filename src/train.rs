@@ -17,7 +17,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::activation::{activation_by_name, Activation, CaptureSlot};
+use crate::activation::{activation_by_name, Activation, CaptureRequest};
 use crate::arch;
 use crate::config::{RunConfig, DEFAULT_PROBE_SIZE};
 use crate::data::{Dataset, Split};
@@ -59,6 +59,20 @@ pub enum Progress<'a> {
         loss: f32,
     },
     Epoch(&'a EpochSummary),
+    /// Where an epoch's wall time went, after its records are saved.
+    Phases(EpochPhases),
+}
+
+/// Seconds an epoch spent in each phase: training steps (forward, backward, hooks, optimiser),
+/// the test-set evaluation, the probe pass with its hooks, and writing records and checkpoint.
+/// Epoch 0 has no training.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EpochPhases {
+    pub epoch: usize,
+    pub train_seconds: f64,
+    pub eval_seconds: f64,
+    pub probe_seconds: f64,
+    pub save_seconds: f64,
 }
 
 /// Options that change how a run is executed but not its results.
@@ -130,8 +144,13 @@ pub fn run(
     };
 
     if state.completed == 0 && state.epochs.is_empty() {
+        let mut phases = EpochPhases::default();
+        let clock = Instant::now();
         probe_pass(&state.model, dataset, &probe, 0, &mut hooks);
+        phases.probe_seconds = clock.elapsed().as_secs_f64();
+        let clock = Instant::now();
         let (test_loss, test_acc) = evaluate(&state.model, &dataset.test, dataset.sample_len())?;
+        phases.eval_seconds = clock.elapsed().as_secs_f64();
         let summary = EpochSummary {
             epoch: 0,
             step: 0,
@@ -144,6 +163,7 @@ pub fn run(
             images_per_sec: None,
             diverged: false,
         };
+        let clock = Instant::now();
         finish_epoch(
             run_dir,
             &mut state,
@@ -152,6 +172,8 @@ pub fn run(
             &mut options,
             started,
         )?;
+        phases.save_seconds = clock.elapsed().as_secs_f64();
+        (options.progress)(Progress::Phases(phases));
     }
 
     for epoch in state.completed + 1..=config.epochs {
@@ -195,9 +217,14 @@ pub fn run(
             state.manifest.write(run_dir)?;
             return Ok(RunOutcome::Diverged { epoch });
         };
-        let images_per_sec = dataset.train.len() as f64 / epoch_start.elapsed().as_secs_f64();
+        let train_seconds = epoch_start.elapsed().as_secs_f64();
+        let images_per_sec = dataset.train.len() as f64 / train_seconds;
+        let clock = Instant::now();
         let (test_loss, test_acc) = evaluate(&state.model, &dataset.test, dataset.sample_len())?;
+        let eval_seconds = clock.elapsed().as_secs_f64();
+        let clock = Instant::now();
         probe_pass(&state.model, dataset, &probe, epoch, &mut hooks);
+        let probe_seconds = clock.elapsed().as_secs_f64();
         let summary = EpochSummary {
             epoch: epoch as u32,
             step: state.optimizer.step,
@@ -210,6 +237,7 @@ pub fn run(
             images_per_sec: Some(images_per_sec),
             diverged: false,
         };
+        let clock = Instant::now();
         finish_epoch(
             run_dir,
             &mut state,
@@ -218,6 +246,13 @@ pub fn run(
             &mut options,
             started,
         )?;
+        (options.progress)(Progress::Phases(EpochPhases {
+            epoch,
+            train_seconds,
+            eval_seconds,
+            probe_seconds,
+            save_seconds: clock.elapsed().as_secs_f64(),
+        }));
     }
     state.manifest.status = RunStatus::Complete;
     state.manifest.ended_at = Some(record::now_rfc3339());
@@ -485,22 +520,12 @@ fn train_epoch(
     hooks: &mut HookSet,
     options: &mut RunOptions,
 ) -> Result<EpochResult> {
-    let dev = Cpu::default();
     let sample_len = dataset.sample_len();
-    let classes = dataset.classes;
     let mut order: Vec<usize> = (0..dataset.train.len()).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     rng.set_stream(epoch as u64);
     order.shuffle(&mut rng);
 
-    let wants_forward = hooks.wants_batch_forward();
-    let wants_backward = hooks.wants_batch_backward();
-    let slots: Vec<CaptureSlot> = state
-        .model
-        .sites
-        .iter()
-        .map(|_| CaptureSlot::default())
-        .collect();
     let batches = order.len().div_ceil(config.batch_size);
     let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
     for (batch_index, indices) in order.chunks(config.batch_size).enumerate() {
@@ -516,100 +541,152 @@ fn train_epoch(
             });
         }
         let (images, labels) = gather(&dataset.train, indices, sample_len);
-        let n = labels.len();
         let ctx = StepContext {
             epoch,
             step: state.optimizer.step,
-            batch_size: n,
+            batch_size: labels.len(),
             lr: lr as f32,
         };
-        let input = dev
-            .tensor_from_vec(images, (n, sample_len))
-            .retaped::<Tape>();
-        let sites = &state.model.sites;
-        let logits = state.model.forward(
-            input,
-            &mut |site, z, h| {
-                if wants_forward {
-                    let event = SiteForward {
-                        info: &sites[site],
-                        batch_size: n,
-                        z,
-                        h,
-                    };
-                    hooks.on_batch_forward(&ctx, &event);
-                }
-            },
-            wants_backward.then_some(slots.as_slice()),
-        );
-        let logit_values = tensor_values(&logits);
-        let loss = cross_entropy_with_logits_loss(logits, one_hot(&dev, &labels, classes));
-        let loss_value = loss.array();
-        if !loss_value.is_finite() {
+        let step = train_step(
+            &mut state.model,
+            &mut state.optimizer,
+            hooks,
+            images,
+            &labels,
+            &ctx,
+        )?;
+        if !step.loss.is_finite() {
             return Ok(EpochResult {
                 result: None,
                 interrupted: false,
-                bad_loss: loss_value,
+                bad_loss: step.loss,
             });
         }
-        let mut grads = loss.backward();
-        let param_grads = state
-            .model
-            .params
-            .iter()
-            .map(|p| p.take_grad(&mut grads))
-            .collect::<Result<Vec<_>>>()?;
-        drop(grads);
-        if wants_backward {
-            for (site, slot) in sites.iter().zip(&slots) {
-                if let Some(capture) = slot.lock().expect("capture slot poisoned").take() {
-                    let event = SiteBackward {
-                        info: site,
-                        batch_size: n,
-                        z: &capture.z,
-                        grad_h: &capture.grad_h,
-                        grad_z: &capture.grad_z,
-                    };
-                    hooks.on_batch_backward(&ctx, &event);
-                }
-            }
-        }
-        if !hooks.is_empty() {
-            let views: Vec<ParamView> = state
-                .model
-                .params
-                .iter()
-                .zip(&param_grads)
-                .map(|(p, g)| ParamView {
-                    name: &p.name,
-                    shape: &p.shape,
-                    value: &p.value,
-                    grad: Some(g),
-                })
-                .collect();
-            hooks.on_step(&ctx, &views);
-        }
-        state
-            .optimizer
-            .step(&mut state.model.params, &param_grads, lr as f32);
-        loss_sum += loss_value as f64 * n as f64;
-        correct += logit_values
-            .chunks(classes)
-            .zip(&labels)
-            .filter(|(row, &l)| argmax(row) == l as usize)
-            .count();
-        seen += n;
+        loss_sum += step.loss as f64 * labels.len() as f64;
+        correct += step.correct;
+        seen += labels.len();
         (options.progress)(Progress::Step {
             epoch,
             batch: batch_index + 1,
             batches,
-            loss: loss_value,
+            loss: step.loss,
         });
     }
     Ok(EpochResult {
         result: Some((loss_sum / seen as f64, correct as f64 / seen as f64)),
         interrupted: false,
         bad_loss: 0.0,
+    })
+}
+
+/// What one optimiser step reports.
+#[derive(Debug, Clone, Copy)]
+pub struct StepResult {
+    /// The minibatch's mean cross-entropy before the update.
+    pub loss: f32,
+    /// Samples of the minibatch the network classified correctly before the update.
+    pub correct: usize,
+}
+
+/// One optimiser step on a minibatch (`images` laid out `[batch, c·h·w]`): the forward pass with
+/// the hooks' forward events, the backward pass with their backward and step events, and the
+/// update at `ctx.lr`. A non-finite loss returns before any backward pass or update.
+///
+/// [`run`] calls this for every minibatch; it is public so that a benchmark can time steps one
+/// at a time.
+pub fn train_step(
+    model: &mut Model,
+    optimizer: &mut Optimizer,
+    hooks: &mut HookSet,
+    images: Vec<f32>,
+    labels: &[u32],
+    ctx: &StepContext,
+) -> Result<StepResult> {
+    let dev = Cpu::default();
+    let (n, classes) = (labels.len(), model.classes);
+    let sample_len = images.len() / n.max(1);
+    let wants_forward = hooks.wants_batch_forward();
+    let captures: Option<Vec<CaptureRequest>> = hooks.wants_batch_backward().then(|| {
+        let keep_arrays = hooks.wants_backward_arrays();
+        model
+            .sites
+            .iter()
+            .map(|_| CaptureRequest {
+                slot: Default::default(),
+                keep_arrays,
+            })
+            .collect()
+    });
+    let input = dev
+        .tensor_from_vec(images, (n, sample_len))
+        .retaped::<Tape>();
+    let sites = &model.sites;
+    let logits = model.forward(
+        input,
+        &mut |site, z, h| {
+            if wants_forward {
+                let event = SiteForward {
+                    info: &sites[site],
+                    batch_size: n,
+                    z,
+                    h,
+                };
+                hooks.on_batch_forward(ctx, &event);
+            }
+        },
+        captures.as_deref(),
+    );
+    let logit_values = tensor_values(&logits);
+    let correct = logit_values
+        .chunks(classes)
+        .zip(labels)
+        .filter(|(row, &l)| argmax(row) == l as usize)
+        .count();
+    let loss = cross_entropy_with_logits_loss(logits, one_hot(&dev, labels, classes));
+    let loss_value = loss.array();
+    if !loss_value.is_finite() {
+        return Ok(StepResult {
+            loss: loss_value,
+            correct,
+        });
+    }
+    let mut grads = loss.backward();
+    let param_grads = model
+        .params
+        .iter()
+        .map(|p| p.take_grad(&mut grads))
+        .collect::<Result<Vec<_>>>()?;
+    drop(grads);
+    for (site, request) in sites.iter().zip(captures.iter().flatten()) {
+        let taken = request.slot.lock().expect("capture slot poisoned").take();
+        if let Some(capture) = taken {
+            let event = SiteBackward {
+                info: site,
+                batch_size: n,
+                sums: &capture.sums,
+                arrays: capture.arrays.as_ref(),
+            };
+            hooks.on_batch_backward(ctx, &event);
+        }
+    }
+    if !hooks.is_empty() {
+        let views: Vec<ParamView> = model
+            .params
+            .iter()
+            .zip(&param_grads)
+            .map(|(p, g)| ParamView {
+                name: &p.name,
+                shape: &p.shape,
+                value: &p.value,
+                grad: Some(g),
+            })
+            .collect();
+        hooks.on_step(ctx, &views);
+    }
+    optimizer.step(&mut model.params, &param_grads, ctx.lr);
+    Ok(StepResult {
+        loss: loss_value,
+        correct,
     })
 }
 

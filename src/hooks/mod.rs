@@ -10,6 +10,7 @@
 
 pub mod recorder;
 
+pub use crate::activation::{NeuronBatchSums, SiteArrays};
 use crate::model::SiteInfo;
 
 /// Where in training an event happens.
@@ -33,15 +34,16 @@ pub struct SiteForward<'a> {
     pub h: &'a [f32],
 }
 
-/// A site's values after a backward pass.
+/// A site's values after a backward pass; L is the minibatch's mean cross-entropy.
 pub struct SiteBackward<'a> {
     pub info: &'a SiteInfo,
     pub batch_size: usize,
-    pub z: &'a [f32],
-    /// dL/dh, L the minibatch's mean cross-entropy.
-    pub grad_h: &'a [f32],
-    /// dL/dz = dL/dh · f'(z).
-    pub grad_z: &'a [f32],
+    /// Per neuron: observations with z > 0, Σ|dL/dh| and Σ|dL/dz| over the batch, computed in
+    /// the activation's own backward pass.
+    pub sums: &'a [NeuronBatchSums],
+    /// z, dL/dh and dL/dz of every observation; `Some` when a hook's
+    /// [`Hook::wants_backward_arrays`] is true.
+    pub arrays: Option<&'a SiteArrays>,
 }
 
 /// A parameter, with its gradient when the event follows a backward pass.
@@ -81,6 +83,11 @@ pub trait Hook {
     /// Whether `on_batch_backward` is wanted; without any such hook, the sites keep nothing for
     /// it and training runs at full speed.
     fn wants_batch_backward(&self) -> bool {
+        true
+    }
+    /// Whether `on_batch_backward` needs the arrays of every observation rather than only the
+    /// per-neuron sums; the sites copy dL/dz for it each step, so say no when the sums suffice.
+    fn wants_backward_arrays(&self) -> bool {
         true
     }
     fn on_batch_forward(&mut self, _ctx: &StepContext, _site: &SiteForward) {}
@@ -129,6 +136,10 @@ impl Hook for HookSet {
     fn wants_batch_backward(&self) -> bool {
         self.recorder.iter().any(|r| r.wants_batch_backward())
             || self.others.iter().any(|h| h.wants_batch_backward())
+    }
+    fn wants_backward_arrays(&self) -> bool {
+        let wants = |h: &dyn Hook| h.wants_batch_backward() && h.wants_backward_arrays();
+        self.recorder.iter().any(|r| wants(r)) || self.others.iter().any(|h| wants(h.as_ref()))
     }
     fn on_batch_forward(&mut self, ctx: &StepContext, site: &SiteForward) {
         self.members()

@@ -5,6 +5,7 @@
 //! Sums are kept in f64 per neuron (f32 within one sample's positions) so that means over
 //! millions of observations stay exact to well below the precision the analysis uses.
 
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::{Hook, ParamView, SiteBackward, SiteForward, StepContext};
@@ -92,6 +93,23 @@ impl NeuronRecorder {
     }
 }
 
+/// Σ v² in f64, over lanes of independent sums so that the loop is vector code rather than one
+/// chain of dependent adds (this runs on every weight gradient, every step).
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn sum_of_squares(values: &[f32]) -> f64 {
+    const LANES: usize = 8;
+    let mut lanes = [0.0f64; LANES];
+    let mut chunks = values.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        let chunk: &[f32; LANES] = chunk.try_into().expect("exact chunk");
+        for (lane, v) in lanes.iter_mut().zip(chunk) {
+            *lane += (*v as f64) * (*v as f64);
+        }
+    }
+    let tail: f64 = chunks.remainder().iter().map(|v| (*v as f64).powi(2)).sum();
+    lanes.iter().sum::<f64>() + tail
+}
+
 /// Splits `[batch, neurons, positions]` into the slices of neuron `c`, one per sample.
 fn neuron_slices(
     values: &[f32],
@@ -107,29 +125,23 @@ fn neuron_slices(
 }
 
 impl Hook for NeuronRecorder {
-    // train_active_frac is counted from the z the backward event carries, so the forward event
-    // is not needed.
+    // train_active_frac is counted in the backward pass, so the forward event is not needed.
     fn wants_batch_forward(&self) -> bool {
         false
     }
 
+    fn wants_backward_arrays(&self) -> bool {
+        false
+    }
+
     fn on_batch_backward(&mut self, _ctx: &StepContext, event: &SiteBackward) {
-        let info = event.info;
-        let (batch, neurons, positions) = (event.batch_size, info.neurons, info.positions);
-        self.training[info.site]
-            .par_iter_mut()
-            .enumerate()
-            .for_each(|(c, sums)| {
-                let slices = neuron_slices(event.z, batch, neurons, positions, c)
-                    .zip(neuron_slices(event.grad_h, batch, neurons, positions, c))
-                    .zip(neuron_slices(event.grad_z, batch, neurons, positions, c));
-                for ((z, grad_h), grad_z) in slices {
-                    sums.active += z.iter().filter(|&&v| v > 0.0).count() as u64;
-                    sums.sum_abs_grad_act += grad_h.iter().map(|g| g.abs()).sum::<f32>() as f64;
-                    sums.sum_abs_grad_pre += grad_z.iter().map(|g| g.abs()).sum::<f32>() as f64;
-                    sums.observations += positions as u64;
-                }
-            });
+        let observations = (event.batch_size * event.info.positions) as u64;
+        for (sums, batch) in self.training[event.info.site].iter_mut().zip(event.sums) {
+            sums.active += batch.active;
+            sums.sum_abs_grad_act += batch.abs_grad_h;
+            sums.sum_abs_grad_pre += batch.abs_grad_z;
+            sums.observations += observations;
+        }
     }
 
     fn on_step(&mut self, _ctx: &StepContext, params: &[ParamView]) {
@@ -139,15 +151,15 @@ impl Hook for NeuronRecorder {
                 continue;
             };
             let fan_in = grad_w.len() / info.neurons;
-            for (c, sums) in self.training[info.site].iter_mut().enumerate() {
-                let squares: f64 = grad_w[c * fan_in..(c + 1) * fan_in]
-                    .iter()
-                    .map(|g| (*g as f64).powi(2))
-                    .sum::<f64>()
-                    + (grad_b[c] as f64).powi(2);
-                sums.sum_weight_grad_norm += squares.sqrt();
-                sums.steps += 1;
-            }
+            self.training[info.site]
+                .par_iter_mut()
+                .zip(grad_w.par_chunks(fan_in.max(1)))
+                .zip(grad_b.par_iter())
+                .for_each(|((sums, row), bias)| {
+                    let squares = sum_of_squares(row) + (*bias as f64).powi(2);
+                    sums.sum_weight_grad_norm += squares.sqrt();
+                    sums.steps += 1;
+                });
         }
     }
 
