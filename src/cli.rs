@@ -13,6 +13,7 @@ use crate::config::{RunConfig, Schedule};
 use crate::data::{DatasetKind, DatasetSpec};
 use crate::optim::OptimizerConfig;
 use crate::sweep::{self, SweepPlan, SweepSummary};
+use necrosis_analysis::load::without_reader_panics;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -368,7 +369,7 @@ fn write_report(
     mut options: necrosis_analysis::AnalyzeOptions,
     out: &std::path::Path,
 ) -> Result<()> {
-    let runs = without_panics("reading the runs", || necrosis_analysis::load_runs(paths))?;
+    let runs = without_reader_panics("reading the runs", || necrosis_analysis::load_runs(paths))?;
     if runs.runs.is_empty() && runs.diverged.is_empty() {
         let reasons: Vec<String> = runs
             .skipped
@@ -382,7 +383,7 @@ fn write_report(
     names.dedup();
     names.retain(|n| activation_by_name(n).is_ok());
     options.activation_curves = activation_curves(&names)?;
-    let summary = without_panics("measuring the runs", || {
+    let summary = without_reader_panics("measuring the runs", || {
         necrosis_analysis::write_report(&runs, &options, out)
     })?;
     println!(
@@ -395,23 +396,6 @@ fn write_report(
         summary.tables.len()
     );
     Ok(())
-}
-
-/// Runs `work`, turning a panic inside it into an error. polars panics on some damaged parquet
-/// files (page data that contradicts the footer) instead of returning an error; a corrupt record
-/// must end in one clear message, not a crash.
-fn without_panics<T>(what: &str, work: impl FnOnce() -> Result<T>) -> Result<T> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
-        Ok(result) => result,
-        Err(payload) => {
-            let message = payload
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            bail!("{what}: a record file is corrupt (the parquet reader failed: {message})")
-        }
-    }
 }
 
 /// Sampled f and f' of each named activation, for figure (a).
@@ -496,7 +480,7 @@ pub fn main_with_args(cli: Cli) -> Result<()> {
         Command::Inspect { run } => {
             print!(
                 "{}",
-                without_panics(&format!("inspecting {}", run.display()), || {
+                without_reader_panics(&format!("inspecting {}", run.display()), || {
                     necrosis_analysis::inspect_run(&run)
                 })?
             );

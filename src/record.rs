@@ -109,6 +109,32 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     result.with_context(|| format!("writing {}", path.display()))
 }
 
+/// Removes the temporary files of [`write_atomic`] that a killed writer left in `run_dir` and
+/// its checkpoint folder: those of processes that no longer exist. Call it holding the run.
+pub fn remove_stale_temporaries(run_dir: &Path) -> Result<()> {
+    for dir in [run_dir.to_path_buf(), run_dir.join("checkpoint")] {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name
+                .strip_prefix('.')
+                .and_then(|rest| rest.rsplit_once(".tmp-"))
+                .and_then(|(_, pid)| pid.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let alive = pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists();
+            if !alive {
+                fs::remove_file(entry.path())
+                    .with_context(|| format!("removing {}", entry.path().display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn parquet_bytes(df: &mut DataFrame) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
     ParquetWriter::new(&mut bytes).finish(df)?;

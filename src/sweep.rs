@@ -3,7 +3,8 @@
 //!
 //! A run directory that is already complete (or diverged) is skipped and one that was
 //! interrupted is resumed, so re-running the same command finishes a killed sweep. A `.lock`
-//! file per run keeps two processes sharing an output folder from training the same run.
+//! file per run, locked with flock while a process trains the run, keeps two processes sharing
+//! an output folder from training the same run.
 
 use std::fs;
 use std::io::Write;
@@ -292,46 +293,68 @@ pub fn resume(dir: &Path, stop: Arc<AtomicBool>) -> Result<SweepSummary> {
     Ok(summary)
 }
 
-/// An exclusive claim on a run directory, released on drop. A lock left by a process that no
-/// longer exists (killed) is taken over.
+/// An exclusive claim on a run directory: an OS file lock (`flock`) on its `.lock` file, held
+/// while the value lives. The OS drops the lock when its process dies, however it dies, so a
+/// killed run never leaves a claim behind, and there is no stale-lock takeover to race on (two
+/// processes could both judge a dead holder's lock stale and both take it over). Linux's NFS
+/// client maps `flock` to NFS locks, so a cluster's shared folder works too.
+///
+/// The holder deletes the file when it is done. A process that locked the file just before the
+/// deletion would hold a lock on a name that no longer exists, so a lock counts only if the path
+/// still names the locked file afterwards; otherwise acquiring starts over.
 struct RunLock {
     path: PathBuf,
+    _file: fs::File,
 }
 
 impl RunLock {
+    /// The lock, or `None` when another process (or another handle of this one) holds it.
     fn acquire(run_dir: &Path) -> Result<Option<Self>> {
         fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
         let path = run_dir.join(".lock");
-        for _ in 0..2 {
-            match fs::OpenOptions::new()
+        for _ in 0..100 {
+            let mut file = fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
                 .write(true)
-                .create_new(true)
                 .open(&path)
-            {
-                Ok(mut file) => {
-                    write!(file, "{}", std::process::id())?;
-                    return Ok(Some(Self { path }));
+                .with_context(|| format!("opening {}", path.display()))?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(fs::TryLockError::WouldBlock) => return Ok(None),
+                Err(fs::TryLockError::Error(e)) => {
+                    return Err(e).with_context(|| format!("locking {}", path.display()))
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let holder = fs::read_to_string(&path).unwrap_or_default();
-                    let alive = holder
-                        .trim()
-                        .parse::<u32>()
-                        .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
-                    if alive {
-                        return Ok(None);
-                    }
-                    let _ = fs::remove_file(&path);
-                }
-                Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
             }
+            if !names_the_same_file(&path, &file) {
+                continue;
+            }
+            // The holder's pid, for a person wondering who holds it; nothing reads it.
+            file.set_len(0)?;
+            write!(file, "{}", std::process::id())?;
+            return Ok(Some(Self { path, _file: file }));
         }
-        Ok(None)
+        bail!("{}: the lock file keeps being replaced", path.display())
     }
+}
+
+#[cfg(unix)]
+fn names_the_same_file(path: &Path, file: &fs::File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::metadata(path), file.metadata()) {
+        (Ok(named), Ok(open)) => named.dev() == open.dev() && named.ino() == open.ino(),
+        _ => false,
+    }
+}
+
+#[cfg(not(unix))]
+fn names_the_same_file(path: &Path, _file: &fs::File) -> bool {
+    path.exists()
 }
 
 impl Drop for RunLock {
     fn drop(&mut self) {
+        // Deleted while still locked; the lock goes when the file is closed right after.
         let _ = fs::remove_file(&self.path);
     }
 }
@@ -376,18 +399,70 @@ mod tests {
     }
 
     #[test]
-    fn a_live_lock_excludes_and_a_stale_one_is_taken_over() {
+    fn a_held_lock_excludes_and_a_released_or_leftover_one_does_not() {
         let dir = tempfile::tempdir().unwrap();
         let lock = RunLock::acquire(dir.path()).unwrap().expect("first lock");
         assert!(
             RunLock::acquire(dir.path()).unwrap().is_none(),
-            "our own pid is alive"
+            "a second handle is refused while the first holds the lock"
         );
         drop(lock);
+        assert!(
+            !dir.path().join(".lock").exists(),
+            "the holder deletes the file"
+        );
+        assert!(RunLock::acquire(dir.path()).unwrap().is_some(), "released");
+        // What a killed run leaves: the file, but no lock (the OS released it with the process).
         fs::write(dir.path().join(".lock"), "4000000000").unwrap();
+        assert!(RunLock::acquire(dir.path()).unwrap().is_some(), "left over");
+    }
+
+    #[test]
+    fn a_lock_on_a_deleted_or_replaced_lock_file_does_not_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".lock");
+        fs::write(&path, "").unwrap();
+        let waiter = fs::File::open(&path).unwrap();
+        assert!(names_the_same_file(&path, &waiter));
+        fs::remove_file(&path).unwrap();
+        assert!(!names_the_same_file(&path, &waiter), "deleted");
+        fs::write(&path, "").unwrap();
+        assert!(
+            !names_the_same_file(&path, &waiter),
+            "replaced by a new file"
+        );
+    }
+
+    #[test]
+    fn a_lock_held_by_another_process_excludes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".lock");
+        fs::write(&path, "").unwrap();
+        // flock(1) takes the lock and execs `sleep` (-F: no fork), which holds it until killed.
+        let Ok(mut child) = std::process::Command::new("flock")
+            .arg("-F")
+            .arg(&path)
+            .args(["sleep", "30"])
+            .spawn()
+        else {
+            eprintln!("flock(1) is not installed; skipped");
+            return;
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut refused = false;
+        while std::time::Instant::now() < deadline {
+            if RunLock::acquire(dir.path()).unwrap().is_none() {
+                refused = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(refused, "the child's lock was never seen");
         assert!(
             RunLock::acquire(dir.path()).unwrap().is_some(),
-            "a dead pid's lock is stale"
+            "the lock is free once the holder is killed"
         );
     }
 }

@@ -128,6 +128,7 @@ pub fn run(
     let probe = probe_indices(config, dataset)?;
     std::fs::create_dir_all(run_dir.join("checkpoint"))
         .with_context(|| format!("creating {}", run_dir.display()))?;
+    record::remove_stale_temporaries(run_dir)?;
     let started = Instant::now();
     let resumed =
         record::checkpoint_path(run_dir).exists() && run_dir.join("manifest.json").exists();
@@ -853,6 +854,28 @@ mod tests {
         let outcome = run(&data, &config, parted.path(), RunOptions::default()).unwrap();
         assert!(matches!(outcome, RunOutcome::Complete { .. }));
         assert_eq!(reproducible(parted.path()), reproducible(whole.path()));
+    }
+
+    #[test]
+    fn temporaries_of_a_killed_writer_are_removed_and_a_live_ones_kept() {
+        let data = digits(200);
+        let config = digits_config("relu", 1);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("checkpoint")).unwrap();
+        let dead = [
+            ".epochs.parquet.tmp-4000000000",
+            "checkpoint/.state.safetensors.tmp-4000000001",
+        ];
+        // pid 1 exists on every Linux machine: a live writer's file is not ours to delete.
+        let live = ".manifest.json.tmp-1";
+        for name in dead.iter().chain([&live]) {
+            std::fs::write(dir.path().join(name), b"partial").unwrap();
+        }
+        run(&data, &config, dir.path(), RunOptions::default()).unwrap();
+        for name in dead {
+            assert!(!dir.path().join(name).exists(), "{name} was left");
+        }
+        assert!(dir.path().join(live).exists());
     }
 
     #[test]

@@ -669,6 +669,24 @@ fn run_directory_missing_the_manifest() {
 }
 
 #[test]
+fn manifest_with_a_number_beyond_f32_on_resume() {
+    let (tmp, run) = interrupted_run();
+    let path = run.join("manifest.json");
+    let mut m: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    m["config"]["optimizer"]["momentum"] = serde_json::json!(1e308);
+    let text = serde_json::to_string_pretty(&m).unwrap();
+    fs::write(&path, &text).unwrap();
+    let r = run.to_str().unwrap();
+    assert_fails(tmp.path(), &args(&["resume", r]), &["momentum", "inf"]);
+    assert_eq!(
+        fs::read_to_string(&path).unwrap(),
+        text,
+        "the refused manifest is left as it was"
+    );
+}
+
+#[test]
 fn corrupt_checkpoint_on_resume() {
     let (tmp, run) = interrupted_run();
     let path = run.join("checkpoint/state.safetensors");

@@ -295,7 +295,7 @@ pub fn load_runs(paths: &[PathBuf]) -> Result<RunSet> {
             continue;
         }
         let index = runs.len() as u32;
-        match read_run_records(&dir, index, manifest.epochs_completed) {
+        match read_run_records_guarded(&dir, index, manifest.epochs_completed) {
             Ok((epochs, neurons)) => {
                 epoch_frames.push(epochs);
                 neuron_frames.push(neurons);
@@ -393,9 +393,37 @@ fn empty_frame(columns: &[(&str, DataType)]) -> DataFrame {
     DataFrame::new_infer_height(cols).expect("empty columns")
 }
 
+/// Runs `work`, turning a panic inside it into an error that starts with `what`. polars panics,
+/// instead of failing, on some parquet files corrupted inside their data pages; every reader of
+/// record files here goes through this, so a damaged file is an error, never a crash.
+pub fn without_reader_panics<T>(what: &str, work: impl FnOnce() -> Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
+        Ok(result) => result,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            bail!("{what}: a record file is corrupt (the parquet reader failed: {message})")
+        }
+    }
+}
+
+/// [`read_run_records`] under [`without_reader_panics`].
+fn read_run_records_guarded(
+    dir: &Path,
+    index: u32,
+    last_epoch: u32,
+) -> Result<(DataFrame, LazyFrame)> {
+    without_reader_panics(&dir.display().to_string(), || {
+        read_run_records(dir, index, last_epoch)
+    })
+}
+
 /// Reads `epochs.parquet` eagerly (it is small) and prepares a lazy scan of `neurons.parquet`,
-/// both cut to `epoch <= last_epoch` and tagged with the run index. The neuron file's footer and
-/// schema are read now, so a missing, truncated or foreign file skips the run here rather than
+/// both cut to `epoch <= last_epoch` and tagged with the run index. The neuron file is decoded
+/// once now, so a missing, truncated, foreign or corrupt file skips the run here rather than
 /// failing the whole analysis later.
 fn read_run_records(dir: &Path, index: u32, last_epoch: u32) -> Result<(DataFrame, LazyFrame)> {
     let epochs_path = dir.join("epochs.parquet");
@@ -426,6 +454,13 @@ fn read_run_records(dir: &Path, index: u32, last_epoch: u32) -> Result<(DataFram
                 .chain(NEURON_COLUMNS.iter().map(|(n, _)| col(*n)))
                 .collect::<Vec<_>>(),
         );
+    // One run's rows decoded once and dropped: a file that cannot be decoded skips its run now,
+    // so the measures' scans later only meet files that decode. Memory stays one run's worth.
+    neurons
+        .clone()
+        .collect()
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("reading {}", neurons_path.display()))?;
     Ok((epochs, neurons))
 }
 

@@ -820,6 +820,10 @@ None.{% endfor %}
 /// A terminal summary of one run directory, whatever its status: configuration, status, the
 /// per-epoch accuracy and loss, and the dead percentage per layer per epoch.
 pub fn inspect_run(dir: &Path) -> Result<String> {
+    crate::load::without_reader_panics(&dir.display().to_string(), || inspect_run_unguarded(dir))
+}
+
+fn inspect_run_unguarded(dir: &Path) -> Result<String> {
     let manifest = Manifest::read(&dir.join("manifest.json"))?;
     let mut out = String::new();
     let c = &manifest.config;

@@ -146,7 +146,7 @@ fn parse_records(
     split: &mut Split,
 ) -> Result<()> {
     let record_len = variant.record_len();
-    if bytes.is_empty() || bytes.len() % record_len != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(record_len) {
         return Err(file_error(
             path,
             format!(
