@@ -1132,25 +1132,20 @@ fn status_raster(ctx: &FigureContext, dataset: &str) -> Result<FigureFile> {
     }
     let mut panels = Vec::new();
     for run in chosen.values() {
-        let states = neuron_states(
-            ctx.runs
-                .neurons_by_run()
-                .filter(col("run").eq(lit(run.index))),
-            ctx.options,
-        )?
-        .select([
-            col("layer"),
-            col("layer_name"),
-            col("neuron"),
-            col("epoch"),
-            col("dead"),
-            col("first_dead"),
-        ])
-        .sort(
-            ["layer", "first_dead", "neuron", "epoch"],
-            SortMultipleOptions::default().with_nulls_last(true),
-        )
-        .collect()?;
+        let states = neuron_states(ctx.runs.neurons_of(run.index), ctx.options)?
+            .select([
+                col("layer"),
+                col("layer_name"),
+                col("neuron"),
+                col("epoch"),
+                col("dead"),
+                col("first_dead"),
+            ])
+            .sort(
+                ["layer", "first_dead", "neuron", "epoch"],
+                SortMultipleOptions::default().with_nulls_last(true),
+            )
+            .collect()?;
         let layer = states.column("layer")?.u32()?.clone();
         let name = states.column("layer_name")?.str()?.clone();
         let neuron = states.column("neuron")?.u32()?.clone();
@@ -1330,28 +1325,28 @@ impl Figure for HistogramFigure {
 
 fn firing_rate_histograms(ctx: &FigureContext, dataset: &str) -> Result<FigureFile> {
     // Neurons of all seeds of an activation pooled, at epoch 0 and at each run's last epoch.
-    let runs = ctx.runs.run_table().lazy().select([
-        col("run"),
-        col("activation"),
-        col("dataset"),
-        col("epochs"),
-    ]);
-    let df = ctx
+    // Each run's two epochs are picked from its own scan, before anything is joined, so only
+    // those rows are ever read into memory.
+    let picked: Vec<LazyFrame> = ctx
         .runs
-        .neurons_by_run()
-        .join(
-            runs,
-            [col("run")],
-            [col("run")],
-            JoinArgs::new(JoinType::Inner),
-        )
-        .filter(
-            col("dataset").eq(lit(dataset.to_string())).and(
-                col("epoch")
-                    .eq(lit(0u32))
-                    .or(col("epoch").eq(col("epochs"))),
-            ),
-        )
+        .runs
+        .iter()
+        .filter(|r| r.dataset == dataset)
+        .map(|r| {
+            ctx.runs
+                .neurons_of(r.index)
+                .filter(
+                    col("epoch")
+                        .eq(lit(0u32))
+                        .or(col("epoch").eq(lit(r.epochs_completed))),
+                )
+                .with_column(lit(r.activation.clone()).alias("activation"))
+        })
+        .collect();
+    if picked.is_empty() {
+        anyhow::bail!("no complete run of {dataset}");
+    }
+    let df = concat(picked, UnionArgs::default())?
         .with_columns([
             col("epoch").gt(lit(0u32)).alias("is_last"),
             // active_frac is in [0, 1]: truncation is the floor, and 1.0 joins the last bin.

@@ -151,6 +151,15 @@ pub struct Run {
     pub manifest: Manifest,
 }
 
+impl Run {
+    /// Neurons of the network (all activation sites), from the manifest; `None` if it does not
+    /// list its sites.
+    pub fn neuron_count(&self) -> Option<u64> {
+        let sites = &self.manifest.sites;
+        (!sites.is_empty()).then(|| sites.iter().map(|s| s.neurons as u64).sum())
+    }
+}
+
 /// A run left out of the statistics, with the reason a reader should see.
 #[derive(Debug, Clone)]
 pub struct ExcludedRun {
@@ -173,9 +182,10 @@ pub struct RunSet {
     /// `epochs.parquet` of all [`RunSet::runs`], rows with `epoch <= epochs_completed`, plus a `run`
     /// column (UInt32 index into `runs`). Small: one row per run and epoch.
     pub epochs: DataFrame,
-    /// `neurons.parquet` of all runs, rows with `epoch <= epochs_completed`, with a `run` column.
-    /// Only the columns the measures need (see `NEURON_COLUMNS`) are read.
-    neurons: LazyFrame,
+    /// Per run (in the order of `runs`): its `neurons.parquet`, rows with
+    /// `epoch <= epochs_completed`, with a `run` column. Only the columns the measures need (see
+    /// `NEURON_COLUMNS`) are read.
+    neuron_scans: Vec<LazyFrame>,
 }
 
 impl fmt::Debug for RunSet {
@@ -192,14 +202,43 @@ impl RunSet {
     /// Neuron records of all runs with only the `run` index as run-level column (what the measures
     /// group by; cheaper than strings on every row).
     pub fn neurons_by_run(&self) -> LazyFrame {
-        self.neurons.clone()
+        concat_scans(self.neuron_scans.clone())
+    }
+
+    /// The neuron records of one run (`run` is its index in [`RunSet::runs`]).
+    pub fn neurons_of(&self, run: u32) -> LazyFrame {
+        self.neuron_scans[run as usize].clone()
+    }
+
+    /// [`RunSet::neurons_by_run`] cut into batches of whole runs of at most about `max_rows`
+    /// rows each (a run larger than that is a batch of its own), so that a computation over
+    /// every neuron row can hold one batch in memory at a time. Never empty: without runs, one
+    /// empty frame.
+    pub fn neuron_batches(&self, max_rows: u64) -> Vec<LazyFrame> {
+        let mut batches = Vec::new();
+        let (mut batch, mut rows) = (Vec::new(), 0u64);
+        for (run, scan) in self.runs.iter().zip(&self.neuron_scans) {
+            // A run of unknown size gets a batch of its own.
+            let run_rows = run
+                .neuron_count()
+                .map_or(max_rows, |n| n * (run.epochs_completed as u64 + 1));
+            if !batch.is_empty() && rows + run_rows > max_rows {
+                batches.push(concat_scans(std::mem::take(&mut batch)));
+                rows = 0;
+            }
+            batch.push(scan.clone());
+            rows += run_rows;
+        }
+        if !batch.is_empty() || batches.is_empty() {
+            batches.push(concat_scans(batch));
+        }
+        batches
     }
 
     /// Neuron records of all runs with the run-level columns `run_id`, `activation`, `dataset`,
     /// `seed` and `lr` joined on, for users who want to query the records themselves.
     pub fn neurons(&self) -> LazyFrame {
-        self.neurons
-            .clone()
+        self.neurons_by_run()
             .left_join(self.run_table().lazy(), col("run"), col("run"))
     }
 
@@ -336,18 +375,21 @@ pub fn load_runs(paths: &[PathBuf]) -> Result<RunSet> {
         all.rechunk_mut();
         all
     };
-    let neurons = if neuron_frames.is_empty() {
-        empty_frame(&NEURON_COLUMNS).lazy()
-    } else {
-        concat(neuron_frames, UnionArgs::default())?
-    };
     Ok(RunSet {
         runs,
         diverged,
         skipped,
         epochs,
-        neurons,
+        neuron_scans: neuron_frames,
     })
+}
+
+/// The scans one after another; no scan gives an empty frame with the neuron columns.
+fn concat_scans(scans: Vec<LazyFrame>) -> LazyFrame {
+    if scans.is_empty() {
+        return empty_frame(&NEURON_COLUMNS).lazy();
+    }
+    concat(scans, UnionArgs::default()).expect("scans of one schema concatenate")
 }
 
 /// Run directories at `path`, one level below it (a sweep) and two levels below (sweeps).

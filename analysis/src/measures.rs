@@ -78,39 +78,65 @@ pub struct Measures {
     pub per_run: DataFrame,
 }
 
+/// Neuron rows measured at a time: about 200 MB of neuron states.
+const MEASURE_BATCH_ROWS: u64 = 1_000_000;
+
 /// Computes every measure for the complete runs of `runs`.
 pub fn compute_measures(runs: &RunSet, opts: &MeasureOptions) -> Result<Measures> {
-    // The neuron states feed two aggregations (per epoch and per neuron); materialising them once
-    // keeps the scan, the sort and the window expressions to a single pass.
-    let rows = neuron_states(runs.neurons_by_run(), opts)?
-        .collect()
-        .map_err(anyhow::Error::from)
-        .context("reading neuron records")?
-        .lazy();
+    compute_measures_in_batches(runs, opts, MEASURE_BATCH_ROWS)
+}
 
-    let per_layer =
-        layer_epoch_counts(
-            rows.clone()
-                .group_by([col("run"), col("layer"), col("epoch")]),
-        )
-        .with_column(col("layer").cast(DataType::Int64))
-        .select(layer_epoch_count_columns());
-    let network = layer_epoch_counts(rows.clone().group_by([col("run"), col("epoch")]))
-        .with_columns([
-            lit(NETWORK_LAYER).cast(DataType::Int64).alias("layer"),
-            lit("network").alias("layer_name"),
-        ]);
-    let counts = concat(
-        [per_layer, network.select(layer_epoch_count_columns())],
-        UnionArgs::default(),
-    )?
-    .collect()
-    .map_err(anyhow::Error::from)
-    .context("counting dead, dormant and surviving neurons")?;
-    let neuron_fate = neuron_fate(rows, opts.dead_window)
-        .collect()
-        .map_err(anyhow::Error::from)
-        .context("computing time of death and revivals")?;
+fn compute_measures_in_batches(
+    runs: &RunSet,
+    opts: &MeasureOptions,
+    batch_rows: u64,
+) -> Result<Measures> {
+    // Every count and fate is per run, so runs are measured in batches and only the small
+    // results are kept: memory is one batch's rows, not the sweep's. Within a batch the neuron
+    // states feed two aggregations (per epoch and per neuron); materialising them once keeps
+    // the scan, the sort and the window expressions to a single pass.
+    let mut counts_parts = Vec::new();
+    let mut fate_parts = Vec::new();
+    for batch in runs.neuron_batches(batch_rows) {
+        let rows = neuron_states(batch, opts)?
+            .collect()
+            .map_err(anyhow::Error::from)
+            .context("reading neuron records")?
+            .lazy();
+        let per_layer =
+            layer_epoch_counts(
+                rows.clone()
+                    .group_by([col("run"), col("layer"), col("epoch")]),
+            )
+            .with_column(col("layer").cast(DataType::Int64))
+            .select(layer_epoch_count_columns());
+        let network = layer_epoch_counts(rows.clone().group_by([col("run"), col("epoch")]))
+            .with_columns([
+                lit(NETWORK_LAYER).cast(DataType::Int64).alias("layer"),
+                lit("network").alias("layer_name"),
+            ]);
+        counts_parts.push(
+            concat(
+                [per_layer, network.select(layer_epoch_count_columns())],
+                UnionArgs::default(),
+            )?
+            .collect()
+            .map_err(anyhow::Error::from)
+            .context("counting dead, dormant and surviving neurons")?
+            .lazy(),
+        );
+        fate_parts.push(
+            neuron_fate(rows, opts.dead_window)
+                .collect()
+                .map_err(anyhow::Error::from)
+                .context("computing time of death and revivals")?
+                .lazy(),
+        );
+    }
+    let counts = concat(counts_parts, UnionArgs::default())?.collect()?;
+    let neuron_fate = concat(fate_parts, UnionArgs::default())?
+        .sort(["run", "layer", "neuron"], Default::default())
+        .collect()?;
 
     let layer_epoch = layer_epoch_fractions(counts.clone().lazy())
         .sort(["run", "layer", "epoch"], Default::default())
@@ -675,6 +701,44 @@ mod tests {
             vec![("fc1".into(), 4)],
         );
         crate::synthetic::write_run(dir, &spec, &epochs, &neurons).unwrap()
+    }
+
+    #[test]
+    fn measuring_in_batches_gives_what_measuring_at_once_gives() {
+        use crate::synthetic::{generate_study, StudySpec};
+        let tmp = tempfile::tempdir().unwrap();
+        let study = StudySpec {
+            sweep: "batches".into(),
+            dataset: "synthetic".into(),
+            activations: vec!["relu".into(), "relu-softsign".into()],
+            seeds: 3,
+            epochs: 6,
+            sites: vec![("conv1".into(), 5), ("fc1".into(), 7)],
+            lr: 0.05,
+        };
+        generate_study(tmp.path(), &study, 4).unwrap();
+        let runs = crate::load_runs(&[tmp.path().to_path_buf()]).unwrap();
+        assert_eq!(runs.runs.len(), 6);
+        let opts = MeasureOptions::default();
+        let at_once = compute_measures_in_batches(&runs, &opts, u64::MAX).unwrap();
+        // 12 neurons × 7 epochs = 84 rows per run: 1 and 100 put one run per batch, 200 two.
+        for (rows, batches) in [(1, 6), (100, 6), (200, 3)] {
+            assert_eq!(runs.neuron_batches(rows).len(), batches, "{rows}");
+            let batched = compute_measures_in_batches(&runs, &opts, rows).unwrap();
+            assert!(
+                at_once.layer_epoch.equals_missing(&batched.layer_epoch),
+                "{rows}"
+            );
+            assert!(
+                at_once.neuron_fate.equals_missing(&batched.neuron_fate),
+                "{rows}"
+            );
+            assert!(
+                at_once.run_layer.equals_missing(&batched.run_layer),
+                "{rows}"
+            );
+            assert!(at_once.per_run.equals_missing(&batched.per_run), "{rows}");
+        }
     }
 
     #[test]
