@@ -15,6 +15,9 @@ pub enum PoolKind {
     Avg,
 }
 
+/// Input elements per rayon task of the forward pass.
+const POOL_TASK_ELEMENTS: usize = 1 << 14;
+
 /// The shape arithmetic of one pooling layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolGeometry {
@@ -53,6 +56,32 @@ impl PoolGeometry {
     pub fn out_shape(&self) -> [usize; 3] {
         [self.channels, self.out_height(), self.out_width()]
     }
+    /// Max pooling of one plane: each output and the index of its window's first maximum.
+    ///
+    /// Selects rather than branches: which input wins is data-dependent, and mispredicted
+    /// branches were most of the cost of the straightforward loop.
+    fn max_pool_plane(&self, plane: &[f32], out: &mut [f32], winners: &mut [u32]) {
+        let (ow, k, s, w) = (self.out_width(), self.kernel, self.stride, self.in_width);
+        for (oy, (out_row, win_row)) in out.chunks_mut(ow).zip(winners.chunks_mut(ow)).enumerate() {
+            let top = oy * s * w;
+            for (ox, (best_out, at_out)) in out_row.iter_mut().zip(win_row.iter_mut()).enumerate() {
+                let corner = top + ox * s;
+                let (mut best, mut at) = (f32::NEG_INFINITY, corner);
+                for ky in 0..k {
+                    let row = corner + ky * w;
+                    for (kx, &v) in plane[row..row + k].iter().enumerate() {
+                        // `>` keeps the first maximum, as PyTorch does; NaN never wins, but the
+                        // loss turns NaN anyway and the run is stopped.
+                        let better = v > best;
+                        best = if better { v } else { best };
+                        at = if better { row + kx } else { at };
+                    }
+                }
+                *best_out = best;
+                *at_out = at as u32;
+            }
+        }
+    }
     fn in_plane(&self) -> usize {
         self.in_height * self.in_width
     }
@@ -84,44 +113,44 @@ pub fn pool2d<T: dfdx::tensor::Tape<f32, Cpu>>(
         PoolKind::Avg => Vec::new(),
     };
     let window_scale = 1.0 / (k * k) as f32;
+    // Several planes per rayon task: one 2×2 pooling of a small plane is far less work than a
+    // task costs.
+    let planes_per_task = (POOL_TASK_ELEMENTS / g.in_plane()).max(1);
+    let (out_task, in_task) = (
+        planes_per_task * g.out_plane(),
+        planes_per_task * g.in_plane(),
+    );
     match g.kind {
         PoolKind::Max => out
-            .par_chunks_mut(g.out_plane())
-            .zip(winners.par_chunks_mut(g.out_plane()))
-            .zip(x_values.par_chunks(g.in_plane()))
-            .for_each(|((out, winners), plane)| {
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        let mut best = f32::NEG_INFINITY;
-                        let mut best_at = (oy * s) * g.in_width + ox * s;
-                        for ky in 0..k {
-                            let row = (oy * s + ky) * g.in_width + ox * s;
-                            for (kx, &v) in plane[row..row + k].iter().enumerate() {
-                                // `>` keeps the first maximum, as PyTorch does; NaN never wins,
-                                // but the loss turns NaN anyway and the run is stopped.
-                                if v > best {
-                                    best = v;
-                                    best_at = row + kx;
-                                }
-                            }
-                        }
-                        out[oy * ow + ox] = best;
-                        winners[oy * ow + ox] = best_at as u32;
-                    }
+            .par_chunks_mut(out_task)
+            .zip(winners.par_chunks_mut(out_task))
+            .zip(x_values.par_chunks(in_task))
+            .for_each(|((out, winners), planes)| {
+                let planes = planes.chunks(g.in_plane());
+                let outs = out.chunks_mut(g.out_plane());
+                for ((plane, out), winners) in
+                    planes.zip(outs).zip(winners.chunks_mut(g.out_plane()))
+                {
+                    g.max_pool_plane(plane, out, winners);
                 }
             }),
         PoolKind::Avg => out
-            .par_chunks_mut(g.out_plane())
-            .zip(x_values.par_chunks(g.in_plane()))
-            .for_each(|(out, plane)| {
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        let mut sum = 0.0;
-                        for ky in 0..k {
-                            let row = (oy * s + ky) * g.in_width + ox * s;
-                            sum += plane[row..row + k].iter().sum::<f32>();
+            .par_chunks_mut(out_task)
+            .zip(x_values.par_chunks(in_task))
+            .for_each(|(out, planes)| {
+                for (out, plane) in out
+                    .chunks_mut(g.out_plane())
+                    .zip(planes.chunks(g.in_plane()))
+                {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let mut sum = 0.0;
+                            for ky in 0..k {
+                                let row = (oy * s + ky) * g.in_width + ox * s;
+                                sum += plane[row..row + k].iter().sum::<f32>();
+                            }
+                            out[oy * ow + ox] = sum * window_scale;
                         }
-                        out[oy * ow + ox] = sum * window_scale;
                     }
                 }
             }),
