@@ -1,8 +1,9 @@
 //! 2-D convolution as a dfdx tape op: im2col + gemm forward, and a backward that writes dL/dW,
 //! dL/db and (unless the input is the data) dL/dx into dfdx's gradients.
 //!
-//! Work is split over samples with rayon; each sample's matrices are small, so single-threaded
-//! gemm calls on separate samples use the cores better than one parallel gemm per sample.
+//! Work is split over fixed chunks of samples with rayon, one single-threaded gemm per chunk:
+//! a chunk's matrices are large enough for gemm to run near its peak, and there are enough
+//! chunks in a batch to keep the cores busy.
 
 use std::mem::MaybeUninit;
 
@@ -11,7 +12,7 @@ use dfdx::prelude::*;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{accumulate_into, matmul, tensor_values, Activations, MatRef};
+use super::{accumulate_into, lane_sum, matmul, tensor_values, Activations, MatRef};
 use crate::param::Param;
 
 /// The shape arithmetic of one convolution.
@@ -76,9 +77,16 @@ impl ConvGeometry {
         [self.out_channels, self.out_height(), self.out_width()]
     }
 
-    /// Unfolds one sample `[C, H, W]` into `cols[patch_len, out_positions]`, writing every
-    /// element of `cols` (padding as 0), so `cols` may start uninitialised.
-    fn im2col(&self, x: &[f32], cols: &mut [MaybeUninit<f32>]) {
+    /// Unfolds one sample `[C, H, W]` into its `out_positions` columns of a `[patch_len, ·]`
+    /// matrix whose rows are `row_stride` long, starting at column `first_column`. Writes every
+    /// element of those columns (padding as 0), so `cols` may start uninitialised.
+    fn im2col(
+        &self,
+        x: &[f32],
+        cols: &mut [MaybeUninit<f32>],
+        row_stride: usize,
+        first_column: usize,
+    ) {
         let (oh, ow, k, s, p) = (
             self.out_height(),
             self.out_width(),
@@ -92,7 +100,8 @@ impl ConvGeometry {
             for ki in 0..k {
                 for kj in 0..k {
                     let row = (c * k + ki) * k + kj;
-                    let dst = &mut cols[row * oh * ow..(row + 1) * oh * ow];
+                    let start = row * row_stride + first_column;
+                    let dst = &mut cols[start..start + oh * ow];
                     for oy in 0..oh {
                         let iy = (oy * s + ki) as isize - p as isize;
                         let dst_row = &mut dst[oy * ow..(oy + 1) * ow];
@@ -115,11 +124,19 @@ impl ConvGeometry {
                         }
                         if !inside.is_empty() {
                             let first = lo * s + kj - p;
-                            let src = src_row[first..].iter().step_by(s);
                             // Every element of `inside` gets a value (im2col's contract).
-                            debug_assert!(src.len() >= inside.len());
-                            for (d, &v) in inside.iter_mut().zip(src) {
-                                d.write(v);
+                            if s == 1 {
+                                // A contiguous run: a plain copy the compiler vectorises.
+                                let src = &src_row[first..first + inside.len()];
+                                for (d, &v) in inside.iter_mut().zip(src) {
+                                    d.write(v);
+                                }
+                            } else {
+                                let src = src_row[first..].iter().step_by(s);
+                                debug_assert!(src.len() >= inside.len());
+                                for (d, &v) in inside.iter_mut().zip(src) {
+                                    d.write(v);
+                                }
                             }
                         }
                     }
@@ -128,8 +145,9 @@ impl ConvGeometry {
         }
     }
 
-    /// The adjoint of `im2col`: adds each column entry back to the input position it came from.
-    fn col2im_add(&self, cols: &[f32], dx: &mut [f32]) {
+    /// The adjoint of `im2col` (same matrix layout): adds each column entry back to the input
+    /// position it came from.
+    fn col2im_add(&self, cols: &[f32], row_stride: usize, first_column: usize, dx: &mut [f32]) {
         let (oh, ow, k, s, p) = (
             self.out_height(),
             self.out_width(),
@@ -143,17 +161,30 @@ impl ConvGeometry {
             for ki in 0..k {
                 for kj in 0..k {
                     let row = (c * k + ki) * k + kj;
-                    let src = &cols[row * oh * ow..(row + 1) * oh * ow];
+                    let start = row * row_stride + first_column;
+                    let src = &cols[start..start + oh * ow];
                     for oy in 0..oh {
                         let iy = (oy * s + ki) as isize - p as isize;
                         if iy < 0 || iy >= h as isize {
                             continue;
                         }
                         let dst_row = &mut plane[iy as usize * w..(iy as usize + 1) * w];
-                        for (ox, &v) in src[oy * ow..(oy + 1) * ow].iter().enumerate() {
-                            let ix = (ox * s + kj) as isize - p as isize;
-                            if ix >= 0 && ix < w as isize {
-                                dst_row[ix as usize] += v;
+                        // Only the output columns [lo, hi) read inside the row (as in im2col).
+                        let lo = p.saturating_sub(kj).div_ceil(s).min(ow);
+                        let hi = (w + p).saturating_sub(kj).div_ceil(s).clamp(lo, ow);
+                        if lo == hi {
+                            continue;
+                        }
+                        let values = &src[oy * ow + lo..oy * ow + hi];
+                        let first = lo * s + kj - p;
+                        if s == 1 {
+                            let dst = &mut dst_row[first..first + values.len()];
+                            for (d, v) in dst.iter_mut().zip(values) {
+                                *d += v;
+                            }
+                        } else {
+                            for (d, v) in dst_row[first..].iter_mut().step_by(s).zip(values) {
+                                *d += v;
                             }
                         }
                     }
@@ -183,38 +214,60 @@ pub fn conv2d<T: dfdx::tensor::Tape<f32, Cpu>>(
     let batch = x.batch();
     let (x_tensor, mut tape) = x.tensor.split_tape();
     let x_values = tensor_values(&x_tensor);
-    let (patch, positions) = (g.patch_len(), g.out_positions());
+    let (patch, positions, oc) = (g.patch_len(), g.out_positions(), g.out_channels);
+    let (chunk_in, chunk_cols, chunk_out) = (
+        SAMPLE_CHUNK * g.in_len(),
+        SAMPLE_CHUNK * patch * positions,
+        SAMPLE_CHUNK * g.out_len(),
+    );
 
-    // The two largest buffers of a step are written exactly once: im2col fills `cols` from
-    // uninitialised memory, and `out` starts as the broadcast bias that gemm accumulates onto
-    // (zero-filling them first cost a memset of ~18 MB per LeNet step).
+    // A chunk's columns form one `[patch, samples·positions]` matrix, so each chunk is one gemm
+    // with the weights packed once, not one small gemm per sample. `cols` and `out` are written
+    // exactly once (from uninitialised memory): zero-filling them cost a memset of ~18 MB per
+    // LeNet step.
     let mut cols: Vec<f32> = Vec::with_capacity(batch * patch * positions);
     cols.spare_capacity_mut()
-        .par_chunks_mut(patch * positions)
-        .zip(x_values.par_chunks(g.in_len()))
-        .for_each(|(cols, x)| g.im2col(x, cols));
-    // SAFETY: the loop above gave every sample's chunk to im2col, which writes all its elements.
+        .par_chunks_mut(chunk_cols)
+        .zip(x_values.par_chunks(chunk_in))
+        .for_each(|(cols, samples)| {
+            let width = samples.len() / g.in_len() * positions;
+            for (j, x) in samples.chunks(g.in_len()).enumerate() {
+                g.im2col(x, cols, width, j * positions);
+            }
+        });
+    // SAFETY: every chunk's columns went to im2col, which writes all of them.
     unsafe { cols.set_len(batch * patch * positions) };
+    drop(x_values);
     let w = &weight.value;
-    let mut bias_plane = Vec::with_capacity(g.out_len());
-    for &b in &bias.value {
-        bias_plane.extend(std::iter::repeat_n(b, positions));
-    }
     let mut out: Vec<f32> = Vec::with_capacity(batch * g.out_len());
-    for _ in 0..batch {
-        out.extend_from_slice(&bias_plane);
-    }
-    out.par_chunks_mut(g.out_len())
-        .zip(cols.par_chunks(patch * positions))
+    out.spare_capacity_mut()
+        .par_chunks_mut(chunk_out)
+        .zip(cols.par_chunks(chunk_cols))
         .for_each(|(out, cols)| {
+            let width = cols.len() / patch;
+            // The bias, broadcast, is what gemm accumulates onto.
+            let mut product: Vec<f32> = Vec::with_capacity(oc * width);
+            for &b in &bias.value {
+                product.extend(std::iter::repeat_n(b, width));
+            }
             matmul(
-                out,
-                MatRef::new(w, g.out_channels, patch),
-                MatRef::new(cols, patch, positions),
+                &mut product,
+                MatRef::new(w, oc, patch),
+                MatRef::new(cols, patch, width),
                 true,
             );
+            // `[oc, samples·positions]` back to NCHW.
+            for (j, sample) in out.chunks_mut(g.out_len()).enumerate() {
+                for (o, channel) in sample.chunks_mut(positions).enumerate() {
+                    let from = &product[o * width + j * positions..][..positions];
+                    for (d, v) in channel.iter_mut().zip(from) {
+                        d.write(*v);
+                    }
+                }
+            }
         });
-    drop(x_values);
+    // SAFETY: every chunk of `out` was written in full by the loop above.
+    unsafe { out.set_len(batch * g.out_len()) };
 
     let dev = x_tensor.device().clone();
     let out_tensor = dev.tensor_from_vec(out, (batch, g.out_len()));
@@ -226,28 +279,62 @@ pub fn conv2d<T: dfdx::tensor::Tape<f32, Cpu>>(
         let w_values = weight.value.clone();
         tape.add_backward_op(move |grads| {
             let grad_out = std::mem::take(&mut **grads.get_or_alloc_mut(&out_ghost)?);
-            let (grad_w, grad_b) = weight_gradients(&g, &grad_out, &cols, batch);
-            accumulate_into(grads.get_or_alloc_mut(&w_ghost)?, &grad_w);
-            accumulate_into(grads.get_or_alloc_mut(&b_ghost)?, &grad_b);
-            if input_needs_grad {
+            let chunk_backward = |c: usize, grad_x: Option<&mut [f32]>| {
+                let grad_out = &grad_out[c * chunk_out..((c + 1) * chunk_out).min(grad_out.len())];
+                let cols = &cols[c * chunk_cols..((c + 1) * chunk_cols).min(cols.len())];
+                let width = cols.len() / patch;
+                // dL/dOut of the chunk as one `[oc, samples·positions]` matrix.
+                let mut gathered: Vec<f32> = Vec::with_capacity(oc * width);
+                for o in 0..oc {
+                    for sample in grad_out.chunks(g.out_len()) {
+                        gathered.extend_from_slice(&sample[o * positions..(o + 1) * positions]);
+                    }
+                }
+                let mut grad_w = vec![0.0f32; oc * patch];
+                matmul(
+                    &mut grad_w,
+                    MatRef::new(&gathered, oc, width),
+                    MatRef::t(cols, width, patch),
+                    false,
+                );
+                let grad_b: Vec<f32> = gathered.chunks(width).map(lane_sum).collect();
+                if let Some(grad_x) = grad_x {
+                    let mut grad_cols = vec![0.0f32; patch * width];
+                    matmul(
+                        &mut grad_cols,
+                        MatRef::t(&w_values, patch, oc),
+                        MatRef::new(&gathered, oc, width),
+                        false,
+                    );
+                    for (j, grad_x) in grad_x.chunks_mut(g.in_len()).enumerate() {
+                        g.col2im_add(&grad_cols, width, j * positions, grad_x);
+                    }
+                }
+                (grad_w, grad_b)
+            };
+            let chunks = batch.div_ceil(SAMPLE_CHUNK);
+            let partials: Vec<(Vec<f32>, Vec<f32>)> = if input_needs_grad {
                 // col2im adds straight into dfdx's gradient of x.
                 let grad_x: &mut [f32] = grads.get_or_alloc_mut(&x_ghost)?;
                 grad_x
-                    .par_chunks_mut(g.in_len())
-                    .zip(grad_out.par_chunks(g.out_len()))
-                    .for_each_init(
-                        || vec![0.0f32; patch * positions],
-                        |grad_cols, (grad_x, grad_out)| {
-                            matmul(
-                                grad_cols,
-                                MatRef::t(&w_values, patch, g.out_channels),
-                                MatRef::new(grad_out, g.out_channels, positions),
-                                false,
-                            );
-                            g.col2im_add(grad_cols, grad_x);
-                        },
-                    );
+                    .par_chunks_mut(chunk_in)
+                    .enumerate()
+                    .map(|(c, grad_x)| chunk_backward(c, Some(grad_x)))
+                    .collect()
+            } else {
+                (0..chunks)
+                    .into_par_iter()
+                    .map(|c| chunk_backward(c, None))
+                    .collect()
+            };
+            // Summed in chunk order: the same bits on every run, whatever the thread count.
+            let (mut grad_w, mut grad_b) = (vec![0.0f32; oc * patch], vec![0.0f32; oc]);
+            for (w, b) in &partials {
+                accumulate_into(&mut grad_w, w);
+                accumulate_into(&mut grad_b, b);
             }
+            accumulate_into(grads.get_or_alloc_mut(&w_ghost)?, &grad_w);
+            accumulate_into(grads.get_or_alloc_mut(&b_ghost)?, &grad_b);
             Ok(())
         });
     }
@@ -257,48 +344,10 @@ pub fn conv2d<T: dfdx::tensor::Tape<f32, Cpu>>(
     }
 }
 
-/// Samples per partial sum of [`weight_gradients`]: fixed, so that the order of the floating-point
-/// sums depends neither on the thread count nor on rayon's work stealing.
-const GRADIENT_CHUNK: usize = 4;
-
-/// dL/dW = Σₙ dL/dOutₙ · colsₙᵀ and dL/db = Σ over samples and positions of dL/dOut, summed
-/// per fixed chunk of samples (in parallel) and then over the chunks in order, so that the
-/// result is the same bit for bit on every run.
-fn weight_gradients(
-    g: &ConvGeometry,
-    grad_out: &[f32],
-    cols: &[f32],
-    batch: usize,
-) -> (Vec<f32>, Vec<f32>) {
-    let (patch, positions, oc) = (g.patch_len(), g.out_positions(), g.out_channels);
-    let zero = || (vec![0.0f32; oc * patch], vec![0.0f32; oc]);
-    let partials: Vec<(Vec<f32>, Vec<f32>)> = (0..batch.div_ceil(GRADIENT_CHUNK))
-        .into_par_iter()
-        .map(|chunk| {
-            let (mut gw, mut gb) = zero();
-            for n in chunk * GRADIENT_CHUNK..((chunk + 1) * GRADIENT_CHUNK).min(batch) {
-                let go = &grad_out[n * oc * positions..(n + 1) * oc * positions];
-                let c = &cols[n * patch * positions..(n + 1) * patch * positions];
-                matmul(
-                    &mut gw,
-                    MatRef::new(go, oc, positions),
-                    MatRef::t(c, positions, patch),
-                    true,
-                );
-                for (b, channel) in gb.iter_mut().zip(go.chunks(positions)) {
-                    *b += channel.iter().sum::<f32>();
-                }
-            }
-            (gw, gb)
-        })
-        .collect();
-    let (mut gw, mut gb) = zero();
-    for (w, b) in &partials {
-        accumulate_into(&mut gw, w);
-        accumulate_into(&mut gb, b);
-    }
-    (gw, gb)
-}
+/// Samples per chunk, the unit of parallel work and of the gemm calls: fixed, not derived from
+/// the thread count, so that the floating-point sums of the gradients come out the same on
+/// every machine and run.
+const SAMPLE_CHUNK: usize = 16;
 
 #[cfg(test)]
 mod tests {
@@ -385,6 +434,8 @@ mod tests {
             ([2, 6, 6], 3, 5, 1, 2, 1),
             ([4, 5, 5], 2, 1, 1, 0, 2),
             ([2, 10, 7], 6, 4, 3, 1, 2),
+            // Three chunks of samples, the last one partial.
+            ([2, 6, 5], 3, 3, 1, 1, 2 * SAMPLE_CHUNK + 5),
         ];
         for (seed, (input, out, k, s, p, batch)) in shapes.into_iter().enumerate() {
             let g = ConvGeometry::new(input, out, k, s, p).unwrap();
@@ -402,7 +453,12 @@ mod tests {
     #[test]
     fn gradients_match_finite_differences() {
         let dev = Cpu::default();
-        for (input, out, k, s, p) in [([2, 5, 5], 3, 3, 1, 1), ([1, 7, 6], 2, 3, 2, 0)] {
+        for (input, out, k, s, p) in [
+            ([2, 5, 5], 3, 3, 1, 1),
+            ([1, 7, 6], 2, 3, 2, 0),
+            ([2, 6, 7], 2, 3, 2, 1),
+            ([1, 5, 5], 2, 4, 3, 2),
+        ] {
             let g = ConvGeometry::new(input, out, k, s, p).unwrap();
             let batch = 2;
             let (w, b) = params(&dev, &g, 3);
@@ -449,6 +505,61 @@ mod tests {
                 1e-2,
                 2e-3,
             );
+        }
+    }
+
+    /// The gradients of a batch that spans several chunks (the last one partial) equal those of
+    /// its samples one at a time, which the finite-difference test above checks.
+    #[test]
+    fn gradients_of_a_chunked_batch_equal_per_sample_gradients() {
+        let dev = Cpu::default();
+        let g = ConvGeometry::new([2, 6, 5], 3, 3, 1, 1).unwrap();
+        let batch = 2 * SAMPLE_CHUNK + 5;
+        let (w, b) = params(&dev, &g, 8);
+        let x = pseudo_random(batch * g.in_len(), 9);
+        let probe = pseudo_random(batch * g.out_len(), 10);
+        let gradients = |x: &[f32], probe: &[f32]| {
+            let n = x.len() / g.in_len();
+            let x_tensor = dev.tensor_from_vec(x.to_vec(), (n, g.in_len()));
+            let traced = Activations {
+                tensor: x_tensor.retaped::<Tape>(),
+                sample_shape: [2, 6, 5],
+            };
+            let out_t = conv2d(traced, &w, &b, g, true).tensor;
+            let probe_t = dev.tensor_from_vec(probe.to_vec(), (n, g.out_len()));
+            let mut grads = (out_t * probe_t).sum().backward();
+            (
+                grads.get(&x_tensor).as_vec(),
+                w.take_grad(&mut grads).unwrap(),
+                b.take_grad(&mut grads).unwrap(),
+            )
+        };
+        let (grad_x, grad_w, grad_b) = gradients(&x, &probe);
+        let mut summed_w = vec![0.0f64; grad_w.len()];
+        let mut summed_b = vec![0.0f64; grad_b.len()];
+        for n in 0..batch {
+            let (gx, gw, gb) = gradients(
+                &x[n * g.in_len()..(n + 1) * g.in_len()],
+                &probe[n * g.out_len()..(n + 1) * g.out_len()],
+            );
+            for (a, e) in grad_x[n * g.in_len()..(n + 1) * g.in_len()].iter().zip(&gx) {
+                assert!((a - e).abs() < 1e-5, "dx of sample {n}: {a} vs {e}");
+            }
+            summed_w
+                .iter_mut()
+                .zip(&gw)
+                .for_each(|(s, v)| *s += *v as f64);
+            summed_b
+                .iter_mut()
+                .zip(&gb)
+                .for_each(|(s, v)| *s += *v as f64);
+        }
+        for (a, e) in grad_w
+            .iter()
+            .zip(&summed_w)
+            .chain(grad_b.iter().zip(&summed_b))
+        {
+            assert!((*a as f64 - e).abs() < 1e-4 * (1.0 + e.abs()), "{a} vs {e}");
         }
     }
 

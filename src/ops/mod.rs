@@ -114,6 +114,22 @@ pub fn matmul(dst: &mut [f32], a: MatRef, b: MatRef, accumulate: bool) {
     }
 }
 
+/// Σ values, over 8 lanes of independent sums: one sequential chain of adds is bound by the
+/// add latency (a bias gradient sums ~10⁴ values per row).
+#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
+pub fn lane_sum(values: &[f32]) -> f32 {
+    const LANES: usize = 8;
+    let mut lanes = [0.0f32; LANES];
+    let mut chunks = values.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        let chunk: &[f32; LANES] = chunk.try_into().expect("exact chunk");
+        for (lane, v) in lanes.iter_mut().zip(chunk) {
+            *lane += v;
+        }
+    }
+    lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+}
+
 /// Adds `src` into a gradient buffer element-wise.
 pub fn accumulate_into(grad: &mut [f32], src: &[f32]) {
     for (g, s) in grad.iter_mut().zip(src) {
