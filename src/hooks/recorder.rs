@@ -93,6 +93,66 @@ impl NeuronRecorder {
     }
 }
 
+/// The probe statistics of one neuron's positions in one sample.
+struct ProbeSlice {
+    active: u32,
+    max: f32,
+    /// Σ z and Σ z² in f64: the variance is their difference, which f32 would cancel away.
+    sum: f64,
+    sum_sq: f64,
+    abs_h: f32,
+    derivative: f32,
+}
+
+/// [`ProbeSlice`] of z, h = f(z) and f'(z), over 8 lanes of independent accumulators so that
+/// the loop is vector code rather than six chains of dependent operations.
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn probe_slice(z: &[f32], h: &[f32], derivative: &[f32]) -> ProbeSlice {
+    const LANES: usize = 8;
+    let mut active = [0u32; LANES];
+    let mut max = [f32::NEG_INFINITY; LANES];
+    let mut sum = [0.0f64; LANES];
+    let mut sum_sq = [0.0f64; LANES];
+    let mut abs_h = [0.0f32; LANES];
+    let mut deriv = [0.0f32; LANES];
+    let whole = z.len() / LANES * LANES;
+    let chunks = z[..whole]
+        .chunks_exact(LANES)
+        .zip(h[..whole].chunks_exact(LANES))
+        .zip(derivative[..whole].chunks_exact(LANES));
+    for ((z, h), d) in chunks {
+        let z: &[f32; LANES] = z.try_into().expect("exact chunk");
+        let h: &[f32; LANES] = h.try_into().expect("exact chunk");
+        let d: &[f32; LANES] = d.try_into().expect("exact chunk");
+        for i in 0..LANES {
+            active[i] += (z[i] > 0.0) as u32;
+            max[i] = max[i].max(z[i]);
+            let v = z[i] as f64;
+            sum[i] += v;
+            sum_sq[i] += v * v;
+            abs_h[i] += h[i].abs();
+            deriv[i] += d[i];
+        }
+    }
+    let mut slice = ProbeSlice {
+        active: active.iter().sum(),
+        max: max.iter().cloned().fold(f32::NEG_INFINITY, f32::max),
+        sum: sum.iter().sum(),
+        sum_sq: sum_sq.iter().sum(),
+        abs_h: abs_h.iter().sum(),
+        derivative: deriv.iter().sum(),
+    };
+    for ((&z, &h), &d) in z[whole..].iter().zip(&h[whole..]).zip(&derivative[whole..]) {
+        slice.active += (z > 0.0) as u32;
+        slice.max = slice.max.max(z);
+        slice.sum += z as f64;
+        slice.sum_sq += (z as f64) * (z as f64);
+        slice.abs_h += h.abs();
+        slice.derivative += d;
+    }
+    slice
+}
+
 /// Σ v² in f64, over lanes of independent sums so that the loop is vector code rather than one
 /// chain of dependent adds (this runs on every weight gradient, every step).
 #[multiversion(targets("x86_64+avx2+fma"))]
@@ -185,19 +245,18 @@ impl Hook for NeuronRecorder {
                     let slices = neuron_slices(event.z, batch, neurons, positions, c)
                         .zip(neuron_slices(event.h, batch, neurons, positions, c));
                     for (z, h) in slices {
-                        let active = z.iter().filter(|&&v| v > 0.0).count() as u64;
-                        sums.active += active;
-                        sums.samples_active += (active > 0) as u64;
-                        sums.samples += 1;
-                        sums.observations += positions as u64;
-                        let max = z.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-                        sums.max_pre = sums.max_pre.max(max);
-                        sums.sum_pre += z.iter().map(|&v| v as f64).sum::<f64>();
-                        sums.sum_sq_pre += z.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>();
-                        sums.sum_abs_act += h.iter().map(|v| v.abs()).sum::<f32>() as f64;
                         derivative.fill(0.0);
                         activation.backward_slice(z, ones, derivative);
-                        sums.sum_deriv += derivative.iter().sum::<f32>() as f64;
+                        let slice = probe_slice(z, h, derivative);
+                        sums.active += slice.active as u64;
+                        sums.samples_active += (slice.active > 0) as u64;
+                        sums.samples += 1;
+                        sums.observations += positions as u64;
+                        sums.max_pre = sums.max_pre.max(slice.max as f64);
+                        sums.sum_pre += slice.sum;
+                        sums.sum_sq_pre += slice.sum_sq;
+                        sums.sum_abs_act += slice.abs_h as f64;
+                        sums.sum_deriv += slice.derivative as f64;
                     }
                 },
             );
@@ -243,6 +302,56 @@ impl Hook for NeuronRecorder {
         }
         for sums in self.training.iter_mut().flatten() {
             *sums = TrainingSums::default();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_slices_match_the_definitions_for_every_length() {
+        for len in [1usize, 3, 8, 9, 17, 676] {
+            let z: Vec<f32> = (0..len)
+                .map(|i| ((i * 37) % 23) as f32 * 0.3 - 2.9)
+                .collect();
+            let h: Vec<f32> = z.iter().map(|v| v.max(0.0) - 0.1).collect();
+            let d: Vec<f32> = z.iter().map(|v| (*v > 0.0) as u8 as f32 * 0.5).collect();
+            let slice = probe_slice(&z, &h, &d);
+            let f64_sum = |it: &mut dyn Iterator<Item = f64>| it.sum::<f64>();
+            assert_eq!(
+                slice.active as usize,
+                z.iter().filter(|v| **v > 0.0).count(),
+                "{len}"
+            );
+            assert_eq!(
+                slice.max,
+                z.iter().cloned().fold(f32::NEG_INFINITY, f32::max)
+            );
+            let close = |a: f64, e: f64| (a - e).abs() <= 1e-5 * e.abs().max(1.0);
+            assert!(close(slice.sum, f64_sum(&mut z.iter().map(|v| *v as f64))));
+            assert!(close(
+                slice.sum_sq,
+                f64_sum(&mut z.iter().map(|v| (*v as f64).powi(2)))
+            ));
+            assert!(close(
+                slice.abs_h as f64,
+                f64_sum(&mut h.iter().map(|v| v.abs() as f64))
+            ));
+            assert!(close(
+                slice.derivative as f64,
+                f64_sum(&mut d.iter().map(|v| *v as f64))
+            ));
+        }
+    }
+
+    #[test]
+    fn sums_of_squares_match_the_definition() {
+        for len in [0usize, 5, 8, 1601] {
+            let v: Vec<f32> = (0..len).map(|i| (i as f32 * 0.01).sin()).collect();
+            let expected: f64 = v.iter().map(|x| (*x as f64).powi(2)).sum();
+            assert!((sum_of_squares(&v) - expected).abs() <= 1e-9 * expected.max(1.0));
         }
     }
 }
