@@ -13,7 +13,7 @@ use dfdx::prelude::*;
 use multiversion::multiversion;
 use rayon::prelude::*;
 
-use crate::ops::{tensor_values, Activations};
+use crate::ops::{lane_sum_of, tensor_values, Activations};
 
 /// A scalar activation function with its analytic derivative.
 ///
@@ -65,28 +65,9 @@ impl SliceSums {
 fn slice_sums(z: &[f32], grad_h: &[f32], grad_z: &[f32]) -> SliceSums {
     SliceSums {
         active: z.iter().filter(|&&v| v > 0.0).count() as u32,
-        abs_grad_h: abs_sum(grad_h),
-        abs_grad_z: abs_sum(grad_z),
+        abs_grad_h: lane_sum_of(grad_h, f32::abs),
+        abs_grad_z: lane_sum_of(grad_z, f32::abs),
     }
-}
-
-/// Lanes of [`abs_sum`]'s accumulators: independent sums that fit one vector register, instead of
-/// one sequential chain whose add latency would bound the loop.
-const SUM_LANES: usize = 8;
-
-#[inline(always)]
-fn abs_sum(values: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; SUM_LANES];
-    let mut chunks = values.chunks_exact(SUM_LANES);
-    for chunk in &mut chunks {
-        // A fixed-size view, so the lane loop has no bounds checks and becomes one vector add.
-        let chunk: &[f32; SUM_LANES] = chunk.try_into().expect("exact chunk");
-        for (lane, v) in lanes.iter_mut().zip(chunk) {
-            *lane += v.abs();
-        }
-    }
-    let tail: f32 = chunks.remainder().iter().map(|v| v.abs()).sum();
-    lanes.iter().sum::<f32>() + tail
 }
 
 /// A shared handle to an activation function; cheap to clone into tape closures.

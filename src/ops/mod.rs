@@ -118,16 +118,25 @@ pub fn matmul(dst: &mut [f32], a: MatRef, b: MatRef, accumulate: bool) {
 /// add latency (a bias gradient sums ~10⁴ values per row).
 #[multiversion::multiversion(targets("x86_64+avx2+fma"))]
 pub fn lane_sum(values: &[f32]) -> f32 {
+    lane_sum_of(values, |v| v)
+}
+
+/// Σ term(v) over 8 lanes of independent sums, inlined into its callers so that each compiles
+/// it for its own target features.
+#[inline(always)]
+pub fn lane_sum_of(values: &[f32], term: impl Fn(f32) -> f32) -> f32 {
     const LANES: usize = 8;
     let mut lanes = [0.0f32; LANES];
     let mut chunks = values.chunks_exact(LANES);
     for chunk in &mut chunks {
+        // A fixed-size view, so the lane loop has no bounds checks and becomes one vector add.
         let chunk: &[f32; LANES] = chunk.try_into().expect("exact chunk");
         for (lane, v) in lanes.iter_mut().zip(chunk) {
-            *lane += v;
+            *lane += term(*v);
         }
     }
-    lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+    let tail: f32 = chunks.remainder().iter().map(|v| term(*v)).sum();
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// Adds `src` into a gradient buffer element-wise.
