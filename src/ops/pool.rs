@@ -61,6 +61,14 @@ impl PoolGeometry {
     /// Selects rather than branches: which input wins is data-dependent, and mispredicted
     /// branches were most of the cost of the straightforward loop.
     fn max_pool_plane(&self, plane: &[f32], out: &mut [f32], winners: &mut [u32]) {
+        if self.kernel == 2 && self.stride == 2 {
+            self.max_pool_plane_2x2(plane, out, winners)
+        } else {
+            self.max_pool_plane_general(plane, out, winners)
+        }
+    }
+
+    fn max_pool_plane_general(&self, plane: &[f32], out: &mut [f32], winners: &mut [u32]) {
         let (ow, k, s, w) = (self.out_width(), self.kernel, self.stride, self.in_width);
         for (oy, (out_row, win_row)) in out.chunks_mut(ow).zip(winners.chunks_mut(ow)).enumerate() {
             let top = oy * s * w;
@@ -76,6 +84,31 @@ impl PoolGeometry {
                         best = if better { v } else { best };
                         at = if better { row + kx } else { at };
                     }
+                }
+                *best_out = best;
+                *at_out = at as u32;
+            }
+        }
+    }
+    /// `max_pool_plane` for the common 2×2 window with stride 2: the four candidates of a
+    /// window in the same order (top-left, top-right, bottom-left, bottom-right), without the
+    /// general loops.
+    fn max_pool_plane_2x2(&self, plane: &[f32], out: &mut [f32], winners: &mut [u32]) {
+        let (ow, w) = (self.out_width(), self.in_width);
+        for (oy, (out_row, win_row)) in out.chunks_mut(ow).zip(winners.chunks_mut(ow)).enumerate() {
+            let top = 2 * oy * w;
+            let (upper, lower) = (&plane[top..top + 2 * ow], &plane[top + w..top + w + 2 * ow]);
+            for (ox, (best_out, at_out)) in out_row.iter_mut().zip(win_row.iter_mut()).enumerate() {
+                let (mut best, mut at) = (f32::NEG_INFINITY, top + 2 * ox);
+                for (v, i) in [
+                    (upper[2 * ox], top + 2 * ox),
+                    (upper[2 * ox + 1], top + 2 * ox + 1),
+                    (lower[2 * ox], top + w + 2 * ox),
+                    (lower[2 * ox + 1], top + w + 2 * ox + 1),
+                ] {
+                    let better = v > best;
+                    best = if better { v } else { best };
+                    at = if better { i } else { at };
                 }
                 *best_out = best;
                 *at_out = at as u32;
@@ -260,6 +293,24 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_2x2_path_picks_the_same_winners_as_the_general_one_with_ties() {
+        let g = PoolGeometry::new(PoolKind::Max, [1, 9, 8], 2, 2).unwrap();
+        // Values from {0, 1, 2}: most windows hold ties, where the first maximum must win.
+        let plane: Vec<f32> = (0..g.in_plane()).map(|i| ((i * 7) % 3) as f32).collect();
+        let run = |general: bool| {
+            let mut out = vec![0.0; g.out_plane()];
+            let mut winners = vec![0u32; g.out_plane()];
+            if general {
+                g.max_pool_plane_general(&plane, &mut out, &mut winners);
+            } else {
+                g.max_pool_plane_2x2(&plane, &mut out, &mut winners);
+            }
+            (out, winners)
+        };
+        assert_eq!(run(false), run(true));
     }
 
     #[test]
