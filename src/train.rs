@@ -30,8 +30,9 @@ use crate::ops::{tensor_values, Tape};
 use crate::optim::Optimizer;
 use crate::record::{self, Manifest, RunStatus};
 
-/// Samples per forward pass in evaluation mode (test set and probe set).
-const EVAL_BATCH: usize = 256;
+/// Samples per forward pass in evaluation mode (test set and probe set): as in training, so a
+/// batch's buffers stay in cache (256 was 10 % slower).
+const EVAL_BATCH: usize = 64;
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq)]
