@@ -1323,6 +1323,9 @@ impl Figure for HistogramFigure {
     }
 }
 
+/// Runs per query of the firing-rate histograms.
+const HISTOGRAM_BATCH_RUNS: usize = 64;
+
 fn firing_rate_histograms(ctx: &FigureContext, dataset: &str) -> Result<FigureFile> {
     // Neurons of all seeds of an activation pooled, at epoch 0 and at each run's last epoch.
     // Each run's two epochs are picked from its own scan, before anything is joined, so only
@@ -1346,43 +1349,47 @@ fn firing_rate_histograms(ctx: &FigureContext, dataset: &str) -> Result<FigureFi
     if picked.is_empty() {
         anyhow::bail!("no complete run of {dataset}");
     }
-    let df = concat(picked, UnionArgs::default())?
-        .with_columns([
-            col("epoch").gt(lit(0u32)).alias("is_last"),
-            // active_frac is in [0, 1]: truncation is the floor, and 1.0 joins the last bin.
-            when(col("active_frac").gt_eq(lit(1.0)))
-                .then(lit(BINS as i64 - 1))
-                .otherwise((col("active_frac") * lit(BINS as f64)).cast(DataType::Int64))
-                .alias("bin"),
-        ])
-        .group_by([col("activation"), col("layer"), col("is_last"), col("bin")])
-        .agg([
-            col("layer_name").first(),
-            len().cast(DataType::Float64).alias("count"),
-        ])
-        .collect()?;
-    let activation = df.column("activation")?.str()?.clone();
-    let layer = df.column("layer")?.u32()?.clone();
-    let layer_name = df.column("layer_name")?.str()?.clone();
-    let is_last = df.column("is_last")?.bool()?.clone();
-    let bin = df.column("bin")?.i64()?.clone();
-    let count = df.column("count")?.f64()?.clone();
     let mut layers: BTreeMap<u32, String> = BTreeMap::new();
     let mut counts: BTreeMap<(String, u32, bool), [f64; BINS]> = BTreeMap::new();
-    for i in 0..df.height() {
-        let (Some(a), Some(l), Some(last), Some(b), Some(c)) = (
-            activation.get(i),
-            layer.get(i),
-            is_last.get(i),
-            bin.get(i),
-            count.get(i),
-        ) else {
-            continue;
-        };
-        layers.insert(l, layer_name.get(i).unwrap_or_default().to_string());
-        counts
-            .entry((a.to_string(), l, last))
-            .or_insert([0.0; BINS])[b as usize] += c;
+    // Runs are counted a batch at a time: one query over a thousand files at once holds a
+    // read buffer for each of them.
+    for batch in picked.chunks(HISTOGRAM_BATCH_RUNS) {
+        let df = concat(batch.to_vec(), UnionArgs::default())?
+            .with_columns([
+                col("epoch").gt(lit(0u32)).alias("is_last"),
+                // active_frac is in [0, 1]: truncation is the floor, and 1.0 joins the last bin.
+                when(col("active_frac").gt_eq(lit(1.0)))
+                    .then(lit(BINS as i64 - 1))
+                    .otherwise((col("active_frac") * lit(BINS as f64)).cast(DataType::Int64))
+                    .alias("bin"),
+            ])
+            .group_by([col("activation"), col("layer"), col("is_last"), col("bin")])
+            .agg([
+                col("layer_name").first(),
+                len().cast(DataType::Float64).alias("count"),
+            ])
+            .collect()?;
+        let activation = df.column("activation")?.str()?.clone();
+        let layer = df.column("layer")?.u32()?.clone();
+        let layer_name = df.column("layer_name")?.str()?.clone();
+        let is_last = df.column("is_last")?.bool()?.clone();
+        let bin = df.column("bin")?.i64()?.clone();
+        let count = df.column("count")?.f64()?.clone();
+        for i in 0..df.height() {
+            let (Some(a), Some(l), Some(last), Some(b), Some(c)) = (
+                activation.get(i),
+                layer.get(i),
+                is_last.get(i),
+                bin.get(i),
+                count.get(i),
+            ) else {
+                continue;
+            };
+            layers.insert(l, layer_name.get(i).unwrap_or_default().to_string());
+            counts
+                .entry((a.to_string(), l, last))
+                .or_insert([0.0; BINS])[b as usize] += c;
+        }
     }
     let activations: Vec<String> = counts
         .keys()
