@@ -1354,7 +1354,7 @@ fn firing_rate_histograms(ctx: &FigureContext, dataset: &str) -> Result<FigureFi
     // Runs are counted a batch at a time: one query over a thousand files at once holds a
     // read buffer for each of them.
     for batch in picked.chunks(HISTOGRAM_BATCH_RUNS) {
-        let df = concat(batch.to_vec(), UnionArgs::default())?
+        let df = concat(batch, UnionArgs::default())?
             .with_columns([
                 col("epoch").gt(lit(0u32)).alias("is_last"),
                 // active_frac is in [0, 1]: truncation is the floor, and 1.0 joins the last bin.
