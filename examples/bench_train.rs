@@ -28,12 +28,27 @@ use necrosis::train::{self, EpochPhases, Progress, RunOptions};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn flag(args: &[String], name: &str, default: usize) -> usize {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+/// Flags of the benchmark.
+#[derive(clap::Parser)]
+struct Args {
+    /// Rayon threads.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Interleaved steps per copy for the instrument cost.
+    #[arg(long, default_value_t = 384, value_parser = clap::value_parser!(u64).range(8..))]
+    steps: u64,
+    /// Synthetic training samples of the phase run.
+    #[arg(long, default_value_t = 8192)]
+    samples: usize,
+    /// Epochs of the phase run.
+    #[arg(long, default_value_t = 2)]
+    epochs: usize,
+    /// Activations, comma-separated.
+    #[arg(long, default_value = "relu,relu-softsign", value_delimiter = ',')]
+    activations: Vec<String>,
+    /// Peak f32 FLOP per cycle and core (two 256-bit FMA pipes: 32).
+    #[arg(long, default_value_t = 32)]
+    flops_per_cycle: usize,
 }
 
 fn peak_rss_mb() -> f64 {
@@ -240,18 +255,15 @@ fn main() -> anyhow::Result<()> {
     if std::env::var_os("NECROSIS_PURGE").is_none() {
         necrosis::keep_freed_memory();
     }
-    let args: Vec<String> = std::env::args().collect();
-    let threads = flag(&args, "--threads", 2);
-    let steps = flag(&args, "--steps", 384).max(8);
-    let samples = flag(&args, "--samples", 8192);
-    let epochs = flag(&args, "--epochs", 2);
-    let flops_per_cycle = flag(&args, "--flops-per-cycle", 32);
-    let chosen = args
-        .iter()
-        .position(|a| a == "--activations")
-        .and_then(|i| args.get(i + 1))
-        .map(String::as_str)
-        .unwrap_or("relu,relu-softsign");
+    let Args {
+        threads,
+        steps,
+        samples,
+        epochs,
+        activations,
+        flops_per_cycle,
+    } = clap::Parser::parse();
+    let steps = steps as usize;
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global()?;
@@ -276,7 +288,7 @@ fn main() -> anyhow::Result<()> {
         "# LeNet, 28x28 synthetic, batch 64, {threads} threads; {steps} interleaved steps per copy, then one {epochs}-epoch run on {} samples",
         dataset.train.len()
     );
-    for activation in chosen.split(',') {
+    for activation in &activations {
         let steps = interleaved_steps(&dataset, &spec, activation, steps)?;
         for (name, seconds) in [("off", steps.off), ("on", steps.on)] {
             let ips = batch / seconds;
