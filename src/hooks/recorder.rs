@@ -11,6 +11,7 @@ use rayon::prelude::*;
 use super::{Hook, ParamView, SiteBackward, SiteForward, StepContext};
 use crate::activation::Activation;
 use crate::model::SiteInfo;
+use crate::ops::lane_sum_of;
 
 /// One row of neurons.parquet (columns documented in docs/records.md).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -157,17 +158,7 @@ fn probe_slice(z: &[f32], h: &[f32], derivative: &[f32]) -> ProbeSlice {
 /// chain of dependent adds (this runs on every weight gradient, every step).
 #[multiversion(targets("x86_64+avx2+fma"))]
 fn sum_of_squares(values: &[f32]) -> f64 {
-    const LANES: usize = 8;
-    let mut lanes = [0.0f64; LANES];
-    let mut chunks = values.chunks_exact(LANES);
-    for chunk in &mut chunks {
-        let chunk: &[f32; LANES] = chunk.try_into().expect("exact chunk");
-        for (lane, v) in lanes.iter_mut().zip(chunk) {
-            *lane += (*v as f64) * (*v as f64);
-        }
-    }
-    let tail: f64 = chunks.remainder().iter().map(|v| (*v as f64).powi(2)).sum();
-    lanes.iter().sum::<f64>() + tail
+    lane_sum_of(values, |v| (v as f64) * (v as f64))
 }
 
 /// Splits `[batch, neurons, positions]` into the slices of neuron `c`, one per sample.

@@ -121,22 +121,25 @@ pub fn lane_sum(values: &[f32]) -> f32 {
     lane_sum_of(values, |v| v)
 }
 
-/// Σ term(v) over 8 lanes of independent sums, inlined into its callers so that each compiles
-/// it for its own target features.
+/// Σ term(v) over 8 lanes of independent sums (in `T`, f32 or f64), inlined into its callers so
+/// that each compiles it for its own target features.
 #[inline(always)]
-pub fn lane_sum_of(values: &[f32], term: impl Fn(f32) -> f32) -> f32 {
+pub fn lane_sum_of<T>(values: &[f32], term: impl Fn(f32) -> T) -> T
+where
+    T: Copy + Default + std::ops::AddAssign + std::ops::Add<Output = T> + std::iter::Sum,
+{
     const LANES: usize = 8;
-    let mut lanes = [0.0f32; LANES];
+    let mut lanes = [T::default(); LANES];
     let mut chunks = values.chunks_exact(LANES);
     for chunk in &mut chunks {
-        // A fixed-size view, so the lane loop has no bounds checks and becomes one vector add.
+        // A fixed-size view, so the lane loop has no bounds checks and becomes vector code.
         let chunk: &[f32; LANES] = chunk.try_into().expect("exact chunk");
         for (lane, v) in lanes.iter_mut().zip(chunk) {
             *lane += term(*v);
         }
     }
-    let tail: f32 = chunks.remainder().iter().map(|v| term(*v)).sum();
-    lanes.iter().sum::<f32>() + tail
+    let tail: T = chunks.remainder().iter().map(|v| term(*v)).sum();
+    lanes.into_iter().sum::<T>() + tail
 }
 
 /// Adds `src` into a gradient buffer element-wise.
