@@ -77,6 +77,18 @@ impl ConvGeometry {
         [self.out_channels, self.out_height(), self.out_width()]
     }
 
+    /// The output columns `[lo, hi)` whose input column `ox·stride + kj − padding` lies inside
+    /// the input row, for kernel column `kj`; the others read padding.
+    fn columns_inside(&self, kj: usize) -> (usize, usize) {
+        let (ow, s, p) = (self.out_width(), self.stride, self.padding);
+        let lo = p.saturating_sub(kj).div_ceil(s).min(ow);
+        let hi = (self.in_width + p)
+            .saturating_sub(kj)
+            .div_ceil(s)
+            .clamp(lo, ow);
+        (lo, hi)
+    }
+
     /// Unfolds one sample `[C, H, W]` into its `out_positions` columns of a `[patch_len, ·]`
     /// matrix whose rows are `row_stride` long, starting at column `first_column`. Writes every
     /// element of those columns (padding as 0), so `cols` may start uninitialised.
@@ -102,6 +114,7 @@ impl ConvGeometry {
                     let row = (c * k + ki) * k + kj;
                     let start = row * row_stride + first_column;
                     let dst = &mut cols[start..start + oh * ow];
+                    let (lo, hi) = self.columns_inside(kj);
                     for oy in 0..oh {
                         let iy = (oy * s + ki) as isize - p as isize;
                         let dst_row = &mut dst[oy * ow..(oy + 1) * ow];
@@ -112,11 +125,8 @@ impl ConvGeometry {
                             continue;
                         }
                         let src_row = &plane[iy as usize * w..(iy as usize + 1) * w];
-                        // Output columns whose input column ix = ox·s + kj − p lies inside the
-                        // row: [lo, hi). Outside it is padding; inside, a plain strided copy
-                        // without a bounds test per element.
-                        let lo = p.saturating_sub(kj).div_ceil(s).min(ow);
-                        let hi = (w + p).saturating_sub(kj).div_ceil(s).clamp(lo, ow);
+                        // Outside [lo, hi) is padding; inside, a plain strided copy without a
+                        // bounds test per element.
                         let (left, rest) = dst_row.split_at_mut(lo);
                         let (inside, right) = rest.split_at_mut(hi - lo);
                         for d in left.iter_mut().chain(right) {
@@ -163,18 +173,17 @@ impl ConvGeometry {
                     let row = (c * k + ki) * k + kj;
                     let start = row * row_stride + first_column;
                     let src = &cols[start..start + oh * ow];
+                    let (lo, hi) = self.columns_inside(kj);
+                    if lo == hi {
+                        continue;
+                    }
                     for oy in 0..oh {
                         let iy = (oy * s + ki) as isize - p as isize;
                         if iy < 0 || iy >= h as isize {
                             continue;
                         }
                         let dst_row = &mut plane[iy as usize * w..(iy as usize + 1) * w];
-                        // Only the output columns [lo, hi) read inside the row (as in im2col).
-                        let lo = p.saturating_sub(kj).div_ceil(s).min(ow);
-                        let hi = (w + p).saturating_sub(kj).div_ceil(s).clamp(lo, ow);
-                        if lo == hi {
-                            continue;
-                        }
+                        // Only the output columns [lo, hi) read inside the row.
                         let values = &src[oy * ow + lo..oy * ow + hi];
                         let first = lo * s + kj - p;
                         if s == 1 {
@@ -328,13 +337,14 @@ pub fn conv2d<T: dfdx::tensor::Tape<f32, Cpu>>(
                     .collect()
             };
             // Summed in chunk order: the same bits on every run, whatever the thread count.
-            let (mut grad_w, mut grad_b) = (vec![0.0f32; oc * patch], vec![0.0f32; oc]);
-            for (w, b) in &partials {
-                accumulate_into(&mut grad_w, w);
-                accumulate_into(&mut grad_b, b);
+            let grad_w: &mut [f32] = grads.get_or_alloc_mut(&w_ghost)?;
+            for (w, _) in &partials {
+                accumulate_into(grad_w, w);
             }
-            accumulate_into(grads.get_or_alloc_mut(&w_ghost)?, &grad_w);
-            accumulate_into(grads.get_or_alloc_mut(&b_ghost)?, &grad_b);
+            let grad_b: &mut [f32] = grads.get_or_alloc_mut(&b_ghost)?;
+            for (_, b) in &partials {
+                accumulate_into(grad_b, b);
+            }
             Ok(())
         });
     }
