@@ -18,6 +18,17 @@ pub enum PoolKind {
 /// Input elements per rayon task of the forward pass.
 const POOL_TASK_ELEMENTS: usize = 1 << 14;
 
+/// A window's running maximum meets candidate `v` at input index `i`. `>` keeps the first
+/// maximum, as PyTorch does; NaN never wins, but the loss turns NaN anyway and the run is
+/// stopped. Selects, not a branch: which input wins is data-dependent, and mispredicted branches
+/// were most of the cost of max pooling.
+#[inline(always)]
+fn challenge(best: &mut f32, at: &mut usize, v: f32, i: usize) {
+    let better = v > *best;
+    *best = if better { v } else { *best };
+    *at = if better { i } else { *at };
+}
+
 /// The shape arithmetic of one pooling layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolGeometry {
@@ -57,9 +68,6 @@ impl PoolGeometry {
         [self.channels, self.out_height(), self.out_width()]
     }
     /// Max pooling of one plane: each output and the index of its window's first maximum.
-    ///
-    /// Selects rather than branches: which input wins is data-dependent, and mispredicted
-    /// branches were most of the cost of the straightforward loop.
     fn max_pool_plane(&self, plane: &[f32], out: &mut [f32], winners: &mut [u32]) {
         if self.kernel == 2 && self.stride == 2 {
             self.max_pool_plane_2x2(plane, out, winners)
@@ -78,11 +86,7 @@ impl PoolGeometry {
                 for ky in 0..k {
                     let row = corner + ky * w;
                     for (kx, &v) in plane[row..row + k].iter().enumerate() {
-                        // `>` keeps the first maximum, as PyTorch does; NaN never wins, but the
-                        // loss turns NaN anyway and the run is stopped.
-                        let better = v > best;
-                        best = if better { v } else { best };
-                        at = if better { row + kx } else { at };
+                        challenge(&mut best, &mut at, v, row + kx);
                     }
                 }
                 *best_out = best;
@@ -106,9 +110,7 @@ impl PoolGeometry {
                     (lower[2 * ox], top + w + 2 * ox),
                     (lower[2 * ox + 1], top + w + 2 * ox + 1),
                 ] {
-                    let better = v > best;
-                    best = if better { v } else { best };
-                    at = if better { i } else { at };
+                    challenge(&mut best, &mut at, v, i);
                 }
                 *best_out = best;
                 *at_out = at as u32;
