@@ -228,9 +228,6 @@ impl RunArgs {
         if !(0.0..1.0).contains(&self.momentum) {
             bail!("--momentum must be in [0, 1), got {}", self.momentum);
         }
-        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
-            bail!("--weight-decay must be >= 0, got {}", self.weight_decay);
-        }
         let schedule = Schedule::parse(&self.schedule)?;
         let seeds: Vec<u64> = if self.seed_list.is_empty() {
             (0..self.seeds).collect()
