@@ -67,7 +67,7 @@ pub enum Progress<'a> {
 /// Seconds an epoch spent in each phase: training steps (forward, backward, hooks, optimiser),
 /// the test-set evaluation, the probe pass with its hooks, and writing records and checkpoint.
 /// Epoch 0 has no training.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct EpochPhases {
     pub epoch: usize,
     pub train_seconds: f64,
@@ -146,13 +146,11 @@ pub fn run(
     };
 
     if state.completed == 0 && state.epochs.is_empty() {
-        let mut phases = EpochPhases::default();
-        let clock = Instant::now();
-        probe_pass(&state.model, dataset, &probe, 0, &mut hooks);
-        phases.probe_seconds = clock.elapsed().as_secs_f64();
-        let clock = Instant::now();
-        let (test_loss, test_acc) = evaluate(&state.model, &dataset.test, dataset.sample_len())?;
-        phases.eval_seconds = clock.elapsed().as_secs_f64();
+        let ((), probe_seconds) =
+            timed(|| probe_pass(&state.model, dataset, &probe, 0, &mut hooks));
+        let (evaluated, eval_seconds) =
+            timed(|| evaluate(&state.model, &dataset.test, dataset.sample_len()));
+        let (test_loss, test_acc) = evaluated?;
         let summary = EpochSummary {
             epoch: 0,
             step: 0,
@@ -165,17 +163,24 @@ pub fn run(
             images_per_sec: None,
             diverged: false,
         };
-        let clock = Instant::now();
-        finish_epoch(
-            run_dir,
-            &mut state,
-            summary,
-            &mut hooks,
-            &mut options,
-            started,
-        )?;
-        phases.save_seconds = clock.elapsed().as_secs_f64();
-        (options.progress)(Progress::Phases(phases));
+        let (saved, save_seconds) = timed(|| {
+            finish_epoch(
+                run_dir,
+                &mut state,
+                summary,
+                &mut hooks,
+                &mut options,
+                started,
+            )
+        });
+        saved?;
+        (options.progress)(Progress::Phases(EpochPhases {
+            epoch: 0,
+            train_seconds: 0.0,
+            eval_seconds,
+            probe_seconds,
+            save_seconds,
+        }));
     }
 
     for epoch in state.completed + 1..=config.epochs {
@@ -221,12 +226,11 @@ pub fn run(
         };
         let train_seconds = epoch_start.elapsed().as_secs_f64();
         let images_per_sec = dataset.train.len() as f64 / train_seconds;
-        let clock = Instant::now();
-        let (test_loss, test_acc) = evaluate(&state.model, &dataset.test, dataset.sample_len())?;
-        let eval_seconds = clock.elapsed().as_secs_f64();
-        let clock = Instant::now();
-        probe_pass(&state.model, dataset, &probe, epoch, &mut hooks);
-        let probe_seconds = clock.elapsed().as_secs_f64();
+        let (evaluated, eval_seconds) =
+            timed(|| evaluate(&state.model, &dataset.test, dataset.sample_len()));
+        let (test_loss, test_acc) = evaluated?;
+        let ((), probe_seconds) =
+            timed(|| probe_pass(&state.model, dataset, &probe, epoch, &mut hooks));
         let summary = EpochSummary {
             epoch: epoch as u32,
             step: state.optimizer.step,
@@ -239,21 +243,23 @@ pub fn run(
             images_per_sec: Some(images_per_sec),
             diverged: false,
         };
-        let clock = Instant::now();
-        finish_epoch(
-            run_dir,
-            &mut state,
-            summary,
-            &mut hooks,
-            &mut options,
-            started,
-        )?;
+        let (saved, save_seconds) = timed(|| {
+            finish_epoch(
+                run_dir,
+                &mut state,
+                summary,
+                &mut hooks,
+                &mut options,
+                started,
+            )
+        });
+        saved?;
         (options.progress)(Progress::Phases(EpochPhases {
             epoch,
             train_seconds,
             eval_seconds,
             probe_seconds,
-            save_seconds: clock.elapsed().as_secs_f64(),
+            save_seconds,
         }));
     }
     state.manifest.status = RunStatus::Complete;
@@ -279,6 +285,13 @@ fn finish_epoch(
     state.neurons.extend(hooks.take_neuron_rows());
     let seconds = elapsed_now(state, started);
     save_epoch(run_dir, state, epoch, seconds)
+}
+
+/// `work`'s result and the seconds it took.
+fn timed<T>(work: impl FnOnce() -> T) -> (T, f64) {
+    let clock = Instant::now();
+    let result = work();
+    (result, clock.elapsed().as_secs_f64())
 }
 
 /// Wall time of the run, including the time before a resume.
