@@ -197,18 +197,18 @@ mod tests {
     use super::*;
     use crate::data::{load as load_dataset, DatasetKind, DatasetSpec};
 
-    const SAMPLES_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/cifar-samples");
+    use crate::data::test_data::{fixture, full_data};
 
-    /// A real CIFAR test image decoded from the shared PNGs: its label and RGB pixels.
+    /// A real CIFAR test image decoded from the committed sample PNGs: its label and RGB pixels.
     struct Sample {
         label: u8,
         rgb: image::RgbImage,
     }
 
-    /// The shared PNGs whose names start with `prefix` (`cifar10_` or `cifar100_`), in name
+    /// The sample PNGs whose names start with `prefix` (`cifar10_` or `cifar100_`), in name
     /// order; the label is the last number of the name.
     fn samples(prefix: &str) -> Vec<Sample> {
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(SAMPLES_DIR)
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(fixture("cifar-samples"))
             .unwrap()
             .map(|e| e.unwrap().path())
             .filter(|p| {
@@ -252,6 +252,27 @@ mod tests {
                 (x * 255.0).round() as u8
             })
             .collect()
+    }
+
+    #[test]
+    fn committed_samples_are_the_shared_ones() {
+        let Some(shared) = full_data(
+            "cifar::committed_samples_are_the_shared_ones",
+            "cifar-samples",
+        ) else {
+            return;
+        };
+        let mut compared = 0;
+        for entry in std::fs::read_dir(&shared).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap().to_string();
+            if name.starts_with("cifar") && name.ends_with(".png") {
+                let committed = std::fs::read(fixture("cifar-samples").join(&name)).unwrap();
+                assert_eq!(committed, std::fs::read(&path).unwrap(), "{name}");
+                compared += 1;
+            }
+        }
+        assert_eq!(compared, 40);
     }
 
     #[test]

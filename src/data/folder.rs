@@ -269,11 +269,11 @@ mod tests {
     use super::*;
     use crate::data::{load as load_dataset, Dataset, DatasetKind, DatasetSpec};
 
-    const SAMPLES_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/cifar-samples");
+    use crate::data::test_data::fixture;
 
-    /// The shared CIFAR-10 PNGs, sorted by name, with the label their name ends in.
+    /// The CIFAR-10 sample PNGs (committed fixture), sorted by name, with the label their name ends in.
     fn cifar10_samples() -> Vec<(PathBuf, u32)> {
-        let mut samples: Vec<(PathBuf, u32)> = std::fs::read_dir(SAMPLES_DIR)
+        let mut samples: Vec<(PathBuf, u32)> = std::fs::read_dir(fixture("cifar-samples"))
             .unwrap()
             .map(|e| e.unwrap().path())
             .filter(|p| {
@@ -369,6 +369,30 @@ mod tests {
                 }
             }
         }
+        // The normalisation is the training split's per-channel mean and population std,
+        // computed here straight from the PNG bytes.
+        for c in 0..3 {
+            let values: Vec<f64> = expected_train
+                .iter()
+                .flat_map(|(file, _)| {
+                    let png = image::open(file).unwrap().to_rgb8();
+                    png.pixels()
+                        .map(|p| p.0[c] as f64 / 255.0)
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            let mean = values.iter().sum::<f64>() / values.len() as f64;
+            let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / values.len() as f64;
+            let (got_mean, got_std) = (dataset.normalization.mean[c], dataset.normalization.std[c]);
+            assert!(
+                (got_mean as f64 - mean).abs() < 1e-6,
+                "c{c} mean {got_mean} vs {mean}"
+            );
+            assert!(
+                (got_std as f64 - var.sqrt()).abs() < 1e-6,
+                "c{c} std {got_std}"
+            );
+        }
     }
 
     #[test]
@@ -378,19 +402,22 @@ mod tests {
         let dataset = load_folder(root.path(), Some(16), true).unwrap();
         assert_eq!(dataset.input_shape(), [1, 16, 16]);
         assert_eq!(dataset.train.images.len(), dataset.train.len() * 256);
-        // The first training sample is the first file of the first class.
-        let first = cifar10_samples()
-            .into_iter()
-            .filter(|(_, l)| *l == 0)
-            .map(|(p, _)| p)
-            .min()
-            .unwrap();
-        let grey = image::open(&first).unwrap().to_luma8();
-        let expected = imageops::resize(&grey, 16, 16, FilterType::Triangle);
-        let sample = dataset.train.sample(0, 256);
-        for (x, y, pixel) in expected.enumerate_pixels() {
-            let loaded = unnormalize(&dataset, 0, sample[(y * 16 + x) as usize]);
-            assert!((loaded - pixel.0[0] as f32 / 255.0).abs() < 1e-5);
+
+        // A solid colour stays solid through any resize, and its grey level is the Rec. 709
+        // luma: 0.2126·200 + 0.7152·100 + 0.0722·50 = 117.65 (Rec. 601 would give 124.2).
+        let solid = tempfile::tempdir().unwrap();
+        let class_dir = solid.path().join("only");
+        std::fs::create_dir(&class_dir).unwrap();
+        let mut colours = image::RgbImage::from_pixel(20, 12, image::Rgb([200, 100, 50]));
+        colours.save(class_dir.join("a.png")).unwrap();
+        colours.put_pixel(0, 0, image::Rgb([0, 0, 0])); // a second image, for a non-zero std
+        colours.save(class_dir.join("b.png")).unwrap();
+        let dataset = load_folder(solid.path(), Some(8), true).unwrap();
+        assert_eq!(dataset.input_shape(), [1, 8, 8]);
+        let sample = dataset.train.sample(0, 64);
+        for &v in sample {
+            let grey = unnormalize(&dataset, 0, v) * 255.0;
+            assert!((grey - 117.65).abs() <= 1.0, "grey level {grey}");
         }
     }
 

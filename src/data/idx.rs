@@ -307,16 +307,16 @@ mod tests {
     use sha2::{Digest, Sha256};
     use std::io::Write;
 
-    const MNIST_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/mnist");
+    use crate::data::test_data::{fixture, full_data};
 
-    /// The shared MNIST files must be the official ones before their statistics mean anything.
-    fn verify_mnist_checksums() {
-        let sums = std::fs::read_to_string(Path::new(MNIST_DIR).join("SHA256SUMS")).unwrap();
+    /// The SHA-256 of every file listed in `dir/SHA256SUMS` must match; returns how many were.
+    fn verify_checksums(dir: &Path) -> usize {
+        let sums = std::fs::read_to_string(dir.join("SHA256SUMS")).unwrap();
         let mut checked = 0;
         for line in sums.lines().filter(|l| !l.trim().is_empty()) {
             let (expected, name) = line.split_once(char::is_whitespace).unwrap();
             let name = name.trim().trim_start_matches('*');
-            let bytes = std::fs::read(Path::new(MNIST_DIR).join(name)).unwrap();
+            let bytes = std::fs::read(dir.join(name)).unwrap();
             let actual: String = Sha256::digest(&bytes)
                 .iter()
                 .map(|b| format!("{b:02x}"))
@@ -324,23 +324,74 @@ mod tests {
             assert_eq!(actual, expected, "SHA-256 of {name}");
             checked += 1;
         }
-        assert_eq!(checked, 4, "SHA256SUMS should list the four MNIST files");
+        checked
+    }
+
+    fn load_mnist(dir: PathBuf) -> crate::data::Dataset {
+        let mut spec = DatasetSpec::new(DatasetKind::Mnist);
+        spec.data_dir = Some(dir);
+        load_dataset(&spec).unwrap()
+    }
+
+    /// Sample `i` of `split` mapped back to 8-bit pixel values.
+    fn raw_pixels(dataset: &crate::data::Dataset, split: &crate::data::Split, i: usize) -> Vec<u8> {
+        let (mean, std) = (dataset.normalization.mean[0], dataset.normalization.std[0]);
+        split
+            .sample(i, dataset.sample_len())
+            .iter()
+            .map(|&v| ((v * std + mean) * 255.0).round() as u8)
+            .collect()
+    }
+
+    /// The first ten labels of MNIST's training and test files, as published (and as every
+    /// MNIST tutorial prints them).
+    const FIRST_TRAIN_LABELS: [u32; 10] = [5, 0, 4, 1, 9, 2, 1, 3, 1, 4];
+    const FIRST_TEST_LABELS: [u32; 10] = [7, 2, 1, 0, 4, 1, 4, 9, 5, 9];
+
+    #[test]
+    fn loads_mnist_fixture() {
+        // The committed head of MNIST: the first 256 training and 64 test records.
+        let dir = fixture("mnist-head");
+        assert_eq!(verify_checksums(&dir), 4);
+        let mnist = load_mnist(dir);
+        assert_eq!((mnist.train.len(), mnist.test.len()), (256, 64));
+        assert_eq!(mnist.input_shape(), [1, 28, 28]);
+        assert_eq!(mnist.classes, 10);
+        assert_eq!(mnist.train.labels[..10], FIRST_TRAIN_LABELS);
+        assert_eq!(mnist.test.labels[..10], FIRST_TEST_LABELS);
+        // Reference values from scripts/make_fixtures.py, computed in plain Python from the
+        // IDX bytes: pixel mean and population std of the 256 training images (over /255),
+        // and the 8-bit pixel sums of the first image of each split.
+        let (mean, std) = (mnist.normalization.mean[0], mnist.normalization.std[0]);
+        assert!((mean - 0.128_269_14).abs() < 1e-6, "mean {mean}");
+        assert!((std - 0.305_229_86).abs() < 1e-6, "std {std}");
+        let sum = |pixels: Vec<u8>| pixels.iter().map(|&p| p as u64).sum::<u64>();
+        assert_eq!(sum(raw_pixels(&mnist, &mnist.train, 0)), 27_525);
+        assert_eq!(sum(raw_pixels(&mnist, &mnist.test, 0)), 18_454);
+        // The top-left pixel of every MNIST digit is background (0), so normalised it is -mean/std.
+        assert!((mnist.train.images[0] - (-mean / std)).abs() < 1e-6);
     }
 
     #[test]
     fn loads_official_mnist() {
-        verify_mnist_checksums();
-        let mut spec = DatasetSpec::new(DatasetKind::Mnist);
-        spec.data_dir = Some(MNIST_DIR.into());
-        let mnist = load_dataset(&spec).unwrap();
+        let Some(dir) = full_data("idx::loads_official_mnist", "mnist") else {
+            return;
+        };
+        // The shared files must be the official ones before their statistics mean anything.
+        assert_eq!(
+            verify_checksums(&dir),
+            4,
+            "SHA256SUMS should list the four files"
+        );
+        let mnist = load_mnist(dir);
         assert_eq!(mnist.name, "mnist");
         assert_eq!((mnist.train.len(), mnist.test.len()), (60_000, 10_000));
         assert_eq!(mnist.input_shape(), [1, 28, 28]);
         assert_eq!(mnist.classes, 10);
         assert_eq!(mnist.train.images.len(), 60_000 * 784);
         assert_eq!(mnist.test.images.len(), 10_000 * 784);
-        assert_eq!(mnist.train.labels[0], 5);
-        assert_eq!(mnist.test.labels[0], 7);
+        assert_eq!(mnist.train.labels[..10], FIRST_TRAIN_LABELS);
+        assert_eq!(mnist.test.labels[..10], FIRST_TEST_LABELS);
         // The widely quoted MNIST statistics are 0.1307 and 0.3081 (four decimals), so they
         // must agree to within rounding of the fourth decimal: tolerance 1e-4.
         let (mean, std) = (mnist.normalization.mean[0], mnist.normalization.std[0]);
@@ -357,8 +408,16 @@ mod tests {
             .sum::<f64>()
             / n;
         assert!(m.abs() < 1e-4 && (v.sqrt() - 1.0).abs() < 1e-4, "{m} {v}");
-        // The top-left pixel of every MNIST digit is background (0), so normalised it is -mean/std.
-        assert!((mnist.train.images[0] - (-mean / std)).abs() < 1e-6);
+        // The committed fixture is the head of these files, pixel for pixel.
+        let head = load_mnist(fixture("mnist-head"));
+        for i in [0, 1, 100, 255] {
+            assert_eq!(
+                raw_pixels(&head, &head.train, i),
+                raw_pixels(&mnist, &mnist.train, i)
+            );
+        }
+        assert_eq!(head.train.labels, mnist.train.labels[..256]);
+        assert_eq!(head.test.labels, mnist.test.labels[..64]);
     }
 
     // ---- bad input, built in a temporary folder ----

@@ -25,6 +25,8 @@ pub mod digits;
 pub mod folder;
 pub mod idx;
 pub mod synthetic;
+#[cfg(test)]
+pub(crate) mod test_data;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
