@@ -42,6 +42,8 @@ enum Layer {
     },
     Act {
         site: usize,
+        /// The site's neurons: the output channels of the conv or fc layer it follows.
+        neurons: usize,
     },
     Pool(PoolGeometry),
     Flatten,
@@ -78,8 +80,8 @@ impl Model {
         let mut layers = Vec::new();
         let mut params = Vec::new();
         let mut sites = Vec::new();
-        // The layer whose neurons the next activation site sees.
-        let mut last_neuron_layer: Option<(String, usize)> = None;
+        // The layer whose neurons the next activation site sees: name, weight index, neurons.
+        let mut last_neuron_layer: Option<(String, usize, usize)> = None;
         for spec in arch {
             match spec {
                 LayerSpec::Conv {
@@ -107,21 +109,26 @@ impl Model {
                         weight,
                         first: weight == 0,
                     });
-                    last_neuron_layer = Some((name.clone(), weight));
+                    last_neuron_layer = Some((name.clone(), weight, *out));
                     shape = geometry.out_shape();
                 }
                 LayerSpec::Act { site } => {
-                    let (layer_name, weight_param) = last_neuron_layer
+                    let (layer_name, weight_param, neurons) = last_neuron_layer
                         .clone()
                         .context("an activation site must follow a conv or fc layer")?;
+                    // The neurons are the layer's output channels even after pooling or
+                    // flatten, which keep each channel's positions together in a sample.
                     sites.push(SiteInfo {
                         site: *site,
                         layer_name,
-                        neurons: shape[0],
-                        positions: shape[1] * shape[2],
+                        neurons,
+                        positions: shape.iter().product::<usize>() / neurons,
                         weight_param,
                     });
-                    layers.push(Layer::Act { site: *site });
+                    layers.push(Layer::Act {
+                        site: *site,
+                        neurons,
+                    });
                 }
                 LayerSpec::Maxpool { kernel, stride } | LayerSpec::Avgpool { kernel, stride } => {
                     let kind = if matches!(spec, LayerSpec::Maxpool { .. }) {
@@ -151,7 +158,7 @@ impl Model {
                     ));
                     params.push(Param::vector(&dev, format!("{name}.bias"), vec![0.0; *out]));
                     layers.push(Layer::Fc { weight });
-                    last_neuron_layer = Some((name.clone(), weight));
+                    last_neuron_layer = Some((name.clone(), weight, *out));
                     shape = [*out, 1, 1];
                 }
             }
@@ -197,14 +204,23 @@ impl Model {
                     *geometry,
                     !first,
                 ),
-                Layer::Act { site } => {
+                Layer::Act { site, neurons } => {
                     let capture = captures.map(|c| c[*site].clone());
-                    activate(
-                        x,
+                    // Seen as [neurons, positions], so that the statistics are per channel
+                    // even after flatten (a sample keeps each channel's values together).
+                    let shape = x.sample_shape;
+                    let viewed = Activations {
+                        sample_shape: [*neurons, x.features() / neurons, 1],
+                        tensor: x.tensor,
+                    };
+                    let mut h = activate(
+                        viewed,
                         &self.activation,
                         &mut |z, h| observe(*site, z, h),
                         capture,
-                    )
+                    );
+                    h.sample_shape = shape;
+                    h
                 }
                 Layer::Pool(geometry) => pool2d(x, *geometry),
                 Layer::Flatten => Activations {
