@@ -172,7 +172,6 @@ pub fn run_sweep(plan: &SweepPlan, stop: Arc<AtomicBool>) -> Result<SweepSummary
             }),
         };
         let outcome = train::run(&dataset, config, &run_dir, options);
-        drop(lock);
         bar.set_position(start_position + steps);
         match outcome {
             Ok(RunOutcome::Complete { final_test_acc }) => {
@@ -202,11 +201,17 @@ pub fn run_sweep(plan: &SweepPlan, stop: Arc<AtomicBool>) -> Result<SweepSummary
             }
             Err(err) => {
                 let message = format!("{err:#}");
-                mark_failed(&run_dir, &message);
+                // A request that does not match the stored run leaves that run as it was.
+                if err.downcast_ref::<train::ConfigMismatch>().is_none() {
+                    lock.mark_failed(&message);
+                }
                 say(&bar, format!("{label}: failed: {message}"));
                 summary.failed.push((run_id, message));
             }
         }
+        // Held until the outcome is recorded: released earlier, another process could take
+        // the run and have its manifest overwritten by this one's failure.
+        drop(lock);
     }
     bar.finish_and_clear();
     Ok(summary)
@@ -219,16 +224,6 @@ fn say(bar: &ProgressBar, line: String) {
         println!("{line}");
     } else {
         bar.println(line);
-    }
-}
-
-/// Records a failure in the run's manifest, if it has one (its completed epochs stay readable).
-fn mark_failed(run_dir: &Path, message: &str) {
-    if let Ok(mut manifest) = Manifest::read(run_dir) {
-        manifest.status = RunStatus::Failed;
-        manifest.error = Some(message.to_string());
-        manifest.ended_at = Some(crate::record::now_rfc3339());
-        let _ = manifest.write(run_dir);
     }
 }
 
@@ -308,6 +303,20 @@ struct RunLock {
 }
 
 impl RunLock {
+    /// Records a failure in the run's manifest, if it has one (its completed epochs stay
+    /// readable). A method of the lock so that only the run's holder can mark it.
+    fn mark_failed(&self, message: &str) {
+        let Some(run_dir) = self.path.parent() else {
+            return;
+        };
+        if let Ok(mut manifest) = Manifest::read(run_dir) {
+            manifest.status = RunStatus::Failed;
+            manifest.error = Some(message.to_string());
+            manifest.ended_at = Some(crate::record::now_rfc3339());
+            let _ = manifest.write(run_dir);
+        }
+    }
+
     /// The lock, or `None` when another process (or another handle of this one) holds it.
     fn acquire(run_dir: &Path) -> Result<Option<Self>> {
         fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
@@ -435,31 +444,32 @@ mod tests {
 
     #[test]
     fn a_lock_held_by_another_process_excludes() {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(".lock");
         fs::write(&path, "").unwrap();
-        // flock(1) takes the lock and execs `sleep` (-F: no fork), which holds it until killed.
-        let Ok(mut child) = std::process::Command::new("flock")
+        // flock(1) takes the lock and execs the shell (-F: no fork), which says so on stdout
+        // and then becomes `sleep`, holding the lock until killed. Waiting for that line, not
+        // polling with acquire (whose drop deletes the file the child may be about to lock),
+        // makes the order certain. util-linux's flock is on every Linux this runs on; without
+        // it the test fails rather than passing untested.
+        let mut child = Command::new("flock")
             .arg("-F")
             .arg(&path)
-            .args(["sleep", "30"])
+            .args(["sh", "-c", "echo held; exec sleep 30"])
+            .stdout(Stdio::piped())
             .spawn()
-        else {
-            eprintln!("flock(1) is not installed; skipped");
-            return;
-        };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let mut refused = false;
-        while std::time::Instant::now() < deadline {
-            if RunLock::acquire(dir.path()).unwrap().is_none() {
-                refused = true;
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+            .expect("flock(1) from util-linux is needed by this test");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "held", "flock did not take the lock");
+        let refused = RunLock::acquire(dir.path()).unwrap().is_none();
         child.kill().unwrap();
         child.wait().unwrap();
-        assert!(refused, "the child's lock was never seen");
+        assert!(refused, "a lock held by another process must exclude");
         assert!(
             RunLock::acquire(dir.path()).unwrap().is_some(),
             "the lock is free once the holder is killed"

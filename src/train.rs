@@ -366,6 +366,14 @@ fn fresh(
     })
 }
 
+/// The run directory holds a run of another configuration: an error of the request, not of
+/// the stored run, which stays as it was (not marked failed).
+#[derive(Debug, thiserror::Error)]
+#[error("{}: the run directory holds a run with another configuration", run_dir.display())]
+pub struct ConfigMismatch {
+    pub run_dir: std::path::PathBuf,
+}
+
 /// Rebuilds the state of the last checkpoint; records of later epochs (written before a kill
 /// reached the checkpoint) are dropped and redone.
 fn restore(
@@ -376,10 +384,10 @@ fn restore(
 ) -> Result<State> {
     let mut manifest = Manifest::read(run_dir)?;
     if &manifest.config != config {
-        bail!(
-            "{}: the run directory holds a run with another configuration",
-            run_dir.display()
-        );
+        return Err(ConfigMismatch {
+            run_dir: run_dir.to_path_buf(),
+        }
+        .into());
     }
     let path = record::checkpoint_path(run_dir);
     let checkpoint = record::read_safetensors(&path)?;
@@ -416,11 +424,29 @@ fn restore(
         param
             .set_values(&tensor(&param.name)?.1)
             .with_context(|| format!("reading {}", path.display()))?;
-        optimizer.first_moment[i]
-            .copy_from_slice(&tensor(&format!("optimizer.first.{}", param.name))?.1);
+        let restore_moment = |moment: &mut Vec<f32>, name: String| -> Result<()> {
+            let values = &tensor(&name)?.1;
+            if values.len() != moment.len() {
+                bail!(
+                    "reading {}: tensor {name} has {} values, the model's {} has {}",
+                    path.display(),
+                    values.len(),
+                    param.name,
+                    moment.len()
+                );
+            }
+            moment.copy_from_slice(values);
+            Ok(())
+        };
+        restore_moment(
+            &mut optimizer.first_moment[i],
+            format!("optimizer.first.{}", param.name),
+        )?;
         if !optimizer.second_moment.is_empty() {
-            optimizer.second_moment[i]
-                .copy_from_slice(&tensor(&format!("optimizer.second.{}", param.name))?.1);
+            restore_moment(
+                &mut optimizer.second_moment[i],
+                format!("optimizer.second.{}", param.name),
+            )?;
         }
     }
     let mut epochs = record::read_epochs(run_dir)?;

@@ -697,6 +697,76 @@ fn corrupt_checkpoint_on_resume() {
 }
 
 #[test]
+fn checkpoint_with_an_optimizer_tensor_of_the_wrong_length_on_resume() {
+    // A checkpoint that parses but whose momentum buffer is one value short (a hand-edited or
+    // foreign file) panicked in copy_from_slice before.
+    let (tmp, run) = interrupted_run();
+    let path = run.join("checkpoint/state.safetensors");
+    let checkpoint = necrosis::record::read_safetensors(&path).unwrap();
+    let name = checkpoint
+        .tensors
+        .keys()
+        .find(|n| n.starts_with("optimizer.first."))
+        .expect("SGD with momentum keeps a first moment")
+        .clone();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = checkpoint
+        .tensors
+        .into_iter()
+        .map(|(n, (shape, values))| (n, shape, values))
+        .collect();
+    for (n, shape, values) in &mut tensors {
+        if *n == name {
+            values.pop();
+            *shape = vec![values.len()];
+        }
+    }
+    let borrowed: Vec<(String, Vec<usize>, &[f32])> = tensors
+        .iter()
+        .map(|(n, shape, values)| (n.clone(), shape.clone(), values.as_slice()))
+        .collect();
+    necrosis::record::write_safetensors(&path, &borrowed, checkpoint.metadata).unwrap();
+    let r = run.to_str().unwrap();
+    assert_fails(
+        tmp.path(),
+        &args(&["resume", r]),
+        &["state.safetensors", &name, "values"],
+    );
+}
+
+#[test]
+fn a_run_with_another_stored_configuration_is_refused_and_left_as_it_was() {
+    // The stored run differs from the request in one setting: the request fails, and the stored
+    // run keeps its status (it was marked failed before, losing a resumable run).
+    let (tmp, run) = interrupted_run();
+    let path = run.join("manifest.json");
+    let mut m: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    m["config"]["optimizer"]["weight_decay"] = serde_json::json!(0.5);
+    let text = serde_json::to_string_pretty(&m).unwrap();
+    fs::write(&path, &text).unwrap();
+    let out = run_in(
+        tmp.path(),
+        &tiny_args(&[
+            "--epochs",
+            "2",
+            "--out",
+            tmp.path().join("runs").to_str().unwrap(),
+        ]),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("another configuration"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        fs::read_to_string(&path).unwrap(),
+        text,
+        "the stored run is left as it was"
+    );
+}
+
+#[test]
 fn resume_of_a_folder_that_does_not_exist() {
     let dir = tempfile::tempdir().unwrap();
     assert_fails(
