@@ -247,6 +247,12 @@ fn mutate_parquet(run: &Path, file: &str, cases: usize, seed: u64, analysis: boo
         }
     }
     eprintln!("{cases} mutated {file}: {readable} still readable");
+    // Some mutations must get past the footer into the decoder (readable, or failing inside
+    // it), and some must be refused: otherwise this test exercised nothing.
+    assert!(
+        0 < readable && readable < cases,
+        "{readable} of {cases} mutated {file} readable"
+    );
 }
 
 #[test]

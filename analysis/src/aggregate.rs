@@ -367,14 +367,35 @@ mod tests {
             .comparisons
             .iter()
             .all(|c| c.activation == "elu" && c.other == "relu"));
+        // final_acc separates the groups completely (every elu above every relu): the exact
+        // two-sided Mann–Whitney p at 3 vs 3 is 2 / C(6, 3) = 2/20.
+        let acc = agg
+            .comparisons
+            .iter()
+            .find(|c| c.measure == "final_acc")
+            .unwrap();
+        assert!((acc.comparison.mann_whitney.p - 0.1).abs() < 1e-12);
+        // Holm over the table's three raw p values, by its definition: sorted ascending, the
+        // k-th (from 0) times (3 − k), made non-decreasing, capped at 1.
         let raw: Vec<f64> = agg
             .comparisons
             .iter()
             .map(|c| c.comparison.mann_whitney.p)
             .collect();
-        let adjusted = stats::holm_adjust(&raw);
-        for (c, p) in agg.comparisons.iter().zip(adjusted) {
-            assert_eq!(c.mann_whitney_p_holm.to_bits(), p.to_bits());
+        let mut order: Vec<usize> = (0..3).collect();
+        order.sort_by(|&a, &b| raw[a].total_cmp(&raw[b]));
+        let mut running = 0.0f64;
+        let mut by_hand = [0.0; 3];
+        for (k, &i) in order.iter().enumerate() {
+            running = running.max(raw[i] * (3 - k) as f64).min(1.0);
+            by_hand[i] = running;
+        }
+        for (c, want) in agg.comparisons.iter().zip(by_hand) {
+            assert!(
+                (c.mann_whitney_p_holm - want).abs() < 1e-12,
+                "{}",
+                c.measure
+            );
         }
         // Measures that are NaN for every run (no absolute target) are left out.
         assert!(agg.summary("d", "relu", 0.1, "epochs_to_target").is_none());

@@ -313,6 +313,23 @@ mod tests {
             (out, winners)
         };
         assert_eq!(run(false), run(true));
+
+        // By hand, on a 2×4 plane whose two windows are all ties:
+        //   2 1 | 0 2
+        //   2 0 | 2 2
+        // the first maximum in reading order wins (as PyTorch's CPU max_pool2d, which takes a
+        // new maximum only when strictly greater): plane index 0 (not 4) and 3 (not 6 or 7).
+        let g = PoolGeometry::new(PoolKind::Max, [1, 2, 4], 2, 2).unwrap();
+        let plane = [2.0, 1.0, 0.0, 2.0, 2.0, 0.0, 2.0, 2.0];
+        for general in [false, true] {
+            let (mut out, mut winners) = ([0.0; 2], [0u32; 2]);
+            if general {
+                g.max_pool_plane_general(&plane, &mut out, &mut winners);
+            } else {
+                g.max_pool_plane_2x2(&plane, &mut out, &mut winners);
+            }
+            assert_eq!((out, winners), ([2.0, 2.0], [0, 3]), "general: {general}");
+        }
     }
 
     #[test]
