@@ -4,8 +4,8 @@
 //!
 //! Run: `cargo run --release --example analyze_with_polars`
 
-use necrosis::config::RunConfig;
 use necrosis::data::{self, DatasetKind, DatasetSpec};
+use necrosis::records::config::RunConfig;
 use necrosis::train::{self, RunOptions};
 use polars::prelude::*;
 

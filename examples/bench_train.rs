@@ -17,12 +17,12 @@ use std::time::Instant;
 
 use necrosis::activation::activation_by_name;
 use necrosis::arch::{self, LayerSpec};
-use necrosis::config::{RunConfig, DEFAULT_PROBE_SIZE};
 use necrosis::data::{self, DatasetKind, DatasetSpec};
 use necrosis::hooks::recorder::NeuronRecorder;
 use necrosis::hooks::{HookSet, StepContext};
 use necrosis::model::Model;
 use necrosis::optim::Optimizer;
+use necrosis::records::config::{RunConfig, DEFAULT_PROBE_SIZE};
 use necrosis::train::{self, EpochPhases, Progress, RunOptions};
 
 #[global_allocator]

@@ -7,9 +7,9 @@
 use std::sync::Arc;
 
 use necrosis::activation::ActivationFunction;
-use necrosis::config::RunConfig;
 use necrosis::data::{self, DatasetKind, DatasetSpec};
-use necrosis::record;
+use necrosis::records::config::RunConfig;
+use necrosis::records::tables::NeuronRow;
 use necrosis::train::{self, RunOptions};
 
 #[derive(Debug)]
@@ -53,7 +53,7 @@ fn main() -> anyhow::Result<()> {
         ..Default::default()
     };
     let outcome = train::run(&dataset, &config, dir.path(), options)?;
-    let neurons = record::read_neurons(dir.path())?;
+    let neurons = NeuronRow::read_all(dir.path())?;
     let last = neurons.iter().map(|r| r.epoch).max().unwrap_or(0);
     let at_end: Vec<_> = neurons.iter().filter(|r| r.epoch == last).collect();
     let dead = at_end.iter().filter(|r| r.max_pre <= 0.0).count();

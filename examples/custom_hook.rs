@@ -3,9 +3,9 @@
 //!
 //! Run: `cargo run --release --example custom_hook`
 
-use necrosis::config::RunConfig;
 use necrosis::data::{self, DatasetKind, DatasetSpec};
-use necrosis::hooks::{EpochSummary, Hook, ParamView, StepContext};
+use necrosis::hooks::{EpochRow, Hook, ParamView, StepContext};
+use necrosis::records::config::RunConfig;
 use necrosis::train::{self, RunOptions};
 
 /// Mean over the steps of an epoch of ‖W(t) − W(t−1)‖ / ‖W(t−1)‖ per neuron, for each weight.
@@ -61,7 +61,7 @@ impl Hook for UpdateRatio {
         self.previous = weights.iter().map(|w| w.value.to_vec()).collect();
     }
 
-    fn on_epoch_end(&mut self, summary: &EpochSummary) {
+    fn on_epoch_end(&mut self, summary: &EpochRow) {
         if self.steps == 0 {
             return;
         }

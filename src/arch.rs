@@ -5,37 +5,8 @@
 //! rebuild the network from model.safetensors alone.
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
 
-/// One layer, as manifest.json writes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum LayerSpec {
-    Conv {
-        name: String,
-        out: usize,
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-    },
-    /// An activation site; `site` is its index, the `layer` column of neurons.parquet.
-    Act {
-        site: usize,
-    },
-    Maxpool {
-        kernel: usize,
-        stride: usize,
-    },
-    Avgpool {
-        kernel: usize,
-        stride: usize,
-    },
-    Flatten,
-    Fc {
-        name: String,
-        out: usize,
-    },
-}
+pub use necrosis_records::architecture::LayerSpec;
 
 /// The names `--arch` accepts besides a custom spec.
 pub const PRESETS: [&str; 2] = ["lenet", "cifar"];

@@ -9,11 +9,11 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::activation::{activation_by_name, builtin_names};
-use crate::config::{RunConfig, Schedule};
 use crate::data::{DatasetKind, DatasetSpec};
 use crate::optim::OptimizerConfig;
 use crate::sweep::{self, SweepPlan, SweepSummary};
-use necrosis_analysis::load::without_reader_panics;
+use necrosis_records::config::InvalidConfig;
+use necrosis_records::config::{RunConfig, Schedule};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -228,7 +228,7 @@ impl RunArgs {
         if !(0.0..1.0).contains(&self.momentum) {
             bail!("--momentum must be in [0, 1), got {}", self.momentum);
         }
-        let schedule = Schedule::parse(&self.schedule)?;
+        let schedule: Schedule = self.schedule.parse()?;
         let seeds: Vec<u64> = if self.seed_list.is_empty() {
             (0..self.seeds).collect()
         } else {
@@ -238,7 +238,7 @@ impl RunArgs {
             bail!("--seeds must be at least 1");
         }
         let dataset = DatasetSpec {
-            kind: kind.clone(),
+            kind,
             data_dir: self.data_dir.clone(),
             image_size: self.image_size,
             grayscale: self.grayscale,
@@ -366,7 +366,7 @@ fn write_report(
     mut options: necrosis_analysis::AnalyzeOptions,
     out: &std::path::Path,
 ) -> Result<()> {
-    let runs = without_reader_panics("reading the runs", || necrosis_analysis::load_runs(paths))?;
+    let runs = necrosis_analysis::load_runs(paths)?;
     if runs.runs.is_empty() && runs.diverged.is_empty() {
         let reasons: Vec<String> = runs
             .skipped
@@ -380,7 +380,7 @@ fn write_report(
     names.dedup();
     names.retain(|n| activation_by_name(n).is_ok());
     options.activation_curves = activation_curves(&names)?;
-    let summary = without_reader_panics("measuring the runs", || {
+    let summary = without_panics("measuring the runs", || {
         necrosis_analysis::write_report(&runs, &options, out)
     })?;
     println!(
@@ -393,6 +393,34 @@ fn write_report(
         summary.tables.len()
     );
     Ok(())
+}
+
+/// Runs `work`, turning a panic inside it into an error. Record files are read under their own
+/// guard (a damaged file is named as such), so a panic here is a bug, and is reported as one.
+fn without_panics<T>(what: &str, work: impl FnOnce() -> Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
+        Ok(result) => result,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            bail!("{what}: internal error (a bug in necrosis; please report it): {message}")
+        }
+    }
+}
+
+/// The error as the user reads it: one line, its causes joined by ": ", with a setting named
+/// by its flag (`--batch-size`) where the library names it by its key (`batch_size`).
+pub fn user_message(err: &anyhow::Error) -> String {
+    err.chain()
+        .map(|cause| match cause.downcast_ref::<InvalidConfig>() {
+            Some(invalid) => format!("--{} {}", invalid.key.replace('_', "-"), invalid.problem),
+            None => cause.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 /// Sampled f and f' of each named activation, for figure (a).
@@ -477,7 +505,7 @@ pub fn main_with_args(cli: Cli) -> Result<()> {
         Command::Inspect { run } => {
             print!(
                 "{}",
-                without_reader_panics(&format!("inspecting {}", run.display()), || {
+                without_panics(&format!("inspecting {}", run.display()), || {
                     necrosis_analysis::inspect_run(&run)
                 })?
             );

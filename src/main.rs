@@ -16,7 +16,7 @@ fn main() {
     }));
     let cli = necrosis::cli::Cli::parse();
     if let Err(err) = necrosis::cli::main_with_args(cli) {
-        eprintln!("error: {err:#}");
+        eprintln!("error: {}", necrosis::cli::user_message(&err));
         std::process::exit(1);
     }
 }

@@ -14,8 +14,8 @@ use crate::ops::pool::{pool2d, PoolGeometry, PoolKind};
 use crate::ops::{Activations, Tensor2};
 use crate::param::Param;
 
-/// One activation site: the neurons of the layer that feeds it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// One activation site: the neurons of the layer that feeds it, and where the model keeps them.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SiteInfo {
     pub site: usize,
     /// The conv or fc layer whose outputs this site activates (`conv1`, `fc1`, ...).
@@ -23,11 +23,20 @@ pub struct SiteInfo {
     /// Channels (conv) or units (fc).
     pub neurons: usize,
     /// Spatial positions per sample (1 for a dense layer).
-    #[serde(skip)]
     pub positions: usize,
     /// Index into [`Model::params`] of the layer's weight; its bias follows it.
-    #[serde(skip)]
     pub weight_param: usize,
+}
+
+impl SiteInfo {
+    /// The site as manifest.json lists it.
+    pub fn record(&self) -> necrosis_records::architecture::Site {
+        necrosis_records::architecture::Site {
+            site: self.site,
+            layer_name: self.layer_name.clone(),
+            neurons: self.neurons,
+        }
+    }
 }
 
 /// Called at every activation site of a forward pass with (site, z, h).

@@ -15,10 +15,11 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::config::RunConfig;
 use crate::data::{self, Dataset};
-use crate::record::{Manifest, RunStatus};
 use crate::train::{self, Progress, RunOptions, RunOutcome};
+use necrosis_records::config::RunConfig;
+use necrosis_records::files::now_rfc3339;
+use necrosis_records::{Manifest, RunStatus};
 
 /// What the sweep runs and where.
 #[derive(Debug, Clone)]
@@ -107,16 +108,15 @@ pub fn run_sweep(plan: &SweepPlan, stop: Arc<AtomicBool>) -> Result<SweepSummary
         let run_dir = sweep_dir.join(&run_id);
         let steps = (config.epochs * dataset.train.len().div_ceil(config.batch_size)) as u64;
         if let Ok(manifest) = Manifest::read(&run_dir) {
-            if matches!(manifest.status, RunStatus::Complete | RunStatus::Diverged) {
+            if manifest.status.is_finished() {
                 bar.inc(steps);
                 say(
                     &bar,
                     format!(
-                        "run {}/{total} {run_id}: already {:?}, skipped",
+                        "run {}/{total} {run_id}: already {}, skipped",
                         i + 1,
                         manifest.status
-                    )
-                    .to_lowercase(),
+                    ),
                 );
                 summary.skipped.push(run_id);
                 continue;
@@ -250,7 +250,7 @@ pub fn resume(dir: &Path, stop: Arc<AtomicBool>) -> Result<SweepSummary> {
     for run_dir in run_dirs {
         let manifest = Manifest::read(&run_dir)?;
         let run_id = manifest.run_id.clone();
-        if matches!(manifest.status, RunStatus::Complete | RunStatus::Diverged) {
+        if manifest.status.is_finished() {
             summary.skipped.push(run_id);
             continue;
         }
@@ -312,7 +312,7 @@ impl RunLock {
         if let Ok(mut manifest) = Manifest::read(run_dir) {
             manifest.status = RunStatus::Failed;
             manifest.error = Some(message.to_string());
-            manifest.ended_at = Some(crate::record::now_rfc3339());
+            manifest.ended_at = Some(now_rfc3339());
             let _ = manifest.write(run_dir);
         }
     }

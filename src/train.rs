@@ -19,16 +19,19 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::activation::{activation_by_name, Activation, CaptureRequest};
 use crate::arch;
-use crate::config::{RunConfig, DEFAULT_PROBE_SIZE};
 use crate::data::{Dataset, Split};
 use crate::hooks::recorder::{NeuronRecorder, NeuronRow};
-use crate::hooks::{
-    EpochSummary, Hook, HookSet, ParamView, SiteBackward, SiteForward, StepContext,
-};
-use crate::model::Model;
+use crate::hooks::{EpochRow, Hook, HookSet, ParamView, SiteBackward, SiteForward, StepContext};
+use crate::model::{Model, SiteInfo};
 use crate::ops::{tensor_values, Tape};
 use crate::optim::Optimizer;
-use crate::record::{self, Manifest, RunStatus};
+use necrosis_records::checkpoint::{
+    checkpoint_path, first_moment_name, metadata, read_safetensors, second_moment_name,
+    write_safetensors, MODEL_FILE,
+};
+use necrosis_records::config::{RunConfig, DEFAULT_PROBE_SIZE};
+use necrosis_records::files::{now_rfc3339, remove_stale_temporaries, write_probe_indices};
+use necrosis_records::{Manifest, RunStatus, FORMAT_VERSION};
 
 /// Samples per forward pass in evaluation mode (test set and probe set): as in training, so a
 /// batch's buffers stay in cache (256 was 10 % slower).
@@ -59,7 +62,7 @@ pub enum Progress<'a> {
         batches: usize,
         loss: f32,
     },
-    Epoch(&'a EpochSummary),
+    Epoch(&'a EpochRow),
     /// Where an epoch's wall time went, after its records are saved.
     Phases(EpochPhases),
 }
@@ -107,7 +110,7 @@ impl Default for RunOptions<'_> {
 struct State {
     model: Model,
     optimizer: Optimizer,
-    epochs: Vec<EpochSummary>,
+    epochs: Vec<EpochRow>,
     neurons: Vec<NeuronRow>,
     completed: usize,
     seconds_before: f64,
@@ -129,10 +132,9 @@ pub fn run(
     let probe = probe_indices(config, dataset)?;
     std::fs::create_dir_all(run_dir.join("checkpoint"))
         .with_context(|| format!("creating {}", run_dir.display()))?;
-    record::remove_stale_temporaries(run_dir)?;
+    remove_stale_temporaries(run_dir)?;
     let started = Instant::now();
-    let resumed =
-        record::checkpoint_path(run_dir).exists() && run_dir.join("manifest.json").exists();
+    let resumed = checkpoint_path(run_dir).exists() && run_dir.join("manifest.json").exists();
     let mut state = if resumed {
         restore(run_dir, config, dataset, activation.clone())?
     } else {
@@ -151,7 +153,7 @@ pub fn run(
         let (evaluated, eval_seconds) =
             timed(|| evaluate(&state.model, &dataset.test, dataset.sample_len()));
         let (test_loss, test_acc) = evaluated?;
-        let summary = EpochSummary {
+        let summary = EpochRow {
             epoch: 0,
             step: 0,
             lr: config.lr,
@@ -201,7 +203,7 @@ pub fn run(
                     epochs_completed: state.completed,
                 });
             }
-            let summary = EpochSummary {
+            let summary = EpochRow {
                 epoch: epoch as u32,
                 step: state.optimizer.step,
                 lr,
@@ -214,9 +216,9 @@ pub fn run(
                 diverged: true,
             };
             state.epochs.push(summary);
-            record::write_epochs(run_dir, &state.epochs)?;
+            EpochRow::write_all(run_dir, &state.epochs)?;
             state.manifest.status = RunStatus::Diverged;
-            state.manifest.ended_at = Some(record::now_rfc3339());
+            state.manifest.ended_at = Some(now_rfc3339());
             state.manifest.error = Some(format!(
                 "the training loss became {} at epoch {epoch}, step {}",
                 trained.bad_loss, state.optimizer.step
@@ -231,7 +233,7 @@ pub fn run(
         let (test_loss, test_acc) = evaluated?;
         let ((), probe_seconds) =
             timed(|| probe_pass(&state.model, dataset, &probe, epoch, &mut hooks));
-        let summary = EpochSummary {
+        let summary = EpochRow {
             epoch: epoch as u32,
             step: state.optimizer.step,
             lr,
@@ -263,7 +265,7 @@ pub fn run(
         }));
     }
     state.manifest.status = RunStatus::Complete;
-    state.manifest.ended_at = Some(record::now_rfc3339());
+    state.manifest.ended_at = Some(now_rfc3339());
     state.manifest.write(run_dir)?;
     let final_test_acc = state.epochs.last().map(|e| e.test_acc).unwrap_or(f64::NAN);
     Ok(RunOutcome::Complete { final_test_acc })
@@ -273,7 +275,7 @@ pub fn run(
 fn finish_epoch(
     run_dir: &Path,
     state: &mut State,
-    summary: EpochSummary,
+    summary: EpochRow,
     hooks: &mut HookSet,
     options: &mut RunOptions,
     started: Instant,
@@ -334,15 +336,15 @@ fn fresh(
         config.seed,
     )?;
     let optimizer = Optimizer::new(config.optimizer, &model.params);
-    record::write_probe_indices(run_dir, &probe_indices(config, dataset)?)?;
+    write_probe_indices(run_dir, &probe_indices(config, dataset)?)?;
     let manifest = Manifest {
-        format_version: record::FORMAT_VERSION,
+        format_version: FORMAT_VERSION,
         crate_version: env!("CARGO_PKG_VERSION").to_string(),
         run_id: config.run_id(),
         sweep: sweep.to_string(),
         status: RunStatus::Running,
         epochs_completed: 0,
-        started_at: record::now_rfc3339(),
+        started_at: now_rfc3339(),
         ended_at: None,
         error: None,
         config: config.clone(),
@@ -353,7 +355,7 @@ fn fresh(
         test_samples: dataset.test.len(),
         normalization: dataset.normalization.clone(),
         architecture,
-        sites: model.sites.clone(),
+        sites: model.sites.iter().map(SiteInfo::record).collect(),
     };
     Ok(State {
         model,
@@ -389,21 +391,8 @@ fn restore(
         }
         .into());
     }
-    let path = record::checkpoint_path(run_dir);
-    let checkpoint = record::read_safetensors(&path)?;
-    let meta = |key: &str| -> Result<f64> {
-        checkpoint
-            .metadata
-            .get(key)
-            .and_then(|v| v.parse().ok())
-            .with_context(|| {
-                format!(
-                    "reading {}: no valid '{key}' in its metadata",
-                    path.display()
-                )
-            })
-    };
-    let completed = meta("epoch")? as usize;
+    let checkpoint = read_safetensors(&checkpoint_path(run_dir))?;
+    let completed = checkpoint.number(metadata::EPOCH)? as usize;
     let architecture = arch::resolve(&config.arch, dataset.input_shape(), dataset.classes)?;
     let mut model = Model::new(
         &architecture,
@@ -413,23 +402,18 @@ fn restore(
         config.seed,
     )?;
     let mut optimizer = Optimizer::new(config.optimizer, &model.params);
-    optimizer.step = meta("step")? as u64;
+    optimizer.step = checkpoint.number(metadata::STEP)? as u64;
+    let in_checkpoint = || format!("reading {}", checkpoint.path.display());
     for (i, param) in model.params.iter_mut().enumerate() {
-        let tensor = |name: &str| {
-            checkpoint
-                .tensors
-                .get(name)
-                .with_context(|| format!("reading {}: no tensor {name}", path.display()))
-        };
         param
-            .set_values(&tensor(&param.name)?.1)
-            .with_context(|| format!("reading {}", path.display()))?;
+            .set_values(checkpoint.tensor(&param.name)?)
+            .with_context(in_checkpoint)?;
         let restore_moment = |moment: &mut Vec<f32>, name: String| -> Result<()> {
-            let values = &tensor(&name)?.1;
+            let values = checkpoint.tensor(&name)?;
             if values.len() != moment.len() {
                 bail!(
-                    "reading {}: tensor {name} has {} values, the model's {} has {}",
-                    path.display(),
+                    "{}: tensor {name} has {} values, the model's {} has {}",
+                    in_checkpoint(),
                     values.len(),
                     param.name,
                     moment.len()
@@ -440,18 +424,18 @@ fn restore(
         };
         restore_moment(
             &mut optimizer.first_moment[i],
-            format!("optimizer.first.{}", param.name),
+            first_moment_name(&param.name),
         )?;
         if !optimizer.second_moment.is_empty() {
             restore_moment(
                 &mut optimizer.second_moment[i],
-                format!("optimizer.second.{}", param.name),
+                second_moment_name(&param.name),
             )?;
         }
     }
-    let mut epochs = record::read_epochs(run_dir)?;
+    let mut epochs = EpochRow::read_all(run_dir)?;
     epochs.retain(|e| (e.epoch as usize) <= completed);
-    let mut neurons = record::read_neurons(run_dir)?;
+    let mut neurons = NeuronRow::read_all(run_dir)?;
     neurons.retain(|n| (n.epoch as usize) <= completed);
     if epochs.len() != completed + 1 {
         bail!(
@@ -471,7 +455,7 @@ fn restore(
         epochs,
         neurons,
         completed,
-        seconds_before: meta("seconds")?,
+        seconds_before: checkpoint.number(metadata::SECONDS)?,
         manifest,
     })
 }
@@ -480,45 +464,48 @@ fn restore(
 /// complete: a kill between two writes leaves the manifest at the previous epoch, and readers
 /// ignore rows beyond it.
 fn save_epoch(run_dir: &Path, state: &mut State, epoch: usize, seconds: f64) -> Result<()> {
-    record::write_epochs(run_dir, &state.epochs)?;
-    record::write_neurons(run_dir, &state.neurons)?;
+    EpochRow::write_all(run_dir, &state.epochs)?;
+    NeuronRow::write_all(run_dir, &state.neurons)?;
     let params = &state.model.params;
     let mut tensors: Vec<(String, Vec<usize>, &[f32])> = params
         .iter()
         .map(|p| (p.name.clone(), p.shape.clone(), p.value.as_slice()))
         .collect();
     let model_meta = HashMap::from([
-        ("activation".to_string(), state.manifest.activation.clone()),
         (
-            "architecture".to_string(),
+            metadata::ACTIVATION.to_string(),
+            state.manifest.activation.clone(),
+        ),
+        (
+            metadata::ARCHITECTURE.to_string(),
             serde_json::to_string(&state.manifest.architecture)?,
         ),
-        ("epoch".to_string(), epoch.to_string()),
+        (metadata::EPOCH.to_string(), epoch.to_string()),
     ]);
-    record::write_safetensors(&run_dir.join("model.safetensors"), &tensors, model_meta)?;
+    write_safetensors(&run_dir.join(MODEL_FILE), &tensors, model_meta)?;
     for (i, p) in params.iter().enumerate() {
         tensors.push((
-            format!("optimizer.first.{}", p.name),
+            first_moment_name(&p.name),
             p.shape.clone(),
             &state.optimizer.first_moment[i],
         ));
         if !state.optimizer.second_moment.is_empty() {
             tensors.push((
-                format!("optimizer.second.{}", p.name),
+                second_moment_name(&p.name),
                 p.shape.clone(),
                 &state.optimizer.second_moment[i],
             ));
         }
     }
     let checkpoint_meta = HashMap::from([
-        ("epoch".to_string(), epoch.to_string()),
-        ("step".to_string(), state.optimizer.step.to_string()),
-        ("seconds".to_string(), seconds.to_string()),
+        (metadata::EPOCH.to_string(), epoch.to_string()),
+        (metadata::STEP.to_string(), state.optimizer.step.to_string()),
+        (metadata::SECONDS.to_string(), seconds.to_string()),
     ]);
-    record::write_safetensors(&record::checkpoint_path(run_dir), &tensors, checkpoint_meta)?;
+    write_safetensors(&checkpoint_path(run_dir), &tensors, checkpoint_meta)?;
     state.completed = epoch;
     state.manifest.epochs_completed = epoch;
-    state.manifest.write(run_dir)
+    Ok(state.manifest.write(run_dir)?)
 }
 
 struct EpochResult {
@@ -826,13 +813,13 @@ mod tests {
     }
 
     /// The records with the wall-clock columns blanked: everything else must be reproducible.
-    fn reproducible(dir: &Path) -> (Vec<EpochSummary>, Vec<NeuronRow>) {
-        let mut epochs = record::read_epochs(dir).unwrap();
+    fn reproducible(dir: &Path) -> (Vec<EpochRow>, Vec<NeuronRow>) {
+        let mut epochs = EpochRow::read_all(dir).unwrap();
         for e in &mut epochs {
             e.seconds = 0.0;
             e.images_per_sec = e.images_per_sec.map(|_| 0.0);
         }
-        (epochs, record::read_neurons(dir).unwrap())
+        (epochs, NeuronRow::read_all(dir).unwrap())
     }
 
     #[test]
@@ -847,8 +834,7 @@ mod tests {
         assert_eq!(ra.1.len(), 3 * (8 + 16));
         assert_eq!(ra, rb);
         // The weights, not the bytes: safetensors orders its metadata by a randomly seeded HashMap.
-        let weights =
-            |dir: &Path| record::read_safetensors(&dir.join("model.safetensors")).unwrap();
+        let weights = |dir: &Path| read_safetensors(&dir.join(MODEL_FILE)).unwrap();
         let (wa, wb) = (weights(a.path()), weights(b.path()));
         assert!(
             wa.tensors == wb.tensors && wa.metadata == wb.metadata,
@@ -890,7 +876,7 @@ mod tests {
             }
         );
         assert_eq!(Manifest::read(parted.path()).unwrap().epochs_completed, 1);
-        assert_eq!(record::read_epochs(parted.path()).unwrap().len(), 2);
+        assert_eq!(EpochRow::read_all(parted.path()).unwrap().len(), 2);
         let outcome = run(&data, &config, parted.path(), RunOptions::default()).unwrap();
         assert!(matches!(outcome, RunOutcome::Complete { .. }));
         assert_eq!(reproducible(parted.path()), reproducible(whole.path()));
@@ -933,7 +919,7 @@ mod tests {
         assert_eq!(manifest.status, RunStatus::Diverged);
         assert!(manifest.error.unwrap().contains("loss became"));
         assert!(
-            record::read_epochs(dir.path())
+            EpochRow::read_all(dir.path())
                 .unwrap()
                 .last()
                 .unwrap()
@@ -1070,7 +1056,7 @@ mod tests {
         config.train_limit = None;
         let dir = tempfile::tempdir().unwrap();
         run(&data, &config, dir.path(), RunOptions::default()).unwrap();
-        let rows = record::read_neurons(dir.path()).unwrap();
+        let rows = NeuronRow::read_all(dir.path()).unwrap();
 
         let architecture = arch::resolve(&config.arch, [1, 2, 2], classes).unwrap();
         let f = activation_by_name("softplus").unwrap();

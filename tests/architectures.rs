@@ -52,11 +52,11 @@ fn a_site_after_flatten_records_the_conv_channels_like_a_site_before_it() {
     assert_eq!(neurons_after, neurons_before);
     assert_eq!(weights_after, weights_before);
     // 8×8 digits through a 3×3 conv without padding: 4 channels of 6×6 = 36 positions.
-    let rows = necrosis::record::read_neurons(&after).unwrap();
+    let rows = necrosis::records::tables::NeuronRow::read_all(&after).unwrap();
     let epoch0: Vec<_> = rows.iter().filter(|r| r.epoch == 0).collect();
     assert_eq!(epoch0.len(), 4);
     assert!(epoch0.iter().all(|r| r.layer_name == "conv1"));
-    let manifest = necrosis::record::Manifest::read(&after).unwrap();
+    let manifest = necrosis::records::Manifest::read(&after).unwrap();
     assert_eq!(manifest.sites.len(), 1);
     assert_eq!(manifest.sites[0].neurons, 4);
 }

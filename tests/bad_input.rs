@@ -702,7 +702,7 @@ fn checkpoint_with_an_optimizer_tensor_of_the_wrong_length_on_resume() {
     // foreign file) panicked in copy_from_slice before.
     let (tmp, run) = interrupted_run();
     let path = run.join("checkpoint/state.safetensors");
-    let checkpoint = necrosis::record::read_safetensors(&path).unwrap();
+    let checkpoint = necrosis::records::checkpoint::read_safetensors(&path).unwrap();
     let name = checkpoint
         .tensors
         .keys()
@@ -724,7 +724,8 @@ fn checkpoint_with_an_optimizer_tensor_of_the_wrong_length_on_resume() {
         .iter()
         .map(|(n, shape, values)| (n.clone(), shape.clone(), values.as_slice()))
         .collect();
-    necrosis::record::write_safetensors(&path, &borrowed, checkpoint.metadata).unwrap();
+    necrosis::records::checkpoint::write_safetensors(&path, &borrowed, checkpoint.metadata)
+        .unwrap();
     let r = run.to_str().unwrap();
     assert_fails(
         tmp.path(),

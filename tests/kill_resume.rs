@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::reproducible;
-use necrosis::record::{self, Manifest, RunStatus};
+use necrosis::records::tables::{EpochRow, NeuronRow};
+use necrosis::records::{Manifest, RunStatus};
 
 const BIN: &str = env!("CARGO_BIN_EXE_necrosis-report");
 
@@ -109,8 +110,8 @@ fn check_readable(run: &Path, context: &str) -> Manifest {
     let manifest =
         Manifest::read(run).unwrap_or_else(|e| panic!("{context}: {}: {e:#}", run.display()));
     let completed = manifest.epochs_completed as u32;
-    let epochs = record::read_epochs(run).unwrap_or_else(|e| panic!("{context}: {e:#}"));
-    let neurons = record::read_neurons(run).unwrap_or_else(|e| panic!("{context}: {e:#}"));
+    let epochs = EpochRow::read_all(run).unwrap_or_else(|e| panic!("{context}: {e:#}"));
+    let neurons = NeuronRow::read_all(run).unwrap_or_else(|e| panic!("{context}: {e:#}"));
     let per_epoch: usize = manifest.sites.iter().map(|s| s.neurons).sum();
     for e in 0..=completed {
         assert_eq!(

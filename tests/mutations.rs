@@ -155,7 +155,7 @@ fn mutated_manifests_never_panic_either_reader() {
     let scratch = tempfile::tempdir().unwrap();
     let path = scratch.path().join("manifest.json");
     let mut rng = Rng(0x6e65_6372_6f73_6973);
-    let (mut trainer_ok, mut analysis_ok, mut round_trip_failures) = (0, 0, 0);
+    let (mut trainer_ok, mut round_trip_failures) = (0, 0);
     const CASES: usize = 20_000;
     for case in 0..CASES {
         let bytes = if case % 2 == 0 {
@@ -168,29 +168,21 @@ fn mutated_manifests_never_panic_either_reader() {
             serde_json::to_vec_pretty(&t).unwrap()
         };
         let as_text = String::from_utf8_lossy(&bytes);
-        let parsed = no_panic(case, "record::Manifest::parse", || {
-            necrosis::record::Manifest::parse(&as_text, &path)
+        let parsed = no_panic(case, "Manifest::parse", || {
+            necrosis::records::Manifest::parse(&as_text, &path)
         });
         if let Ok(manifest) = parsed {
             trainer_ok += 1;
             let json = serde_json::to_string(&manifest).unwrap();
             // Not asserted: an f32 field given 1e308 parses as infinity and is written back as
             // null, which no longer reads (reported; counted here).
-            if necrosis::record::Manifest::parse(&json, &path).is_err() {
+            if necrosis::records::Manifest::parse(&json, &path).is_err() {
                 round_trip_failures += 1;
             }
         }
-        fs::write(&path, &bytes).unwrap();
-        if no_panic(case, "analysis Manifest::read", || {
-            necrosis_analysis::load::Manifest::read(&path)
-        })
-        .is_ok()
-        {
-            analysis_ok += 1;
-        }
     }
     eprintln!(
-        "{CASES} mutated manifests: {trainer_ok} accepted by the trainer ({round_trip_failures} not re-readable once written), {analysis_ok} by the analysis"
+        "{CASES} mutated manifests: {trainer_ok} accepted ({round_trip_failures} not re-readable once written)"
     );
     assert!(
         trainer_ok > 100 && trainer_ok < CASES,
@@ -223,13 +215,13 @@ fn mutate_parquet(run: &Path, file: &str, cases: usize, seed: u64, analysis: boo
         }
         fs::write(copy.join(file), &bytes).unwrap();
         let ok = if file == "epochs.parquet" {
-            no_panic(case, "record::read_epochs", || {
-                necrosis::record::read_epochs(&copy)
+            no_panic(case, "EpochRow::read_all", || {
+                necrosis::records::tables::EpochRow::read_all(&copy)
             })
             .is_ok()
         } else {
-            no_panic(case, "record::read_neurons", || {
-                necrosis::record::read_neurons(&copy)
+            no_panic(case, "NeuronRow::read_all", || {
+                necrosis::records::tables::NeuronRow::read_all(&copy)
             })
             .is_ok()
         };

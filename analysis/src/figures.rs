@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Once;
 
 use anyhow::{anyhow, Context, Result};
+use necrosis_records::tables::neuron_columns as nc;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
@@ -584,7 +585,7 @@ impl FigureContext<'_> {
         let df = self
             .layer_epoch(dataset)
             .group_by([col("layer")])
-            .agg([col("layer_name").first()])
+            .agg([col(nc::LAYER_NAME).first()])
             .sort(["layer"], Default::default())
             .collect()?;
         let layer = df.column("layer")?.i64()?.clone();
@@ -1135,7 +1136,7 @@ fn status_raster(ctx: &FigureContext, dataset: &str) -> Result<FigureFile> {
         let states = neuron_states(ctx.runs.neurons_of(run.index), ctx.options)?
             .select([
                 col("layer"),
-                col("layer_name"),
+                col(nc::LAYER_NAME),
                 col("neuron"),
                 col("epoch"),
                 col("dead"),
@@ -1358,14 +1359,14 @@ fn firing_rate_histograms(ctx: &FigureContext, dataset: &str) -> Result<FigureFi
             .with_columns([
                 col("epoch").gt(lit(0u32)).alias("is_last"),
                 // active_frac is in [0, 1]: truncation is the floor, and 1.0 joins the last bin.
-                when(col("active_frac").gt_eq(lit(1.0)))
+                when(col(nc::ACTIVE_FRAC).gt_eq(lit(1.0)))
                     .then(lit(BINS as i64 - 1))
-                    .otherwise((col("active_frac") * lit(BINS as f64)).cast(DataType::Int64))
+                    .otherwise((col(nc::ACTIVE_FRAC) * lit(BINS as f64)).cast(DataType::Int64))
                     .alias("bin"),
             ])
             .group_by([col("activation"), col("layer"), col("is_last"), col("bin")])
             .agg([
-                col("layer_name").first(),
+                col(nc::LAYER_NAME).first(),
                 len().cast(DataType::Float64).alias("count"),
             ])
             .collect()?;

@@ -14,123 +14,57 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use polars::prelude::*;
-use serde::{Deserialize, Serialize};
 
-/// The record format this crate reads (`manifest.json` → `format_version`).
-pub const FORMAT_VERSION: u64 = 1;
+use necrosis_records::files::without_reader_panics;
+use necrosis_records::tables::{epoch_columns as ec, neuron_columns as nc, EpochRow, NeuronRow};
+pub use necrosis_records::{Manifest, RunStatus};
 
-/// Columns of `neurons.parquet` the measures use, with the type they are read as.
-const NEURON_COLUMNS: [(&str, DataType); 9] = [
-    ("epoch", DataType::UInt32),
-    ("layer", DataType::UInt32),
-    ("layer_name", DataType::String),
-    ("neuron", DataType::UInt32),
-    ("active_frac", DataType::Float64),
-    ("max_pre", DataType::Float64),
-    ("mean_abs_act", DataType::Float64),
-    ("mean_deriv", DataType::Float64),
-    ("grad_pre_abs_mean", DataType::Float64),
+/// Columns of `neurons.parquet` the measures use.
+const NEURON_COLUMNS: [&str; 9] = [
+    nc::EPOCH,
+    nc::LAYER,
+    nc::LAYER_NAME,
+    nc::NEURON,
+    nc::ACTIVE_FRAC,
+    nc::MAX_PRE,
+    nc::MEAN_ABS_ACT,
+    nc::MEAN_DERIV,
+    nc::GRAD_PRE_ABS_MEAN,
 ];
 
 /// Columns of `epochs.parquet` the convergence measures use.
-const EPOCH_COLUMNS: [(&str, DataType); 6] = [
-    ("epoch", DataType::UInt32),
-    ("train_loss", DataType::Float64),
-    ("train_acc", DataType::Float64),
-    ("test_loss", DataType::Float64),
-    ("test_acc", DataType::Float64),
-    ("seconds", DataType::Float64),
+const EPOCH_COLUMNS: [&str; 6] = [
+    ec::EPOCH,
+    ec::TRAIN_LOSS,
+    ec::TRAIN_ACC,
+    ec::TEST_LOSS,
+    ec::TEST_ACC,
+    ec::SECONDS,
 ];
 
-/// `status` in `manifest.json`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunStatus {
-    Running,
-    Complete,
-    Failed,
-    Diverged,
-}
-
-impl fmt::Display for RunStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            RunStatus::Running => "running",
-            RunStatus::Complete => "complete",
-            RunStatus::Failed => "failed",
-            RunStatus::Diverged => "diverged",
+/// `names` with the type each has in the record format (`schema`).
+fn typed(
+    names: &[&'static str],
+    schema: Vec<(&'static str, DataType)>,
+) -> Vec<(&'static str, DataType)> {
+    names
+        .iter()
+        .map(|name| {
+            schema
+                .iter()
+                .find(|(n, _)| n == name)
+                .cloned()
+                .expect("a column of the record format")
         })
-    }
+        .collect()
 }
 
-/// The part of `config` in `manifest.json` the analysis groups by; the rest is kept verbatim.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunConfig {
-    pub dataset: String,
-    pub activation: String,
-    pub seed: u64,
-    pub lr: f64,
-    pub epochs: u32,
-    #[serde(flatten)]
-    pub other: serde_json::Map<String, serde_json::Value>,
+fn neuron_columns() -> Vec<(&'static str, DataType)> {
+    typed(&NEURON_COLUMNS, NeuronRow::schema())
 }
 
-/// One activation site as listed in `manifest.json` → `sites`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Site {
-    pub site: u32,
-    pub layer_name: String,
-    pub neurons: u32,
-}
-
-/// `manifest.json` of a run (format version 1).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Manifest {
-    pub format_version: u64,
-    #[serde(default)]
-    pub crate_version: String,
-    pub run_id: String,
-    #[serde(default)]
-    pub sweep: Option<String>,
-    pub status: RunStatus,
-    pub epochs_completed: u32,
-    #[serde(default)]
-    pub started_at: Option<String>,
-    #[serde(default)]
-    pub ended_at: Option<String>,
-    #[serde(default)]
-    pub error: Option<String>,
-    pub config: RunConfig,
-    #[serde(default)]
-    pub sites: Vec<Site>,
-    #[serde(default)]
-    pub architecture: serde_json::Value,
-}
-
-impl Manifest {
-    /// Reads and checks `manifest.json`; a wrong `format_version` is an error naming the file.
-    pub fn read(path: &Path) -> Result<Manifest> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let value: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("parsing {} as JSON", path.display()))?;
-        // The version is checked before the full parse so that a future format gives this message
-        // rather than a confusing "missing field".
-        match value.get("format_version").and_then(|v| v.as_u64()) {
-            Some(FORMAT_VERSION) => {}
-            Some(other) => bail!(
-                "{}: format_version {other} is not supported (this analysis reads version {FORMAT_VERSION})",
-                path.display()
-            ),
-            None => bail!("{}: no numeric format_version", path.display()),
-        }
-        serde_json::from_value(value).with_context(|| {
-            format!(
-                "{}: manifest does not match format version 1",
-                path.display()
-            )
-        })
-    }
+fn epoch_columns() -> Vec<(&'static str, DataType)> {
+    typed(&EPOCH_COLUMNS, EpochRow::schema())
 }
 
 /// A run whose records enter the analysis.
@@ -283,7 +217,7 @@ pub fn load_runs(paths: &[PathBuf]) -> Result<RunSet> {
     let mut epoch_frames = Vec::new();
     let mut neuron_frames = Vec::new();
     for dir in dirs {
-        let manifest = match Manifest::read(&dir.join("manifest.json")) {
+        let manifest = match Manifest::read(&dir) {
             Ok(m) => m,
             Err(e) => {
                 skipped.push(ExcludedRun {
@@ -299,7 +233,7 @@ pub fn load_runs(paths: &[PathBuf]) -> Result<RunSet> {
         let exclude = |reason: String| ExcludedRun {
             dir: dir.clone(),
             run_id: Some(manifest.run_id.clone()),
-            sweep: manifest.sweep.clone(),
+            sweep: Some(manifest.sweep.clone()),
             activation: Some(manifest.config.activation.clone()),
             reason,
         };
@@ -334,7 +268,7 @@ pub fn load_runs(paths: &[PathBuf]) -> Result<RunSet> {
             continue;
         }
         let index = runs.len() as u32;
-        match read_run_records_guarded(&dir, index, manifest.epochs_completed) {
+        match read_run_records_guarded(&dir, index, manifest.epochs_completed as u32) {
             Ok((epochs, neurons)) => {
                 epoch_frames.push(epochs);
                 neuron_frames.push(neurons);
@@ -344,29 +278,23 @@ pub fn load_runs(paths: &[PathBuf]) -> Result<RunSet> {
                 continue;
             }
         }
-        let sweep = manifest.sweep.clone().unwrap_or_else(|| {
-            dir.parent()
-                .and_then(|p| p.file_name())
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        });
         runs.push(Run {
             index,
             run_id: manifest.run_id.clone(),
-            sweep,
+            sweep: manifest.sweep.clone(),
             dir,
-            dataset: manifest.config.dataset.clone(),
+            dataset: manifest.config.dataset.kind.name().to_string(),
             activation: manifest.config.activation.clone(),
             seed: manifest.config.seed,
             lr: manifest.config.lr,
             status: manifest.status,
-            epochs_completed: manifest.epochs_completed,
+            epochs_completed: manifest.epochs_completed as u32,
             manifest,
         });
     }
 
     let epochs = if epoch_frames.is_empty() {
-        empty_frame(&EPOCH_COLUMNS)
+        empty_frame(&epoch_columns())
     } else {
         let mut all = epoch_frames.swap_remove(0);
         for df in epoch_frames {
@@ -387,7 +315,7 @@ pub fn load_runs(paths: &[PathBuf]) -> Result<RunSet> {
 /// The scans one after another; no scan gives an empty frame with the neuron columns.
 fn concat_scans(scans: Vec<LazyFrame>) -> LazyFrame {
     if scans.is_empty() {
-        return empty_frame(&NEURON_COLUMNS).lazy();
+        return empty_frame(&neuron_columns()).lazy();
     }
     concat(scans, UnionArgs::default()).expect("scans of one schema concatenate")
 }
@@ -435,32 +363,14 @@ fn empty_frame(columns: &[(&str, DataType)]) -> DataFrame {
     DataFrame::new_infer_height(cols).expect("empty columns")
 }
 
-/// Runs `work`, turning a panic inside it into an error that starts with `what`. polars panics,
-/// instead of failing, on some parquet files corrupted inside their data pages; every reader of
-/// record files here goes through this, so a damaged file is an error, never a crash.
-pub fn without_reader_panics<T>(what: &str, work: impl FnOnce() -> Result<T>) -> Result<T> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
-        Ok(result) => result,
-        Err(payload) => {
-            let message = payload
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            bail!("{what}: a record file is corrupt (the parquet reader failed: {message})")
-        }
-    }
-}
-
-/// [`read_run_records`] under [`without_reader_panics`].
+/// [`read_run_records`] with a panic of the parquet reader on a damaged file turned into an
+/// error naming the run directory.
 fn read_run_records_guarded(
     dir: &Path,
     index: u32,
     last_epoch: u32,
 ) -> Result<(DataFrame, LazyFrame)> {
-    without_reader_panics(&dir.display().to_string(), || {
-        read_run_records(dir, index, last_epoch)
-    })
+    without_reader_panics(dir, || read_run_records(dir, index, last_epoch))?
 }
 
 /// Reads `epochs.parquet` eagerly (it is small) and prepares a lazy scan of `neurons.parquet`,
@@ -469,7 +379,7 @@ fn read_run_records_guarded(
 /// failing the whole analysis later.
 fn read_run_records(dir: &Path, index: u32, last_epoch: u32) -> Result<(DataFrame, LazyFrame)> {
     let epochs_path = dir.join("epochs.parquet");
-    let epochs = scan_checked(&epochs_path, &EPOCH_COLUMNS)?
+    let epochs = scan_checked(&epochs_path, &epoch_columns())?
         .filter(col("epoch").lt_eq(lit(last_epoch)))
         .sort(["epoch"], Default::default())
         .with_column(lit(index).cast(DataType::UInt32).alias("run"))
@@ -484,16 +394,15 @@ fn read_run_records(dir: &Path, index: u32, last_epoch: u32) -> Result<(DataFram
             last_epoch + 1
         );
     }
-    let epochs =
-        epochs.select(std::iter::once("run").chain(EPOCH_COLUMNS.iter().map(|(n, _)| *n)))?;
+    let epochs = epochs.select(std::iter::once("run").chain(EPOCH_COLUMNS.iter().copied()))?;
 
     let neurons_path = dir.join("neurons.parquet");
-    let neurons = scan_checked(&neurons_path, &NEURON_COLUMNS)?
+    let neurons = scan_checked(&neurons_path, &neuron_columns())?
         .filter(col("epoch").lt_eq(lit(last_epoch)))
         .with_column(lit(index).cast(DataType::UInt32).alias("run"))
         .select(
             std::iter::once(col("run"))
-                .chain(NEURON_COLUMNS.iter().map(|(n, _)| col(*n)))
+                .chain(NEURON_COLUMNS.iter().map(|n| col(*n)))
                 .collect::<Vec<_>>(),
         );
     // One run's rows decoded once and dropped: a file that cannot be decoded skips its run now,

@@ -23,6 +23,7 @@
 use std::collections::HashMap;
 
 use anyhow::{Context, Result};
+use necrosis_records::tables::neuron_columns as nc;
 use polars::prelude::*;
 
 use crate::load::RunSet;
@@ -155,17 +156,19 @@ fn compute_measures_in_batches(
 /// epoch 0), `first_dead` (first epoch the neuron is dead, null if never).
 pub(crate) fn neuron_states(neurons: LazyFrame, opts: &MeasureOptions) -> PolarsResult<LazyFrame> {
     let neuron_key = [col("run"), col("layer"), col("neuron")];
-    let layer_mean = col("mean_abs_act")
+    let layer_mean = col(nc::MEAN_ABS_ACT)
         .mean()
         .over([col("run"), col("epoch"), col("layer")])?;
     Ok(neurons
         // Sorted by epoch within each neuron so that shift(1) in the window is epoch e−1.
         .sort(["run", "layer", "neuron", "epoch"], Default::default())
         .with_columns([
-            col("max_pre").lt_eq(lit(0.0)).alias("dead"),
-            col("mean_deriv").lt(lit(opts.starved_eps)).alias("starved"),
+            col(nc::MAX_PRE).lt_eq(lit(0.0)).alias("dead"),
+            col(nc::MEAN_DERIV)
+                .lt(lit(opts.starved_eps))
+                .alias("starved"),
             when(layer_mean.clone().gt(lit(0.0)))
-                .then(col("mean_abs_act") / layer_mean)
+                .then(col(nc::MEAN_ABS_ACT) / layer_mean)
                 .otherwise(lit(0.0))
                 .alias("score"),
         ])
@@ -219,7 +222,7 @@ fn count(predicate: Expr) -> Expr {
 /// Counts per group of neuron-epoch rows (a layer or the network at one epoch).
 fn layer_epoch_counts(groups: LazyGroupBy) -> LazyFrame {
     let mut aggs = vec![
-        col("layer_name").first(),
+        col(nc::LAYER_NAME).first(),
         len().cast(DataType::Float64).alias("n"),
         count(col("dead")).alias("n_dead"),
         count(col("starved")).alias("n_starved"),
@@ -233,8 +236,8 @@ fn layer_epoch_counts(groups: LazyGroupBy) -> LazyFrame {
         count(col("prev_dead").and(col("dead"))).alias("n_still_dead"),
         count(col("prev_dead").and(col("dead").not())).alias("revivals"),
         count(col("dead").not().and(col("first_dead").lt(col("epoch")))).alias("n_revived"),
-        col("active_frac").sum().alias("active_frac_sum"),
-        col("grad_pre_abs_mean").sum().alias("grad_pre_sum"),
+        col(nc::ACTIVE_FRAC).sum().alias("active_frac_sum"),
+        col(nc::GRAD_PRE_ABS_MEAN).sum().alias("grad_pre_sum"),
     ];
     for (_, suffix) in DORMANT_TAUS {
         aggs.push(count(col(format!("dormant_{suffix}"))).alias(format!("n_dormant_{suffix}")));
@@ -278,7 +281,7 @@ fn layer_epoch_fractions(counts: LazyFrame) -> LazyFrame {
     let mut cols = vec![
         col("run"),
         col("layer"),
-        col("layer_name"),
+        col(nc::LAYER_NAME),
         col("epoch"),
         col("n"),
         share("n_dead").alias("dead_frac"),
@@ -406,7 +409,7 @@ fn run_layer_summary(layer_epoch: &DataFrame, neuron_fate: &DataFrame) -> Result
     let mut finals = vec![
         col("run"),
         col("layer"),
-        col("layer_name"),
+        col(nc::LAYER_NAME),
         col("n"),
         col("epoch").alias("epochs"),
         col("dead_frac").alias("dead_frac_final"),

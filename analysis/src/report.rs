@@ -22,6 +22,8 @@ use crate::figures::{
 use crate::load::{ExcludedRun, Manifest, RunSet};
 use crate::measures::{compute_measures, MeasureOptions, Measures, DORMANT_TAUS};
 use crate::write_atomic;
+use necrosis_records::files::without_reader_panics;
+use necrosis_records::tables::{neuron_columns as nc, EpochRow, NeuronRow};
 
 /// Options of an analysis.
 #[derive(Debug, Clone, PartialEq)]
@@ -820,19 +822,11 @@ None.{% endfor %}
 /// A terminal summary of one run directory, whatever its status: configuration, status, the
 /// per-epoch accuracy and loss, and the dead percentage per layer per epoch.
 pub fn inspect_run(dir: &Path) -> Result<String> {
-    crate::load::without_reader_panics(&dir.display().to_string(), || inspect_run_unguarded(dir))
-}
-
-fn inspect_run_unguarded(dir: &Path) -> Result<String> {
-    let manifest = Manifest::read(&dir.join("manifest.json"))?;
+    let manifest = Manifest::read(dir)?;
     let mut out = String::new();
     let c = &manifest.config;
     let _ = writeln!(out, "run       {}", manifest.run_id);
-    let _ = writeln!(
-        out,
-        "sweep     {}",
-        manifest.sweep.as_deref().unwrap_or("-")
-    );
+    let _ = writeln!(out, "sweep     {}", manifest.sweep);
     let _ = writeln!(
         out,
         "status    {} ({} of {} epochs completed)",
@@ -844,14 +838,18 @@ fn inspect_run_unguarded(dir: &Path) -> Result<String> {
     let _ = writeln!(
         out,
         "dataset   {}   activation {}   seed {}   lr {}",
-        c.dataset, c.activation, c.seed, c.lr
+        c.dataset.kind, c.activation, c.seed, c.lr
     );
-    let mut extras: Vec<String> = c
-        .other
-        .iter()
-        .filter(|(_, v)| !v.is_null())
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
+    // Every other setting of the configuration, as manifest.json spells it.
+    let shown = ["dataset", "activation", "seed", "lr", "epochs"];
+    let mut extras: Vec<String> = match serde_json::to_value(c)? {
+        serde_json::Value::Object(settings) => settings
+            .into_iter()
+            .filter(|(k, v)| !v.is_null() && !shown.contains(&k.as_str()))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect(),
+        _ => Vec::new(),
+    };
     extras.sort();
     if !extras.is_empty() {
         let _ = writeln!(out, "config    {}", extras.join(" "));
@@ -864,44 +862,30 @@ fn inspect_run_unguarded(dir: &Path) -> Result<String> {
             .collect();
         let _ = writeln!(out, "sites     {}", sites.join(" "));
     }
-    let last = manifest.epochs_completed;
+    let last = manifest.epochs_completed as u32;
 
-    let scan = |name: &str| -> Result<LazyFrame> {
-        let path = dir.join(name);
-        let source = PlRefPath::try_from_path(&path)?;
-        LazyFrame::scan_parquet(source, ScanArgsParquet::default())
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("reading {}", path.display()))
-    };
-    let epochs = scan("epochs.parquet")?
-        .filter(col("epoch").lt_eq(lit(last)))
-        .select([
-            col("epoch").cast(DataType::UInt32),
-            col("train_loss").cast(DataType::Float64),
-            col("test_loss").cast(DataType::Float64),
-            col("test_acc").cast(DataType::Float64),
-            col("seconds").cast(DataType::Float64),
-        ])
-        .sort(["epoch"], Default::default())
-        .collect()
-        .map_err(anyhow::Error::from)
-        .with_context(|| format!("reading {}", dir.join("epochs.parquet").display()))?;
-    let dead = scan("neurons.parquet")?
-        .filter(col("epoch").lt_eq(lit(last)))
-        .group_by([col("epoch"), col("layer")])
-        .agg([
-            col("layer_name").first(),
-            (col("max_pre")
-                .lt_eq(lit(0.0))
-                .cast(DataType::Float64)
-                .mean()
-                * lit(100.0))
-            .alias("dead_pct"),
-        ])
-        .sort(["layer", "epoch"], Default::default())
-        .collect()
-        .map_err(anyhow::Error::from)
-        .with_context(|| format!("reading {}", dir.join("neurons.parquet").display()))?;
+    let mut epochs = EpochRow::read_all(dir)?;
+    epochs.retain(|e| e.epoch <= last);
+    epochs.sort_by_key(|e| e.epoch);
+    let neurons_path = dir.join(NeuronRow::FILE);
+    let dead = without_reader_panics(&neurons_path, || -> Result<DataFrame> {
+        let source = PlRefPath::try_from_path(&neurons_path)?;
+        Ok(LazyFrame::scan_parquet(source, ScanArgsParquet::default())?
+            .filter(col(nc::EPOCH).lt_eq(lit(last)))
+            .group_by([col(nc::EPOCH), col(nc::LAYER)])
+            .agg([
+                col(nc::LAYER_NAME).first(),
+                (col(nc::MAX_PRE)
+                    .lt_eq(lit(0.0))
+                    .cast(DataType::Float64)
+                    .mean()
+                    * lit(100.0))
+                .alias("dead_pct"),
+            ])
+            .sort([nc::LAYER, nc::EPOCH], Default::default())
+            .collect()?)
+    })?
+    .with_context(|| format!("reading {}", neurons_path.display()))?;
 
     let mut layers: BTreeMap<u32, String> = BTreeMap::new();
     let mut dead_at: BTreeMap<(u32, u32), f64> = BTreeMap::new();
@@ -933,21 +917,16 @@ fn inspect_run_unguarded(dir: &Path) -> Result<String> {
         Some(v) => format!("{v:>width$}"),
         None => format!("{:>width$}", "-"),
     };
-    let epoch = epochs.column("epoch")?.u32()?;
-    let train_loss = epochs.column("train_loss")?.f64()?;
-    let test_loss = epochs.column("test_loss")?.f64()?;
-    let test_acc = epochs.column("test_acc")?.f64()?;
-    let seconds = epochs.column("seconds")?.f64()?;
-    for i in 0..epochs.height() {
-        let e = epoch.get(i).unwrap_or(0);
+    for row in &epochs {
+        let e = row.epoch;
         let _ = write!(
             out,
             "{:>5} {} {} {} {}",
             e,
-            cell(train_loss.get(i), 10, 4),
-            cell(test_loss.get(i), 10, 4),
-            cell(test_acc.get(i), 9, 4),
-            cell(seconds.get(i), 9, 1)
+            cell(row.train_loss, 10, 4),
+            cell(Some(row.test_loss), 10, 4),
+            cell(Some(row.test_acc), 9, 4),
+            cell(Some(row.seconds), 9, 1)
         );
         for l in layers.keys() {
             let _ = write!(out, " {}", cell(dead_at.get(&(e, *l)).copied(), 12, 1));

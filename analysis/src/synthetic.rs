@@ -5,12 +5,13 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use polars::prelude::*;
+use necrosis_records::architecture::{LayerSpec, Site};
+use necrosis_records::config::{DatasetKind, DatasetSpec, Normalization, RunConfig};
+use necrosis_records::files::write_probe_indices;
+use necrosis_records::tables::{EpochRow, NeuronRow};
+use necrosis_records::{Manifest, RunStatus, FORMAT_VERSION};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-use crate::load::RunStatus;
-use crate::write_atomic;
 
 /// The manifest-level description of a run to write.
 #[derive(Debug, Clone)]
@@ -54,12 +55,9 @@ impl RunSpec {
         }
     }
 
-    /// `<dataset>-<activation>-lr<lr>-s<seed>`, as the trainer names runs.
+    /// The run directory's name, as the trainer names runs.
     pub fn run_id(&self) -> String {
-        format!(
-            "{}-{}-lr{}-s{}",
-            self.dataset, self.activation, self.lr, self.seed
-        )
+        necrosis_records::config::run_id(&self.dataset, &self.activation, self.lr, self.seed)
     }
 }
 
@@ -117,7 +115,8 @@ impl NeuronRecord {
 }
 
 /// Writes `<root>/<sweep>/<run-id>/` with `manifest.json`, `epochs.parquet`, `neurons.parquet` and
-/// `probe_indices.json`; returns the run directory.
+/// `probe_indices.json`, through the record format's own types and writers; returns the run
+/// directory.
 pub fn write_run(
     root: &Path,
     spec: &RunSpec,
@@ -129,120 +128,118 @@ pub fn write_run(
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let last_epoch = epochs.iter().map(|e| e.epoch).max().unwrap_or(0);
     let epochs_completed = spec.epochs_completed.unwrap_or(last_epoch);
+    let kind: DatasetKind = spec.dataset.parse()?;
 
-    let architecture: Vec<serde_json::Value> = spec
-        .sites
-        .iter()
-        .enumerate()
-        .flat_map(|(site, (name, out))| {
-            [
-                serde_json::json!({"kind": "fc", "name": name, "out": out}),
-                serde_json::json!({"kind": "act", "site": site}),
-            ]
-        })
-        .chain([serde_json::json!({"kind": "fc", "name": "out", "out": 10})])
-        .collect();
-    let manifest = serde_json::json!({
-        "format_version": 1,
-        "crate_version": "0.1.0",
-        "run_id": run_id,
-        "sweep": spec.sweep,
-        "status": spec.status,
-        "epochs_completed": epochs_completed,
-        "started_at": "2026-11-27T21:00:00Z",
-        "ended_at": null,
-        "error": spec.error,
-        "config": {
-            "dataset": spec.dataset, "data_dir": null, "train_limit": null,
-            "activation": spec.activation, "seed": spec.seed,
-            "optimizer": {"kind": "sgd", "momentum": 0.9, "weight_decay": 0.0},
-            "lr": spec.lr, "schedule": "constant", "batch_size": 64,
-            "epochs": spec.epochs_planned, "probe_size": 2048, "arch": "mlp"
-        },
-        "activation": spec.activation,
-        "input": [1, 8, 8],
-        "classes": 10,
-        "train_samples": 1437, "test_samples": 360,
-        "normalization": {"mean": [0.3], "std": [0.38]},
-        "architecture": architecture,
-        "sites": spec.sites.iter().enumerate().map(|(site, (name, n))| {
-            serde_json::json!({"site": site, "layer_name": name, "neurons": n})
-        }).collect::<Vec<_>>(),
+    // A dense network: flatten, then per site an fc layer and its activation, then the output.
+    let mut architecture = vec![LayerSpec::Flatten];
+    for (site, (name, out)) in spec.sites.iter().enumerate() {
+        architecture.push(LayerSpec::Fc {
+            name: name.clone(),
+            out: *out as usize,
+        });
+        architecture.push(LayerSpec::Act { site });
+    }
+    architecture.push(LayerSpec::Fc {
+        name: "out".into(),
+        out: 10,
     });
-    write_atomic(
-        &dir.join("manifest.json"),
-        serde_json::to_string_pretty(&manifest)?.as_bytes(),
-    )?;
-    write_atomic(
-        &dir.join("probe_indices.json"),
-        br#"{"indices": [0, 1, 2]}"#,
-    )?;
-
-    let mut epochs_df = epochs_frame(epochs, spec.lr)?;
-    write_parquet(&dir.join("epochs.parquet"), &mut epochs_df)?;
-    let mut neurons_df = neurons_frame(neurons, &spec.sites)?;
-    write_parquet(&dir.join("neurons.parquet"), &mut neurons_df)?;
+    let mut config = RunConfig::new(DatasetSpec::new(kind), &spec.activation);
+    config.arch = "mlp".into();
+    config.seed = spec.seed;
+    config.lr = spec.lr;
+    config.epochs = spec.epochs_planned as usize;
+    config.probe_size = Some(2048);
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        crate_version: "0.1.0".into(),
+        run_id,
+        sweep: spec.sweep.clone(),
+        status: spec.status,
+        epochs_completed: epochs_completed as usize,
+        started_at: "2026-11-27T21:00:00Z".into(),
+        ended_at: None,
+        error: spec.error.clone(),
+        config,
+        activation: spec.activation.clone(),
+        input: [1, 8, 8],
+        classes: 10,
+        train_samples: 1437,
+        test_samples: 360,
+        normalization: Normalization {
+            mean: vec![0.3],
+            std: vec![0.38],
+        },
+        architecture,
+        sites: spec
+            .sites
+            .iter()
+            .enumerate()
+            .map(|(site, (name, neurons))| Site {
+                site,
+                layer_name: name.clone(),
+                neurons: *neurons as usize,
+            })
+            .collect(),
+    };
+    manifest.write(&dir)?;
+    write_probe_indices(&dir, &[0, 1, 2])?;
+    EpochRow::write_all(&dir, &epoch_rows(epochs, spec.lr))?;
+    NeuronRow::write_all(&dir, &neuron_rows(neurons, &spec.sites))?;
     Ok(dir)
 }
 
-/// Writes a parquet file atomically (temporary name in the same folder, then rename).
-pub fn write_parquet(path: &Path, df: &mut DataFrame) -> Result<()> {
-    let mut bytes = Vec::new();
-    ParquetWriter::new(&mut bytes)
-        .finish(df)
-        .map_err(anyhow::Error::from)
-        .with_context(|| format!("encoding {}", path.display()))?;
-    write_atomic(path, &bytes)
+/// The full rows of `epochs.parquet`; the columns the records do not give are derived.
+fn epoch_rows(epochs: &[EpochRecord], lr: f64) -> Vec<EpochRow> {
+    epochs
+        .iter()
+        .map(|e| EpochRow {
+            epoch: e.epoch,
+            step: e.epoch as u64 * 23,
+            lr,
+            train_loss: e.train_loss,
+            train_acc: e.train_loss.map(|_| e.test_acc),
+            test_loss: e.test_loss,
+            test_acc: e.test_acc,
+            seconds: e.seconds,
+            images_per_sec: (e.epoch > 0).then_some(1000.0),
+            diverged: false,
+        })
+        .collect()
 }
 
-fn epochs_frame(epochs: &[EpochRecord], lr: f64) -> Result<DataFrame> {
-    let n = epochs.len();
-    Ok(df!(
-        "epoch" => epochs.iter().map(|e| e.epoch).collect::<Vec<u32>>(),
-        "step" => epochs.iter().map(|e| e.epoch as u64 * 23).collect::<Vec<u64>>(),
-        "lr" => vec![lr; n],
-        "train_loss" => epochs.iter().map(|e| e.train_loss).collect::<Vec<Option<f64>>>(),
-        "train_acc" => epochs.iter().map(|e| e.train_loss.map(|_| e.test_acc)).collect::<Vec<Option<f64>>>(),
-        "test_loss" => epochs.iter().map(|e| e.test_loss).collect::<Vec<f64>>(),
-        "test_acc" => epochs.iter().map(|e| e.test_acc).collect::<Vec<f64>>(),
-        "seconds" => epochs.iter().map(|e| e.seconds).collect::<Vec<f64>>(),
-        "images_per_sec" => epochs.iter().map(|e| (e.epoch > 0).then_some(1000.0)).collect::<Vec<Option<f64>>>(),
-        "diverged" => vec![false; n],
-    )?)
-}
-
-fn neurons_frame(neurons: &[NeuronRecord], sites: &[(String, u32)]) -> Result<DataFrame> {
+/// The full rows of `neurons.parquet`; the columns the analysis does not read are derived.
+fn neuron_rows(neurons: &[NeuronRecord], sites: &[(String, u32)]) -> Vec<NeuronRow> {
     let name = |layer: u32| {
         sites
             .get(layer as usize)
             .map_or_else(|| format!("layer{layer}"), |(n, _)| n.clone())
     };
-    let f = |get: fn(&NeuronRecord) -> f64| neurons.iter().map(get).collect::<Vec<f64>>();
-    let training = |get: fn(&NeuronRecord) -> f64| {
-        neurons
-            .iter()
-            .map(|r| (r.epoch > 0).then(|| get(r)))
-            .collect::<Vec<Option<f64>>>()
-    };
-    Ok(df!(
-        "epoch" => neurons.iter().map(|r| r.epoch).collect::<Vec<u32>>(),
-        "layer" => neurons.iter().map(|r| r.layer).collect::<Vec<u32>>(),
-        "layer_name" => neurons.iter().map(|r| name(r.layer)).collect::<Vec<String>>(),
-        "neuron" => neurons.iter().map(|r| r.neuron).collect::<Vec<u32>>(),
-        "active_frac" => f(|r| r.active_frac),
-        "sample_active_frac" => f(|r| r.active_frac.sqrt()),
-        "max_pre" => f(|r| r.max_pre),
-        "mean_pre" => f(|r| r.max_pre - 1.0),
-        "std_pre" => f(|_| 0.5),
-        "mean_abs_act" => f(|r| r.mean_abs_act),
-        "mean_deriv" => f(|r| r.mean_deriv),
-        "weight_norm" => f(|_| 1.0),
-        "bias" => f(|_| 0.0),
-        "train_active_frac" => training(|r| r.active_frac),
-        "grad_act_abs_mean" => training(|r| r.grad_pre_abs_mean.unwrap_or(0.0) * 2.0),
-        "grad_pre_abs_mean" => neurons.iter().map(|r| r.grad_pre_abs_mean).collect::<Vec<Option<f64>>>(),
-        "weight_grad_norm" => training(|r| r.grad_pre_abs_mean.unwrap_or(0.0) * 10.0),
-    )?)
+    neurons
+        .iter()
+        .map(|r| {
+            let trained = |v: f64| (r.epoch > 0).then_some(v);
+            let grad = r.grad_pre_abs_mean.unwrap_or(0.0);
+            NeuronRow {
+                epoch: r.epoch,
+                layer: r.layer,
+                layer_name: name(r.layer),
+                neuron: r.neuron,
+                active_frac: r.active_frac,
+                sample_active_frac: r.active_frac.sqrt(),
+                max_pre: r.max_pre,
+                mean_pre: r.max_pre - 1.0,
+                std_pre: 0.5,
+                mean_abs_act: r.mean_abs_act,
+                mean_deriv: r.mean_deriv,
+                weight_norm: 1.0,
+                bias: 0.0,
+                train_active_frac: trained(r.active_frac),
+                grad_act_abs_mean: trained(grad * 2.0),
+                grad_pre_abs_mean: r.grad_pre_abs_mean,
+                weight_grad_norm: trained(grad * 10.0),
+            }
+        })
+        .collect()
 }
 
 /// Shape of a generated sweep.

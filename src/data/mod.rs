@@ -29,127 +29,12 @@ pub mod synthetic;
 pub(crate) mod test_data;
 
 use std::fmt;
-use std::path::{Path, PathBuf};
-use std::str::FromStr;
+use std::path::Path;
 
 use anyhow::{bail, Result};
 use rayon::prelude::*;
 
-/// Which dataset and where.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DatasetKind {
-    /// The UCI optical digits (8×8 grey, 1797 samples), compiled into the binary.
-    Digits,
-    /// MNIST as the four official IDX files (28×28 grey, 10 classes).
-    Mnist,
-    /// Fashion-MNIST as the four IDX files (28×28 grey, 10 classes).
-    FashionMnist,
-    /// Any IDX image set laid out like MNIST; classes = largest label + 1.
-    Idx,
-    /// CIFAR-10 binary version (32×32 RGB, 10 classes).
-    Cifar10,
-    /// CIFAR-100 binary version, fine labels (32×32 RGB, 100 classes).
-    Cifar100,
-    /// One sub-folder of PNG/JPEG images per class (Caltech-256, PI100 layout).
-    Folder,
-    /// Generated class prototypes plus noise, any size, for speed and scale tests.
-    Synthetic,
-}
-
-impl DatasetKind {
-    /// Every kind, in the order the valid names are listed in messages.
-    pub const ALL: [DatasetKind; 8] = [
-        DatasetKind::Digits,
-        DatasetKind::Mnist,
-        DatasetKind::FashionMnist,
-        DatasetKind::Idx,
-        DatasetKind::Cifar10,
-        DatasetKind::Cifar100,
-        DatasetKind::Folder,
-        DatasetKind::Synthetic,
-    ];
-
-    /// The name used on the command line and in manifests, e.g. `"fashion-mnist"`.
-    pub fn name(&self) -> &'static str {
-        match self {
-            DatasetKind::Digits => "digits",
-            DatasetKind::Mnist => "mnist",
-            DatasetKind::FashionMnist => "fashion-mnist",
-            DatasetKind::Idx => "idx",
-            DatasetKind::Cifar10 => "cifar10",
-            DatasetKind::Cifar100 => "cifar100",
-            DatasetKind::Folder => "folder",
-            DatasetKind::Synthetic => "synthetic",
-        }
-    }
-
-    /// Whether this kind reads files from [`DatasetSpec::data_dir`].
-    pub fn needs_data_dir(&self) -> bool {
-        !matches!(self, DatasetKind::Digits | DatasetKind::Synthetic)
-    }
-}
-
-impl fmt::Display for DatasetKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// The error of parsing a [`DatasetKind`] from a name that is not one of the valid names.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("unknown dataset \"{given}\"; valid names: digits, mnist, fashion-mnist, idx, cifar10, cifar100, folder, synthetic")]
-pub struct UnknownDatasetKind {
-    /// The name that was given.
-    pub given: String,
-}
-
-impl FromStr for DatasetKind {
-    type Err = UnknownDatasetKind;
-
-    /// Parses the names printed by [`DatasetKind::name`]; exact, lower case.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        DatasetKind::ALL
-            .into_iter()
-            .find(|kind| kind.name() == s)
-            .ok_or_else(|| UnknownDatasetKind {
-                given: s.to_string(),
-            })
-    }
-}
-
-/// Which dataset to load, from where, and the few options some loaders take.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct DatasetSpec {
-    /// Which dataset. Named `dataset` when serialised, as manifest.json's `config.dataset`.
-    #[serde(rename = "dataset")]
-    pub kind: DatasetKind,
-    /// Folder holding the files; required for every kind but `digits` and `synthetic`.
-    pub data_dir: Option<PathBuf>,
-    /// `folder`: images are resized to `image_size × image_size` (default 32).
-    /// `synthetic`: the side of the generated images (default 28). Ignored by the others,
-    /// whose files fix the size.
-    pub image_size: Option<usize>,
-    /// `folder`: load images as one grey channel instead of three RGB channels.
-    #[serde(default)]
-    pub grayscale: bool,
-    /// `synthetic`: number of training samples (default 4096); the test split has a quarter
-    /// of that, rounded up.
-    pub synthetic_samples: Option<usize>,
-}
-
-impl DatasetSpec {
-    /// A spec for `kind` with no data folder and every option at its default.
-    pub fn new(kind: DatasetKind) -> Self {
-        DatasetSpec {
-            kind,
-            data_dir: None,
-            image_size: None,
-            grayscale: false,
-            synthetic_samples: None,
-        }
-    }
-}
+pub use necrosis_records::config::{DatasetKind, DatasetSpec, Normalization, UnknownDatasetKind};
 
 /// One split (training or test) of a dataset.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -177,16 +62,6 @@ impl Split {
     pub fn sample(&self, i: usize, sample_len: usize) -> &[f32] {
         &self.images[i * sample_len..(i + 1) * sample_len]
     }
-}
-
-/// Per-channel mean and standard deviation, applied as `(x - mean) / std` after pixels are
-/// scaled to `[0, 1]`; both computed over the training split.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
-pub struct Normalization {
-    /// Mean of each channel over the training split, in `[0, 1]` pixel units.
-    pub mean: Vec<f32>,
-    /// Population standard deviation of each channel over the training split, at least `1e-6`.
-    pub std: Vec<f32>,
 }
 
 /// A loaded dataset: both splits, normalised, with their shape and the normalisation used.
@@ -394,21 +269,6 @@ pub(crate) fn file_error(path: &Path, problem: impl fmt::Display) -> anyhow::Err
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kind_names_round_trip_and_unknown_lists_valid_names() {
-        for kind in DatasetKind::ALL {
-            assert_eq!(kind.name().parse::<DatasetKind>().unwrap(), kind);
-            // The serde name matches the command-line name.
-            let json = serde_json::to_string(&kind).unwrap();
-            assert_eq!(json, format!("\"{}\"", kind.name()));
-        }
-        let err = "imagenet".parse::<DatasetKind>().unwrap_err().to_string();
-        assert!(err.contains("imagenet"), "{err}");
-        for kind in DatasetKind::ALL {
-            assert!(err.contains(kind.name()), "{err}");
-        }
-    }
 
     #[test]
     fn normalisation_uses_training_statistics_per_channel() {

@@ -56,20 +56,7 @@ pub struct ParamView<'a> {
     pub grad: Option<&'a [f32]>,
 }
 
-/// One epoch's training and test figures (a row of epochs.parquet).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct EpochSummary {
-    pub epoch: u32,
-    pub step: u64,
-    pub lr: f64,
-    pub train_loss: Option<f64>,
-    pub train_acc: Option<f64>,
-    pub test_loss: f64,
-    pub test_acc: f64,
-    pub seconds: f64,
-    pub images_per_sec: Option<f64>,
-    pub diverged: bool,
-}
+pub use necrosis_records::tables::EpochRow;
 
 /// An instrument. Events arrive in this order each epoch: for every minibatch
 /// `on_batch_forward` (per site), `on_batch_backward` (per site), `on_step`; then the probe pass
@@ -99,7 +86,7 @@ pub trait Hook {
     fn on_probe_batch(&mut self, _epoch: usize, _site: &SiteForward) {}
     /// After the probe pass, with the parameters as they are at this epoch.
     fn on_probe_end(&mut self, _epoch: usize, _params: &[ParamView]) {}
-    fn on_epoch_end(&mut self, _summary: &EpochSummary) {}
+    fn on_epoch_end(&mut self, _summary: &EpochRow) {}
 }
 
 /// The run's instruments: the SPEC §2 recorder (when on) and the user's hooks, behind one
@@ -163,7 +150,7 @@ impl Hook for HookSet {
     fn on_probe_end(&mut self, epoch: usize, params: &[ParamView]) {
         self.members().for_each(|h| h.on_probe_end(epoch, params));
     }
-    fn on_epoch_end(&mut self, summary: &EpochSummary) {
+    fn on_epoch_end(&mut self, summary: &EpochRow) {
         self.members().for_each(|h| h.on_epoch_end(summary));
     }
 }

@@ -13,27 +13,7 @@ use crate::activation::Activation;
 use crate::model::SiteInfo;
 use crate::ops::lane_sum_of;
 
-/// One row of neurons.parquet (columns documented in docs/records.md).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct NeuronRow {
-    pub epoch: u32,
-    pub layer: u32,
-    pub layer_name: String,
-    pub neuron: u32,
-    pub active_frac: f64,
-    pub sample_active_frac: f64,
-    pub max_pre: f64,
-    pub mean_pre: f64,
-    pub std_pre: f64,
-    pub mean_abs_act: f64,
-    pub mean_deriv: f64,
-    pub weight_norm: f64,
-    pub bias: f64,
-    pub train_active_frac: Option<f64>,
-    pub grad_act_abs_mean: Option<f64>,
-    pub grad_pre_abs_mean: Option<f64>,
-    pub weight_grad_norm: Option<f64>,
-}
+pub use necrosis_records::tables::NeuronRow;
 
 /// Probe-pass sums of one neuron.
 #[derive(Debug, Clone, Default)]

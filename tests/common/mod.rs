@@ -5,24 +5,26 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use necrosis::record::{self, Manifest};
+use necrosis::records::checkpoint::{read_safetensors, MODEL_FILE};
+use necrosis::records::tables::{EpochRow, NeuronRow};
+use necrosis::records::Manifest;
 
 /// The run's records with the wall-clock columns (`seconds`, `images_per_sec`) blanked, as text
 /// (Debug keeps NaN equal to NaN, which a diverged run's rows hold), plus the final weights.
 pub fn reproducible(run: &Path) -> (String, String, Vec<u8>, String) {
-    let mut epochs = record::read_epochs(run).unwrap();
+    let mut epochs = EpochRow::read_all(run).unwrap();
     for e in &mut epochs {
         e.seconds = 0.0;
         e.images_per_sec = e.images_per_sec.map(|_| 0.0);
     }
-    let neurons = record::read_neurons(run).unwrap();
+    let neurons = NeuronRow::read_all(run).unwrap();
     let m = Manifest::read(run).unwrap();
     let manifest = format!(
         "{:?} {} {:?} {:?} {:?} {:?}",
         m.status, m.epochs_completed, m.config, m.error, m.architecture, m.normalization
     );
     // Compared as tensors: the header's metadata order varies from process to process.
-    let weights = record::read_safetensors(&run.join("model.safetensors")).unwrap();
+    let weights = read_safetensors(&run.join(MODEL_FILE)).unwrap();
     let mut tensors: Vec<_> = weights.tensors.into_iter().collect();
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     let mut bits = Vec::new();

@@ -1,0 +1,464 @@
+//! A run's configuration: everything that decides what is trained, as `manifest.json` stores it
+//! under `"config"` and `resume` reads it back. Data only, with the checks every reader and
+//! writer shares; training and data loading live in the trainer.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// A setting that cannot make a run: the setting's manifest key and what is wrong. Callers that
+/// took the setting from a flag name the flag instead (`--batch-size` for `batch_size`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{key} {problem}")]
+pub struct InvalidConfig {
+    /// The key under `"config"` (`"batch_size"`, `"momentum"`, ...).
+    pub key: &'static str,
+    /// What is wrong, e.g. "must be at least 1".
+    pub problem: String,
+}
+
+fn invalid(key: &'static str, problem: impl Into<String>) -> InvalidConfig {
+    InvalidConfig {
+        key,
+        problem: problem.into(),
+    }
+}
+
+/// Which dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatasetKind {
+    /// The UCI optical digits (8×8 grey, 1797 samples), compiled into the binary.
+    Digits,
+    /// MNIST as the four official IDX files (28×28 grey, 10 classes).
+    Mnist,
+    /// Fashion-MNIST as the four IDX files (28×28 grey, 10 classes).
+    FashionMnist,
+    /// Any IDX image set laid out like MNIST; classes = largest label + 1.
+    Idx,
+    /// CIFAR-10 binary version (32×32 RGB, 10 classes).
+    Cifar10,
+    /// CIFAR-100 binary version, fine labels (32×32 RGB, 100 classes).
+    Cifar100,
+    /// One sub-folder of PNG/JPEG images per class (Caltech-256, PI100 layout).
+    Folder,
+    /// Generated class prototypes plus noise, any size, for speed and scale tests.
+    Synthetic,
+}
+
+impl DatasetKind {
+    /// Every kind, in the order the valid names are listed in messages.
+    pub const ALL: [DatasetKind; 8] = [
+        DatasetKind::Digits,
+        DatasetKind::Mnist,
+        DatasetKind::FashionMnist,
+        DatasetKind::Idx,
+        DatasetKind::Cifar10,
+        DatasetKind::Cifar100,
+        DatasetKind::Folder,
+        DatasetKind::Synthetic,
+    ];
+
+    /// The name used on the command line and in manifests, e.g. `"fashion-mnist"`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DatasetKind::Digits => "digits",
+            DatasetKind::Mnist => "mnist",
+            DatasetKind::FashionMnist => "fashion-mnist",
+            DatasetKind::Idx => "idx",
+            DatasetKind::Cifar10 => "cifar10",
+            DatasetKind::Cifar100 => "cifar100",
+            DatasetKind::Folder => "folder",
+            DatasetKind::Synthetic => "synthetic",
+        }
+    }
+
+    /// Whether this kind reads files from [`DatasetSpec::data_dir`].
+    pub fn needs_data_dir(&self) -> bool {
+        !matches!(self, DatasetKind::Digits | DatasetKind::Synthetic)
+    }
+}
+
+impl fmt::Display for DatasetKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The error of parsing a [`DatasetKind`] from a name that is not one of the valid names.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("unknown dataset \"{given}\"; valid names: digits, mnist, fashion-mnist, idx, cifar10, cifar100, folder, synthetic")]
+pub struct UnknownDatasetKind {
+    /// The name that was given.
+    pub given: String,
+}
+
+impl FromStr for DatasetKind {
+    type Err = UnknownDatasetKind;
+
+    /// Parses the names printed by [`DatasetKind::name`]; exact, lower case.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        DatasetKind::ALL
+            .into_iter()
+            .find(|kind| kind.name() == s)
+            .ok_or_else(|| UnknownDatasetKind {
+                given: s.to_string(),
+            })
+    }
+}
+
+/// Which dataset to load, from where, and the few options some loaders take.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetSpec {
+    /// Which dataset. Named `dataset` when serialised, as manifest.json's `config.dataset`.
+    #[serde(rename = "dataset")]
+    pub kind: DatasetKind,
+    /// Folder holding the files; required for every kind but `digits` and `synthetic`.
+    pub data_dir: Option<PathBuf>,
+    /// `folder`: images are resized to `image_size × image_size` (default 32).
+    /// `synthetic`: the side of the generated images (default 28). Ignored by the others,
+    /// whose files fix the size.
+    pub image_size: Option<usize>,
+    /// `folder`: load images as one grey channel instead of three RGB channels.
+    #[serde(default)]
+    pub grayscale: bool,
+    /// `synthetic`: number of training samples (default 4096); the test split has a quarter
+    /// of that, rounded up.
+    pub synthetic_samples: Option<usize>,
+}
+
+impl DatasetSpec {
+    /// A spec for `kind` with no data folder and every option at its default.
+    pub fn new(kind: DatasetKind) -> Self {
+        DatasetSpec {
+            kind,
+            data_dir: None,
+            image_size: None,
+            grayscale: false,
+            synthetic_samples: None,
+        }
+    }
+}
+
+/// Per-channel mean and standard deviation, applied as `(x - mean) / std` after pixels are
+/// scaled to `[0, 1]`; both computed over the training split.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Normalization {
+    /// Mean of each channel over the training split, in `[0, 1]` pixel units.
+    pub mean: Vec<f32>,
+    /// Population standard deviation of each channel over the training split, at least `1e-6`.
+    pub std: Vec<f32>,
+}
+
+/// Which optimiser and its hyper-parameters (the learning rate is set per step by the schedule).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum OptimizerConfig {
+    Sgd {
+        momentum: f32,
+        weight_decay: f32,
+    },
+    Adam {
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+        weight_decay: f32,
+    },
+}
+
+impl OptimizerConfig {
+    /// SGD with momentum 0.9, the study's setting.
+    pub fn sgd() -> Self {
+        OptimizerConfig::Sgd {
+            momentum: 0.9,
+            weight_decay: 0.0,
+        }
+    }
+
+    /// Adam with PyTorch's defaults.
+    pub fn adam() -> Self {
+        OptimizerConfig::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
+    }
+
+    pub fn with_weight_decay(self, wd: f32) -> Self {
+        match self {
+            OptimizerConfig::Sgd { momentum, .. } => OptimizerConfig::Sgd {
+                momentum,
+                weight_decay: wd,
+            },
+            OptimizerConfig::Adam {
+                beta1, beta2, eps, ..
+            } => OptimizerConfig::Adam {
+                beta1,
+                beta2,
+                eps,
+                weight_decay: wd,
+            },
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            OptimizerConfig::Sgd { .. } => "sgd",
+            OptimizerConfig::Adam { .. } => "adam",
+        }
+    }
+
+    /// Rejects hyper-parameters that cannot train: momenta and betas outside [0, 1), a negative
+    /// or infinite weight decay, an ε that is not positive. A hand-edited manifest can hold any
+    /// number, and one beyond f32's range arrives here as infinity.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        let in_unit = |key: &'static str, v: f32| {
+            if (0.0..1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(invalid(key, format!("must be in [0, 1), got {v}")))
+            }
+        };
+        let decay = |v: f32| {
+            if v >= 0.0 && v.is_finite() {
+                Ok(())
+            } else {
+                Err(invalid(
+                    "weight_decay",
+                    format!("must be a finite number ≥ 0, got {v}"),
+                ))
+            }
+        };
+        match *self {
+            OptimizerConfig::Sgd {
+                momentum,
+                weight_decay,
+            } => {
+                in_unit("momentum", momentum)?;
+                decay(weight_decay)
+            }
+            OptimizerConfig::Adam {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            } => {
+                in_unit("beta1", beta1)?;
+                in_unit("beta2", beta2)?;
+                if !(eps > 0.0 && eps.is_finite()) {
+                    return Err(invalid(
+                        "eps",
+                        format!("must be a finite number > 0, got {eps}"),
+                    ));
+                }
+                decay(weight_decay)
+            }
+        }
+    }
+}
+
+/// How the learning rate changes over epochs.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Schedule {
+    Constant,
+    /// Multiply by `gamma` every `every` epochs.
+    Step {
+        every: usize,
+        gamma: f64,
+    },
+    /// Cosine annealing from lr to 0 over all epochs, changed once per epoch.
+    Cosine,
+}
+
+impl FromStr for Schedule {
+    type Err = InvalidConfig;
+
+    /// Parses `constant`, `cosine` or `step:EVERY:GAMMA`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<&str> = text.split(':').collect();
+        let bad = |problem: String| invalid("schedule", format!("'{text}': {problem}"));
+        match parts.as_slice() {
+            ["constant"] => Ok(Schedule::Constant),
+            ["cosine"] => Ok(Schedule::Cosine),
+            ["step", every, gamma] => {
+                let every: usize = every
+                    .parse()
+                    .map_err(|_| bad(format!("'{every}' is not a whole number")))?;
+                let gamma: f64 = gamma
+                    .parse()
+                    .map_err(|_| bad(format!("'{gamma}' is not a number")))?;
+                if every == 0 || !(gamma > 0.0 && gamma.is_finite()) {
+                    return Err(bad("needs every > 0 and a positive gamma".into()));
+                }
+                Ok(Schedule::Step { every, gamma })
+            }
+            _ => Err(bad("expected constant, cosine or step:EVERY:GAMMA".into())),
+        }
+    }
+}
+
+impl Schedule {
+    /// The learning rate of training epoch `epoch` (from 1) of `epochs`.
+    pub fn lr_at(&self, base: f64, epoch: usize, epochs: usize) -> f64 {
+        match *self {
+            Schedule::Constant => base,
+            Schedule::Step { every, gamma } => base * gamma.powi(((epoch - 1) / every) as i32),
+            Schedule::Cosine => {
+                let progress = (epoch - 1) as f64 / epochs.max(1) as f64;
+                0.5 * base * (1.0 + (std::f64::consts::PI * progress).cos())
+            }
+        }
+    }
+}
+
+/// One run of a sweep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// Flattened, so that `config.dataset` is the dataset's name and `config.data_dir` its folder.
+    #[serde(flatten)]
+    pub dataset: DatasetSpec,
+    pub train_limit: Option<usize>,
+    /// A preset name or a custom spec (the trainer resolves it; the manifest's
+    /// `"architecture"` lists the resolved layers).
+    pub arch: String,
+    pub activation: String,
+    pub seed: u64,
+    pub optimizer: OptimizerConfig,
+    /// Kept in f64 so records show the rate as typed (0.05, not 0.0500000007).
+    pub lr: f64,
+    pub schedule: Schedule,
+    pub batch_size: usize,
+    pub epochs: usize,
+    /// Probe samples; `None` = [`DEFAULT_PROBE_SIZE`] or the whole training split if smaller.
+    pub probe_size: Option<usize>,
+}
+
+/// The probe size used when none is asked for.
+pub const DEFAULT_PROBE_SIZE: usize = 2048;
+
+impl RunConfig {
+    /// A run of `activation` on `dataset` with the defaults: LeNet, seed 0, SGD with momentum
+    /// 0.9, lr 0.01 constant, batch 64, 10 epochs, the default probe size.
+    pub fn new(dataset: DatasetSpec, activation: &str) -> Self {
+        RunConfig {
+            dataset,
+            train_limit: None,
+            arch: "lenet".into(),
+            activation: activation.into(),
+            seed: 0,
+            optimizer: OptimizerConfig::sgd(),
+            lr: 0.01,
+            schedule: Schedule::Constant,
+            batch_size: 64,
+            epochs: 10,
+            probe_size: None,
+        }
+    }
+
+    /// Rejects numbers that cannot make a run, naming the setting.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        if self.batch_size == 0 {
+            return Err(invalid("batch_size", "must be at least 1"));
+        }
+        if self.epochs == 0 {
+            return Err(invalid("epochs", "must be at least 1"));
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return Err(invalid(
+                "lr",
+                format!("must be a positive number, got {}", self.lr),
+            ));
+        }
+        if self.probe_size == Some(0) {
+            return Err(invalid("probe_size", "must be at least 1"));
+        }
+        if self.train_limit == Some(0) {
+            return Err(invalid("train_limit", "must be at least 1"));
+        }
+        self.optimizer.validate()
+    }
+
+    /// The run directory's name: `<dataset>-<activation>-lr<lr>-s<seed>`.
+    pub fn run_id(&self) -> String {
+        run_id(
+            self.dataset.kind.name(),
+            &self.activation,
+            self.lr,
+            self.seed,
+        )
+    }
+}
+
+/// The run directory's name for these settings: `<dataset>-<activation>-lr<lr>-s<seed>`.
+pub fn run_id(dataset: &str, activation: &str, lr: f64, seed: u64) -> String {
+    format!("{dataset}-{activation}-lr{lr}-s{seed}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules_give_the_documented_rates() {
+        let constant: Schedule = "constant".parse().unwrap();
+        assert_eq!(constant.lr_at(0.1, 5, 10), 0.1);
+        let step: Schedule = "step:2:0.5".parse().unwrap();
+        // 0.8 halved every 2 epochs: epochs 1-2 at 0.8, 3-4 at 0.4, 5 at 0.2.
+        assert_eq!(
+            [1, 2, 3, 4, 5].map(|e| step.lr_at(0.8, e, 5)),
+            [0.8, 0.8, 0.4, 0.4, 0.2]
+        );
+        // Cosine over 4 epochs: ½(1 + cos(π·(e−1)/4)); epoch 3 gives ½(1 + cos(π/2)) = ½.
+        let cosine = Schedule::Cosine;
+        assert_eq!(cosine.lr_at(1.0, 1, 4), 1.0);
+        assert!((cosine.lr_at(1.0, 3, 4) - 0.5).abs() < 1e-6);
+        assert!("step:0:0.5".parse::<Schedule>().is_err());
+        let err = "linear".parse::<Schedule>().unwrap_err();
+        assert_eq!(err.key, "schedule");
+        assert!(err.problem.contains("'linear'"), "{err}");
+    }
+
+    #[test]
+    fn dataset_names_round_trip_and_unknown_lists_valid_names() {
+        for kind in DatasetKind::ALL {
+            assert_eq!(kind.name().parse::<DatasetKind>().unwrap(), kind);
+            assert_eq!(
+                serde_json::to_value(kind).unwrap(),
+                serde_json::json!(kind.name())
+            );
+        }
+        let err = "imagenet".parse::<DatasetKind>().unwrap_err().to_string();
+        assert!(
+            err.contains("imagenet") && err.contains("fashion-mnist"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn validation_names_the_setting() {
+        let mut config = RunConfig::new(DatasetSpec::new(DatasetKind::Digits), "relu");
+        config.validate().unwrap();
+        config.batch_size = 0;
+        assert_eq!(config.validate().unwrap_err().key, "batch_size");
+        config.batch_size = 1;
+        config.optimizer = OptimizerConfig::Sgd {
+            momentum: f32::INFINITY,
+            weight_decay: 0.0,
+        };
+        let err = config.validate().unwrap_err();
+        assert_eq!(err.to_string(), "momentum must be in [0, 1), got inf");
+    }
+
+    #[test]
+    fn run_ids_read_as_the_docs_say() {
+        let mut config =
+            RunConfig::new(DatasetSpec::new(DatasetKind::FashionMnist), "relu-softsign");
+        config.lr = 0.05;
+        config.seed = 3;
+        assert_eq!(config.run_id(), "fashion-mnist-relu-softsign-lr0.05-s3");
+    }
+}
