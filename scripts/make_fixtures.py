@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Builds the small data fixtures in tests/fixtures/ from the full data sets beside the repository.
 
-The fixtures let a bare clone pass `cargo test`: the loaders are tested on real bytes without
+The fixtures (in trainer/tests/fixtures/) let a bare clone pass `cargo test`: the loaders are tested on real bytes without
 ../shared/data. They are committed; this script documents where they came from and rebuilds them:
 
     python3 scripts/make_fixtures.py ../shared/data
@@ -24,7 +24,7 @@ from pathlib import Path
 
 TRAIN, TEST = 256, 64
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "tests" / "fixtures"
+OUT = ROOT / "trainer" / "tests" / "fixtures"
 
 
 def head(src: Path, dst: Path, count: int) -> bytes:

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use crate::activation::{activation_by_name, builtin_names};
-use crate::data::{DatasetKind, DatasetSpec};
-use crate::optim::OptimizerConfig;
-use crate::sweep::{self, SweepPlan, SweepSummary};
+use necrosis::activation::{activation_by_name, builtin_names};
+use necrosis::data::{DatasetKind, DatasetSpec};
+use necrosis::optim::OptimizerConfig;
+use necrosis::sweep::{self, SweepPlan, SweepSummary};
 use necrosis_records::config::InvalidConfig;
 use necrosis_records::config::{RunConfig, Schedule};
 
@@ -267,7 +267,7 @@ impl RunArgs {
             }
         }
         let name = self.name.clone().unwrap_or_else(|| kind.name().to_string());
-        sweep::check_name(&name, "--name")?;
+        sweep::check_name(&name)?;
         Ok(SweepPlan {
             name,
             out: self.out.clone(),
@@ -348,7 +348,7 @@ fn report_summary(summary: &SweepSummary, resume_hint: &std::path::Path) -> Resu
         let list: Vec<String> = summary
             .failed
             .iter()
-            .map(|(id, e)| format!("{id}: {e}"))
+            .map(|(id, e)| format!("{id}: {}", user_message(e)))
             .collect();
         bail!(
             "{} run(s) failed:\n  {}",
@@ -411,12 +411,20 @@ fn without_panics<T>(what: &str, work: impl FnOnce() -> Result<T>) -> Result<T> 
     }
 }
 
+/// The flag that sets the library's setting `key` (`batch_size` → `--batch-size`).
+fn flag_for(key: &str) -> String {
+    match key {
+        "activation" => "--activations".into(),
+        other => format!("--{}", other.replace('_', "-")),
+    }
+}
+
 /// The error as the user reads it: one line, its causes joined by ": ", with a setting named
 /// by its flag (`--batch-size`) where the library names it by its key (`batch_size`).
 pub fn user_message(err: &anyhow::Error) -> String {
     err.chain()
         .map(|cause| match cause.downcast_ref::<InvalidConfig>() {
-            Some(invalid) => format!("--{} {}", invalid.key.replace('_', "-"), invalid.problem),
+            Some(invalid) => format!("{} {}", flag_for(invalid.key), invalid.problem),
             None => cause.to_string(),
         })
         .collect::<Vec<_>>()
@@ -519,5 +527,63 @@ pub fn main_with_args(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grid_flags_make_the_product_of_activations_rates_and_seeds() {
+        let cli = Cli::parse_from(["necrosis-report", "run", "--seeds", "3", "--lr", "0.01,0.1"]);
+        let Command::Run(args) = cli.command else {
+            panic!("a run command")
+        };
+        let runs = args.plan().unwrap().runs;
+        // The 5 default activations × 2 rates × 3 seeds, activation outermost.
+        assert_eq!(runs.len(), 30);
+        assert_eq!(
+            (runs[0].activation.as_str(), runs[0].lr, runs[0].seed),
+            ("relu", 0.01, 0)
+        );
+        assert_eq!(
+            (runs[29].activation.as_str(), runs[29].lr, runs[29].seed),
+            ("relu-softsign", 0.1, 2)
+        );
+    }
+
+    #[test]
+    fn a_setting_is_named_by_its_flag_wherever_it_sits_in_the_chain() {
+        let invalid = |key| InvalidConfig {
+            key,
+            problem: "must be at least 1".into(),
+        };
+        let bare = anyhow::Error::from(invalid("batch_size"));
+        assert_eq!(user_message(&bare), "--batch-size must be at least 1");
+        let wrapped = anyhow::Error::from(invalid("probe_size")).context("run 3/8 digits-relu");
+        assert_eq!(
+            user_message(&wrapped),
+            "run 3/8 digits-relu: --probe-size must be at least 1"
+        );
+        let activation = anyhow::Error::from(invalid("activation"));
+        assert!(user_message(&activation).starts_with("--activations "));
+    }
+
+    #[test]
+    fn a_panic_outside_the_record_readers_is_reported_as_a_bug() {
+        let err = without_panics("measuring the runs", || -> Result<()> {
+            panic!("index out of bounds: the len is 3 but the index is 7")
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("measuring the runs: internal error"),
+            "{err}"
+        );
+        assert!(
+            err.contains("index is 7") && !err.contains("corrupt"),
+            "{err}"
+        );
     }
 }

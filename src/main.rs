@@ -1,7 +1,13 @@
-//! `necrosis-report`: parses arguments and hands them to [`necrosis::cli`]. Errors print as one
-//! line naming the input and the problem, with a non-zero exit.
+//! `necrosis-report`: the command line of the toolkit. It only wires the libraries together:
+//! [`cli`] turns flags (and [`sweep_file`] sweep files) into the trainer's typed configs and
+//! the analysis's options, the trainer (`necrosis`) runs the sweep, and `necrosis-analysis`
+//! writes the report. Errors print as one line naming the input (a setting by its flag) and
+//! the problem, with a non-zero exit.
 
 use clap::Parser;
+
+mod cli;
+mod sweep_file;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -14,9 +20,9 @@ fn main() {
         let location = info.location().map(|l| l.to_string()).unwrap_or_default();
         eprintln!("necrosis-report: internal failure at {location}");
     }));
-    let cli = necrosis::cli::Cli::parse();
-    if let Err(err) = necrosis::cli::main_with_args(cli) {
-        eprintln!("error: {}", necrosis::cli::user_message(&err));
+    let cli = cli::Cli::parse();
+    if let Err(err) = cli::main_with_args(cli) {
+        eprintln!("error: {}", cli::user_message(&err));
         std::process::exit(1);
     }
 }

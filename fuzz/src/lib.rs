@@ -1,17 +1,17 @@
 //! The IDX and CIFAR parsers of `necrosis::data`, compiled from their own source files with
 //! the few items of `data/mod.rs` they use, so that their fuzz targets build in seconds instead
-//! of instrumenting polars and dfdx. The code under test is exactly `src/data/idx.rs` and
-//! `src/data/cifar.rs` (their `#[cfg(test)]` modules aside).
+//! of instrumenting polars and dfdx. The code under test is exactly `trainer/src/data/idx.rs` and
+//! `trainer/src/data/cifar.rs` (their `#[cfg(test)]` modules aside).
 
 #![allow(dead_code)]
 
 use std::fmt;
 use std::path::Path;
 
-#[path = "../../src/data/idx.rs"]
+#[path = "../../trainer/src/data/idx.rs"]
 pub mod idx;
 
-#[path = "../../src/data/cifar.rs"]
+#[path = "../../trainer/src/data/cifar.rs"]
 pub mod cifar;
 
 /// As `necrosis::data::Split`.

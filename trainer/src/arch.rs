@@ -5,13 +5,14 @@
 //! rebuild the network from model.safetensors alone.
 
 use anyhow::{bail, Context, Result};
+use necrosis_records::config::InvalidConfig;
 
 pub use necrosis_records::architecture::LayerSpec;
 
-/// The names `--arch` accepts besides a custom spec.
+/// The names the `arch` setting accepts besides a custom spec.
 pub const PRESETS: [&str; 2] = ["lenet", "cifar"];
 
-/// Resolves `--arch` (a preset name or a custom spec) for an input `[c, h, w]` and `classes`.
+/// Resolves the `arch` setting (a preset name or a custom spec) for an input `[c, h, w]` and `classes`.
 ///
 /// Presets: `lenet` = conv 32 k3 → act → maxpool 2 → conv 64 k3 → act → maxpool 2 → fc 128 → act
 /// → fc classes, with padding 1 when the input is smaller than 16×16 (as for the 8×8 digits);
@@ -27,18 +28,27 @@ pub fn resolve(arch: &str, input: [usize; 3], classes: usize) -> Result<Vec<Laye
         ),
         custom => custom.to_string(),
     };
-    let layers = parse(&spec).with_context(|| {
-        format!(
-            "--arch '{arch}': not a preset ({}) or a valid layer spec",
+    // Errors name the setting (`arch`), which the command line shows as its flag.
+    let invalid = |problem: String| InvalidConfig {
+        key: "arch",
+        problem: format!("'{arch}': {problem}"),
+    };
+    let layers = parse(&spec).map_err(|e| {
+        invalid(format!(
+            "not a preset ({}) or a valid layer spec: {e:#}",
             PRESETS.join(", ")
-        )
+        ))
     })?;
     match layers.last() {
         Some(LayerSpec::Fc { out, .. }) if *out == classes => Ok(layers),
-        Some(LayerSpec::Fc { out, .. }) => {
-            bail!("--arch '{arch}': the last layer has {out} outputs but the dataset has {classes} classes")
-        }
-        _ => bail!("--arch '{arch}': the last layer must be `fc:{classes}` (one output per class)"),
+        Some(LayerSpec::Fc { out, .. }) => Err(invalid(format!(
+            "the last layer has {out} outputs but the dataset has {classes} classes"
+        ))
+        .into()),
+        _ => Err(invalid(format!(
+            "the last layer must be `fc:{classes}` (one output per class)"
+        ))
+        .into()),
     }
 }
 
@@ -222,9 +232,12 @@ mod tests {
             ("conv:0:3,fc:10", "output channels must be > 0"),
         ];
         for (spec, expected) in cases {
-            let err = format!("{:#}", resolve(spec, [1, 28, 28], 10).unwrap_err());
-            assert!(err.contains(expected), "{spec}: {err}");
-            assert!(err.contains("--arch"), "{spec}: {err}");
+            let err = resolve(spec, [1, 28, 28], 10).unwrap_err();
+            let invalid = err
+                .downcast_ref::<InvalidConfig>()
+                .expect("names the setting");
+            assert_eq!(invalid.key, "arch");
+            assert!(invalid.problem.contains(expected), "{spec}: {err}");
         }
     }
 }

@@ -7,7 +7,6 @@
 
 pub mod activation;
 pub mod arch;
-pub mod cli;
 pub mod data;
 pub mod hooks;
 pub mod model;
@@ -15,7 +14,6 @@ pub mod ops;
 pub mod optim;
 pub mod param;
 pub mod sweep;
-pub mod sweep_file;
 pub mod train;
 
 /// The run-record format (manifest, tables, checkpoints), shared with the analysis.

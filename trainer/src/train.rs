@@ -29,7 +29,7 @@ use necrosis_records::checkpoint::{
     checkpoint_path, first_moment_name, metadata, read_safetensors, second_moment_name,
     write_safetensors, MODEL_FILE,
 };
-use necrosis_records::config::{RunConfig, DEFAULT_PROBE_SIZE};
+use necrosis_records::config::{InvalidConfig, RunConfig, DEFAULT_PROBE_SIZE};
 use necrosis_records::files::{now_rfc3339, remove_stale_temporaries, write_probe_indices};
 use necrosis_records::{Manifest, RunStatus, FORMAT_VERSION};
 
@@ -127,7 +127,10 @@ pub fn run(
     config.validate()?;
     let activation = match options.activation.take() {
         Some(a) => a,
-        None => activation_by_name(&config.activation).context("--activations")?,
+        None => activation_by_name(&config.activation).map_err(|e| InvalidConfig {
+            key: "activation",
+            problem: format!("{e:#}"),
+        })?,
     };
     let probe = probe_indices(config, dataset)?;
     std::fs::create_dir_all(run_dir.join("checkpoint"))
@@ -308,7 +311,11 @@ pub fn probe_indices(config: &RunConfig, dataset: &Dataset) -> Result<Vec<usize>
     let n = dataset.train.len();
     let size = match config.probe_size {
         Some(size) if size > n => {
-            bail!("--probe-size {size} is larger than the training split ({n} samples)")
+            return Err(InvalidConfig {
+                key: "probe_size",
+                problem: format!("{size} is larger than the training split ({n} samples)"),
+            }
+            .into())
         }
         Some(size) => size,
         None => DEFAULT_PROBE_SIZE.min(n),
@@ -939,9 +946,13 @@ mod tests {
             RunOptions::default(),
         )
         .unwrap_err();
-        assert!(err
-            .to_string()
-            .contains("--probe-size 101 is larger than the training split (100 samples)"));
+        assert_eq!(
+            err.downcast_ref::<InvalidConfig>(),
+            Some(&InvalidConfig {
+                key: "probe_size",
+                problem: "101 is larger than the training split (100 samples)".into()
+            })
+        );
     }
 
     /// The (layer, neuron) pairs with `max_pre <= 0` on the probe set at epoch 0.

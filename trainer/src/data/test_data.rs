@@ -1,7 +1,7 @@
 //! Where the loader tests find their data (tests only).
 //!
 //! Two sources, so that a bare `git clone` passes `cargo test` and CI still checks the real files:
-//! - the small fixtures committed in `tests/fixtures/` (the first 256 + 64 MNIST records and the
+//! - the small fixtures committed in `trainer/tests/fixtures/` (the first 256 + 64 MNIST records and the
 //!   40 CIFAR sample PNGs; `scripts/make_fixtures.py` says where they came from), always there;
 //! - the full data sets in the folder named by `NECROSIS_DATA_DIR` (laid out like
 //!   `../shared/data`: `mnist/`, `cifar-samples/`), opt-in. Unset, the tests that need them pass
@@ -14,7 +14,7 @@ use std::path::PathBuf;
 /// The environment variable naming the folder of full data sets.
 pub const DATA_DIR_VAR: &str = "NECROSIS_DATA_DIR";
 
-/// A fixture folder committed under `tests/fixtures/`.
+/// A fixture folder committed under `trainer/tests/fixtures/`.
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")

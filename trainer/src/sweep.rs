@@ -17,7 +17,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::data::{self, Dataset};
 use crate::train::{self, Progress, RunOptions, RunOutcome};
-use necrosis_records::config::RunConfig;
+use necrosis_records::config::{InvalidConfig, RunConfig};
 use necrosis_records::files::now_rfc3339;
 use necrosis_records::{Manifest, RunStatus};
 
@@ -37,19 +37,25 @@ pub struct SweepSummary {
     pub completed: Vec<String>,
     pub skipped: Vec<String>,
     pub diverged: Vec<String>,
-    pub failed: Vec<(String, String)>,
+    /// Each failed run with its error (a setting error names the setting by its key).
+    pub failed: Vec<(String, anyhow::Error)>,
     pub interrupted: bool,
 }
 
-/// Checks a sweep or run name used as a folder name: no path separators, no `..`, not empty.
-pub fn check_name(name: &str, flag: &str) -> Result<()> {
+/// Checks a sweep name used as a folder name: no path separators, no `..`, not empty.
+pub fn check_name(name: &str) -> Result<(), InvalidConfig> {
     let ok = !name.is_empty()
         && name != "."
         && name != ".."
         && !name.contains(['/', '\\', '\0'])
         && !name.starts_with('.');
     if !ok {
-        bail!("{flag} '{name}' must be a plain folder name (no '/', '\\', leading '.' or '..')");
+        return Err(InvalidConfig {
+            key: "name",
+            problem: format!(
+                "'{name}' must be a plain folder name (no '/', '\\', leading '.' or '..')"
+            ),
+        });
     }
     Ok(())
 }
@@ -64,14 +70,17 @@ pub fn shard(runs: &[RunConfig], index: usize, count: usize) -> Vec<RunConfig> {
 fn load_dataset(config: &RunConfig) -> Result<Dataset> {
     let mut dataset = data::load(&config.dataset)?;
     if let Some(limit) = config.train_limit {
-        dataset.limit_train(limit).context("--train-limit")?;
+        dataset.limit_train(limit).map_err(|e| InvalidConfig {
+            key: "train_limit",
+            problem: format!("{e:#}"),
+        })?;
     }
     Ok(dataset)
 }
 
 /// Runs every run of the plan; each dataset is loaded once (runs of one dataset are adjacent).
 pub fn run_sweep(plan: &SweepPlan, stop: Arc<AtomicBool>) -> Result<SweepSummary> {
-    check_name(&plan.name, "--name")?;
+    check_name(&plan.name)?;
     if plan.runs.is_empty() {
         bail!("the sweep has no runs (an empty shard?)");
     }
@@ -206,7 +215,7 @@ pub fn run_sweep(plan: &SweepPlan, stop: Arc<AtomicBool>) -> Result<SweepSummary
                     lock.mark_failed(&message);
                 }
                 say(&bar, format!("{label}: failed: {message}"));
-                summary.failed.push((run_id, message));
+                summary.failed.push((run_id, err));
             }
         }
         // Held until the outcome is recorded: released earlier, another process could take
@@ -374,37 +383,47 @@ mod tests {
 
     #[test]
     fn shards_are_disjoint_and_cover_the_sweep() {
-        use clap::Parser;
-        let cli = crate::cli::Cli::parse_from([
-            "necrosis-report",
-            "run",
-            "--seeds",
-            "3",
-            "--lr",
-            "0.01,0.1",
-        ]);
-        let crate::cli::Command::Run(args) = cli.command else {
-            panic!()
-        };
-        let runs = args.plan().unwrap().runs;
-        assert_eq!(runs.len(), 5 * 2 * 3);
+        use necrosis_records::config::{DatasetKind, DatasetSpec};
+        // 5 activations × 2 learning rates × 3 seeds = 30 runs with 30 distinct ids.
+        let mut runs = Vec::new();
+        for activation in [
+            "relu",
+            "softplus",
+            "softsign",
+            "relu-softplus",
+            "relu-softsign",
+        ] {
+            for lr in [0.01, 0.1] {
+                for seed in 0..3 {
+                    let mut run = RunConfig::new(DatasetSpec::new(DatasetKind::Digits), activation);
+                    (run.lr, run.seed) = (lr, seed);
+                    runs.push(run);
+                }
+            }
+        }
         let mut union: Vec<String> = (0..4)
             .flat_map(|i| shard(&runs, i, 4))
             .map(|r| r.run_id())
             .collect();
+        // 30 runs in 4 parts: 8, 8, 7, 7.
+        assert_eq!(
+            (0..4).map(|i| shard(&runs, i, 4).len()).collect::<Vec<_>>(),
+            [8, 8, 7, 7]
+        );
         assert_eq!(union.len(), runs.len(), "disjoint");
         union.sort();
         let mut all: Vec<String> = runs.iter().map(|r| r.run_id()).collect();
         all.sort();
+        all.dedup();
         assert_eq!(union, all, "covering");
     }
 
     #[test]
     fn names_cannot_leave_the_output_folder() {
         for bad in ["../x", "/etc", "a/b", "..", ".hidden", ""] {
-            assert!(check_name(bad, "--name").is_err(), "{bad}");
+            assert_eq!(check_name(bad).unwrap_err().key, "name", "{bad}");
         }
-        check_name("mnist-study_2", "--name").unwrap();
+        check_name("mnist-study_2").unwrap();
     }
 
     #[test]
