@@ -20,7 +20,7 @@ fn main() -> anyhow::Result<()> {
             epochs: 3,
             ..RunConfig::new(spec.clone(), activation)
         };
-        let run_dir = sweep.path().join(config.run_id());
+        let run_dir = sweep.path().join(activation);
         train::run(&dataset, &config, &run_dir, RunOptions::default())?;
         let path = run_dir.join("neurons.parquet");
         let frame = LazyFrame::scan_parquet(PlRefPath::try_from_path(&path)?, Default::default())?

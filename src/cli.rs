@@ -10,10 +10,10 @@ use clap::{Args, Parser, Subcommand};
 
 use necrosis::activation::{activation_by_name, builtin_names};
 use necrosis::data::{DatasetKind, DatasetSpec};
-use necrosis::optim::OptimizerConfig;
 use necrosis::sweep::{self, SweepPlan, SweepSummary};
 use necrosis_records::config::InvalidConfig;
-use necrosis_records::config::{RunConfig, Schedule};
+use necrosis_records::config::Schedule;
+use necrosis_records::grid::{ExcludeRule, OptimizerKind, SweepGrid};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -46,7 +46,9 @@ pub enum Command {
     )]
     Analyze(AnalyzeArgs),
     /// Print a terminal summary of one run.
-    #[command(after_help = "Example:\n  necrosis-report inspect runs/digits/digits-relu-lr0.1-s0")]
+    #[command(
+        after_help = "Example:\n  necrosis-report inspect runs/digits/digits-relu-lr0.01-s0-ec05d988"
+    )]
     Inspect { run: PathBuf },
     /// Draw each activation function and its derivative (the study's figure) into DIR.
     #[command(after_help = "Example:\n  necrosis-report activations --out figures/")]
@@ -80,10 +82,11 @@ pub struct RunArgs {
     /// Explicit comma list of seeds.
     #[arg(long, value_delimiter = ',')]
     pub seed_list: Vec<u64>,
-    #[arg(long, default_value_t = 10)]
-    pub epochs: usize,
-    #[arg(long, default_value_t = 64)]
-    pub batch_size: usize,
+    /// Training epochs; a comma list is a sweep factor (as for every setting below).
+    #[arg(long, value_delimiter = ',', default_value = "10")]
+    pub epochs: Vec<usize>,
+    #[arg(long, value_delimiter = ',', default_value = "64")]
+    pub batch_size: Vec<usize>,
     /// Learning rate; a comma list is a sweep factor.
     #[arg(
         long,
@@ -92,25 +95,44 @@ pub struct RunArgs {
         allow_negative_numbers = true
     )]
     pub lr: Vec<f64>,
-    /// sgd (momentum 0.9) or adam.
-    #[arg(long, default_value = "sgd")]
-    pub optimizer: String,
-    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
-    pub momentum: f32,
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
-    pub weight_decay: f32,
+    /// sgd or adam (PyTorch's defaults).
+    #[arg(long, value_delimiter = ',', default_value = "sgd")]
+    pub optimizer: Vec<String>,
+    /// SGD's momentum (does not apply to adam).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0.9",
+        allow_negative_numbers = true
+    )]
+    pub momentum: Vec<f32>,
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0",
+        allow_negative_numbers = true
+    )]
+    pub weight_decay: Vec<f32>,
     /// constant, cosine, or step:EVERY:GAMMA.
-    #[arg(long, default_value = "constant")]
-    pub schedule: String,
-    /// lenet, cifar, or a spec like conv:32:3,act,pool:2,fc:128,act,fc:10.
+    #[arg(long, value_delimiter = ',', default_value = "constant")]
+    pub schedule: Vec<String>,
+    /// lenet, cifar, or a spec like conv:32:3,act,pool:2,fc:128,act,fc:10; repeat the flag for
+    /// several (a spec holds commas).
     #[arg(long, default_value = "lenet")]
-    pub arch: String,
+    pub arch: Vec<String>,
     /// Probe samples (default 2048, or the whole training split if smaller).
-    #[arg(long)]
-    pub probe_size: Option<usize>,
+    #[arg(long, value_delimiter = ',')]
+    pub probe_size: Vec<usize>,
     /// Use only the first N training samples.
+    #[arg(long, value_delimiter = ',')]
+    pub train_limit: Vec<usize>,
+    /// Leave out combinations: KEY=VALUE[|VALUE...] pairs joined by commas, all of which must
+    /// match, e.g. `--exclude optimizer=adam,batch_size=128`; repeat for several rules.
     #[arg(long)]
-    pub train_limit: Option<usize>,
+    pub exclude: Vec<String>,
+    /// Add this grid's runs to a sweep folder started with another grid (otherwise an error).
+    #[arg(long)]
+    pub extend: bool,
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -175,22 +197,23 @@ impl RunArgs {
             None => self.plan()?,
             Some(path) => {
                 let file = crate::sweep_file::SweepFile::read(path)?;
-                let mut plans = file
-                    .to_run_args(self)
-                    .iter()
-                    .map(RunArgs::plan)
-                    .collect::<Result<Vec<_>>>()?;
-                let mut plan = plans.remove(0);
-                if file.name.is_none() && !plans.is_empty() {
-                    bail!(
+                let grid = file.grid(self)?;
+                let name = match (&file.name, grid.datasets.as_slice()) {
+                    (Some(name), _) => name.clone(),
+                    (None, [one]) => self
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| one.kind.name().to_string()),
+                    (None, _) => bail!(
                         "--config {}: several datasets need a `name` for the sweep",
                         path.display()
-                    );
+                    ),
+                };
+                let mut args = self.clone();
+                if let Some(out) = &file.out {
+                    args.out = out.clone();
                 }
-                for other in plans {
-                    plan.runs.extend(other.runs);
-                }
-                plan
+                args.plan_of(grid, name)?
             }
         };
         if let Some(shard) = &self.shard {
@@ -200,8 +223,8 @@ impl RunArgs {
         Ok(plan)
     }
 
-    /// The sweep's runs: activations × learning rates × seeds, in that nesting order.
-    pub fn plan(&self) -> Result<SweepPlan> {
+    /// The grid of the flags: every setting a list; one dataset.
+    pub fn grid(&self) -> Result<SweepGrid> {
         let kind: DatasetKind = self
             .dataset
             .parse()
@@ -217,63 +240,133 @@ impl RunArgs {
         for name in &self.activations {
             activation_by_name(name).context("--activations")?;
         }
-        let optimizer = match self.optimizer.as_str() {
-            "sgd" => OptimizerConfig::Sgd {
-                momentum: self.momentum,
-                weight_decay: self.weight_decay,
-            },
-            "adam" => OptimizerConfig::adam().with_weight_decay(self.weight_decay),
-            other => bail!("--optimizer '{other}': expected sgd or adam"),
-        };
-        if !(0.0..1.0).contains(&self.momentum) {
-            bail!("--momentum must be in [0, 1), got {}", self.momentum);
-        }
-        let schedule: Schedule = self.schedule.parse()?;
-        let seeds: Vec<u64> = if self.seed_list.is_empty() {
+        let optimizer = self
+            .optimizer
+            .iter()
+            .map(|name| match name.as_str() {
+                "sgd" => Ok(OptimizerKind::Sgd),
+                "adam" => Ok(OptimizerKind::Adam),
+                other => bail!("--optimizer '{other}': expected sgd or adam"),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let schedule = self
+            .schedule
+            .iter()
+            .map(|s| s.parse::<Schedule>())
+            .collect::<Result<Vec<_>, _>>()?;
+        let seed: Vec<u64> = if self.seed_list.is_empty() {
             (0..self.seeds).collect()
         } else {
             self.seed_list.clone()
         };
-        if seeds.is_empty() {
+        if seed.is_empty() {
             bail!("--seeds must be at least 1");
         }
-        let dataset = DatasetSpec {
-            kind,
-            data_dir: self.data_dir.clone(),
-            image_size: self.image_size,
-            grayscale: self.grayscale,
-            synthetic_samples: self.synthetic_samples,
-        };
-        let mut runs = Vec::new();
-        for activation in &self.activations {
-            for &lr in &self.lr {
-                for &seed in &seeds {
-                    let run = RunConfig {
-                        dataset: dataset.clone(),
-                        train_limit: self.train_limit,
-                        arch: self.arch.clone(),
-                        activation: activation.clone(),
-                        seed,
-                        optimizer,
-                        lr,
-                        schedule,
-                        batch_size: self.batch_size,
-                        epochs: self.epochs,
-                        probe_size: self.probe_size,
-                    };
-                    run.validate()?;
-                    runs.push(run);
-                }
+        let optional = |values: &[usize]| -> Vec<Option<usize>> {
+            if values.is_empty() {
+                vec![None]
+            } else {
+                values.iter().copied().map(Some).collect()
             }
-        }
-        let name = self.name.clone().unwrap_or_else(|| kind.name().to_string());
+        };
+        let exclude = self
+            .exclude
+            .iter()
+            .map(|rule| parse_exclude(rule))
+            .collect::<Result<Vec<_>>>()?;
+        let grid = SweepGrid {
+            datasets: vec![DatasetSpec {
+                kind,
+                data_dir: self.data_dir.clone(),
+                image_size: self.image_size,
+                grayscale: self.grayscale,
+                synthetic_samples: self.synthetic_samples,
+            }],
+            activation: self.activations.clone(),
+            lr: self.lr.clone(),
+            seed,
+            arch: self.arch.clone(),
+            optimizer,
+            momentum: self.momentum.clone(),
+            weight_decay: self.weight_decay.clone(),
+            batch_size: self.batch_size.clone(),
+            epochs: self.epochs.clone(),
+            schedule,
+            probe_size: optional(&self.probe_size),
+            train_limit: optional(&self.train_limit),
+            exclude,
+        };
+        grid.check_rules()?;
+        Ok(grid)
+    }
+
+    /// The sweep of the flags' grid.
+    pub fn plan(&self) -> Result<SweepPlan> {
+        let grid = self.grid()?;
+        let name = self.name.clone().unwrap_or_else(|| self.dataset.clone());
+        self.plan_of(grid, name)
+    }
+
+    /// The sweep of `grid` under `name`: its runs and the factors that name them.
+    pub fn plan_of(&self, grid: SweepGrid, name: String) -> Result<SweepPlan> {
         sweep::check_name(&name)?;
+        let expansion = grid.expand()?;
+        if expansion.runs.is_empty() {
+            bail!("--exclude leaves no run of the grid");
+        }
         Ok(SweepPlan {
             name,
             out: self.out.clone(),
-            runs,
+            runs: expansion.runs,
+            factors: expansion.factors.iter().map(|(key, _)| *key).collect(),
+            grid: Some(grid),
+            extend: self.extend,
             instruments: true,
         })
+    }
+}
+
+/// `KEY=VALUE[|VALUE...],KEY=...` as an exclusion rule.
+fn parse_exclude(rule: &str) -> Result<ExcludeRule> {
+    rule.split(',')
+        .map(|pair| {
+            let (key, values) = pair.split_once('=').with_context(|| {
+                format!("--exclude '{rule}': expected KEY=VALUE pairs, got '{pair}'")
+            })?;
+            Ok((
+                key.trim().to_string(),
+                values.split('|').map(|v| v.trim().to_string()).collect(),
+            ))
+        })
+        .collect()
+}
+
+/// One line saying what the sweep varies: `activation (2) × optimizer (2) × seed (3) = 12 runs`.
+pub fn describe_factors(plan: &SweepPlan) -> String {
+    let expansion_factors: Vec<String> = plan
+        .factors
+        .iter()
+        .map(|key| {
+            // In the order the grid lists them.
+            let mut values: Vec<String> = Vec::new();
+            for run in &plan.runs {
+                if let Some(value) = run.factor_values().get(key) {
+                    if !values.contains(value) {
+                        values.push(value.clone());
+                    }
+                }
+            }
+            format!("{key} ({})", values.join(", "))
+        })
+        .collect();
+    if expansion_factors.is_empty() {
+        "one run".to_string()
+    } else {
+        format!(
+            "factors: {}; {} runs",
+            expansion_factors.join(" × "),
+            plan.runs.len()
+        )
     }
 }
 
@@ -467,6 +560,7 @@ pub fn main_with_args(cli: Cli) -> Result<()> {
                 plan.runs.len(),
                 sweep_dir.display()
             );
+            println!("{}", describe_factors(&plan));
             let summary = sweep::run_sweep(&plan, stop)?;
             println!(
                 "{} complete, {} skipped (already done), {} diverged, {} failed",

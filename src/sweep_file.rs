@@ -1,29 +1,77 @@
-//! `--config sweep.toml`: the grid of a sweep written down — datasets, activations, learning
-//! rates, seeds, architecture, epochs — checked strictly (unknown keys and wrong types are errors
-//! naming the file and the key).
+//! `--config sweep.toml`: the grid of a sweep written down. Every setting takes one value or a
+//! list (a list is a factor of the sweep), each dataset entry carries its own folder and options,
+//! and `[[exclude]]` tables leave combinations out. Checked strictly: unknown keys and wrong
+//! types are errors naming the file and the key. See docs/sweeps.md.
 //!
 //! ```toml
 //! name = "mnist-study"
-//! activations = ["relu", "softplus", "softsign", "relu-softplus", "relu-softsign"]
-//! lr = [0.05]
-//! seeds = 5
+//! activations = ["relu", "relu-softsign"]
+//! optimizer = ["sgd", "adam"]
+//! batch_size = [32, 128]
+//! lr = 0.01
+//! seeds = 3
 //! epochs = 10
-//! arch = "lenet"
 //! train_limit = 10000
 //!
 //! [[datasets]]
 //! name = "mnist"
 //! data_dir = "../shared/data/mnist"
+//!
+//! [[exclude]]
+//! optimizer = "adam"
+//! batch_size = 128
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use necrosis::data::{DatasetKind, DatasetSpec};
+use necrosis_records::grid::{ExcludeRule, SweepGrid};
 use serde::Deserialize;
 
 use crate::cli::RunArgs;
 
-/// One dataset of the grid.
+/// One value or a list of values.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T: Clone> OneOrMany<T> {
+    fn to_vec(&self) -> Vec<T> {
+        match self {
+            OneOrMany::One(v) => vec![v.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// A value in an exclusion rule, written as the setting's value is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RuleValue {
+    Text(String),
+    Integer(i64),
+    Number(f64),
+    Flag(bool),
+}
+
+impl RuleValue {
+    /// As [`necrosis_records::config::RunConfig::factor_values`] spells values.
+    fn text(&self) -> String {
+        match self {
+            RuleValue::Text(v) => v.clone(),
+            RuleValue::Integer(v) => v.to_string(),
+            RuleValue::Number(v) => v.to_string(),
+            RuleValue::Flag(v) => v.to_string(),
+        }
+    }
+}
+
+/// One dataset of the grid, with its own folder and options.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetEntry {
@@ -35,26 +83,28 @@ pub struct DatasetEntry {
     pub synthetic_samples: Option<usize>,
 }
 
-/// The file's contents; every key but `datasets` and `activations` has the CLI flag's default.
+/// The file's contents; every key but `datasets` and `activations` has the flag's default.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SweepFile {
     pub name: Option<String>,
     pub out: Option<PathBuf>,
     pub datasets: Vec<DatasetEntry>,
-    pub activations: Vec<String>,
-    pub lr: Option<Vec<f64>>,
+    pub activations: OneOrMany<String>,
+    pub lr: Option<OneOrMany<f64>>,
     pub seeds: Option<u64>,
     pub seed_list: Option<Vec<u64>>,
-    pub epochs: Option<usize>,
-    pub batch_size: Option<usize>,
-    pub optimizer: Option<String>,
-    pub momentum: Option<f32>,
-    pub weight_decay: Option<f32>,
-    pub schedule: Option<String>,
-    pub arch: Option<String>,
-    pub probe_size: Option<usize>,
-    pub train_limit: Option<usize>,
+    pub epochs: Option<OneOrMany<usize>>,
+    pub batch_size: Option<OneOrMany<usize>>,
+    pub optimizer: Option<OneOrMany<String>>,
+    pub momentum: Option<OneOrMany<f32>>,
+    pub weight_decay: Option<OneOrMany<f32>>,
+    pub schedule: Option<OneOrMany<String>>,
+    pub arch: Option<OneOrMany<String>>,
+    pub probe_size: Option<OneOrMany<usize>>,
+    pub train_limit: Option<OneOrMany<usize>>,
+    #[serde(default)]
+    pub exclude: Vec<BTreeMap<String, OneOrMany<RuleValue>>>,
 }
 
 impl SweepFile {
@@ -66,49 +116,79 @@ impl SweepFile {
         if file.datasets.is_empty() {
             bail!("--config {}: `datasets` is empty", path.display());
         }
-        if file.activations.is_empty() {
+        if file.activations.to_vec().is_empty() {
             bail!("--config {}: `activations` is empty", path.display());
         }
         Ok(file)
     }
 
-    /// The file as one `run` invocation per dataset, starting from `base` (the flags' defaults
-    /// and the flags that do not describe the grid, such as --threads).
-    pub fn to_run_args(&self, base: &RunArgs) -> Vec<RunArgs> {
-        self.datasets
+    /// The file's grid, starting from `base` (the flags' defaults) for the keys it leaves out.
+    pub fn grid(&self, base: &RunArgs) -> Result<SweepGrid> {
+        let mut args = base.clone();
+        args.activations = self.activations.to_vec();
+        macro_rules! take {
+            ($field:ident) => {
+                if let Some(v) = &self.$field {
+                    args.$field = v.to_vec();
+                }
+            };
+        }
+        take!(lr);
+        take!(epochs);
+        take!(batch_size);
+        take!(optimizer);
+        take!(momentum);
+        take!(weight_decay);
+        take!(schedule);
+        take!(arch);
+        take!(probe_size);
+        take!(train_limit);
+        if let Some(seeds) = self.seeds {
+            args.seeds = seeds;
+        }
+        args.seed_list = self.seed_list.clone().unwrap_or_default();
+        args.exclude.clear();
+        // The flags' grid of the first dataset, then every dataset with its own options.
+        let first = &self.datasets[0];
+        args.dataset = first.name.clone();
+        args.data_dir = first.data_dir.clone();
+        let mut grid = args.grid()?;
+        grid.datasets = self
+            .datasets
             .iter()
             .map(|d| {
-                let mut args = base.clone();
-                args.dataset = d.name.clone();
-                args.data_dir = d.data_dir.clone();
-                args.image_size = d.image_size;
-                args.grayscale = d.grayscale;
-                args.synthetic_samples = d.synthetic_samples;
-                args.activations = self.activations.clone();
-                macro_rules! take {
-                    ($field:ident) => {
-                        if let Some(v) = &self.$field {
-                            args.$field = v.clone();
-                        }
-                    };
+                let kind: DatasetKind = d
+                    .name
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("datasets: {e}"))?;
+                if kind.needs_data_dir() && d.data_dir.is_none() {
+                    bail!("datasets: `data_dir` is required for {}", kind.name());
                 }
-                take!(lr);
-                take!(seeds);
-                take!(epochs);
-                take!(batch_size);
-                take!(optimizer);
-                take!(momentum);
-                take!(weight_decay);
-                take!(schedule);
-                take!(arch);
-                take!(out);
-                args.seed_list = self.seed_list.clone().unwrap_or_default();
-                args.probe_size = self.probe_size.or(args.probe_size);
-                args.train_limit = self.train_limit.or(args.train_limit);
-                args.name = self.name.clone().or(args.name.clone());
-                args
+                Ok(DatasetSpec {
+                    kind,
+                    data_dir: d.data_dir.clone(),
+                    image_size: d.image_size,
+                    grayscale: d.grayscale,
+                    synthetic_samples: d.synthetic_samples,
+                })
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        grid.exclude = self
+            .exclude
+            .iter()
+            .map(|rule| -> ExcludeRule {
+                rule.iter()
+                    .map(|(key, values)| {
+                        (
+                            key.clone(),
+                            values.to_vec().iter().map(RuleValue::text).collect(),
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        grid.check_rules()?;
+        Ok(grid)
     }
 }
 
@@ -150,10 +230,41 @@ mod tests {
         let crate::cli::Command::Run(base) = base.command else {
             panic!()
         };
-        let file = SweepFile::read(&path).unwrap().to_run_args(&base);
-        assert_eq!(file.len(), 1);
-        assert_eq!(file[0].plan().unwrap().runs, flags.plan().unwrap().runs);
-        assert_eq!(file[0].plan().unwrap().runs.len(), 8);
+        let grid = SweepFile::read(&path).unwrap().grid(&base).unwrap();
+        assert_eq!(grid, flags.grid().unwrap());
+        // 2 activations × 2 rates × 2 seeds.
+        assert_eq!(grid.expand().unwrap().runs.len(), 8);
+    }
+
+    #[test]
+    fn lists_exclusions_and_datasets_with_their_own_options() {
+        let (_dir, path) = write(concat!(
+            "name = \"s\"\nactivations = [\"relu\", \"relu-softsign\"]\n",
+            "optimizer = [\"sgd\", \"adam\"]\nbatch_size = [32, 128]\nseeds = 3\n",
+            "[[datasets]]\nname = \"digits\"\n",
+            "[[datasets]]\nname = \"synthetic\"\nimage_size = 12\n",
+            "[[exclude]]\noptimizer = \"adam\"\nbatch_size = [128]\n",
+        ));
+        let base = crate::cli::Cli::parse_from(["necrosis-report", "run"]);
+        let crate::cli::Command::Run(base) = base.command else {
+            panic!()
+        };
+        let runs = SweepFile::read(&path)
+            .unwrap()
+            .grid(&base)
+            .unwrap()
+            .expand()
+            .unwrap()
+            .runs;
+        // Per dataset: 2 activations × (sgd × 2 batch sizes + adam × 1) × 3 seeds = 18.
+        assert_eq!(runs.len(), 36);
+        assert!(runs
+            .iter()
+            .all(|r| (r.dataset.kind == DatasetKind::Synthetic)
+                == (r.dataset.image_size == Some(12))));
+        assert!(!runs
+            .iter()
+            .any(|r| r.optimizer.name() == "adam" && r.batch_size == 128));
     }
 
     #[test]

@@ -32,6 +32,7 @@ fn run_arch(out: &Path, arch: &str) -> PathBuf {
     let mut runs: Vec<PathBuf> = std::fs::read_dir(out.join("digits"))
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
         .collect();
     assert_eq!(runs.len(), 1);
     runs.pop().unwrap()

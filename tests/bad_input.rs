@@ -618,7 +618,7 @@ fn manifest_from_a_future_format_version() {
     let path = run.join("manifest.json");
     let text = fs::read_to_string(&path)
         .unwrap()
-        .replace("\"format_version\": 1", "\"format_version\": 7");
+        .replace("\"format_version\": 2", "\"format_version\": 7");
     assert!(text.contains("\"format_version\": 7"));
     fs::write(&path, text).unwrap();
     all_readers_fail(

@@ -48,7 +48,9 @@ fn sweep(out: &Path, shard: Option<&str>) {
 fn run_dirs(sweep: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(sweep)
         .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .map(|e| e.unwrap())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
     names
@@ -65,6 +67,11 @@ fn shards_together_are_the_unsharded_sweep() {
     let names = run_dirs(&whole.join("s"));
     assert_eq!(names.len(), 4);
     assert_eq!(run_dirs(&sharded.join("s")), names);
+    // Every shard recorded the same grid: the whole sweep's.
+    assert_eq!(
+        std::fs::read_to_string(sharded.join("s/sweep.json")).unwrap(),
+        std::fs::read_to_string(whole.join("s/sweep.json")).unwrap()
+    );
     for name in &names {
         assert_eq!(
             reproducible(&sharded.join("s").join(name)),

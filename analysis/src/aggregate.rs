@@ -1,5 +1,5 @@
 //! Statistics across seeds (SPEC §4) of the per-run measures: a [`GroupSummary`] per
-//! (dataset, activation, lr) and measure, and a table of [`ComparisonRow`]s between activations
+//! (dataset, setting, activation) and measure, and a table of [`ComparisonRow`]s between activations
 //! with Holm-adjusted p values. The arithmetic lives in [`crate::stats`]; this module decides what
 //! is grouped with what and which comparisons form the family.
 //!
@@ -8,7 +8,6 @@
 //! that measure's sample; +∞ (a target never reached) stays in, so rank-based figures see it as
 //! slower than any finite time while the mean and Welch's test become ∞/NaN.
 
-use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Result;
@@ -66,7 +65,7 @@ pub fn measure_label(column: &str) -> &str {
 /// Which activations are compared.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AggregateOptions {
-    /// Compare every activation against this one (within each dataset and lr).
+    /// Compare every activation against this one (within each dataset and setting).
     pub baseline: Option<String>,
     /// Compare all pairs of activations instead (also used when `baseline` is None).
     pub all_pairs: bool,
@@ -74,12 +73,13 @@ pub struct AggregateOptions {
     pub seed: u64,
 }
 
-/// One (dataset, activation, lr) cell, one measure.
+/// One (dataset, setting, activation) cell, one measure.
 #[derive(Debug, Clone)]
 pub struct GroupSummary {
     pub dataset: String,
     pub activation: String,
-    pub lr: f64,
+    /// The learning rate and the other settings that vary among the runs (see `load::Run`).
+    pub setting: String,
     pub measure: &'static str,
     /// Runs in the cell.
     pub runs: usize,
@@ -90,11 +90,11 @@ pub struct GroupSummary {
     pub summary: Summary,
 }
 
-/// `activation` against `other` on one measure, within one dataset and lr.
+/// `activation` against `other` on one measure, within one dataset and setting.
 #[derive(Debug, Clone)]
 pub struct ComparisonRow {
     pub dataset: String,
-    pub lr: f64,
+    pub setting: String,
     pub measure: &'static str,
     /// x: effects are positive when this activation's values are larger.
     pub activation: String,
@@ -124,36 +124,24 @@ impl Aggregate {
         &self,
         dataset: &str,
         activation: &str,
-        lr: f64,
+        setting: &str,
         measure: &str,
     ) -> Option<&GroupSummary> {
         self.summaries.iter().find(|s| {
-            s.dataset == dataset && s.activation == activation && s.lr == lr && s.measure == measure
+            s.dataset == dataset
+                && s.activation == activation
+                && s.setting == setting
+                && s.measure == measure
         })
     }
 }
 
-/// (dataset, lr, activation) with lr ordered numerically.
-#[derive(Debug, Clone, PartialEq)]
+/// (dataset, setting, activation): one condition.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct CellKey {
     dataset: String,
-    lr: f64,
+    setting: String,
     activation: String,
-}
-
-impl Eq for CellKey {}
-impl PartialOrd for CellKey {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for CellKey {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.dataset
-            .cmp(&other.dataset)
-            .then(self.lr.total_cmp(&other.lr))
-            .then(self.activation.cmp(&other.activation))
-    }
 }
 
 fn string_column(df: &DataFrame, name: &str) -> Result<Vec<String>> {
@@ -176,7 +164,7 @@ pub(crate) fn f64_column(df: &DataFrame, name: &str) -> Result<Vec<f64>> {
         .collect())
 }
 
-/// Summaries of every measure per (dataset, activation, lr) and the comparison table.
+/// Summaries of every measure per (dataset, setting, activation) and the comparison table.
 pub fn aggregate(measures: &Measures, opts: &AggregateOptions) -> Result<Aggregate> {
     let per_run = &measures.per_run;
     let mut out = Aggregate::default();
@@ -187,13 +175,13 @@ pub fn aggregate(measures: &Measures, opts: &AggregateOptions) -> Result<Aggrega
     }
     let datasets = string_column(per_run, "dataset")?;
     let activations = string_column(per_run, "activation")?;
-    let lrs = f64_column(per_run, "lr")?;
+    let settings = string_column(per_run, "setting")?;
     let mut cells: BTreeMap<CellKey, Vec<usize>> = BTreeMap::new();
     for i in 0..per_run.height() {
         cells
             .entry(CellKey {
                 dataset: datasets[i].clone(),
-                lr: lrs[i],
+                setting: settings[i].clone(),
                 activation: activations[i].clone(),
             })
             .or_default()
@@ -228,7 +216,7 @@ pub fn aggregate(measures: &Measures, opts: &AggregateOptions) -> Result<Aggrega
             out.summaries.push(GroupSummary {
                 dataset: key.dataset.clone(),
                 activation: key.activation.clone(),
-                lr: key.lr,
+                setting: key.setting.clone(),
                 measure: m.column,
                 runs: rows.len(),
                 undefined: rows.len() - x.len(),
@@ -238,18 +226,17 @@ pub fn aggregate(measures: &Measures, opts: &AggregateOptions) -> Result<Aggrega
         }
     }
 
-    // Comparisons happen within one dataset and lr: activations trained differently are not pitted
-    // against each other.
-    let mut by_setting: BTreeMap<(String, u64), BTreeSet<String>> = BTreeMap::new();
+    // Comparisons happen within one dataset and setting: activations trained differently are
+    // not pitted against each other.
+    let mut by_setting: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
     for key in cells.keys() {
         by_setting
-            .entry((key.dataset.clone(), key.lr.to_bits()))
+            .entry((key.dataset.clone(), key.setting.clone()))
             .or_default()
             .insert(key.activation.clone());
     }
     let baseline = opts.baseline.as_ref().filter(|_| !opts.all_pairs);
-    for ((dataset, lr_bits), acts) in &by_setting {
-        let lr = f64::from_bits(*lr_bits);
+    for ((dataset, setting), acts) in &by_setting {
         let acts: Vec<&String> = acts.iter().collect();
         let pairs: Vec<(&String, &String)> = match baseline {
             Some(b) => match acts.iter().find(|a| **a == b) {
@@ -260,7 +247,7 @@ pub fn aggregate(measures: &Measures, opts: &AggregateOptions) -> Result<Aggrega
                     .collect(),
                 None => {
                     out.notes.push(format!(
-                        "{dataset}, lr {lr}: no run with the baseline activation {b}; no comparison"
+                        "{dataset}, {setting}: no run with the baseline activation {b}; no comparison"
                     ));
                     continue;
                 }
@@ -274,7 +261,7 @@ pub fn aggregate(measures: &Measures, opts: &AggregateOptions) -> Result<Aggrega
         for (a, b) in pairs {
             let key = |activation: &String| CellKey {
                 dataset: dataset.clone(),
-                lr,
+                setting: setting.clone(),
                 activation: activation.clone(),
             };
             let (rows_a, rows_b) = (&cells[&key(a)], &cells[&key(b)]);
@@ -288,7 +275,7 @@ pub fn aggregate(measures: &Measures, opts: &AggregateOptions) -> Result<Aggrega
                 }
                 out.comparisons.push(ComparisonRow {
                     dataset: dataset.clone(),
-                    lr,
+                    setting: setting.clone(),
                     measure: m.column,
                     activation: a.clone(),
                     other: b.clone(),
@@ -342,6 +329,7 @@ mod tests {
             "dataset" => ["d"; 6],
             "activation" => ["relu", "relu", "relu", "elu", "elu", "elu"],
             "lr" => [0.1; 6],
+            "setting" => ["lr 0.1"; 6],
             "final_acc" => [0.8, 0.82, 0.81, 0.9, 0.91, 0.92],
             "revival_rate" => [f64::NAN, 0.5, 0.25, 1.0, 1.0, 1.0],
             "epochs_to_95" => [3.0, f64::INFINITY, 4.0, 2.0, 2.0, 3.0],
@@ -353,12 +341,12 @@ mod tests {
             seed: 1,
         };
         let agg = aggregate(&per_run_only(df), &opts).unwrap();
-        let relu_acc = agg.summary("d", "relu", 0.1, "final_acc").unwrap();
+        let relu_acc = agg.summary("d", "relu", "lr 0.1", "final_acc").unwrap();
         assert_eq!(relu_acc.summary.n, 3);
         assert!((relu_acc.summary.mean - 0.81).abs() < 1e-12);
-        let relu_rev = agg.summary("d", "relu", 0.1, "revival_rate").unwrap();
+        let relu_rev = agg.summary("d", "relu", "lr 0.1", "revival_rate").unwrap();
         assert_eq!((relu_rev.summary.n, relu_rev.undefined), (2, 1));
-        let relu_t = agg.summary("d", "relu", 0.1, "epochs_to_95").unwrap();
+        let relu_t = agg.summary("d", "relu", "lr 0.1", "epochs_to_95").unwrap();
         assert_eq!(relu_t.never, 1);
         assert_eq!(relu_t.summary.median, 4.0);
         // Three measures, one pair: elu vs relu.
@@ -398,6 +386,8 @@ mod tests {
             );
         }
         // Measures that are NaN for every run (no absolute target) are left out.
-        assert!(agg.summary("d", "relu", 0.1, "epochs_to_target").is_none());
+        assert!(agg
+            .summary("d", "relu", "lr 0.1", "epochs_to_target")
+            .is_none());
     }
 }

@@ -416,28 +416,28 @@ impl Figure for BandFigure {
     }
 }
 
-/// A series of curves: the runs of one activation at one lr within a dataset.
+/// A series of curves: the runs of one activation in one setting within a dataset.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct SeriesKey {
     activation: String,
-    /// lr as text, so that keys are ordered and hashable.
-    lr: String,
+    /// The learning rate and the other settings that vary (`load::Run::setting`).
+    setting: String,
 }
 
-/// Mean and t interval of `value` per (activation, lr, x) of `df`.
+/// Mean and t interval of `value` per (activation, setting, x) of `df`.
 fn band_stats(df: LazyFrame, x: &str, value: &str) -> Result<BTreeMap<SeriesKey, BandPoints>> {
     let stats = df
         .filter(col(value).is_not_null().and(col(value).is_not_nan()))
-        .group_by([col("activation"), col("lr"), col(x)])
+        .group_by([col("activation"), col("setting"), col(x)])
         .agg([
             col(value).mean().alias("mean"),
             col(value).std(1).alias("std"),
             len().alias("n"),
         ])
-        .sort(["activation", "lr", x], Default::default())
+        .sort(["activation", "setting", x], Default::default())
         .collect()?;
     let activation = stats.column("activation")?.str()?.clone();
-    let lr = stats.column("lr")?.f64()?.clone();
+    let setting = stats.column("setting")?.str()?.clone();
     let xs = stats.column(x)?.cast(&DataType::Float64)?.f64()?.clone();
     let mean = stats.column("mean")?.f64()?.clone();
     let std = stats.column("std")?.f64()?.clone();
@@ -446,7 +446,7 @@ fn band_stats(df: LazyFrame, x: &str, value: &str) -> Result<BTreeMap<SeriesKey,
     for i in 0..stats.height() {
         let key = SeriesKey {
             activation: activation.get(i).unwrap_or_default().to_string(),
-            lr: format!("{}", lr.get(i).unwrap_or(f64::NAN)),
+            setting: setting.get(i).unwrap_or_default().to_string(),
         };
         let (m, s, n) = (
             mean.get(i).unwrap_or(f64::NAN),
@@ -499,15 +499,14 @@ impl FigureContext<'_> {
             .collect()
     }
 
-    /// Whether the series of `dataset` need their lr in the label (several lrs per activation).
-    fn label_lr(&self, dataset: &str) -> bool {
-        let mut seen: BTreeMap<&str, BTreeSet<u64>> = BTreeMap::new();
+    /// Whether the series of `dataset` need their setting in the label (several settings per
+    /// activation).
+    fn label_setting(&self, dataset: &str) -> bool {
+        let mut seen: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
         for r in self.runs.runs.iter().filter(|r| r.dataset == dataset) {
-            seen.entry(&r.activation)
-                .or_default()
-                .insert(r.lr.to_bits());
+            seen.entry(&r.activation).or_default().insert(&r.setting);
         }
-        seen.values().any(|lrs| lrs.len() > 1)
+        seen.values().any(|settings| settings.len() > 1)
     }
 
     fn series(
@@ -515,12 +514,12 @@ impl FigureContext<'_> {
         dataset: &str,
         stats: BTreeMap<SeriesKey, Vec<(f64, f64, f64, f64)>>,
     ) -> Vec<BandSeries> {
-        let with_lr = self.label_lr(dataset);
+        let with_setting = self.label_setting(dataset);
         stats
             .into_iter()
             .map(|(key, points)| BandSeries {
-                label: if with_lr {
-                    format!("{} (lr {})", key.activation, key.lr)
+                label: if with_setting {
+                    format!("{} ({})", key.activation, key.setting)
                 } else {
                     key.activation.clone()
                 },
@@ -571,7 +570,7 @@ impl FigureContext<'_> {
                     col("run"),
                     col("activation"),
                     col("dataset"),
-                    col("lr"),
+                    col("setting"),
                 ]),
                 [col("run")],
                 [col("run")],
@@ -707,7 +706,7 @@ fn learning_curves(ctx: &FigureContext, dataset: &str) -> Result<FigureFile> {
                     col("run"),
                     col("activation"),
                     col("dataset"),
-                    col("lr"),
+                    col("setting"),
                 ]),
                 [col("run")],
                 [col("run")],
@@ -900,7 +899,7 @@ impl Figure for StripFigure {
     }
 }
 
-/// Per-run values of a `per_run` column for each activation (and lr) of `dataset`.
+/// Per-run values of a `per_run` column for each activation (and setting) of `dataset`.
 fn per_run_groups(
     ctx: &FigureContext,
     dataset: &str,
@@ -914,20 +913,20 @@ fn per_run_groups(
         .filter(col("dataset").eq(lit(dataset.to_string())))
         .select([
             col("activation"),
-            col("lr"),
+            col("setting"),
             col(column).cast(DataType::Float64).alias("value"),
         ])
-        .sort(["activation", "lr"], Default::default())
+        .sort(["activation", "setting"], Default::default())
         .collect()?;
     let activation = df.column("activation")?.str()?.clone();
-    let lr = df.column("lr")?.f64()?.clone();
+    let setting = df.column("setting")?.str()?.clone();
     let value = df.column("value")?.f64()?.clone();
-    let with_lr = ctx.label_lr(dataset);
+    let with_setting = ctx.label_setting(dataset);
     let mut groups: Vec<(String, RGBColor, Vec<f64>)> = Vec::new();
     for i in 0..df.height() {
         let a = activation.get(i).unwrap_or_default();
-        let label = if with_lr {
-            format!("{a}\nlr {}", lr.get(i).unwrap_or(f64::NAN))
+        let label = if with_setting {
+            format!("{a}\n{}", setting.get(i).unwrap_or_default())
         } else {
             a.to_string()
         };

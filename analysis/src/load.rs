@@ -16,6 +16,7 @@ use anyhow::{bail, Context, Result};
 use polars::prelude::*;
 
 use necrosis_records::files::without_reader_panics;
+use necrosis_records::grid::varying_factors;
 use necrosis_records::tables::{epoch_columns as ec, neuron_columns as nc, EpochRow, NeuronRow};
 pub use necrosis_records::{Manifest, RunStatus};
 
@@ -79,6 +80,11 @@ pub struct Run {
     pub activation: String,
     pub seed: u64,
     pub lr: f64,
+    /// The run's setting: its learning rate and every other setting that varies among the
+    /// loaded runs (dataset, activation and seed aside), e.g. `lr 0.01, optimizer adam,
+    /// batch_size 32`. Runs are summarised and compared within one dataset and setting, so
+    /// runs trained differently are never pooled as if they were seeds.
+    pub setting: String,
     pub status: RunStatus,
     /// E: the last epoch whose records are used.
     pub epochs_completed: u32,
@@ -113,6 +119,8 @@ pub struct RunSet {
     pub diverged: Vec<ExcludedRun>,
     /// Failed, incomplete and unreadable runs, with the reason.
     pub skipped: Vec<ExcludedRun>,
+    /// The settings that vary among [`RunSet::runs`] (seed aside), as manifest keys.
+    pub factors: Vec<String>,
     /// `epochs.parquet` of all [`RunSet::runs`], rows with `epoch <= epochs_completed`, plus a `run`
     /// column (UInt32 index into `runs`). Small: one row per run and epoch.
     pub epochs: DataFrame,
@@ -176,10 +184,11 @@ impl RunSet {
             .left_join(self.run_table().lazy(), col("run"), col("run"))
     }
 
-    /// One row per run: `run`, `run_id`, `sweep`, `activation`, `dataset`, `seed`, `lr`, `epochs`.
+    /// One row per run: `run`, `run_id`, `sweep`, `activation`, `dataset`, `seed`, `lr`,
+    /// `setting`, `epochs`, then one column per setting that varies among the runs.
     pub fn run_table(&self) -> DataFrame {
         let r = &self.runs;
-        df!(
+        let mut table = df!(
             "run" => r.iter().map(|r| r.index).collect::<Vec<_>>(),
             "run_id" => r.iter().map(|r| r.run_id.clone()).collect::<Vec<_>>(),
             "sweep" => r.iter().map(|r| r.sweep.clone()).collect::<Vec<_>>(),
@@ -187,9 +196,30 @@ impl RunSet {
             "dataset" => r.iter().map(|r| r.dataset.clone()).collect::<Vec<_>>(),
             "seed" => r.iter().map(|r| r.seed).collect::<Vec<_>>(),
             "lr" => r.iter().map(|r| r.lr).collect::<Vec<_>>(),
+            "setting" => r.iter().map(|r| r.setting.clone()).collect::<Vec<_>>(),
             "epochs" => r.iter().map(|r| r.epochs_completed).collect::<Vec<_>>(),
         )
-        .expect("columns of equal length")
+        .expect("columns of equal length");
+        for key in &self.factors {
+            if table.column(key).is_ok() || key == "data" {
+                continue;
+            }
+            let values: Vec<String> = r
+                .iter()
+                .map(|r| {
+                    r.manifest
+                        .config
+                        .factor_values()
+                        .get(key.as_str())
+                        .cloned()
+                        .unwrap_or_else(|| "n/a".into())
+                })
+                .collect();
+            table
+                .with_column(Column::new(key.as_str().into(), values))
+                .expect("a column of the run count");
+        }
+        table
     }
 }
 
@@ -287,6 +317,7 @@ pub fn load_runs(paths: &[PathBuf]) -> Result<RunSet> {
             activation: manifest.config.activation.clone(),
             seed: manifest.config.seed,
             lr: manifest.config.lr,
+            setting: String::new(),
             status: manifest.status,
             epochs_completed: manifest.epochs_completed as u32,
             manifest,
@@ -303,13 +334,59 @@ pub fn load_runs(paths: &[PathBuf]) -> Result<RunSet> {
         all.rechunk_mut();
         all
     };
+    let factors = label_settings(&mut runs);
     Ok(RunSet {
         runs,
         diverged,
         skipped,
+        factors,
         epochs,
         neuron_scans: neuron_frames,
     })
+}
+
+/// Finds the settings that vary among `runs` (from their manifests), names each run's setting
+/// from them, and returns them. A changed data folder content (another checksum) is a factor too.
+fn label_settings(runs: &mut [Run]) -> Vec<String> {
+    let values: Vec<std::collections::BTreeMap<&'static str, String>> = runs
+        .iter()
+        .map(|r| r.manifest.config.factor_values())
+        .collect();
+    let mut factors: Vec<String> = varying_factors(values.iter().cloned())
+        .into_iter()
+        .map(|(key, _)| key.to_string())
+        .filter(|key| key != "seed")
+        .collect();
+    let checksums: BTreeSet<(&str, &str)> = runs
+        .iter()
+        .map(|r| (r.dataset.as_str(), r.manifest.data_checksum.as_str()))
+        .collect();
+    let data_varies = checksums.len()
+        > checksums
+            .iter()
+            .map(|(d, _)| *d)
+            .collect::<BTreeSet<_>>()
+            .len();
+    for (run, values) in runs.iter_mut().zip(&values) {
+        let mut parts = vec![format!("lr {}", run.lr)];
+        for key in &factors {
+            if matches!(key.as_str(), "dataset" | "activation" | "lr") {
+                continue;
+            }
+            if let Some(value) = values.get(key.as_str()) {
+                parts.push(format!("{key} {value}"));
+            }
+        }
+        if data_varies {
+            let short: String = run.manifest.data_checksum.chars().take(8).collect();
+            parts.push(format!("data {short}"));
+        }
+        run.setting = parts.join(", ");
+    }
+    if data_varies {
+        factors.push("data".into());
+    }
+    factors
 }
 
 /// The scans one after another; no scan gives an empty frame with the neuron columns.
@@ -503,7 +580,7 @@ mod tests {
         let text = std::fs::read_to_string(future.join("manifest.json")).unwrap();
         std::fs::write(
             future.join("manifest.json"),
-            text.replace("\"format_version\": 1", "\"format_version\": 2"),
+            text.replace("\"format_version\": 2", "\"format_version\": 9"),
         )
         .unwrap();
 
@@ -517,10 +594,8 @@ mod tests {
             runs.skipped
                 .iter()
                 .find(|s| {
-                    s.run_id
-                        .as_deref()
-                        .is_some_and(|id| id.ends_with(&format!("-s{seed}")))
-                        || s.dir.ends_with(format!("digits-relu-lr0.05-s{seed}"))
+                    let id = s.dir.file_name().unwrap().to_string_lossy().into_owned();
+                    id.starts_with(&format!("digits-relu-lr0.05-s{seed}-"))
                 })
                 .map(|s| s.reason.clone())
                 .unwrap_or_default()
@@ -535,7 +610,7 @@ mod tests {
             reason(7)
         );
         assert!(
-            reason(8).contains("format_version 2") && reason(8).contains("manifest.json"),
+            reason(8).contains("format_version 9") && reason(8).contains("manifest.json"),
             "{}",
             reason(8)
         );

@@ -316,7 +316,7 @@ fn write_tables(
 
     // Every statistic of every cell, long format.
     let mut csv = String::from(
-        "dataset,activation,lr,measure,runs,n,undefined,never,mean,std,median,iqm,t_ci_low,t_ci_high,bootstrap_ci_low,bootstrap_ci_high\n",
+        "dataset,activation,setting,measure,runs,n,undefined,never,mean,std,median,iqm,t_ci_low,t_ci_high,bootstrap_ci_low,bootstrap_ci_high\n",
     );
     for g in &agg.summaries {
         let s = &g.summary;
@@ -325,7 +325,7 @@ fn write_tables(
             "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             csv_field(&g.dataset),
             csv_field(&g.activation),
-            csv_num(g.lr),
+            csv_field(&g.setting),
             g.measure,
             g.runs,
             s.n,
@@ -344,7 +344,7 @@ fn write_tables(
     put("summary.csv", csv.as_bytes())?;
 
     let mut csv = String::from(
-        "dataset,lr,measure,activation,other,n_activation,n_other,welch_t,welch_df,welch_p,welch_p_holm,mann_whitney_u,mann_whitney_p,mann_whitney_exact,mann_whitney_p_holm,prob_superiority,cliffs_delta,hedges_g\n",
+        "dataset,setting,measure,activation,other,n_activation,n_other,welch_t,welch_df,welch_p,welch_p_holm,mann_whitney_u,mann_whitney_p,mann_whitney_exact,mann_whitney_p_holm,prob_superiority,cliffs_delta,hedges_g\n",
     );
     for c in &agg.comparisons {
         let k = &c.comparison;
@@ -352,7 +352,7 @@ fn write_tables(
             csv,
             "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             csv_field(&c.dataset),
-            csv_num(c.lr),
+            csv_field(&c.setting),
             c.measure,
             csv_field(&c.activation),
             csv_field(&c.other),
@@ -390,7 +390,7 @@ fn write_tables(
         "l".repeat(keys.len() + 1)
     );
     let _ = writeln!(tex, "\\hline");
-    let _ = write!(tex, "dataset & activation & lr & runs");
+    let _ = write!(tex, "dataset & activation & setting & runs");
     for (_, header, _) in &keys {
         let _ = write!(tex, " & {}", tex_escape(header));
     }
@@ -401,7 +401,7 @@ fn write_tables(
             "{} & {} & {} & {}",
             tex_escape(&row.dataset),
             tex_escape(&row.activation),
-            tex_escape(&row.lr),
+            tex_escape(&row.setting),
             row.runs
         );
         for cell in &row.cells {
@@ -452,34 +452,31 @@ fn write_tables(
 struct SummaryRow {
     dataset: String,
     activation: String,
-    lr: String,
+    setting: String,
     runs: usize,
     cells: Vec<String>,
 }
 
 fn summary_rows(agg: &Aggregate, keys: &[(&'static str, String, f64)]) -> Vec<SummaryRow> {
-    let mut cells: BTreeMap<(String, String, u64), usize> = BTreeMap::new();
+    let mut cells: BTreeMap<(String, String, String), usize> = BTreeMap::new();
     for g in &agg.summaries {
         cells
-            .entry((g.dataset.clone(), g.activation.clone(), g.lr.to_bits()))
+            .entry((g.dataset.clone(), g.setting.clone(), g.activation.clone()))
             .or_insert(g.runs);
     }
     cells
         .into_iter()
-        .map(|((dataset, activation, lr_bits), runs)| {
-            let lr = f64::from_bits(lr_bits);
-            SummaryRow {
-                cells: keys
-                    .iter()
-                    .map(|(m, _, scale)| {
-                        summary_cell(agg.summary(&dataset, &activation, lr, m), *scale)
-                    })
-                    .collect(),
-                lr: format!("{lr}"),
-                dataset,
-                activation,
-                runs,
-            }
+        .map(|((dataset, setting, activation), runs)| SummaryRow {
+            cells: keys
+                .iter()
+                .map(|(m, _, scale)| {
+                    summary_cell(agg.summary(&dataset, &activation, &setting, m), *scale)
+                })
+                .collect(),
+            setting,
+            dataset,
+            activation,
+            runs,
         })
         .collect()
 }
@@ -487,7 +484,7 @@ fn summary_rows(agg: &Aggregate, keys: &[(&'static str, String, f64)]) -> Vec<Su
 #[derive(Serialize)]
 struct ComparisonView {
     dataset: String,
-    lr: String,
+    setting: String,
     measure: String,
     activation: String,
     other: String,
@@ -512,7 +509,7 @@ struct RunView {
     dataset: String,
     activation: String,
     seed: u64,
-    lr: String,
+    setting: String,
     epochs: u32,
     final_acc: String,
     dead_pct: String,
@@ -589,7 +586,7 @@ impl ReportContext {
                 let k = &c.comparison;
                 ComparisonView {
                     dataset: c.dataset.clone(),
-                    lr: format!("{}", c.lr),
+                    setting: c.setting.clone(),
                     measure: measure_label(c.measure).to_string(),
                     activation: c.activation.clone(),
                     other: c.other.clone(),
@@ -621,7 +618,7 @@ impl ReportContext {
                 dataset: r.dataset.clone(),
                 activation: r.activation.clone(),
                 seed: r.seed,
-                lr: format!("{}", r.lr),
+                setting: r.setting.clone(),
                 epochs: r.epochs_completed,
                 final_acc: num(final_acc.get(i).copied().unwrap_or(f64::NAN)),
                 dead_pct: num(100.0 * dead.get(i).copied().unwrap_or(f64::NAN)),
@@ -649,7 +646,7 @@ impl ReportContext {
                 None => "first epoch at which test accuracy ≥ 95 % / 99 % of the run's best (no absolute target given); ∞ (\"never\") if not reached. Seconds: wall time of that epoch.".into(),
             } },
             Definition { term: "normalised AUC".into(), text: "trapezoid area under test accuracy over epochs 0..E divided by E; under train loss over epochs 1..E (epoch 0 has no training loss) divided by E − 1: each is the curve's mean level.".into() },
-            Definition { term: "statistics".into(), text: format!("per (dataset, activation, lr) over seeds: mean [95 % Student t interval]; the CSV also has std, median, interquartile mean and a 95 % percentile bootstrap interval (10 000 resamples, seed {}). When some runs never reached a target, the median and the count of such runs are shown. Comparisons: Welch's t-test, Mann–Whitney U (exact when either sample has ≤ 8 values and no ties), P(X > Y), Cliff's delta and Hedges' g, positive when the first activation's values are larger; p values Holm-adjusted over all rows of the comparison table, each test separately. Significant (bold): Holm-adjusted Mann–Whitney p < 0.05.", opts.seed) },
+            Definition { term: "statistics".into(), text: format!("per (dataset, setting, activation) over seeds, where the setting is the learning rate and every other setting that varies among the runs (runs of different settings are never pooled): mean [95 % Student t interval]; the CSV also has std, median, interquartile mean and a 95 % percentile bootstrap interval (10 000 resamples, seed {}). When some runs never reached a target, the median and the count of such runs are shown. Comparisons: Welch's t-test, Mann–Whitney U (exact when either sample has ≤ 8 values and no ties), P(X > Y), Cliff's delta and Hedges' g, positive when the first activation's values are larger; p values Holm-adjusted over all rows of the comparison table, each test separately. Significant (bold): Holm-adjusted Mann–Whitney p < 0.05.", opts.seed) },
         ];
 
         Ok(ReportContext {
@@ -719,15 +716,15 @@ dt { font-weight: bold; margin-top: .5em; }
 <h2>Summary</h2>
 <p>Per dataset, activation and learning rate over seeds: mean [95 % t interval].</p>
 <table>
-<tr><th>dataset</th><th>activation</th><th>lr</th><th>runs</th>{% for h in summary_headers %}<th>{{ h }}</th>{% endfor %}</tr>
-{% for r in summary_rows %}<tr><td>{{ r.dataset }}</td><td>{{ r.activation }}</td><td class="num">{{ r.lr }}</td><td class="num">{{ r.runs }}</td>{% for c in r.cells %}<td class="num">{{ c }}</td>{% endfor %}</tr>
+<tr><th>dataset</th><th>activation</th><th>setting</th><th>runs</th>{% for h in summary_headers %}<th>{{ h }}</th>{% endfor %}</tr>
+{% for r in summary_rows %}<tr><td>{{ r.dataset }}</td><td>{{ r.activation }}</td><td>{{ r.setting }}</td><td class="num">{{ r.runs }}</td>{% for c in r.cells %}<td class="num">{{ c }}</td>{% endfor %}</tr>
 {% endfor %}</table>
 <p class="small">Full statistics: <a href="tables/summary.csv">tables/summary.csv</a>, <a href="tables/summary.tex">summary.tex</a>; per run: <a href="tables/per_run.csv">per_run.csv</a>, <a href="tables/per_run_layer.csv">per_run_layer.csv</a>, <a href="tables/per_epoch_layer.csv">per_epoch_layer.csv</a>.</p>
 <h2>Comparisons</h2>
 <p>Compared: {{ comparison_mode }}. Effects are positive when the first activation's values are larger.</p>
 {% if comparisons %}<table>
-<tr><th>dataset</th><th>lr</th><th>measure</th><th>activation</th><th>vs</th><th>n</th><th>Welch t</th><th>df</th><th>p (Holm)</th><th>U</th><th>p</th><th>p (Holm)</th><th>P(X&gt;Y)</th><th>Cliff's δ</th><th>Hedges' g</th></tr>
-{% for c in comparisons %}<tr{% if c.significant %} class="sig"{% endif %}><td>{{ c.dataset }}</td><td class="num">{{ c.lr }}</td><td>{{ c.measure }}</td><td>{{ c.activation }}</td><td>{{ c.other }}</td><td>{{ c.n }}</td><td class="num">{{ c.welch_t }}</td><td class="num">{{ c.welch_df }}</td><td class="num">{{ c.welch_p_holm }}</td><td class="num">{{ c.u }}{% if c.exact %}*{% endif %}</td><td class="num">{{ c.mw_p }}</td><td class="num">{{ c.mw_p_holm }}</td><td class="num">{{ c.prob_superiority }}</td><td class="num">{{ c.cliffs_delta }}</td><td class="num">{{ c.hedges_g }}</td></tr>
+<tr><th>dataset</th><th>setting</th><th>measure</th><th>activation</th><th>vs</th><th>n</th><th>Welch t</th><th>df</th><th>p (Holm)</th><th>U</th><th>p</th><th>p (Holm)</th><th>P(X&gt;Y)</th><th>Cliff's δ</th><th>Hedges' g</th></tr>
+{% for c in comparisons %}<tr{% if c.significant %} class="sig"{% endif %}><td>{{ c.dataset }}</td><td>{{ c.setting }}</td><td>{{ c.measure }}</td><td>{{ c.activation }}</td><td>{{ c.other }}</td><td>{{ c.n }}</td><td class="num">{{ c.welch_t }}</td><td class="num">{{ c.welch_df }}</td><td class="num">{{ c.welch_p_holm }}</td><td class="num">{{ c.u }}{% if c.exact %}*{% endif %}</td><td class="num">{{ c.mw_p }}</td><td class="num">{{ c.mw_p_holm }}</td><td class="num">{{ c.prob_superiority }}</td><td class="num">{{ c.cliffs_delta }}</td><td class="num">{{ c.hedges_g }}</td></tr>
 {% endfor %}</table>
 <p class="small">* exact Mann–Whitney distribution. Tables: <a href="tables/comparisons.csv">comparisons.csv</a>, <a href="tables/comparisons.tex">comparisons.tex</a>.</p>
 {% else %}<p>No comparison could be made.</p>{% endif %}
@@ -743,8 +740,8 @@ dt { font-weight: bold; margin-top: .5em; }
 {% endfor %}</dl>
 <h2>Runs used ({{ n_used }})</h2>
 <table>
-<tr><th>sweep</th><th>run</th><th>dataset</th><th>activation</th><th>seed</th><th>lr</th><th>epochs</th><th>final acc</th><th>dead % at E</th></tr>
-{% for r in runs %}<tr><td>{{ r.sweep }}</td><td>{{ r.run_id }}</td><td>{{ r.dataset }}</td><td>{{ r.activation }}</td><td class="num">{{ r.seed }}</td><td class="num">{{ r.lr }}</td><td class="num">{{ r.epochs }}</td><td class="num">{{ r.final_acc }}</td><td class="num">{{ r.dead_pct }}</td></tr>
+<tr><th>sweep</th><th>run</th><th>dataset</th><th>activation</th><th>seed</th><th>setting</th><th>epochs</th><th>final acc</th><th>dead % at E</th></tr>
+{% for r in runs %}<tr><td>{{ r.sweep }}</td><td>{{ r.run_id }}</td><td>{{ r.dataset }}</td><td>{{ r.activation }}</td><td class="num">{{ r.seed }}</td><td>{{ r.setting }}</td><td class="num">{{ r.epochs }}</td><td class="num">{{ r.final_acc }}</td><td class="num">{{ r.dead_pct }}</td></tr>
 {% endfor %}</table>
 <h2>Diverged runs ({{ n_diverged }})</h2>
 {% if diverged %}<table>
@@ -772,9 +769,9 @@ necrosis-analysis {{ version }}. {{ n_used }} complete runs analysed; {{ n_diver
 
 Per dataset, activation and learning rate over seeds: mean [95 % t interval].
 
-| dataset | activation | lr | runs |{% for h in summary_headers %} {{ h }} |{% endfor %}
+| dataset | activation | setting | runs |{% for h in summary_headers %} {{ h }} |{% endfor %}
 |---|---|---|---|{% for h in summary_headers %}---|{% endfor %}
-{% for r in summary_rows %}| {{ r.dataset }} | {{ r.activation }} | {{ r.lr }} | {{ r.runs }} |{% for c in r.cells %} {{ c }} |{% endfor %}
+{% for r in summary_rows %}| {{ r.dataset }} | {{ r.activation }} | {{ r.setting }} | {{ r.runs }} |{% for c in r.cells %} {{ c }} |{% endfor %}
 {% endfor %}
 Full statistics: `tables/summary.csv`; per run: `tables/per_run.csv`.
 
@@ -782,9 +779,9 @@ Full statistics: `tables/summary.csv`; per run: `tables/per_run.csv`.
 
 Compared: {{ comparison_mode }}. Effects are positive when the first activation's values are larger; p values Holm-adjusted over the whole table.
 
-| dataset | lr | measure | activation | vs | n | Welch t | p (Holm) | U | p (Holm) | Cliff's δ | Hedges' g |
+| dataset | setting | measure | activation | vs | n | Welch t | p (Holm) | U | p (Holm) | Cliff's δ | Hedges' g |
 |---|---|---|---|---|---|---|---|---|---|---|---|
-{% for c in comparisons %}| {{ c.dataset }} | {{ c.lr }} | {{ c.measure }} | {{ c.activation }} | {{ c.other }} | {{ c.n }} | {{ c.welch_t }} | {{ c.welch_p_holm }} | {{ c.u }} | {{ c.mw_p_holm }} | {{ c.cliffs_delta }} | {{ c.hedges_g }} |
+{% for c in comparisons %}| {{ c.dataset }} | {{ c.setting }} | {{ c.measure }} | {{ c.activation }} | {{ c.other }} | {{ c.n }} | {{ c.welch_t }} | {{ c.welch_p_holm }} | {{ c.u }} | {{ c.mw_p_holm }} | {{ c.cliffs_delta }} | {{ c.hedges_g }} |
 {% endfor %}
 ## Figures
 {% for f in figures %}
@@ -800,9 +797,9 @@ Compared: {{ comparison_mode }}. Effects are positive when the first activation'
 
 ## Runs used ({{ n_used }})
 
-| sweep | run | activation | seed | lr | epochs | final acc | dead % at E |
+| sweep | run | activation | seed | setting | epochs | final acc | dead % at E |
 |---|---|---|---|---|---|---|---|
-{% for r in runs %}| {{ r.sweep }} | {{ r.run_id }} | {{ r.activation }} | {{ r.seed }} | {{ r.lr }} | {{ r.epochs }} | {{ r.final_acc }} | {{ r.dead_pct }} |
+{% for r in runs %}| {{ r.sweep }} | {{ r.run_id }} | {{ r.activation }} | {{ r.seed }} | {{ r.setting }} | {{ r.epochs }} | {{ r.final_acc }} | {{ r.dead_pct }} |
 {% endfor %}
 ## Diverged runs ({{ n_diverged }})
 {% for r in diverged %}
@@ -840,19 +837,18 @@ pub fn inspect_run(dir: &Path) -> Result<String> {
         "dataset   {}   activation {}   seed {}   lr {}",
         c.dataset.kind, c.activation, c.seed, c.lr
     );
-    // Every other setting of the configuration, as manifest.json spells it.
+    // Every other setting, as sweeps and exclusion rules spell it.
     let shown = ["dataset", "activation", "seed", "lr", "epochs"];
-    let mut extras: Vec<String> = match serde_json::to_value(c)? {
-        serde_json::Value::Object(settings) => settings
-            .into_iter()
-            .filter(|(k, v)| !v.is_null() && !shown.contains(&k.as_str()))
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect(),
-        _ => Vec::new(),
-    };
-    extras.sort();
-    if !extras.is_empty() {
-        let _ = writeln!(out, "config    {}", extras.join(" "));
+    let extras: Vec<String> = c
+        .factor_values()
+        .into_iter()
+        .filter(|(k, _)| !shown.contains(k))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let _ = writeln!(out, "config    {}", extras.join(" "));
+    if !manifest.config_hash.is_empty() {
+        let data: String = manifest.data_checksum.chars().take(16).collect();
+        let _ = writeln!(out, "identity  {} (data {data})", manifest.config_hash);
     }
     if !manifest.sites.is_empty() {
         let sites: Vec<String> = manifest

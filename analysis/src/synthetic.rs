@@ -54,11 +54,6 @@ impl RunSpec {
             sites,
         }
     }
-
-    /// The run directory's name, as the trainer names runs.
-    pub fn run_id(&self) -> String {
-        necrosis_records::config::run_id(&self.dataset, &self.activation, self.lr, self.seed)
-    }
 }
 
 /// One row of `epochs.parquet`.
@@ -123,9 +118,6 @@ pub fn write_run(
     epochs: &[EpochRecord],
     neurons: &[NeuronRecord],
 ) -> Result<PathBuf> {
-    let run_id = spec.run_id();
-    let dir = root.join(&spec.sweep).join(&run_id);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let last_epoch = epochs.iter().map(|e| e.epoch).max().unwrap_or(0);
     let epochs_completed = spec.epochs_completed.unwrap_or(last_epoch);
     let kind: DatasetKind = spec.dataset.parse()?;
@@ -149,11 +141,19 @@ pub fn write_run(
     config.lr = spec.lr;
     config.epochs = spec.epochs_planned as usize;
     config.probe_size = Some(2048);
+    // Named as the trainer names runs, with a checksum that says the data is made up.
+    let data_checksum = "synthetic-records".to_string();
+    let config_hash = config.identity(&data_checksum);
+    let run_id = config.run_dir_name(&["activation", "lr", "seed"], &config_hash);
+    let dir = root.join(&spec.sweep).join(&run_id);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
         crate_version: "0.1.0".into(),
         run_id,
         sweep: spec.sweep.clone(),
+        config_hash,
+        data_checksum,
         status: spec.status,
         epochs_completed: epochs_completed as usize,
         started_at: "2026-11-27T21:00:00Z".into(),

@@ -301,6 +301,17 @@ impl FromStr for Schedule {
     }
 }
 
+impl fmt::Display for Schedule {
+    /// As it is written on the command line: `constant`, `cosine`, `step:EVERY:GAMMA`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Schedule::Constant => f.write_str("constant"),
+            Schedule::Cosine => f.write_str("cosine"),
+            Schedule::Step { every, gamma } => write!(f, "step:{every}:{gamma}"),
+        }
+    }
+}
+
 impl Schedule {
     /// The learning rate of training epoch `epoch` (from 1) of `epochs`.
     pub fn lr_at(&self, base: f64, epoch: usize, epochs: usize) -> f64 {
@@ -381,21 +392,28 @@ impl RunConfig {
         }
         self.optimizer.validate()
     }
-
-    /// The run directory's name: `<dataset>-<activation>-lr<lr>-s<seed>`.
-    pub fn run_id(&self) -> String {
-        run_id(
-            self.dataset.kind.name(),
-            &self.activation,
-            self.lr,
-            self.seed,
-        )
-    }
 }
 
-/// The run directory's name for these settings: `<dataset>-<activation>-lr<lr>-s<seed>`.
-pub fn run_id(dataset: &str, activation: &str, lr: f64, seed: u64) -> String {
-    format!("{dataset}-{activation}-lr{lr}-s{seed}")
+impl RunConfig {
+    /// What decides what is trained, as canonical JSON: the configuration with the data folder
+    /// replaced by `data_checksum` (the data's content, wherever it lies). Threads, output
+    /// folders and report options are not part of a configuration at all.
+    pub fn canonical(&self, data_checksum: &str) -> String {
+        let mut value = serde_json::to_value(self).expect("a config serialises");
+        if let Some(map) = value.as_object_mut() {
+            map.remove("data_dir");
+            map.insert("data_checksum".into(), data_checksum.into());
+        }
+        // serde_json's maps are sorted by key, so equal settings give equal text.
+        value.to_string()
+    }
+
+    /// The run's identity: the first 8 hex digits of the SHA-256 of [`RunConfig::canonical`].
+    pub fn identity(&self, data_checksum: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(self.canonical(data_checksum).as_bytes());
+        digest[..4].iter().map(|b| format!("{b:02x}")).collect()
+    }
 }
 
 #[cfg(test)]
@@ -454,11 +472,52 @@ mod tests {
     }
 
     #[test]
-    fn run_ids_read_as_the_docs_say() {
-        let mut config =
-            RunConfig::new(DatasetSpec::new(DatasetKind::FashionMnist), "relu-softsign");
+    fn the_identity_is_the_hash_of_the_canonical_settings() {
+        let mut config = RunConfig::new(DatasetSpec::new(DatasetKind::Mnist), "relu-softsign");
+        config.dataset.data_dir = Some("/somewhere/mnist".into());
+        let canonical = config.canonical("abc123");
+        // Keys sorted, the folder replaced by the checksum.
+        assert_eq!(
+            canonical,
+            concat!(
+                r#"{"activation":"relu-softsign","arch":"lenet","batch_size":64,"#,
+                r#""data_checksum":"abc123","dataset":"mnist","epochs":10,"grayscale":false,"#,
+                r#""image_size":null,"lr":0.01,"optimizer":{"kind":"sgd","momentum":0.8999999761581421,"#,
+                r#""weight_decay":0.0},"probe_size":null,"schedule":{"kind":"constant"},"seed":0,"#,
+                r#""synthetic_samples":null,"train_limit":null}"#
+            )
+        );
+        // python3 -c "import hashlib,sys; print(hashlib.sha256(sys.argv[1].encode()).hexdigest()[:8])" '<the text above>'
+        assert_eq!(config.identity("abc123"), IDENTITY_OF_CANONICAL);
+        // The folder is not part of it; the data and every setting are.
+        config.dataset.data_dir = Some("/elsewhere".into());
+        assert_eq!(config.identity("abc123"), IDENTITY_OF_CANONICAL);
+        assert_ne!(config.identity("abc124"), IDENTITY_OF_CANONICAL);
+        config.epochs = 11;
+        assert_ne!(config.identity("abc123"), IDENTITY_OF_CANONICAL);
+    }
+
+    const IDENTITY_OF_CANONICAL: &str = "d63ae082";
+
+    #[test]
+    fn run_directory_names_show_the_varying_settings() {
+        let mut config = RunConfig::new(DatasetSpec::new(DatasetKind::FashionMnist), "relu");
         config.lr = 0.05;
         config.seed = 3;
-        assert_eq!(config.run_id(), "fashion-mnist-relu-softsign-lr0.05-s3");
+        config.optimizer = OptimizerConfig::adam();
+        config.batch_size = 32;
+        assert_eq!(
+            config.run_dir_name(&["activation", "seed"], "0badcafe"),
+            "fashion-mnist-relu-lr0.05-s3-0badcafe"
+        );
+        assert_eq!(
+            config.run_dir_name(&["optimizer", "batch_size", "momentum"], "0badcafe"),
+            "fashion-mnist-relu-adam-bs32-lr0.05-s3-0badcafe"
+        );
+        config.arch = "conv:8:3,act,pool:2,fc:10".into();
+        assert_eq!(
+            config.run_dir_name(&["arch"], "0badcafe"),
+            "fashion-mnist-relu-conv_8_3_act_pool_2_fc_10-lr0.05-s3-0badcafe"
+        );
     }
 }

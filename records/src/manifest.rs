@@ -9,8 +9,9 @@ use crate::config::{Normalization, RunConfig};
 use crate::files::write_atomic;
 use crate::{Problem, RecordError, Result};
 
-/// The manifest format this crate writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The manifest format this crate writes. It reads this one and format 1 (before runs were
+/// identified by their whole configuration: no `config_hash`, no `data_checksum`).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The manifest's file name in a run directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -51,13 +52,29 @@ impl std::fmt::Display for RunStatus {
     }
 }
 
+/// What identifies a run beyond its folder: the hash of its whole configuration with the data's
+/// checksum ([`RunConfig::identity`]), and that checksum.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunIdentity {
+    pub config_hash: String,
+    pub data_checksum: String,
+}
+
 /// manifest.json.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     pub format_version: u32,
     pub crate_version: String,
+    /// The run directory's name (docs/records.md: readable settings, then `config_hash`).
     pub run_id: String,
     pub sweep: String,
+    /// The run's identity: [`RunConfig::identity`] of `config` with `data_checksum`. Empty in
+    /// format 1.
+    #[serde(default)]
+    pub config_hash: String,
+    /// SHA-256 of the dataset's files (docs/records.md says which). Empty in format 1.
+    #[serde(default)]
+    pub data_checksum: String,
     pub status: RunStatus,
     /// Training epochs whose records are complete; rows of later epochs are ignored.
     pub epochs_completed: usize,
@@ -91,7 +108,7 @@ impl Manifest {
         let value: serde_json::Value = serde_json::from_str(text)
             .map_err(|e| RecordError::reading(path, Problem::NotJson(e)))?;
         match value.get("format_version").and_then(|v| v.as_u64()) {
-            Some(v) if v == FORMAT_VERSION as u64 => {}
+            Some(v) if v == 1 || v == FORMAT_VERSION as u64 => {}
             Some(found) => {
                 return Err(RecordError::reading(
                     path,

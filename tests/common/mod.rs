@@ -72,12 +72,12 @@ pub fn tiny_complete_run() -> (tempfile::TempDir, PathBuf) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The sweep folder holds the run directory and the sweep's grid record (sweep.json).
     let run = std::fs::read_dir(dir.path().join("runs/digits"))
         .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir())
+        .unwrap();
     assert!(run.join("manifest.json").is_file());
     (dir, run)
 }

@@ -6,6 +6,7 @@
 //! file per run, locked with flock while a process trains the run, keeps two processes sharing
 //! an output folder from training the same run.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,8 @@ use crate::data::{self, Dataset};
 use crate::train::{self, Progress, RunOptions, RunOutcome};
 use necrosis_records::config::{InvalidConfig, RunConfig};
 use necrosis_records::files::now_rfc3339;
+use necrosis_records::grid::{SweepGrid, SweepRecord};
+use necrosis_records::manifest::RunIdentity;
 use necrosis_records::{Manifest, RunStatus};
 
 /// What the sweep runs and where.
@@ -27,8 +30,69 @@ pub struct SweepPlan {
     pub name: String,
     pub out: PathBuf,
     pub runs: Vec<RunConfig>,
+    /// The settings that vary among the sweep's runs: they name its run directories.
+    pub factors: Vec<&'static str>,
+    /// The grid the runs come from, recorded in the sweep folder (`sweep.json`); `None` for a
+    /// resumed run, which belongs to a recorded sweep already.
+    pub grid: Option<SweepGrid>,
+    /// Add this grid's runs to a sweep recorded with another grid, instead of refusing.
+    pub extend: bool,
     /// Record neuron statistics (always on, except to measure their cost).
     pub instruments: bool,
+}
+
+/// A sweep folder recorded with another grid than the one asked for.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{}: the sweep was started with another grid (differing: {}); run it under another --name, or pass --extend to add this grid's runs to the sweep",
+    sweep_dir.display(),
+    differing.join(", ")
+)]
+pub struct GridMismatch {
+    pub sweep_dir: PathBuf,
+    pub differing: Vec<String>,
+}
+
+/// Checks `grid` against the one `sweep_dir` records, and records it: a new sweep records its
+/// grid, the same grid goes on, another grid is refused unless `extend`, which adds it.
+fn record_grid(sweep_dir: &Path, grid: &SweepGrid, extend: bool) -> Result<()> {
+    match SweepRecord::read(sweep_dir)? {
+        None => SweepRecord {
+            format_version: 1,
+            grids: vec![grid.clone()],
+        }
+        .write(sweep_dir)?,
+        Some(record) if record.holds(grid) => {}
+        Some(mut record) if extend => {
+            record.grids.push(grid.clone());
+            record.write(sweep_dir)?;
+        }
+        Some(record) => {
+            let last = record.grids.last().expect("a record holds a grid");
+            return Err(GridMismatch {
+                sweep_dir: sweep_dir.to_path_buf(),
+                differing: last.differing_keys(grid),
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// The run directories already in `sweep_dir`, by the identity hash their name ends with.
+fn runs_by_identity(sweep_dir: &Path) -> HashMap<String, String> {
+    let Ok(entries) = fs::read_dir(sweep_dir) else {
+        return HashMap::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let (_, hash) = name.rsplit_once('-')?;
+            Some((hash.to_string(), name))
+        })
+        .collect()
 }
 
 /// How each run of a sweep ended.
@@ -90,6 +154,12 @@ pub fn run_sweep(plan: &SweepPlan, stop: Arc<AtomicBool>) -> Result<SweepSummary
     let mut dataset = load_dataset(&plan.runs[0])?;
     let sweep_dir = plan.out.join(&plan.name);
     fs::create_dir_all(&sweep_dir).with_context(|| format!("creating {}", sweep_dir.display()))?;
+    if let Some(grid) = &plan.grid {
+        record_grid(&sweep_dir, grid, plan.extend)?;
+    }
+    let existing = runs_by_identity(&sweep_dir);
+    // One checksum per data folder, however many runs read it.
+    let mut checksums: HashMap<String, String> = HashMap::new();
 
     // Sizes of later datasets are not known before they load; the bar counts with the first's.
     let steps_per_run: u64 = plan
@@ -113,11 +183,28 @@ pub fn run_sweep(plan: &SweepPlan, stop: Arc<AtomicBool>) -> Result<SweepSummary
         {
             dataset = load_dataset(config)?;
         }
-        let run_id = config.run_id();
+        let data_key = serde_json::to_string(&config.dataset)?;
+        let data_checksum = match checksums.get(&data_key) {
+            Some(sum) => sum.clone(),
+            None => {
+                let sum = data::checksum::checksum(&config.dataset)?;
+                checksums.insert(data_key, sum.clone());
+                sum
+            }
+        };
+        let identity = RunIdentity {
+            config_hash: config.identity(&data_checksum),
+            data_checksum,
+        };
+        // A run is found by its identity, whatever the grid that named it.
+        let run_id = existing
+            .get(&identity.config_hash)
+            .cloned()
+            .unwrap_or_else(|| config.run_dir_name(&plan.factors, &identity.config_hash));
         let run_dir = sweep_dir.join(&run_id);
         let steps = (config.epochs * dataset.train.len().div_ceil(config.batch_size)) as u64;
         if let Ok(manifest) = Manifest::read(&run_dir) {
-            if manifest.status.is_finished() {
+            if manifest.status.is_finished() && manifest.config == *config {
                 bar.inc(steps);
                 say(
                     &bar,
@@ -158,6 +245,7 @@ pub fn run_sweep(plan: &SweepPlan, stop: Arc<AtomicBool>) -> Result<SweepSummary
             hooks: Vec::new(),
             stop: Some(stop.clone()),
             sweep: plan.name.clone(),
+            identity,
             activation: None,
             progress: Box::new(move |event| match event {
                 Progress::Step {
@@ -276,6 +364,9 @@ pub fn resume(dir: &Path, stop: Arc<AtomicBool>) -> Result<SweepSummary> {
                 .unwrap_or(Path::new("."))
                 .to_path_buf(),
             runs: vec![manifest.config.clone()],
+            factors: Vec::new(),
+            grid: None,
+            extend: false,
             instruments: true,
         };
         if name != manifest.sweep {
@@ -283,6 +374,22 @@ pub fn resume(dir: &Path, stop: Arc<AtomicBool>) -> Result<SweepSummary> {
                 "{}: the run belongs to sweep '{}' but sits in folder '{name}'",
                 run_dir.display(),
                 manifest.sweep
+            );
+        }
+        if manifest.config_hash.is_empty() {
+            bail!(
+                "{}: written by an earlier version (record format 1, before runs were identified by their whole configuration); rerun it with `run`",
+                run_dir.display()
+            );
+        }
+        // The run continues only on the data it started on.
+        let data_checksum = data::checksum::checksum(&manifest.config.dataset)?;
+        if data_checksum != manifest.data_checksum {
+            bail!(
+                "{}: the data changed since the run started (checksum {} then, {} now)",
+                run_dir.display(),
+                manifest.data_checksum,
+                data_checksum
             );
         }
         let part = run_sweep(&plan, stop.clone())?;
@@ -403,7 +510,7 @@ mod tests {
         }
         let mut union: Vec<String> = (0..4)
             .flat_map(|i| shard(&runs, i, 4))
-            .map(|r| r.run_id())
+            .map(|r| r.identity("data"))
             .collect();
         // 30 runs in 4 parts: 8, 8, 7, 7.
         assert_eq!(
@@ -412,7 +519,7 @@ mod tests {
         );
         assert_eq!(union.len(), runs.len(), "disjoint");
         union.sort();
-        let mut all: Vec<String> = runs.iter().map(|r| r.run_id()).collect();
+        let mut all: Vec<String> = runs.iter().map(|r| r.identity("data")).collect();
         all.sort();
         all.dedup();
         assert_eq!(union, all, "covering");

@@ -31,6 +31,7 @@ use necrosis_records::checkpoint::{
 };
 use necrosis_records::config::{InvalidConfig, RunConfig, DEFAULT_PROBE_SIZE};
 use necrosis_records::files::{now_rfc3339, remove_stale_temporaries, write_probe_indices};
+use necrosis_records::manifest::RunIdentity;
 use necrosis_records::{Manifest, RunStatus, FORMAT_VERSION};
 
 /// Samples per forward pass in evaluation mode (test set and probe set): as in training, so a
@@ -89,6 +90,9 @@ pub struct RunOptions<'a> {
     pub progress: Box<dyn FnMut(Progress) + 'a>,
     /// The sweep's name, stored in the manifest.
     pub sweep: String,
+    /// The run's identity (configuration hash and data checksum), stored in the manifest; the
+    /// sweep computes it. Empty when a caller trains a run outside any sweep.
+    pub identity: RunIdentity,
     /// Use this activation instead of looking `config.activation` up among the built-ins.
     pub activation: Option<Activation>,
 }
@@ -101,6 +105,7 @@ impl Default for RunOptions<'_> {
             stop: None,
             progress: Box::new(|_: Progress| {}),
             sweep: String::new(),
+            identity: RunIdentity::default(),
             activation: None,
         }
     }
@@ -141,7 +146,7 @@ pub fn run(
     let mut state = if resumed {
         restore(run_dir, config, dataset, activation.clone())?
     } else {
-        fresh(run_dir, config, dataset, activation.clone(), &options.sweep)?
+        fresh(run_dir, config, dataset, activation.clone(), &options)?
     };
     let mut hooks = HookSet {
         recorder: options
@@ -332,7 +337,7 @@ fn fresh(
     config: &RunConfig,
     dataset: &Dataset,
     activation: Activation,
-    sweep: &str,
+    options: &RunOptions,
 ) -> Result<State> {
     let architecture = arch::resolve(&config.arch, dataset.input_shape(), dataset.classes)?;
     let model = Model::new(
@@ -347,8 +352,14 @@ fn fresh(
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
         crate_version: env!("CARGO_PKG_VERSION").to_string(),
-        run_id: config.run_id(),
-        sweep: sweep.to_string(),
+        // The folder's name: the sweep names it from the configuration and its identity.
+        run_id: run_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        sweep: options.sweep.clone(),
+        config_hash: options.identity.config_hash.clone(),
+        data_checksum: options.identity.data_checksum.clone(),
         status: RunStatus::Running,
         epochs_completed: 0,
         started_at: now_rfc3339(),

@@ -21,7 +21,8 @@ use flate2::read::GzDecoder;
 use super::{ScaledDataset, Split};
 
 /// The compressed CSV, 64 pixel values and a label per row.
-const DIGITS_CSV_GZ: &[u8] = include_bytes!("digits.csv.gz");
+/// The embedded file, as shipped (its checksum names the data in run identities).
+pub const EMBEDDED: &[u8] = include_bytes!("digits.csv.gz");
 /// Samples in the set.
 const SAMPLES: usize = 1797;
 /// Image side in pixels.
@@ -34,7 +35,7 @@ const CLASSES: usize = 10;
 /// Decodes the embedded set and splits it as described in the module documentation.
 pub(crate) fn load() -> Result<ScaledDataset> {
     let mut csv = String::new();
-    GzDecoder::new(DIGITS_CSV_GZ)
+    GzDecoder::new(EMBEDDED)
         .read_to_string(&mut csv)
         .context("decompressing the embedded digits.csv.gz")?;
     let mut train = Split::default();

@@ -20,6 +20,7 @@
 //! disagree, an unreadable image, an empty class folder) are one message that names the file
 //! and the problem; no loader panics on malformed bytes.
 
+pub mod checksum;
 pub mod cifar;
 pub mod digits;
 pub mod folder;
