@@ -14,6 +14,7 @@ use anyhow::Result;
 use polars::prelude::*;
 
 use crate::measures::Measures;
+use crate::paired::{compare_paired, PairedComparison};
 use crate::stats::{self, Comparison, Summary};
 
 /// A per-run measure that is summarised and compared: its column in [`Measures::per_run`], and a
@@ -52,6 +53,17 @@ pub const MEASURES: &[MeasureDef] = &[
     m("dormant_frac_0_final", "0-dormant fraction at E"),
     m("dormant_frac_0_025_final", "0.025-dormant fraction at E"),
     m("dormant_frac_0_1_final", "0.1-dormant fraction at E"),
+];
+
+/// The primary measures (SPEC §4): each is tested in families of its own, one family per
+/// dataset and setting (every activation against the baseline there), Holm-adjusted. Every other
+/// measure is exploratory: reported unadjusted and labelled so. Measures that are identities of
+/// others (survival = 1 − ever dead) are never primary, so nothing is tested twice.
+pub const PRIMARY_MEASURES: &[&str] = &[
+    "final_acc",
+    "irreversibly_dead_frac",
+    "epochs_to_95",
+    "auc_test_acc",
 ];
 
 /// Label of a measure column, or the column name itself.
@@ -102,11 +114,31 @@ pub struct ComparisonRow {
     pub other: String,
     pub n_activation: usize,
     pub n_other: usize,
+    /// The unpaired tests and effects (always computed; the ones to read when not paired).
     pub comparison: Comparison,
-    /// Holm-adjusted p of Welch's test over all rows of the table.
+    /// The paired tests, when both conditions ran the same seeds (each seed a block).
+    pub paired: Option<PairedComparison>,
+    /// Whether the measure is primary (tested in a family) or exploratory.
+    pub primary: bool,
+    /// The design's rank test: the Wilcoxon signed-rank p when paired, else Mann–Whitney's.
+    pub p: f64,
+    /// `p` Holm-adjusted within its family (same dataset, setting and measure); NaN for an
+    /// exploratory measure.
+    pub p_holm: f64,
+    /// Welch's p, Holm-adjusted within the same family; NaN for an exploratory measure.
     pub welch_p_holm: f64,
-    /// Holm-adjusted p of the Mann–Whitney test over all rows of the table.
+    /// Mann–Whitney's p, Holm-adjusted within the same family; NaN for an exploratory measure.
     pub mann_whitney_p_holm: f64,
+}
+
+impl ComparisonRow {
+    /// "paired by seed (n pairs)" or "unpaired".
+    pub fn design(&self) -> String {
+        match &self.paired {
+            Some(p) => format!("paired by seed ({} pairs)", p.n),
+            None => "unpaired".into(),
+        }
+    }
 }
 
 /// All statistics across seeds.
@@ -164,6 +196,37 @@ pub(crate) fn f64_column(df: &DataFrame, name: &str) -> Result<Vec<f64>> {
         .collect())
 }
 
+/// The unpaired comparison, or nothing (NaN) where a test cannot speak: fewer than two values on
+/// a side (no test or effect at n = 1: a Hedges' g of 1e25 means nothing), and no Welch test or
+/// Hedges' g when neither side varies (their p = 0 or ±∞ would be an artefact of zero variance;
+/// the rank test stands).
+fn comparison_or_nothing(x: &[f64], y: &[f64]) -> Comparison {
+    let mut c = stats::compare(x, y);
+    if x.len() < 2 || y.len() < 2 {
+        c.welch = stats::WelchResult {
+            t: f64::NAN,
+            df: f64::NAN,
+            p: f64::NAN,
+        };
+        c.mann_whitney.p = f64::NAN;
+        c.prob_superiority = f64::NAN;
+        c.cliffs_delta = f64::NAN;
+        c.hedges_g = f64::NAN;
+    } else if constant(x) && constant(y) {
+        c.welch = stats::WelchResult {
+            t: f64::NAN,
+            df: f64::NAN,
+            p: f64::NAN,
+        };
+        c.hedges_g = f64::NAN;
+    }
+    c
+}
+
+fn constant(x: &[f64]) -> bool {
+    x.iter().all(|v| *v == x[0])
+}
+
 /// Summaries of every measure per (dataset, setting, activation) and the comparison table.
 pub fn aggregate(measures: &Measures, opts: &AggregateOptions) -> Result<Aggregate> {
     let per_run = &measures.per_run;
@@ -200,10 +263,24 @@ pub fn aggregate(measures: &Measures, opts: &AggregateOptions) -> Result<Aggrega
         }
         values_of.insert(m.column, values);
     }
+    let seeds: Vec<u64> = per_run
+        .column("seed")?
+        .cast(&DataType::UInt64)?
+        .u64()?
+        .iter()
+        .map(|v| v.unwrap_or(u64::MAX))
+        .collect();
     let sample = |rows: &[usize], values: &[f64]| -> Vec<f64> {
         rows.iter()
             .map(|&i| values[i])
             .filter(|v| !v.is_nan())
+            .collect()
+    };
+    // The defined values of a cell by seed, for pairing.
+    let by_seed = |rows: &[usize], values: &[f64]| -> BTreeMap<u64, f64> {
+        rows.iter()
+            .filter(|&&i| !values[i].is_nan())
+            .map(|&i| (seeds[i], values[i]))
             .collect()
     };
 
@@ -273,6 +350,22 @@ pub fn aggregate(measures: &Measures, opts: &AggregateOptions) -> Result<Aggrega
                 if x.is_empty() || y.is_empty() {
                     continue;
                 }
+                // The same seeds on both sides (one run each): a paired design.
+                let (xs, ys) = (by_seed(rows_a, values), by_seed(rows_b, values));
+                let paired = (xs.len() == x.len()
+                    && ys.len() == y.len()
+                    && xs.keys().eq(ys.keys())
+                    && xs.len() >= 2)
+                    .then(|| {
+                        let x: Vec<f64> = xs.values().copied().collect();
+                        let y: Vec<f64> = ys.values().copied().collect();
+                        compare_paired(&x, &y)
+                    });
+                let comparison = comparison_or_nothing(&x, &y);
+                let p = match &paired {
+                    Some(pc) => pc.wilcoxon.p,
+                    None => comparison.mann_whitney.p,
+                };
                 out.comparisons.push(ComparisonRow {
                     dataset: dataset.clone(),
                     setting: setting.clone(),
@@ -281,31 +374,40 @@ pub fn aggregate(measures: &Measures, opts: &AggregateOptions) -> Result<Aggrega
                     other: b.clone(),
                     n_activation: x.len(),
                     n_other: y.len(),
-                    comparison: stats::compare(&x, &y),
+                    comparison,
+                    paired,
+                    primary: PRIMARY_MEASURES.contains(&m.column),
+                    p,
+                    p_holm: f64::NAN,
                     welch_p_holm: f64::NAN,
                     mann_whitney_p_holm: f64::NAN,
                 });
             }
         }
     }
-    // The family is the whole comparison table, for each test separately.
-    let welch: Vec<f64> = out
-        .comparisons
-        .iter()
-        .map(|c| c.comparison.welch.p)
-        .collect();
-    let mw: Vec<f64> = out
-        .comparisons
-        .iter()
-        .map(|c| c.comparison.mann_whitney.p)
-        .collect();
-    for (row, (pw, pm)) in out.comparisons.iter_mut().zip(
-        stats::holm_adjust(&welch)
-            .into_iter()
-            .zip(stats::holm_adjust(&mw)),
-    ) {
-        row.welch_p_holm = pw;
-        row.mann_whitney_p_holm = pm;
+    // Families: one primary measure within one dataset and setting (the activations against
+    // the baseline there). Exploratory measures are not adjusted.
+    let mut families: BTreeMap<(String, String, &'static str), Vec<usize>> = BTreeMap::new();
+    for (i, row) in out.comparisons.iter().enumerate() {
+        if row.primary {
+            families
+                .entry((row.dataset.clone(), row.setting.clone(), row.measure))
+                .or_default()
+                .push(i);
+        }
+    }
+    for members in families.values() {
+        let adjust = |p: &dyn Fn(&ComparisonRow) -> f64| {
+            let raw: Vec<f64> = members.iter().map(|&i| p(&out.comparisons[i])).collect();
+            stats::holm_adjust(&raw)
+        };
+        let design = adjust(&|r| r.p);
+        let welch = adjust(&|r| r.comparison.welch.p);
+        let mw = adjust(&|r| r.comparison.mann_whitney.p);
+        for (k, &i) in members.iter().enumerate() {
+            let row = &mut out.comparisons[i];
+            (row.p_holm, row.welch_p_holm, row.mann_whitney_p_holm) = (design[k], welch[k], mw[k]);
+        }
     }
     Ok(out)
 }
@@ -324,12 +426,13 @@ mod tests {
     }
 
     #[test]
-    fn groups_by_activation_and_adjusts_over_the_table() {
+    fn groups_by_condition_pairs_by_seed_and_adjusts_within_families() {
         let df = df!(
             "dataset" => ["d"; 6],
             "activation" => ["relu", "relu", "relu", "elu", "elu", "elu"],
             "lr" => [0.1; 6],
             "setting" => ["lr 0.1"; 6],
+            "seed" => [0u64, 1, 2, 0, 1, 2],
             "final_acc" => [0.8, 0.82, 0.81, 0.9, 0.91, 0.92],
             "revival_rate" => [f64::NAN, 0.5, 0.25, 1.0, 1.0, 1.0],
             "epochs_to_95" => [3.0, f64::INFINITY, 4.0, 2.0, 2.0, 3.0],
@@ -357,37 +460,73 @@ mod tests {
             .all(|c| c.activation == "elu" && c.other == "relu"));
         // final_acc separates the groups completely (every elu above every relu): the exact
         // two-sided Mann–Whitney p at 3 vs 3 is 2 / C(6, 3) = 2/20.
-        let acc = agg
-            .comparisons
-            .iter()
-            .find(|c| c.measure == "final_acc")
-            .unwrap();
+        let row = |measure: &str| {
+            agg.comparisons
+                .iter()
+                .find(|c| c.measure == measure)
+                .unwrap()
+        };
+        let acc = row("final_acc");
         assert!((acc.comparison.mann_whitney.p - 0.1).abs() < 1e-12);
-        // Holm over the table's three raw p values, by its definition: sorted ascending, the
-        // k-th (from 0) times (3 − k), made non-decreasing, capped at 1.
-        let raw: Vec<f64> = agg
-            .comparisons
-            .iter()
-            .map(|c| c.comparison.mann_whitney.p)
-            .collect();
-        let mut order: Vec<usize> = (0..3).collect();
-        order.sort_by(|&a, &b| raw[a].total_cmp(&raw[b]));
-        let mut running = 0.0f64;
-        let mut by_hand = [0.0; 3];
-        for (k, &i) in order.iter().enumerate() {
-            running = running.max(raw[i] * (3 - k) as f64).min(1.0);
-            by_hand[i] = running;
-        }
-        for (c, want) in agg.comparisons.iter().zip(by_hand) {
-            assert!(
-                (c.mann_whitney_p_holm - want).abs() < 1e-12,
-                "{}",
-                c.measure
-            );
-        }
+        // Both ran seeds 0, 1, 2: paired. The differences elu − relu by seed are 0.1, 0.09 and
+        // 0.11, all positive, the most extreme of 2³ equally likely sign patterns: the exact
+        // two-sided Wilcoxon p is 2/8. A family of one: Holm leaves it as it is.
+        let paired = acc.paired.expect("paired by seed");
+        assert_eq!(paired.n, 3);
+        assert!((paired.wilcoxon.p - 0.25).abs() < 1e-12);
+        assert!(acc.primary && (acc.p - 0.25).abs() < 1e-12 && (acc.p_holm - 0.25).abs() < 1e-12);
+        assert_eq!(acc.design(), "paired by seed (3 pairs)");
+        // relu's revival rate is undefined at seed 0: the seeds differ, so unpaired; and an
+        // exploratory measure, so not adjusted.
+        let revival = row("revival_rate");
+        assert!(revival.paired.is_none() && !revival.primary && revival.p_holm.is_nan());
+        assert_eq!(
+            revival.p.to_bits(),
+            revival.comparison.mann_whitney.p.to_bits()
+        );
         // Measures that are NaN for every run (no absolute target) are left out.
         assert!(agg
             .summary("d", "relu", "lr 0.1", "epochs_to_target")
             .is_none());
+    }
+
+    #[test]
+    fn no_test_at_n_one_and_no_welch_without_variation() {
+        // One elu run against three relu runs; accuracy constant within each activation.
+        let df = df!(
+            "dataset" => ["d"; 7],
+            "activation" => ["relu", "relu", "relu", "elu", "tanh", "tanh", "tanh"],
+            "lr" => [0.1; 7],
+            "setting" => ["lr 0.1"; 7],
+            "seed" => [0u64, 1, 2, 0, 0, 1, 2],
+            "final_acc" => [0.8, 0.8, 0.8, 0.9, 0.7, 0.7, 0.7],
+        )
+        .unwrap();
+        let opts = AggregateOptions {
+            baseline: Some("relu".into()),
+            all_pairs: false,
+            seed: 1,
+        };
+        let agg = aggregate(&per_run_only(df), &opts).unwrap();
+        let elu = agg
+            .comparisons
+            .iter()
+            .find(|c| c.activation == "elu")
+            .unwrap();
+        assert_eq!((elu.n_activation, elu.n_other), (1, 3));
+        let c = &elu.comparison;
+        assert!(c.welch.p.is_nan() && c.mann_whitney.p.is_nan() && c.hedges_g.is_nan());
+        assert!(elu.paired.is_none() && elu.p.is_nan());
+        // tanh and relu are each constant: no Welch test, no Hedges' g; the rank tests stand.
+        // Paired by seed, the three differences are all −0.1 (ties): the sign-flip p is 2/8.
+        let tanh = agg
+            .comparisons
+            .iter()
+            .find(|c| c.activation == "tanh")
+            .unwrap();
+        assert!(tanh.comparison.welch.p.is_nan() && tanh.comparison.hedges_g.is_nan());
+        assert_eq!(tanh.comparison.cliffs_delta, -1.0);
+        let paired = tanh.paired.unwrap();
+        assert!(paired.t.p.is_nan() && (paired.wilcoxon.p - 0.25).abs() < 1e-12);
     }
 }

@@ -18,6 +18,7 @@ pub mod aggregate;
 pub mod figures;
 pub mod load;
 pub mod measures;
+pub mod paired;
 pub mod report;
 pub mod stats;
 pub mod synthetic;

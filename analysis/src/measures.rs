@@ -487,14 +487,17 @@ pub struct EpochPoint {
 }
 
 /// Convergence measures of one run; `points` sorted by epoch, epoch 0 first.
+///
+/// Targets are sought from epoch 1 on, and "best" is the best after training: the network at
+/// initialisation (epoch 0) never counts as having converged, so a run that collapses below its
+/// initial accuracy does not "reach 95 % of its best" at epoch 0.
 pub fn convergence(points: &[EpochPoint], target_acc: Option<f64>) -> Convergence {
-    let best = points
-        .iter()
+    let trained = || points.iter().filter(|p| p.epoch >= 1);
+    let best = trained()
         .map(|p| p.test_acc)
         .fold(f64::NEG_INFINITY, f64::max);
     let first_reaching = |threshold: f64| -> (f64, f64) {
-        points
-            .iter()
+        trained()
             .find(|p| p.test_acc >= threshold)
             .map(|p| (p.epoch as f64, p.seconds))
             .unwrap_or((f64::INFINITY, f64::INFINITY))
@@ -852,5 +855,26 @@ mod tests {
         // Train loss 1.5, 1.0, 0.5 over epochs 1..3: area 1.25 + 0.75 = 2, over the span 2.
         assert!((c.auc_train_loss - 1.0).abs() < 1e-12);
         assert_eq!(c.final_train_loss, 0.5);
+
+        // A run that collapses below its initial accuracy: 0.3 at epoch 0, then 0.1, 0.2,
+        // 0.25. Its best after training is 0.25; 95 % of it (0.2375) is first reached at epoch
+        // 3, not at epoch 0 by the untrained network.
+        let collapsed: Vec<EpochPoint> = [0.3, 0.1, 0.2, 0.25]
+            .iter()
+            .enumerate()
+            .map(|(e, &a)| EpochPoint {
+                epoch: e as u32,
+                test_acc: a,
+                seconds: e as f64,
+                train_loss: (e > 0).then_some(1.0),
+            })
+            .collect();
+        let c = convergence(&collapsed, Some(0.28));
+        assert_eq!(c.epochs_to_95, 3.0);
+        assert_eq!(
+            c.epochs_to_target,
+            f64::INFINITY,
+            "epoch 0's 0.3 does not count"
+        );
     }
 }
