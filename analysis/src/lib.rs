@@ -18,6 +18,7 @@ pub mod aggregate;
 pub mod figures;
 pub mod load;
 pub mod measures;
+pub mod outcomes;
 pub mod paired;
 pub mod report;
 pub mod stats;

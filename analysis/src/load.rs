@@ -108,6 +108,13 @@ pub struct ExcludedRun {
     pub sweep: Option<String>,
     pub activation: Option<String>,
     pub reason: String,
+    /// The dataset's name, when the manifest could be read.
+    pub dataset: Option<String>,
+    /// The run's setting (as [`Run::setting`]); set for diverged runs, which count as outcomes
+    /// of their condition.
+    pub setting: Option<String>,
+    /// The number of classes, when the manifest could be read.
+    pub classes: Option<usize>,
 }
 
 /// All runs found under the given paths.
@@ -243,6 +250,7 @@ pub fn load_runs(paths: &[PathBuf]) -> Result<RunSet> {
 
     let mut runs = Vec::new();
     let mut diverged = Vec::new();
+    let mut diverged_manifests = Vec::new();
     let mut skipped = Vec::new();
     let mut epoch_frames = Vec::new();
     let mut neuron_frames = Vec::new();
@@ -256,6 +264,9 @@ pub fn load_runs(paths: &[PathBuf]) -> Result<RunSet> {
                     sweep: None,
                     activation: None,
                     reason: format!("{e:#}"),
+                    dataset: None,
+                    setting: None,
+                    classes: None,
                 });
                 continue;
             }
@@ -266,6 +277,9 @@ pub fn load_runs(paths: &[PathBuf]) -> Result<RunSet> {
             sweep: Some(manifest.sweep.clone()),
             activation: Some(manifest.config.activation.clone()),
             reason,
+            dataset: Some(manifest.config.dataset.kind.name().to_string()),
+            setting: None,
+            classes: Some(manifest.classes),
         };
         match manifest.status {
             RunStatus::Complete => {}
@@ -274,6 +288,7 @@ pub fn load_runs(paths: &[PathBuf]) -> Result<RunSet> {
                     "diverged (loss NaN/inf) after {} completed epochs",
                     manifest.epochs_completed
                 )));
+                diverged_manifests.push(manifest);
                 continue;
             }
             RunStatus::Failed => {
@@ -334,7 +349,7 @@ pub fn load_runs(paths: &[PathBuf]) -> Result<RunSet> {
         all.rechunk_mut();
         all
     };
-    let factors = label_settings(&mut runs);
+    let factors = label_settings(&mut runs, &mut diverged, &diverged_manifests);
     Ok(RunSet {
         runs,
         diverged,
@@ -345,21 +360,29 @@ pub fn load_runs(paths: &[PathBuf]) -> Result<RunSet> {
     })
 }
 
-/// Finds the settings that vary among `runs` (from their manifests), names each run's setting
-/// from them, and returns them. A changed data folder content (another checksum) is a factor too.
-fn label_settings(runs: &mut [Run]) -> Vec<String> {
-    let values: Vec<std::collections::BTreeMap<&'static str, String>> = runs
+/// Finds the settings that vary among the complete and diverged runs (from their manifests),
+/// names each run's setting from them, and returns them. A changed data folder content (another
+/// checksum) is a factor too.
+fn label_settings(
+    runs: &mut [Run],
+    diverged: &mut [ExcludedRun],
+    diverged_manifests: &[Manifest],
+) -> Vec<String> {
+    let manifests: Vec<&Manifest> = runs
         .iter()
-        .map(|r| r.manifest.config.factor_values())
+        .map(|r| &r.manifest)
+        .chain(diverged_manifests)
         .collect();
+    let values: Vec<std::collections::BTreeMap<&'static str, String>> =
+        manifests.iter().map(|m| m.config.factor_values()).collect();
     let mut factors: Vec<String> = varying_factors(values.iter().cloned())
         .into_iter()
         .map(|(key, _)| key.to_string())
         .filter(|key| key != "seed")
         .collect();
-    let checksums: BTreeSet<(&str, &str)> = runs
+    let checksums: BTreeSet<(&str, &str)> = manifests
         .iter()
-        .map(|r| (r.dataset.as_str(), r.manifest.data_checksum.as_str()))
+        .map(|m| (m.config.dataset.kind.name(), m.data_checksum.as_str()))
         .collect();
     let data_varies = checksums.len()
         > checksums
@@ -367,21 +390,32 @@ fn label_settings(runs: &mut [Run]) -> Vec<String> {
             .map(|(d, _)| *d)
             .collect::<BTreeSet<_>>()
             .len();
-    for (run, values) in runs.iter_mut().zip(&values) {
-        let mut parts = vec![format!("lr {}", run.lr)];
-        for key in &factors {
-            if matches!(key.as_str(), "dataset" | "activation" | "lr") {
-                continue;
+    let labels: Vec<String> = manifests
+        .iter()
+        .zip(&values)
+        .map(|(manifest, values)| {
+            let mut parts = vec![format!("lr {}", manifest.config.lr)];
+            for key in &factors {
+                if matches!(key.as_str(), "dataset" | "activation" | "lr") {
+                    continue;
+                }
+                if let Some(value) = values.get(key.as_str()) {
+                    parts.push(format!("{key} {value}"));
+                }
             }
-            if let Some(value) = values.get(key.as_str()) {
-                parts.push(format!("{key} {value}"));
+            if data_varies {
+                let short: String = manifest.data_checksum.chars().take(8).collect();
+                parts.push(format!("data {short}"));
             }
-        }
-        if data_varies {
-            let short: String = run.manifest.data_checksum.chars().take(8).collect();
-            parts.push(format!("data {short}"));
-        }
-        run.setting = parts.join(", ");
+            parts.join(", ")
+        })
+        .collect();
+    let (for_runs, for_diverged) = labels.split_at(runs.len());
+    for (run, label) in runs.iter_mut().zip(for_runs) {
+        run.setting = label.clone();
+    }
+    for (run, label) in diverged.iter_mut().zip(for_diverged) {
+        run.setting = Some(label.clone());
     }
     if data_varies {
         factors.push("data".into());

@@ -21,6 +21,7 @@ use crate::figures::{
 };
 use crate::load::{ExcludedRun, Manifest, RunSet};
 use crate::measures::{compute_measures, MeasureOptions, Measures, DORMANT_TAUS};
+use crate::outcomes::{outcomes, outcomes_csv, OutcomeView, COLLAPSE_FACTOR};
 use crate::write_atomic;
 use necrosis_records::files::without_reader_panics;
 use necrosis_records::tables::{neuron_columns as nc, EpochRow, NeuronRow};
@@ -130,8 +131,25 @@ pub fn write_report(runs: &RunSet, opts: &AnalyzeOptions, out: &Path) -> Result<
         out_dir: figures_dir.clone(),
     })?);
 
-    let tables = write_tables(&measures, &agg, opts, &tables_dir)?;
-    let context = ReportContext::new(runs, &measures, &agg, opts, &figures)?;
+    let mut tables = write_tables(&measures, &agg, opts, &tables_dir)?;
+    // Divergence and collapse per condition: outcomes, not runs left out.
+    // In the order of `runs.runs`, whatever the order of the per-run table.
+    let mut final_acc = vec![f64::NAN; runs.runs.len()];
+    let index = crate::aggregate::f64_column(&measures.per_run, "run")?;
+    let acc = crate::aggregate::f64_column(&measures.per_run, "final_acc")?;
+    for (run, value) in index.iter().zip(acc) {
+        if let Some(slot) = final_acc.get_mut(*run as usize) {
+            *slot = value;
+        }
+    }
+    let baseline = opts.baseline.as_deref().filter(|_| !opts.all_pairs);
+    let outcome_rows = outcomes(runs, &final_acc, baseline);
+    let outcomes_path = tables_dir.join("outcomes.csv");
+    write_atomic(&outcomes_path, outcomes_csv(&outcome_rows).as_bytes())?;
+    tables.push(outcomes_path);
+    let mut context = ReportContext::new(runs, &measures, &agg, opts, &figures)?;
+    context.outcomes = outcome_rows.iter().map(OutcomeView::from).collect();
+    context.collapse_factor = COLLAPSE_FACTOR;
 
     let mut env = Environment::new();
     env.add_template("index.html", HTML_TEMPLATE)?;
@@ -581,6 +599,8 @@ struct ReportContext {
     diverged: Vec<ExcludedView>,
     skipped: Vec<ExcludedView>,
     diverged_by_activation: Vec<String>,
+    outcomes: Vec<OutcomeView>,
+    collapse_factor: f64,
 }
 
 impl ReportContext {
@@ -676,8 +696,8 @@ impl ReportContext {
             n_diverged: runs.diverged.len(),
             n_skipped: runs.skipped.len(),
             comparison_mode: match (&opts.baseline, opts.all_pairs) {
-                (Some(b), false) => format!("each activation against the baseline {b}, within one dataset and learning rate"),
-                _ => "all pairs of activations, within one dataset and learning rate".into(),
+                (Some(b), false) => format!("each activation against the baseline {b}, within one dataset and setting"),
+                _ => "all pairs of activations, within one dataset and setting".into(),
             },
             summary_headers: keys.iter().map(|k| k.1.clone()).collect(),
             summary_rows: summary_rows(agg, &keys),
@@ -700,6 +720,8 @@ impl ReportContext {
                 .into_iter()
                 .map(|(a, n)| format!("{a}: {n}"))
                 .collect(),
+            outcomes: Vec::new(),
+            collapse_factor: COLLAPSE_FACTOR,
         })
     }
 }
@@ -730,16 +752,22 @@ dt { font-weight: bold; margin-top: .5em; }
 <body>
 <h1>{{ title }}</h1>
 <p class="small">necrosis-analysis {{ version }}. {{ n_used }} complete runs analysed; {{ n_diverged }} diverged and {{ n_skipped }} skipped runs left out (listed at the end).</p>
-{% if n_diverged > 0 %}<div class="note">Diverged runs are left out of every statistic: {{ diverged_by_activation | join(", ") }}.</div>{% endif %}
+{% if n_diverged > 0 %}<div class="note">Diverged runs cannot be measured, so the summary describes the runs that completed; they count as outcomes (see Outcomes): {{ diverged_by_activation | join(", ") }}.</div>{% endif %}
 {% for note in notes %}<div class="note">{{ note }}</div>
 {% endfor %}
 <h2>Summary</h2>
-<p>Per dataset, activation and learning rate over seeds: mean [95 % t interval].</p>
+<p>Per dataset, activation and setting over seeds: mean [95 % t interval].</p>
 <table>
 <tr><th>dataset</th><th>activation</th><th>setting</th><th>runs</th>{% for h in summary_headers %}<th>{{ h }}</th>{% endfor %}</tr>
 {% for r in summary_rows %}<tr><td>{{ r.dataset }}</td><td>{{ r.activation }}</td><td>{{ r.setting }}</td><td class="num">{{ r.runs }}</td>{% for c in r.cells %}<td class="num">{{ c }}</td>{% endfor %}</tr>
 {% endfor %}</table>
 <p class="small">Full statistics: <a href="tables/summary.csv">tables/summary.csv</a>, <a href="tables/summary.tex">summary.tex</a>; per run: <a href="tables/per_run.csv">per_run.csv</a>, <a href="tables/per_run_layer.csv">per_run_layer.csv</a>, <a href="tables/per_epoch_layer.csv">per_epoch_layer.csv</a>.</p>
+<h2>Outcomes: divergence and collapse</h2>
+<p>Every run that ended counts: a diverged run (loss NaN/∞) cannot be measured, and a complete run whose final test accuracy is at most {{ collapse_factor }} / classes has collapsed; the summary above describes only the runs that completed, so read it together with these rates (95 % Wilson intervals; Fisher's exact test against the baseline in the same dataset and setting).</p>
+<table>
+<tr><th>dataset</th><th>setting</th><th>activation</th><th>runs</th><th>diverged</th><th>p (Fisher)</th><th>collapsed</th><th>p (Fisher)</th></tr>
+{% for o in outcomes %}<tr><td>{{ o.dataset }}</td><td>{{ o.setting }}</td><td>{{ o.activation }}</td><td class="num">{{ o.runs }}</td><td>{{ o.diverged }}</td><td class="num">{{ o.diverged_p }}</td><td>{{ o.collapsed }}</td><td class="num">{{ o.collapsed_p }}</td></tr>
+{% endfor %}</table>
 <h2>Comparisons</h2>
 <p>Compared: {{ comparison_mode }}. Effects are positive when the first activation's values are larger.</p>
 {% if comparisons %}<table>
@@ -781,13 +809,13 @@ const MD_TEMPLATE: &str = r#"# {{ title }}
 
 necrosis-analysis {{ version }}. {{ n_used }} complete runs analysed; {{ n_diverged }} diverged and {{ n_skipped }} skipped runs left out (listed at the end).
 {% if n_diverged > 0 %}
-> Diverged runs are left out of every statistic: {{ diverged_by_activation | join(", ") }}.
+> Diverged runs cannot be measured, so the summary describes the runs that completed; they count as outcomes (see Outcomes): {{ diverged_by_activation | join(", ") }}.
 {% endif %}{% for note in notes %}
 > {{ note }}
 {% endfor %}
 ## Summary
 
-Per dataset, activation and learning rate over seeds: mean [95 % t interval].
+Per dataset, activation and setting over seeds: mean [95 % t interval].
 
 | dataset | activation | setting | runs |{% for h in summary_headers %} {{ h }} |{% endfor %}
 |---|---|---|---|{% for h in summary_headers %}---|{% endfor %}
@@ -795,9 +823,18 @@ Per dataset, activation and learning rate over seeds: mean [95 % t interval].
 {% endfor %}
 Full statistics: `tables/summary.csv`; per run: `tables/per_run.csv`.
 
+## Outcomes: divergence and collapse
+
+Every run that ended counts: a diverged run (loss NaN/∞) cannot be measured, and a complete run whose final test accuracy is at most {{ collapse_factor }} / classes has collapsed; the summary above describes only the runs that completed (95 % Wilson intervals; Fisher's exact test against the baseline in the same dataset and setting).
+
+| dataset | setting | activation | runs | diverged | p (Fisher) | collapsed | p (Fisher) |
+|---|---|---|---|---|---|---|---|
+{% for o in outcomes %}| {{ o.dataset }} | {{ o.setting }} | {{ o.activation }} | {{ o.runs }} | {{ o.diverged }} | {{ o.diverged_p }} | {{ o.collapsed }} | {{ o.collapsed_p }} |
+{% endfor %}
+
 ## Comparisons
 
-Compared: {{ comparison_mode }}. Effects are positive when the first activation's values are larger; p values Holm-adjusted over the whole table.
+Compared: {{ comparison_mode }}. Effects are positive when the first activation's values are larger; primary measures are Holm-adjusted within families (one measure, one dataset and setting), the others are exploratory.
 
 | dataset | setting | measure | activation | vs | n | design | p | p (Holm, family) | Welch t | p (Holm) | U | p (Holm) | Cliff's δ | Hedges' g |
 |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
