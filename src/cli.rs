@@ -156,6 +156,9 @@ pub struct RunArgs {
     /// Do not write a report at the end.
     #[arg(long)]
     pub no_report: bool,
+    /// A named contrast for the report (see `analyze --help`); repeatable.
+    #[arg(long)]
+    pub contrast: Vec<String>,
     /// Read the sweep's grid (datasets, activations, lr, seeds, arch, epochs...) from a TOML file
     /// instead of the grid flags; see docs/sweeps.md.
     #[arg(long)]
@@ -188,15 +191,23 @@ pub struct AnalyzeArgs {
     /// Threshold of mean f'(z) below which a neuron is gradient-starved.
     #[arg(long, default_value_t = 1e-3)]
     pub starved_eps: f64,
+    /// A named contrast between two conditions, tested besides the baseline comparisons:
+    /// `KEY=VALUE,... vs KEY=VALUE,...` over the settings that vary among the runs, e.g.
+    /// `activation=relu,optimizer=adam vs activation=relu-softsign,optimizer=sgd`; repeatable.
+    #[arg(long)]
+    pub contrast: Vec<String>,
 }
 
 impl RunArgs {
     /// The sweep this invocation runs: the grid of the flags or of `--config`, cut to `--shard`.
-    pub fn sweep_plan(&self) -> Result<SweepPlan> {
+    /// The sweep, and the named contrasts its report tests (flags and sweep file together).
+    pub fn sweep_plan(&self) -> Result<(SweepPlan, Vec<String>)> {
+        let mut contrasts = self.contrast.clone();
         let mut plan = match &self.config {
             None => self.plan()?,
             Some(path) => {
                 let file = crate::sweep_file::SweepFile::read(path)?;
+                contrasts.extend(file.contrasts.iter().cloned());
                 let grid = file.grid(self)?;
                 let name = match (&file.name, grid.datasets.as_slice()) {
                     (Some(name), _) => name.clone(),
@@ -220,7 +231,7 @@ impl RunArgs {
             let (index, count) = parse_shard(shard)?;
             plan.runs = sweep::shard(&plan.runs, index, count);
         }
-        Ok(plan)
+        Ok((plan, contrasts))
     }
 
     /// The grid of the flags: every setting a list; one dataset.
@@ -326,6 +337,14 @@ impl RunArgs {
     }
 }
 
+/// `--contrast` values as contrasts.
+fn parse_contrasts(texts: &[String]) -> Result<Vec<necrosis_analysis::contrast::Contrast>> {
+    texts
+        .iter()
+        .map(|t| t.parse().context("--contrast"))
+        .collect()
+}
+
 /// `KEY=VALUE[|VALUE...],KEY=...` as an exclusion rule.
 fn parse_exclude(rule: &str) -> Result<ExcludeRule> {
     rule.split(',')
@@ -383,6 +402,7 @@ impl AnalyzeArgs {
             all_pairs: self.all_pairs,
             dead_window: self.dead_window,
             starved_eps: self.starved_eps,
+            contrasts: parse_contrasts(&self.contrast)?,
             ..Default::default()
         })
     }
@@ -551,7 +571,8 @@ pub fn main_with_args(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run(args) => {
             install_thread_pool(args.threads)?;
-            let plan = args.sweep_plan()?;
+            let (plan, contrasts) = args.sweep_plan()?;
+            let contrasts = parse_contrasts(&contrasts)?;
             let stop = install_interrupt();
             let sweep_dir = plan.out.join(&plan.name);
             println!(
@@ -583,6 +604,7 @@ pub fn main_with_args(cli: Cli) -> Result<()> {
                     .unwrap_or_else(|| PathBuf::from("reports").join(&plan.name));
                 let options = necrosis_analysis::AnalyzeOptions {
                     title: plan.name.clone(),
+                    contrasts,
                     ..Default::default()
                 };
                 write_report(&[sweep_dir], options, &out)?;

@@ -105,6 +105,9 @@ pub struct SweepFile {
     pub train_limit: Option<OneOrMany<usize>>,
     #[serde(default)]
     pub exclude: Vec<BTreeMap<String, OneOrMany<RuleValue>>>,
+    /// Named contrasts for the report, as `--contrast` takes them.
+    #[serde(default)]
+    pub contrasts: Vec<String>,
 }
 
 impl SweepFile {

@@ -913,3 +913,26 @@ fn analyze_with_a_bad_target() {
         &["--target-acc"],
     );
 }
+
+#[test]
+fn analyze_with_a_bad_contrast() {
+    let (tmp, run) = tiny_complete_run();
+    let r = run.to_str().unwrap();
+    assert_fails(
+        tmp.path(),
+        &args(&["analyze", r, "--out", "report", "--contrast", "activation=relu"]),
+        &["--contrast", "expected 'KEY=VALUE,... vs KEY=VALUE,...'"],
+    );
+    assert_fails(
+        tmp.path(),
+        &args(&[
+            "analyze",
+            r,
+            "--out",
+            "report",
+            "--contrast",
+            "activation=relu vs batch_size=32",
+        ]),
+        &["'batch_size' is not a setting that varies among the runs"],
+    );
+}

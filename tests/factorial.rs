@@ -89,6 +89,11 @@ fn a_factorial_sweep_runs_into_one_folder_and_a_changed_grid_is_refused() {
         baseline: Some("relu".into()),
         all_pairs: false,
         seed: 1,
+        contrasts: vec![
+            "activation=relu,optimizer=adam,batch_size=32 vs activation=relu-softsign,optimizer=sgd,batch_size=32"
+                .parse()
+                .unwrap(),
+        ],
     };
     let agg = necrosis_analysis::aggregate(&measures, &options).unwrap();
     let cells: std::collections::BTreeSet<(String, String)> = agg
@@ -108,7 +113,18 @@ fn a_factorial_sweep_runs_into_one_folder_and_a_changed_grid_is_refused() {
         .filter(|c| c.measure == "final_acc")
         .map(|c| c.setting.as_str())
         .collect();
-    assert_eq!(strata.len(), 4);
+    // 4 settings, and the named contrast as a stratum of its own.
+    assert_eq!(strata.len(), 5);
+    let contrast = agg
+        .comparisons
+        .iter()
+        .find(|c| c.measure == "final_acc" && c.setting.starts_with("contrast: "))
+        .unwrap();
+    assert_eq!(
+        (contrast.activation.as_str(), contrast.other.as_str()),
+        ("relu", "relu-softsign")
+    );
+    assert_eq!(contrast.design(), "paired by seed (3 pairs)");
 
     // The same grid again: every run is found and skipped.
     let again = run(tmp.path(), &[]);

@@ -79,6 +79,7 @@ fn main() -> Result<()> {
             baseline: Some("relu".into()),
             all_pairs: false,
             seed: 0,
+            contrasts: Vec::new(),
         },
     )?;
     let total = start.elapsed();

@@ -83,6 +83,8 @@ pub struct AggregateOptions {
     pub all_pairs: bool,
     /// Seed of the bootstrap intervals.
     pub seed: u64,
+    /// Named contrasts between any two conditions, tested besides the baseline comparisons.
+    pub contrasts: Vec<crate::contrast::Contrast>,
 }
 
 /// One (dataset, setting, activation) cell, one measure.
@@ -194,6 +196,68 @@ pub(crate) fn f64_column(df: &DataFrame, name: &str) -> Result<Vec<f64>> {
         .iter()
         .map(|v| v.unwrap_or(f64::NAN))
         .collect())
+}
+
+/// What a comparison row compares: its stratum and its two sides' names.
+struct Compared<'a> {
+    dataset: &'a str,
+    setting: &'a str,
+    activation: &'a str,
+    other: &'a str,
+}
+
+/// Appends one row per measure comparing the runs `rows_a` with `rows_b` (rows of the per-run
+/// table): paired by seed when both sides ran the same seeds, unpaired otherwise.
+fn compare_cells(
+    out: &mut Aggregate,
+    compared: &Compared,
+    rows_a: &[usize],
+    rows_b: &[usize],
+    values_of: &BTreeMap<&'static str, Vec<f64>>,
+    sample: &dyn Fn(&[usize], &[f64]) -> Vec<f64>,
+    by_seed: &dyn Fn(&[usize], &[f64]) -> BTreeMap<u64, f64>,
+) {
+    for m in MEASURES {
+        let Some(values) = values_of.get(m.column) else {
+            continue;
+        };
+        let (x, y) = (sample(rows_a, values), sample(rows_b, values));
+        if x.is_empty() || y.is_empty() {
+            continue;
+        }
+        // The same seeds on both sides (one run each): a paired design.
+        let (xs, ys) = (by_seed(rows_a, values), by_seed(rows_b, values));
+        let paired = (xs.len() == x.len()
+            && ys.len() == y.len()
+            && xs.keys().eq(ys.keys())
+            && xs.len() >= 2)
+            .then(|| {
+                let x: Vec<f64> = xs.values().copied().collect();
+                let y: Vec<f64> = ys.values().copied().collect();
+                compare_paired(&x, &y)
+            });
+        let comparison = comparison_or_nothing(&x, &y);
+        let p = match &paired {
+            Some(pc) => pc.wilcoxon.p,
+            None => comparison.mann_whitney.p,
+        };
+        out.comparisons.push(ComparisonRow {
+            dataset: compared.dataset.to_string(),
+            setting: compared.setting.to_string(),
+            measure: m.column,
+            activation: compared.activation.to_string(),
+            other: compared.other.to_string(),
+            n_activation: x.len(),
+            n_other: y.len(),
+            comparison,
+            paired,
+            primary: PRIMARY_MEASURES.contains(&m.column),
+            p,
+            p_holm: f64::NAN,
+            welch_p_holm: f64::NAN,
+            mann_whitney_p_holm: f64::NAN,
+        });
+    }
 }
 
 /// The unpaired comparison, or nothing (NaN) where a test cannot speak: fewer than two values on
@@ -342,51 +406,46 @@ pub fn aggregate(measures: &Measures, opts: &AggregateOptions) -> Result<Aggrega
                 activation: activation.clone(),
             };
             let (rows_a, rows_b) = (&cells[&key(a)], &cells[&key(b)]);
-            for m in MEASURES {
-                let Some(values) = values_of.get(m.column) else {
-                    continue;
-                };
-                let (x, y) = (sample(rows_a, values), sample(rows_b, values));
-                if x.is_empty() || y.is_empty() {
-                    continue;
-                }
-                // The same seeds on both sides (one run each): a paired design.
-                let (xs, ys) = (by_seed(rows_a, values), by_seed(rows_b, values));
-                let paired = (xs.len() == x.len()
-                    && ys.len() == y.len()
-                    && xs.keys().eq(ys.keys())
-                    && xs.len() >= 2)
-                    .then(|| {
-                        let x: Vec<f64> = xs.values().copied().collect();
-                        let y: Vec<f64> = ys.values().copied().collect();
-                        compare_paired(&x, &y)
-                    });
-                let comparison = comparison_or_nothing(&x, &y);
-                let p = match &paired {
-                    Some(pc) => pc.wilcoxon.p,
-                    None => comparison.mann_whitney.p,
-                };
-                out.comparisons.push(ComparisonRow {
-                    dataset: dataset.clone(),
-                    setting: setting.clone(),
-                    measure: m.column,
-                    activation: a.clone(),
-                    other: b.clone(),
-                    n_activation: x.len(),
-                    n_other: y.len(),
-                    comparison,
-                    paired,
-                    primary: PRIMARY_MEASURES.contains(&m.column),
-                    p,
-                    p_holm: f64::NAN,
-                    welch_p_holm: f64::NAN,
-                    mann_whitney_p_holm: f64::NAN,
-                });
-            }
+            let compared = Compared {
+                dataset,
+                setting,
+                activation: a,
+                other: b,
+            };
+            compare_cells(
+                &mut out, &compared, rows_a, rows_b, &values_of, &sample, &by_seed,
+            );
         }
     }
+    // Named contrasts: each is a stratum of its own (`setting` = the contrast), so that for
+    // each measure the contrasts form one family.
+    for contrast in &opts.contrasts {
+        let (rows_a, rows_b) = crate::contrast::sides(per_run, contrast)?;
+        let label = |rows: &[usize]| {
+            let mut names: Vec<&str> = rows.iter().map(|&i| activations[i].as_str()).collect();
+            names.sort();
+            names.dedup();
+            names.join("+")
+        };
+        let mut datasets_seen: Vec<&str> = rows_a
+            .iter()
+            .chain(&rows_b)
+            .map(|&i| datasets[i].as_str())
+            .collect();
+        datasets_seen.sort();
+        datasets_seen.dedup();
+        let compared = Compared {
+            dataset: &datasets_seen.join("+"),
+            setting: &format!("contrast: {contrast}"),
+            activation: &label(&rows_a),
+            other: &label(&rows_b),
+        };
+        compare_cells(
+            &mut out, &compared, &rows_a, &rows_b, &values_of, &sample, &by_seed,
+        );
+    }
     // Families: one primary measure within one dataset and setting (the activations against
-    // the baseline there). Exploratory measures are not adjusted.
+    // the baseline there), or among the named contrasts. Exploratory measures are not adjusted.
     let mut families: BTreeMap<(String, String, &'static str), Vec<usize>> = BTreeMap::new();
     for (i, row) in out.comparisons.iter().enumerate() {
         if row.primary {
@@ -442,6 +501,7 @@ mod tests {
             baseline: Some("relu".into()),
             all_pairs: false,
             seed: 1,
+            contrasts: Vec::new(),
         };
         let agg = aggregate(&per_run_only(df), &opts).unwrap();
         let relu_acc = agg.summary("d", "relu", "lr 0.1", "final_acc").unwrap();
@@ -506,6 +566,7 @@ mod tests {
             baseline: Some("relu".into()),
             all_pairs: false,
             seed: 1,
+            contrasts: Vec::new(),
         };
         let agg = aggregate(&per_run_only(df), &opts).unwrap();
         let elu = agg

@@ -15,6 +15,7 @@
 //! [`analyze`] runs all of it; [`synthetic`] writes run records for tests and benchmarks.
 
 pub mod aggregate;
+pub mod contrast;
 pub mod figures;
 pub mod load;
 pub mod measures;

@@ -44,6 +44,8 @@ pub struct AnalyzeOptions {
     pub title: String,
     /// Sampled activation functions for figure (a), e.g. from the trainer; empty: no such figure.
     pub activation_curves: Vec<ActivationCurve>,
+    /// Named contrasts between any two conditions (`--contrast`).
+    pub contrasts: Vec<crate::contrast::Contrast>,
 }
 
 impl Default for AnalyzeOptions {
@@ -57,6 +59,7 @@ impl Default for AnalyzeOptions {
             seed: 0,
             title: "Neuron necrosis report".into(),
             activation_curves: Vec::new(),
+            contrasts: Vec::new(),
         }
     }
 }
@@ -75,6 +78,7 @@ impl AnalyzeOptions {
             baseline: self.baseline.clone(),
             all_pairs: self.all_pairs || self.baseline.is_none(),
             seed: self.seed,
+            contrasts: self.contrasts.clone(),
         }
     }
 }
@@ -698,7 +702,9 @@ impl ReportContext {
             n_diverged: runs.diverged.len(),
             n_skipped: runs.skipped.len(),
             comparison_mode: match (&opts.baseline, opts.all_pairs) {
-                (Some(b), false) => format!("each activation against the baseline {b}, within one dataset and setting"),
+                (Some(b), false) => format!(
+                    "each activation against the baseline {b}, within one dataset and setting"
+                ),
                 _ => "all pairs of activations, within one dataset and setting".into(),
             },
             summary_headers: keys.iter().map(|k| k.1.clone()).collect(),
