@@ -198,6 +198,11 @@ pub(crate) fn f64_column(df: &DataFrame, name: &str) -> Result<Vec<f64>> {
         .collect())
 }
 
+/// The defined values of a measure in some rows of the per-run table.
+type SampleOf<'a> = &'a dyn Fn(&[usize], &[f64]) -> Vec<f64>;
+/// The same, by seed.
+type BySeed<'a> = &'a dyn Fn(&[usize], &[f64]) -> BTreeMap<u64, f64>;
+
 /// What a comparison row compares: its stratum and its two sides' names.
 struct Compared<'a> {
     dataset: &'a str,
@@ -214,8 +219,8 @@ fn compare_cells(
     rows_a: &[usize],
     rows_b: &[usize],
     values_of: &BTreeMap<&'static str, Vec<f64>>,
-    sample: &dyn Fn(&[usize], &[f64]) -> Vec<f64>,
-    by_seed: &dyn Fn(&[usize], &[f64]) -> BTreeMap<u64, f64>,
+    sample: SampleOf,
+    by_seed: BySeed,
 ) {
     for m in MEASURES {
         let Some(values) = values_of.get(m.column) else {
