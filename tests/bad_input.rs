@@ -920,7 +920,14 @@ fn analyze_with_a_bad_contrast() {
     let r = run.to_str().unwrap();
     assert_fails(
         tmp.path(),
-        &args(&["analyze", r, "--out", "report", "--contrast", "activation=relu"]),
+        &args(&[
+            "analyze",
+            r,
+            "--out",
+            "report",
+            "--contrast",
+            "activation=relu",
+        ]),
         &["--contrast", "expected 'KEY=VALUE,... vs KEY=VALUE,...'"],
     );
     assert_fails(

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::Result;
 use polars::prelude::*;
 
+use crate::effect::{paired_difference, unpaired_difference, Difference};
 use crate::measures::Measures;
 use crate::paired::{compare_paired, PairedComparison};
 use crate::stats::{self, Comparison, Summary};
@@ -122,6 +123,9 @@ pub struct ComparisonRow {
     pub paired: Option<PairedComparison>,
     /// Whether the measure is primary (tested in a family) or exploratory.
     pub primary: bool,
+    /// For a primary measure: the difference (activation − other) in the measure's units with
+    /// its bootstrap interval, paired or unpaired as the design is.
+    pub difference: Option<Difference>,
     /// The design's rank test: the Wilcoxon signed-rank p when paired, else Mann–Whitney's.
     pub p: f64,
     /// `p` Holm-adjusted within its family (same dataset, setting and measure); NaN for an
@@ -203,6 +207,16 @@ type SampleOf<'a> = &'a dyn Fn(&[usize], &[f64]) -> Vec<f64>;
 /// The same, by seed.
 type BySeed<'a> = &'a dyn Fn(&[usize], &[f64]) -> BTreeMap<u64, f64>;
 
+/// The per-run values of every measure and how to take a condition's sample from them.
+#[derive(Clone, Copy)]
+struct Samples<'a> {
+    values_of: &'a BTreeMap<&'static str, Vec<f64>>,
+    sample: SampleOf<'a>,
+    by_seed: BySeed<'a>,
+    /// Seed of the bootstrap intervals.
+    seed: u64,
+}
+
 /// What a comparison row compares: its stratum and its two sides' names.
 struct Compared<'a> {
     dataset: &'a str,
@@ -218,10 +232,14 @@ fn compare_cells(
     compared: &Compared,
     rows_a: &[usize],
     rows_b: &[usize],
-    values_of: &BTreeMap<&'static str, Vec<f64>>,
-    sample: SampleOf,
-    by_seed: BySeed,
+    samples: &Samples,
 ) {
+    let Samples {
+        values_of,
+        sample,
+        by_seed,
+        seed,
+    } = *samples;
     for m in MEASURES {
         let Some(values) = values_of.get(m.column) else {
             continue;
@@ -232,15 +250,19 @@ fn compare_cells(
         }
         // The same seeds on both sides (one run each): a paired design.
         let (xs, ys) = (by_seed(rows_a, values), by_seed(rows_b, values));
-        let paired = (xs.len() == x.len()
-            && ys.len() == y.len()
-            && xs.keys().eq(ys.keys())
-            && xs.len() >= 2)
-            .then(|| {
-                let x: Vec<f64> = xs.values().copied().collect();
-                let y: Vec<f64> = ys.values().copied().collect();
-                compare_paired(&x, &y)
-            });
+        let matched =
+            xs.len() == x.len() && ys.len() == y.len() && xs.keys().eq(ys.keys()) && xs.len() >= 2;
+        let (px, py): (Vec<f64>, Vec<f64>) =
+            (xs.into_values().collect(), ys.into_values().collect());
+        let paired = matched.then(|| compare_paired(&px, &py));
+        let primary = PRIMARY_MEASURES.contains(&m.column);
+        let difference = primary.then(|| {
+            if matched {
+                paired_difference(&px, &py, seed)
+            } else {
+                unpaired_difference(&x, &y, seed)
+            }
+        });
         let comparison = comparison_or_nothing(&x, &y);
         let p = match &paired {
             Some(pc) => pc.wilcoxon.p,
@@ -256,7 +278,8 @@ fn compare_cells(
             n_other: y.len(),
             comparison,
             paired,
-            primary: PRIMARY_MEASURES.contains(&m.column),
+            primary,
+            difference,
             p,
             p_holm: f64::NAN,
             welch_p_holm: f64::NAN,
@@ -353,6 +376,12 @@ pub fn aggregate(measures: &Measures, opts: &AggregateOptions) -> Result<Aggrega
             .collect()
     };
 
+    let samples = Samples {
+        values_of: &values_of,
+        sample: &sample,
+        by_seed: &by_seed,
+        seed: opts.seed,
+    };
     for (key, rows) in &cells {
         for m in MEASURES {
             let Some(values) = values_of.get(m.column) else {
@@ -417,9 +446,7 @@ pub fn aggregate(measures: &Measures, opts: &AggregateOptions) -> Result<Aggrega
                 activation: a,
                 other: b,
             };
-            compare_cells(
-                &mut out, &compared, rows_a, rows_b, &values_of, &sample, &by_seed,
-            );
+            compare_cells(&mut out, &compared, rows_a, rows_b, &samples);
         }
     }
     // Named contrasts: each is a stratum of its own (`setting` = the contrast), so that for
@@ -445,9 +472,7 @@ pub fn aggregate(measures: &Measures, opts: &AggregateOptions) -> Result<Aggrega
             activation: &label(&rows_a),
             other: &label(&rows_b),
         };
-        compare_cells(
-            &mut out, &compared, &rows_a, &rows_b, &values_of, &sample, &by_seed,
-        );
+        compare_cells(&mut out, &compared, &rows_a, &rows_b, &samples);
     }
     // Families: one primary measure within one dataset and setting (the activations against
     // the baseline there), or among the named contrasts. Exploratory measures are not adjusted.

@@ -16,6 +16,7 @@
 
 pub mod aggregate;
 pub mod contrast;
+pub mod effect;
 pub mod figures;
 pub mod load;
 pub mod measures;

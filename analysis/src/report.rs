@@ -539,6 +539,66 @@ struct ComparisonView {
     significant: bool,
 }
 
+/// One row of the verdict: a primary measure, one comparison.
+#[derive(Serialize)]
+struct VerdictView {
+    measure: String,
+    dataset: String,
+    setting: String,
+    comparison: String,
+    difference: String,
+    design: String,
+    p: String,
+    p_holm: String,
+    /// The smallest p the design's exact test can give at these n (before adjustment).
+    min_p: String,
+    significant: bool,
+}
+
+/// The smallest two-sided p of the exact rank test of a comparison's design: 2/2ⁿ paired by
+/// seed (all n differences of one sign), 2/C(n₁+n₂, n₁) unpaired (complete separation).
+fn smallest_reachable_p(c: &crate::aggregate::ComparisonRow) -> f64 {
+    let p = match &c.paired {
+        Some(paired) => 2.0 / 2f64.powi(paired.n as i32),
+        None => {
+            let (a, b) = (c.n_activation as f64, c.n_other as f64);
+            // C(a + b, a) = Γ(a + b + 1) / (Γ(a + 1) Γ(b + 1)), in logs.
+            let ln_choose = statrs::function::gamma::ln_gamma(a + b + 1.0)
+                - statrs::function::gamma::ln_gamma(a + 1.0)
+                - statrs::function::gamma::ln_gamma(b + 1.0);
+            2.0 / ln_choose.exp()
+        }
+    };
+    p.min(1.0)
+}
+
+impl From<&crate::aggregate::ComparisonRow> for VerdictView {
+    fn from(c: &crate::aggregate::ComparisonRow) -> Self {
+        let difference = match c.difference {
+            Some(d) if d.interval.0.is_finite() && d.interval.1.is_finite() => format!(
+                "{} [{}, {}]",
+                num(d.estimate),
+                num(d.interval.0),
+                num(d.interval.1)
+            ),
+            Some(d) => num(d.estimate),
+            None => "n/a".into(),
+        };
+        VerdictView {
+            measure: measure_label(c.measure).to_string(),
+            dataset: c.dataset.clone(),
+            setting: c.setting.clone(),
+            comparison: format!("{} vs {}", c.activation, c.other),
+            difference,
+            design: c.design(),
+            p: p_value(c.p),
+            p_holm: p_value(c.p_holm),
+            min_p: p_value(smallest_reachable_p(c)),
+            significant: c.p_holm < 0.05,
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct RunView {
     sweep: String,
@@ -598,6 +658,7 @@ struct ReportContext {
     summary_headers: Vec<String>,
     summary_rows: Vec<SummaryRow>,
     comparisons: Vec<ComparisonView>,
+    verdicts: Vec<VerdictView>,
     notes: Vec<String>,
     definitions: Vec<Definition>,
     figures: Vec<FigureView>,
@@ -709,6 +770,12 @@ impl ReportContext {
             },
             summary_headers: keys.iter().map(|k| k.1.clone()).collect(),
             summary_rows: summary_rows(agg, &keys),
+            verdicts: agg
+                .comparisons
+                .iter()
+                .filter(|c| c.primary)
+                .map(VerdictView::from)
+                .collect(),
             comparisons,
             notes: agg.notes.clone(),
             definitions,
@@ -763,6 +830,12 @@ dt { font-weight: bold; margin-top: .5em; }
 {% if n_diverged > 0 %}<div class="note">Diverged runs cannot be measured, so the summary describes the runs that completed; they count as outcomes (see Outcomes): {{ diverged_by_activation | join(", ") }}.</div>{% endif %}
 {% for note in notes %}<div class="note">{{ note }}</div>
 {% endfor %}
+<h2>Verdict</h2>
+<p>The primary measures, each condition against the baseline in its setting (and each named contrast): the difference in the measure's units with its 95 % bootstrap interval (paired by seed when both ran the same seeds), the design's test and its p Holm-adjusted within the family (one measure, one setting). Bold: p (Holm) &lt; 0.05. "Smallest possible p" is what the exact test can reach at these n: where it is above 0.05 no difference can be shown, however large (paired by seed: 2/2ⁿ, below 0.05 from 6 seeds; 8 seeds reach 0.0078). Every other figure below is descriptive or exploratory.</p>
+{% if verdicts %}<table>
+<tr><th>measure</th><th>dataset</th><th>setting</th><th>comparison</th><th>difference [95 % CI]</th><th>design</th><th>p</th><th>p (Holm)</th><th>smallest possible p</th></tr>
+{% for v in verdicts %}<tr{% if v.significant %} class="sig"{% endif %}><td>{{ v.measure }}</td><td>{{ v.dataset }}</td><td>{{ v.setting }}</td><td>{{ v.comparison }}</td><td class="num">{{ v.difference }}</td><td>{{ v.design }}</td><td class="num">{{ v.p }}</td><td class="num">{{ v.p_holm }}</td><td class="num">{{ v.min_p }}</td></tr>
+{% endfor %}</table>{% else %}<p>No comparison: a baseline or a second condition is missing.</p>{% endif %}
 <h2>Summary</h2>
 <p>Per dataset, activation and setting over seeds: mean [95 % percentile bootstrap interval].</p>
 <table>
@@ -821,6 +894,15 @@ necrosis-analysis {{ version }}. {{ n_used }} complete runs analysed; {{ n_diver
 {% endif %}{% for note in notes %}
 > {{ note }}
 {% endfor %}
+## Verdict
+
+The primary measures, each condition against the baseline in its setting (and each named contrast): the difference in the measure's units with its 95 % bootstrap interval (paired by seed when both ran the same seeds), the design's test and its p Holm-adjusted within the family (one measure, one setting). **Bold**: p (Holm) < 0.05. "Smallest possible p" is what the exact test can reach at these n: where it is above 0.05 no difference can be shown, however large (paired by seed: 2/2ⁿ, below 0.05 from 6 seeds; 8 seeds reach 0.0078). Every other figure below is descriptive or exploratory.
+
+| measure | dataset | setting | comparison | difference [95 % CI] | design | p | p (Holm) | smallest possible p |
+|---|---|---|---|---|---|---|---|---|
+{% for v in verdicts %}| {{ v.measure }} | {{ v.dataset }} | {{ v.setting }} | {{ v.comparison }} | {% if v.significant %}**{{ v.difference }}**{% else %}{{ v.difference }}{% endif %} | {{ v.design }} | {{ v.p }} | {{ v.p_holm }} | {{ v.min_p }} |
+{% endfor %}
+
 ## Summary
 
 Per dataset, activation and setting over seeds: mean [95 % percentile bootstrap interval].

@@ -170,7 +170,7 @@ fn t_interval(mean: f64, std: f64, n: usize) -> (f64, f64) {
 }
 
 /// Percentile bootstrap interval for the mean at [`CONFIDENCE`] (see [`Summary::bootstrap_ci`]).
-fn bootstrap_mean_interval(x: &[f64], seed: u64) -> (f64, f64) {
+pub(crate) fn bootstrap_mean_interval(x: &[f64], seed: u64) -> (f64, f64) {
     let n = x.len();
     // One value resamples to itself: no spread to report, like the t interval.
     if n < 2 || x.iter().any(|v| v.is_nan()) {
@@ -190,7 +190,7 @@ fn bootstrap_mean_interval(x: &[f64], seed: u64) -> (f64, f64) {
 
 /// Quantile `q` in [0, 1] of a non-empty ascending sample, interpolating linearly between
 /// order statistics (numpy's default `method="linear"`).
-fn percentile_of_sorted(sorted: &[f64], q: f64) -> f64 {
+pub(crate) fn percentile_of_sorted(sorted: &[f64], q: f64) -> f64 {
     let position = q * (sorted.len() - 1) as f64;
     let below = position.floor() as usize;
     let above = (below + 1).min(sorted.len() - 1);
