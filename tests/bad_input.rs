@@ -568,13 +568,22 @@ fn folder_with_a_stray_file_beside_the_classes() {
 /// a kill would leave it (the checkpoint is the final one, which `resume` accepts).
 fn interrupted_run() -> (tempfile::TempDir, PathBuf) {
     let (dir, run) = tiny_complete_run();
+    edit_manifest(&run, |m| {
+        m["status"] = "running".into();
+        m["ended_at"] = serde_json::Value::Null;
+    });
+    (dir, run)
+}
+
+/// Rewrites the run's manifest.json after `edit` and returns the text written.
+fn edit_manifest(run: &Path, edit: impl FnOnce(&mut serde_json::Value)) -> String {
     let path = run.join("manifest.json");
     let mut m: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
-    m["status"] = "running".into();
-    m["ended_at"] = serde_json::Value::Null;
-    fs::write(&path, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
-    (dir, run)
+    edit(&mut m);
+    let text = serde_json::to_string_pretty(&m).unwrap();
+    fs::write(&path, &text).unwrap();
+    text
 }
 
 fn args(list: &[&str]) -> Vec<String> {
@@ -672,11 +681,9 @@ fn run_directory_missing_the_manifest() {
 fn manifest_with_a_number_beyond_f32_on_resume() {
     let (tmp, run) = interrupted_run();
     let path = run.join("manifest.json");
-    let mut m: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
-    m["config"]["optimizer"]["momentum"] = serde_json::json!(1e308);
-    let text = serde_json::to_string_pretty(&m).unwrap();
-    fs::write(&path, &text).unwrap();
+    let text = edit_manifest(&run, |m| {
+        m["config"]["optimizer"]["momentum"] = serde_json::json!(1e308)
+    });
     let r = run.to_str().unwrap();
     assert_fails(tmp.path(), &args(&["resume", r]), &["momentum", "inf"]);
     assert_eq!(
@@ -740,11 +747,9 @@ fn a_run_with_another_stored_configuration_is_refused_and_left_as_it_was() {
     // run keeps its status (it was marked failed before, losing a resumable run).
     let (tmp, run) = interrupted_run();
     let path = run.join("manifest.json");
-    let mut m: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
-    m["config"]["optimizer"]["weight_decay"] = serde_json::json!(0.5);
-    let text = serde_json::to_string_pretty(&m).unwrap();
-    fs::write(&path, &text).unwrap();
+    let text = edit_manifest(&run, |m| {
+        m["config"]["optimizer"]["weight_decay"] = serde_json::json!(0.5)
+    });
     let out = run_in(
         tmp.path(),
         &tiny_args(&[

@@ -1,8 +1,12 @@
 //! A factorial sweep from a sweep file: every factor crossed into one folder, run directories
 //! named by the factors that vary plus the identity hash, and a changed grid refused, not mixed.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
+
+use common::run_dir_names;
 
 const BIN: &str = env!("CARGO_BIN_EXE_necrosis-report");
 
@@ -36,17 +40,6 @@ fn run(dir: &Path, extra: &[&str]) -> Output {
         .unwrap()
 }
 
-fn run_dirs(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir.join("runs/factorial"))
-        .unwrap()
-        .map(|e| e.unwrap())
-        .filter(|e| e.path().is_dir())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 #[test]
 fn a_factorial_sweep_runs_into_one_folder_and_a_changed_grid_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
@@ -64,7 +57,7 @@ fn a_factorial_sweep_runs_into_one_folder_and_a_changed_grid_is_refused() {
         stdout.contains("activation (relu, relu-softsign) × optimizer (sgd, adam) × batch_size (32, 128) × seed (0, 1, 2)"),
         "{stdout}"
     );
-    let names = run_dirs(tmp.path());
+    let names = run_dir_names(&tmp.path().join("runs/factorial"));
     assert_eq!(names.len(), 24);
     // Readable parts for the factors, then lr and seed, then 8 hex digits of identity.
     let example = names
@@ -150,7 +143,7 @@ fn a_factorial_sweep_runs_into_one_folder_and_a_changed_grid_is_refused() {
         stderr.contains("--name") && stderr.contains("--extend"),
         "{stderr}"
     );
-    assert_eq!(run_dirs(tmp.path()).len(), 24);
+    assert_eq!(run_dir_names(&tmp.path().join("runs/factorial")).len(), 24);
 
     // Asked to extend, the 24 new runs join the sweep beside the old ones.
     let extended = run(tmp.path(), &["--extend"]);
@@ -159,5 +152,5 @@ fn a_factorial_sweep_runs_into_one_folder_and_a_changed_grid_is_refused() {
         "{}",
         String::from_utf8_lossy(&extended.stderr)
     );
-    assert_eq!(run_dirs(tmp.path()).len(), 48);
+    assert_eq!(run_dir_names(&tmp.path().join("runs/factorial")).len(), 48);
 }

@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::reproducible;
+use common::{reproducible, run_dir_names};
 
 const BIN: &str = env!("CARGO_BIN_EXE_necrosis-report");
 
@@ -45,17 +45,6 @@ fn sweep(out: &Path, shard: Option<&str>) {
     );
 }
 
-fn run_dirs(sweep: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(sweep)
-        .unwrap()
-        .map(|e| e.unwrap())
-        .filter(|e| e.path().is_dir())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 #[test]
 fn shards_together_are_the_unsharded_sweep() {
     let dir = tempfile::tempdir().unwrap();
@@ -64,9 +53,9 @@ fn shards_together_are_the_unsharded_sweep() {
         sweep(&sharded, Some(shard));
     }
     sweep(&whole, None);
-    let names = run_dirs(&whole.join("s"));
+    let names = run_dir_names(&whole.join("s"));
     assert_eq!(names.len(), 4);
-    assert_eq!(run_dirs(&sharded.join("s")), names);
+    assert_eq!(run_dir_names(&sharded.join("s")), names);
     // Every shard recorded the same grid: the whole sweep's.
     assert_eq!(
         std::fs::read_to_string(sharded.join("s/sweep.json")).unwrap(),

@@ -295,8 +295,19 @@ type BandPoints = Vec<(f64, f64, f64, f64)>;
 struct BandSeries {
     label: String,
     colour: RGBColor,
+    /// Dash length and gap in pixels for the series' setting; `None`: solid. Colour tells the
+    /// activations apart and the dash the settings (learning rate, optimiser, ...).
+    dash: Option<(u32, u32)>,
     /// (x, mean, low, high)
     points: BandPoints,
+}
+
+/// The line styles of a dataset's settings, in the order of `settings`: solid, dashed, dotted,
+/// long dashes, then again.
+fn dash_of(settings: &[&str], setting: &str) -> Option<(u32, u32)> {
+    const DASHES: [Option<(u32, u32)>; 4] = [None, Some((10, 6)), Some((3, 4)), Some((18, 6))];
+    let index = settings.iter().position(|s| *s == setting).unwrap_or(0);
+    DASHES[index % DASHES.len()]
 }
 
 #[derive(Debug, Clone)]
@@ -304,14 +315,14 @@ struct BandPanel {
     title: String,
     y_label: String,
     series: Vec<BandSeries>,
+    /// Values are log10 of the quantity; the axis shows 10^y.
+    log_y: bool,
 }
 
 struct BandFigure {
     title: String,
     x_label: String,
     panels: Vec<BandPanel>,
-    /// Values are log10 of the quantity; the axis shows 10^y.
-    log_y: bool,
     /// Fixed y range, e.g. [0, 1] for fractions.
     y_range: Option<(f64, f64)>,
 }
@@ -338,7 +349,7 @@ impl Figure for BandFigure {
             );
             let y_range = self
                 .y_range
-                .unwrap_or_else(|| padded_range(all().flat_map(|p| [p.1, p.2, p.3]), !self.log_y));
+                .unwrap_or_else(|| padded_range(all().flat_map(|p| [p.1, p.2, p.3]), !panel.log_y));
             let mut chart = ChartBuilder::on(area)
                 .caption(&panel.title, font(18.0))
                 .margin(10)
@@ -346,7 +357,7 @@ impl Figure for BandFigure {
                 .y_label_area_size(62)
                 .build_cartesian_2d(x_lo..x_hi.max(x_lo + 1.0), y_range.0..y_range.1)
                 .map_err(drawing_error)?;
-            let log_y = self.log_y;
+            let log_y = panel.log_y;
             let y_format = move |v: &f64| {
                 if log_y {
                     format!("{:.1e}", 10f64.powf(*v))
@@ -387,19 +398,42 @@ impl Figure for BandFigure {
             }
             for s in &panel.series {
                 let colour = s.colour;
-                chart
-                    .draw_series(LineSeries::new(
-                        s.points
-                            .iter()
-                            .map(|p| (p.0, p.1))
-                            .filter(|(_, y)| y.is_finite()),
-                        colour.stroke_width(2),
-                    ))
-                    .map_err(drawing_error)?
-                    .label(s.label.clone())
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(3))
-                    });
+                let points: Vec<(f64, f64)> = s
+                    .points
+                    .iter()
+                    .map(|p| (p.0, p.1))
+                    .filter(|(_, y)| y.is_finite())
+                    .collect();
+                match s.dash {
+                    None => {
+                        chart
+                            .draw_series(LineSeries::new(points, colour.stroke_width(2)))
+                            .map_err(drawing_error)?
+                            .label(s.label.clone())
+                            .legend(move |(x, y)| {
+                                PathElement::new(vec![(x, y), (x + 24, y)], colour.stroke_width(3))
+                            });
+                    }
+                    Some((dash, gap)) => {
+                        chart
+                            .draw_series(DashedLineSeries::new(
+                                points,
+                                dash,
+                                gap,
+                                colour.stroke_width(2),
+                            ))
+                            .map_err(drawing_error)?
+                            .label(s.label.clone())
+                            .legend(move |(x, y)| {
+                                plotters::element::DashedPathElement::new(
+                                    vec![(x, y), (x + 24, y)],
+                                    dash,
+                                    gap,
+                                    colour.stroke_width(3),
+                                )
+                            });
+                    }
+                }
             }
             if i == 0 {
                 chart
@@ -422,6 +456,20 @@ struct SeriesKey {
     activation: String,
     /// The learning rate and the other settings that vary (`load::Run::setting`).
     setting: String,
+}
+
+/// `df` with `value` replaced by its log10, rows where it is not positive left out. In Rust: the
+/// polars build here has no `log` feature, and the frames are small (a row per run and epoch, or
+/// per run, layer and epoch).
+fn log10_of(df: LazyFrame, value: &str) -> Result<LazyFrame> {
+    let mut positive = df.filter(col(value).gt(lit(0.0))).collect()?;
+    let logged: Float64Chunked = positive
+        .column(value)?
+        .cast(&DataType::Float64)?
+        .f64()?
+        .apply_values(f64::log10);
+    positive.with_column(logged.with_name(value.into()).into_column())?;
+    Ok(positive.lazy())
 }
 
 /// Mean and t interval of `value` per (activation, setting, x) of `df`.
@@ -515,6 +563,15 @@ impl FigureContext<'_> {
         stats: BTreeMap<SeriesKey, Vec<(f64, f64, f64, f64)>>,
     ) -> Vec<BandSeries> {
         let with_setting = self.label_setting(dataset);
+        let mut settings: Vec<&str> = self
+            .runs
+            .runs
+            .iter()
+            .filter(|r| r.dataset == dataset)
+            .map(|r| r.setting.as_str())
+            .collect();
+        settings.sort();
+        settings.dedup();
         stats
             .into_iter()
             .map(|(key, points)| BandSeries {
@@ -524,6 +581,7 @@ impl FigureContext<'_> {
                     key.activation.clone()
                 },
                 colour: self.palette.colour(&key.activation),
+                dash: dash_of(&settings, &key.setting),
                 points,
             })
             .collect()
@@ -617,19 +675,14 @@ impl FigureContext<'_> {
                 .layer_epoch(dataset)
                 .filter(col("layer").eq(lit(layer)));
             if log_y {
-                // log10 in Rust: the polars build here has no `log` feature, and the frame is
-                // small (one row per run, layer and epoch).
-                let mut positive = df.filter(col(value).gt(lit(0.0))).collect()?;
-                let logged: Float64Chunked =
-                    positive.column(value)?.f64()?.apply_values(f64::log10);
-                positive.with_column(logged.with_name(value.into()).into_column())?;
-                df = positive.lazy();
+                df = log10_of(df, value)?;
             }
             let stats = band_stats(df, "epoch", value)?;
             panels.push(BandPanel {
                 title: panel_title,
                 y_label: y_label.into(),
                 series: self.series(dataset, stats),
+                log_y,
             });
         }
         let title = format!("{title} — {dataset}");
@@ -637,7 +690,6 @@ impl FigureContext<'_> {
             title: title.clone(),
             x_label: "epoch".into(),
             panels,
-            log_y,
             y_range,
         };
         let stem = self.stem(base, dataset);
@@ -714,29 +766,38 @@ fn learning_curves(ctx: &FigureContext, dataset: &str) -> Result<FigureFile> {
             )
             .filter(col("dataset").eq(lit(dataset.to_string())))
     };
+    // On a log axis: a run whose loss explodes (1e15 before it is declared collapsed) would
+    // flatten every other curve on a linear one.
     let loss = band_stats(
-        epochs().filter(col("epoch").gt(lit(0u32))),
+        log10_of(epochs().filter(col("epoch").gt(lit(0u32))), "train_loss")?,
         "epoch",
         "train_loss",
     )?;
-    let acc = band_stats(epochs(), "epoch", "test_acc")?;
+    let mut acc = band_stats(epochs(), "epoch", "test_acc")?;
+    // An accuracy lies in [0, 1]; so does the band drawn around its mean.
+    for points in acc.values_mut() {
+        for p in points.iter_mut() {
+            (p.2, p.3) = (p.2.max(0.0), p.3.min(1.0));
+        }
+    }
     let title = format!("Learning curves — {dataset}");
     let figure = BandFigure {
         title: title.clone(),
         x_label: "epoch".into(),
         panels: vec![
             BandPanel {
-                title: "train loss (epochs 1..E)".into(),
+                title: "train loss (epochs 1..E, log scale)".into(),
                 y_label: "mean cross-entropy".into(),
                 series: ctx.series(dataset, loss),
+                log_y: true,
             },
             BandPanel {
                 title: "test accuracy".into(),
                 y_label: "accuracy".into(),
                 series: ctx.series(dataset, acc),
+                log_y: false,
             },
         ],
-        log_y: false,
         y_range: None,
     };
     let stem = ctx.stem("learning_curves", dataset);
@@ -744,7 +805,7 @@ fn learning_curves(ctx: &FigureContext, dataset: &str) -> Result<FigureFile> {
     Ok(ctx.file(
         stem,
         title,
-        "Train loss (mean over the epoch's minibatches; none at epoch 0) and test accuracy; mean over seeds with 95 % t interval.".into(),
+        "Train loss (mean over the epoch's minibatches; none at epoch 0; log scale: mean over seeds of log10, i.e. the geometric mean) and test accuracy; mean over seeds with 95 % t interval (for accuracy clipped to [0, 1]).".into(),
         paths,
     ))
 }
@@ -926,7 +987,8 @@ fn per_run_groups(
     for i in 0..df.height() {
         let a = activation.get(i).unwrap_or_default();
         let label = if with_setting {
-            format!("{a}\n{}", setting.get(i).unwrap_or_default())
+            // One line: the embedded font has no glyph for a line break.
+            format!("{a}, {}", setting.get(i).unwrap_or_default())
         } else {
             a.to_string()
         };
@@ -1489,5 +1551,31 @@ mod tests {
         assert_eq!(p.colour("relu"), RGBColor(31, 119, 180));
         assert_eq!(p.colour("alpha"), FALLBACK_COLOURS[0]);
         assert_eq!(p.colour("zeta"), FALLBACK_COLOURS[1]);
+    }
+
+    #[test]
+    fn bands_are_the_mean_and_t_interval_over_seeds() {
+        // One series (relu at one setting), epoch 1 over three seeds: 1, 2, 3. Mean 2, sd 1,
+        // half-width t(0.975, 2) · 1/√3 = 4.302653 · 0.577350 = 2.484138.
+        let df = df!(
+            "activation" => ["relu"; 3],
+            "setting" => ["lr 0.01"; 3],
+            "epoch" => [1u32; 3],
+            "value" => [1.0, 2.0, 3.0],
+        )
+        .unwrap();
+        let bands = band_stats(df.clone().lazy(), "epoch", "value").unwrap();
+        let (key, points) = bands.into_iter().next().unwrap();
+        assert_eq!(
+            (key.activation.as_str(), key.setting.as_str()),
+            ("relu", "lr 0.01")
+        );
+        let (x, mean, low, high) = points[0];
+        assert_eq!((x, mean), (1.0, 2.0));
+        assert!((low - (2.0 - 2.484138)).abs() < 1e-5 && (high - (2.0 + 2.484138)).abs() < 1e-5);
+        // On a log axis the band is over log10: 0, log10 2, log10 3 have mean 0.259384.
+        let logged = band_stats(log10_of(df.lazy(), "value").unwrap(), "epoch", "value").unwrap();
+        let mean = logged.values().next().unwrap()[0].1;
+        assert!((mean - (2f64.log10() + 3f64.log10()) / 3.0).abs() < 1e-12);
     }
 }

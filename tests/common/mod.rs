@@ -81,3 +81,16 @@ pub fn tiny_complete_run() -> (tempfile::TempDir, PathBuf) {
     assert!(run.join("manifest.json").is_file());
     (dir, run)
 }
+
+/// The names of the run directories in a sweep folder, sorted (the folder also holds the sweep's
+/// grid record, sweep.json).
+pub fn run_dir_names(sweep: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(sweep)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
