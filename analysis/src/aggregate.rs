@@ -13,7 +13,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::Result;
 use polars::prelude::*;
 
-use crate::effect::{paired_difference, unpaired_difference, Difference};
+use crate::effect::{
+    iqm_interval, paired_difference, prob_improvement_interval, unpaired_difference, Difference,
+};
 use crate::measures::Measures;
 use crate::paired::{compare_paired, PairedComparison};
 use crate::stats::{self, Comparison, Summary};
@@ -103,6 +105,9 @@ pub struct GroupSummary {
     /// Runs whose value is +∞ (target never reached).
     pub never: usize,
     pub summary: Summary,
+    /// For a primary measure: the 95 % bootstrap interval of the interquartile mean (rliable);
+    /// NaN otherwise.
+    pub iqm_ci: (f64, f64),
 }
 
 /// `activation` against `other` on one measure, within one dataset and setting.
@@ -126,6 +131,8 @@ pub struct ComparisonRow {
     /// For a primary measure: the difference (activation − other) in the measure's units with
     /// its bootstrap interval, paired or unpaired as the design is.
     pub difference: Option<Difference>,
+    /// For a primary measure: the 95 % stratified bootstrap interval of P(X > Y).
+    pub prob_superiority_ci: (f64, f64),
     /// The design's rank test: the Wilcoxon signed-rank p when paired, else Mann–Whitney's.
     pub p: f64,
     /// `p` Holm-adjusted within its family (same dataset, setting and measure); NaN for an
@@ -280,6 +287,11 @@ fn compare_cells(
             paired,
             primary,
             difference,
+            prob_superiority_ci: if primary {
+                prob_improvement_interval(&x, &y, seed)
+            } else {
+                (f64::NAN, f64::NAN)
+            },
             p,
             p_holm: f64::NAN,
             welch_p_holm: f64::NAN,
@@ -397,6 +409,11 @@ pub fn aggregate(measures: &Measures, opts: &AggregateOptions) -> Result<Aggrega
                 undefined: rows.len() - x.len(),
                 never: x.iter().filter(|v| **v == f64::INFINITY).count(),
                 summary: stats::summarize(&x, opts.seed),
+                iqm_ci: if PRIMARY_MEASURES.contains(&m.column) {
+                    iqm_interval(&x, opts.seed)
+                } else {
+                    (f64::NAN, f64::NAN)
+                },
             });
         }
     }

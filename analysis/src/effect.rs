@@ -2,14 +2,17 @@
 //! measure's own units, with a 95 % percentile bootstrap interval (10 000 resamples, seeded).
 //! Paired by seed, the mean of the per-seed differences, resampling the pairs; unpaired, the
 //! difference of the means, resampling each condition on its own (a stratified bootstrap, as
-//! rliable does for its aggregates).
+//! rliable does for its aggregates). Also rliable's two aggregates: the interquartile mean with
+//! a bootstrap interval, and the probability of improvement P(X > Y) with a stratified bootstrap
+//! interval (Agarwal et al. 2021, "Deep RL at the edge of the statistical precipice").
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use crate::stats::{
-    bootstrap_mean_interval, percentile_of_sorted, BOOTSTRAP_RESAMPLES, CONFIDENCE,
+    bootstrap_mean_interval, percentile_of_sorted, prob_superiority, trim_mean_of_sorted,
+    BOOTSTRAP_RESAMPLES, CONFIDENCE,
 };
 
 /// A difference x − y with its interval.
@@ -51,29 +54,79 @@ pub fn unpaired_difference(x: &[f64], y: &[f64], seed: u64) -> Difference {
         };
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut resample = |s: &[f64]| {
-        (0..s.len())
-            .map(|_| s[rng.gen_range(0..s.len())])
-            .sum::<f64>()
-            / s.len() as f64
-    };
-    let mut differences: Vec<f64> = (0..BOOTSTRAP_RESAMPLES)
-        .map(|_| resample(x) - resample(y))
+    let differences = (0..BOOTSTRAP_RESAMPLES)
+        .map(|_| mean(&resample(&mut rng, x)) - mean(&resample(&mut rng, y)))
         .collect();
-    differences.sort_by(f64::total_cmp);
-    let tail = (1.0 - CONFIDENCE) / 2.0;
     Difference {
         estimate,
-        interval: (
-            percentile_of_sorted(&differences, tail),
-            percentile_of_sorted(&differences, 1.0 - tail),
-        ),
+        interval: percentile_interval(differences),
     }
+}
+
+/// The percentile interval of `statistic` over [`BOOTSTRAP_RESAMPLES`] resamples.
+fn percentile_interval(mut values: Vec<f64>) -> (f64, f64) {
+    values.sort_by(f64::total_cmp);
+    let tail = (1.0 - CONFIDENCE) / 2.0;
+    (
+        percentile_of_sorted(&values, tail),
+        percentile_of_sorted(&values, 1.0 - tail),
+    )
+}
+
+fn resample(rng: &mut ChaCha8Rng, s: &[f64]) -> Vec<f64> {
+    (0..s.len()).map(|_| s[rng.gen_range(0..s.len())]).collect()
+}
+
+/// The interquartile mean (`trim_mean(x, 0.25)`) with a 95 % percentile bootstrap interval
+/// (runs resampled with replacement); NaN interval with fewer than two values or a NaN.
+pub fn iqm_interval(x: &[f64], seed: u64) -> (f64, f64) {
+    if x.len() < 2 || x.iter().any(|v| v.is_nan()) {
+        return (f64::NAN, f64::NAN);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let iqms = (0..BOOTSTRAP_RESAMPLES)
+        .map(|_| {
+            let mut r = resample(&mut rng, x);
+            r.sort_by(f64::total_cmp);
+            trim_mean_of_sorted(&r, 0.25)
+        })
+        .collect();
+    percentile_interval(iqms)
+}
+
+/// P(X > Y) (ties half) with a 95 % stratified bootstrap interval: each condition's runs
+/// resampled on their own. NaN interval with fewer than two values on a side.
+pub fn prob_improvement_interval(x: &[f64], y: &[f64], seed: u64) -> (f64, f64) {
+    if x.len() < 2 || y.len() < 2 || x.iter().chain(y).any(|v| v.is_nan()) {
+        return (f64::NAN, f64::NAN);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let values = (0..BOOTSTRAP_RESAMPLES)
+        .map(|_| {
+            let (rx, ry) = (resample(&mut rng, x), resample(&mut rng, y));
+            prob_superiority(&rx, &ry)
+        })
+        .collect();
+    percentile_interval(values)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rliable_aggregates_stay_within_what_resamples_can_give() {
+        // Complete separation: every resample has P(X > Y) = 1, so the interval is [1, 1].
+        assert_eq!(
+            prob_improvement_interval(&[3.0, 4.0], &[1.0, 2.0], 3),
+            (1.0, 1.0)
+        );
+        // IQM of 8 values: any resample's IQM lies between the smallest and largest value.
+        let x = [0.1, 0.5, 0.52, 0.55, 0.6, 0.61, 0.7, 0.9];
+        let (low, high) = iqm_interval(&x, 3);
+        assert!(0.1 <= low && low < high && high <= 0.9, "({low}, {high})");
+        assert!(iqm_interval(&[0.5], 3).0.is_nan());
+    }
 
     #[test]
     fn paired_differences_and_their_interval() {

@@ -340,13 +340,13 @@ fn write_tables(
 
     // Every statistic of every cell, long format.
     let mut csv = String::from(
-        "dataset,activation,setting,measure,runs,n,undefined,never,mean,std,median,iqm,t_ci_low,t_ci_high,bootstrap_ci_low,bootstrap_ci_high\n",
+        "dataset,activation,setting,measure,runs,n,undefined,never,mean,std,median,iqm,iqm_ci_low,iqm_ci_high,t_ci_low,t_ci_high,bootstrap_ci_low,bootstrap_ci_high\n",
     );
     for g in &agg.summaries {
         let s = &g.summary;
         let _ = writeln!(
             csv,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             csv_field(&g.dataset),
             csv_field(&g.activation),
             csv_field(&g.setting),
@@ -359,6 +359,8 @@ fn write_tables(
             csv_num(s.std),
             csv_num(s.median),
             csv_num(s.iqm),
+            csv_num(g.iqm_ci.0),
+            csv_num(g.iqm_ci.1),
             csv_num(s.t_ci.0),
             csv_num(s.t_ci.1),
             csv_num(s.bootstrap_ci.0),
@@ -547,6 +549,7 @@ struct VerdictView {
     setting: String,
     comparison: String,
     difference: String,
+    prob_superiority: String,
     design: String,
     p: String,
     p_holm: String,
@@ -590,6 +593,16 @@ impl From<&crate::aggregate::ComparisonRow> for VerdictView {
             setting: c.setting.clone(),
             comparison: format!("{} vs {}", c.activation, c.other),
             difference,
+            prob_superiority: if c.prob_superiority_ci.0.is_finite() {
+                format!(
+                    "{} [{}, {}]",
+                    num(c.comparison.prob_superiority),
+                    num(c.prob_superiority_ci.0),
+                    num(c.prob_superiority_ci.1)
+                )
+            } else {
+                num(c.comparison.prob_superiority)
+            },
             design: c.design(),
             p: p_value(c.p),
             p_holm: p_value(c.p_holm),
@@ -833,8 +846,8 @@ dt { font-weight: bold; margin-top: .5em; }
 <h2>Verdict</h2>
 <p>The primary measures, each condition against the baseline in its setting (and each named contrast): the difference in the measure's units with its 95 % bootstrap interval (paired by seed when both ran the same seeds), the design's test and its p Holm-adjusted within the family (one measure, one setting). Bold: p (Holm) &lt; 0.05. "Smallest possible p" is what the exact test can reach at these n: where it is above 0.05 no difference can be shown, however large (paired by seed: 2/2ⁿ, below 0.05 from 6 seeds; 8 seeds reach 0.0078). Every other figure below is descriptive or exploratory.</p>
 {% if verdicts %}<table>
-<tr><th>measure</th><th>dataset</th><th>setting</th><th>comparison</th><th>difference [95 % CI]</th><th>design</th><th>p</th><th>p (Holm)</th><th>smallest possible p</th></tr>
-{% for v in verdicts %}<tr{% if v.significant %} class="sig"{% endif %}><td>{{ v.measure }}</td><td>{{ v.dataset }}</td><td>{{ v.setting }}</td><td>{{ v.comparison }}</td><td class="num">{{ v.difference }}</td><td>{{ v.design }}</td><td class="num">{{ v.p }}</td><td class="num">{{ v.p_holm }}</td><td class="num">{{ v.min_p }}</td></tr>
+<tr><th>measure</th><th>dataset</th><th>setting</th><th>comparison</th><th>difference [95 % CI]</th><th>P(X&gt;Y) [95 % CI]</th><th>design</th><th>p</th><th>p (Holm)</th><th>smallest possible p</th></tr>
+{% for v in verdicts %}<tr{% if v.significant %} class="sig"{% endif %}><td>{{ v.measure }}</td><td>{{ v.dataset }}</td><td>{{ v.setting }}</td><td>{{ v.comparison }}</td><td class="num">{{ v.difference }}</td><td class="num">{{ v.prob_superiority }}</td><td>{{ v.design }}</td><td class="num">{{ v.p }}</td><td class="num">{{ v.p_holm }}</td><td class="num">{{ v.min_p }}</td></tr>
 {% endfor %}</table>{% else %}<p>No comparison: a baseline or a second condition is missing.</p>{% endif %}
 <h2>Summary</h2>
 <p>Per dataset, activation and setting over seeds: mean [95 % percentile bootstrap interval].</p>
@@ -898,9 +911,9 @@ necrosis-analysis {{ version }}. {{ n_used }} complete runs analysed; {{ n_diver
 
 The primary measures, each condition against the baseline in its setting (and each named contrast): the difference in the measure's units with its 95 % bootstrap interval (paired by seed when both ran the same seeds), the design's test and its p Holm-adjusted within the family (one measure, one setting). **Bold**: p (Holm) < 0.05. "Smallest possible p" is what the exact test can reach at these n: where it is above 0.05 no difference can be shown, however large (paired by seed: 2/2ⁿ, below 0.05 from 6 seeds; 8 seeds reach 0.0078). Every other figure below is descriptive or exploratory.
 
-| measure | dataset | setting | comparison | difference [95 % CI] | design | p | p (Holm) | smallest possible p |
-|---|---|---|---|---|---|---|---|---|
-{% for v in verdicts %}| {{ v.measure }} | {{ v.dataset }} | {{ v.setting }} | {{ v.comparison }} | {% if v.significant %}**{{ v.difference }}**{% else %}{{ v.difference }}{% endif %} | {{ v.design }} | {{ v.p }} | {{ v.p_holm }} | {{ v.min_p }} |
+| measure | dataset | setting | comparison | difference [95 % CI] | P(X>Y) [95 % CI] | design | p | p (Holm) | smallest possible p |
+|---|---|---|---|---|---|---|---|---|---|
+{% for v in verdicts %}| {{ v.measure }} | {{ v.dataset }} | {{ v.setting }} | {{ v.comparison }} | {% if v.significant %}**{{ v.difference }}**{% else %}{{ v.difference }}{% endif %} | {{ v.prob_superiority }} | {{ v.design }} | {{ v.p }} | {{ v.p_holm }} | {{ v.min_p }} |
 {% endfor %}
 
 ## Summary

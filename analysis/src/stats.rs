@@ -150,7 +150,7 @@ fn midpoint(lo: f64, hi: f64) -> f64 {
 
 /// `scipy.stats.trim_mean`: cut `floor(cut · n)` values from each end of the ascending sample
 /// and average the rest; NaN when empty.
-fn trim_mean_of_sorted(sorted: &[f64], cut: f64) -> f64 {
+pub(crate) fn trim_mean_of_sorted(sorted: &[f64], cut: f64) -> f64 {
     let n = sorted.len();
     let drop = (cut * n as f64).floor() as usize;
     mean(&sorted[drop..n - drop])
