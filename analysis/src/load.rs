@@ -207,20 +207,18 @@ impl RunSet {
             "epochs" => r.iter().map(|r| r.epochs_completed).collect::<Vec<_>>(),
         )
         .expect("columns of equal length");
+        // Each run's settings once, not once per factor column.
+        let settings: Vec<_> = r
+            .iter()
+            .map(|r| r.manifest.config.factor_values())
+            .collect();
         for key in &self.factors {
             if table.column(key).is_ok() || key == "data" {
                 continue;
             }
-            let values: Vec<String> = r
+            let values: Vec<String> = settings
                 .iter()
-                .map(|r| {
-                    r.manifest
-                        .config
-                        .factor_values()
-                        .get(key.as_str())
-                        .cloned()
-                        .unwrap_or_else(|| "n/a".into())
-                })
+                .map(|s| s.get(key.as_str()).cloned().unwrap_or_else(|| "n/a".into()))
                 .collect();
             table
                 .with_column(Column::new(key.as_str().into(), values))

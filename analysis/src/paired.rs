@@ -182,21 +182,11 @@ pub fn wilcoxon(d: &[f64]) -> WilcoxonResult {
     }
 }
 
-/// Sizes of the groups of equal values in `values`.
+/// Sizes of the groups of equal values in `values` (as stats' tie term groups them).
 fn tie_sizes(values: &[f64]) -> Vec<usize> {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
-    let mut sizes = Vec::new();
-    let mut i = 0;
-    while i < sorted.len() {
-        let mut j = i;
-        while j + 1 < sorted.len() && sorted[j + 1] == sorted[i] {
-            j += 1;
-        }
-        sizes.push(j - i + 1);
-        i = j + 1;
-    }
-    sizes
+    sorted.chunk_by(|a, b| a == b).map(<[f64]>::len).collect()
 }
 
 /// `min(1, 2·min(P(W+ ≥ w), P(W+ ≤ w)))` under the null distribution of W+ for n distinct ranks
