@@ -305,23 +305,20 @@ fn compare_cells(
 /// Hedges' g when neither side varies (their p = 0 or ±∞ would be an artefact of zero variance;
 /// the rank test stands).
 fn comparison_or_nothing(x: &[f64], y: &[f64]) -> Comparison {
+    let no_welch = stats::WelchResult {
+        t: f64::NAN,
+        df: f64::NAN,
+        p: f64::NAN,
+    };
     let mut c = stats::compare(x, y);
     if x.len() < 2 || y.len() < 2 {
-        c.welch = stats::WelchResult {
-            t: f64::NAN,
-            df: f64::NAN,
-            p: f64::NAN,
-        };
+        c.welch = no_welch;
         c.mann_whitney.p = f64::NAN;
         c.prob_superiority = f64::NAN;
         c.cliffs_delta = f64::NAN;
         c.hedges_g = f64::NAN;
     } else if constant(x) && constant(y) {
-        c.welch = stats::WelchResult {
-            t: f64::NAN,
-            df: f64::NAN,
-            p: f64::NAN,
-        };
+        c.welch = no_welch;
         c.hedges_g = f64::NAN;
     }
     c
