@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Kill safety, repeated: runs the kill/resume integration test (tests/kill_resume.rs) N times
+# Kill safety, repeated: runs the kill/resume integration test (tests/cli/kill_resume.rs) N times
 # (default 5), each with fresh random kill moments. That test, which `cargo test` also runs:
 #   - kills `necrosis-report run --activations relu,relu-softsign --seeds 2 --epochs 4` with
 #     SIGKILL at >= 10 random moments (0.05-1.5 s after each start), checks after every kill
@@ -15,12 +15,14 @@
 # Usage, from the repository root:  scripts/kill_test.sh [N]
 set -euo pipefail
 n="${1:-5}"
-cargo build --release --quiet
+# --workspace, as the README's test command: building one package alone would unify features
+# differently and compile polars a second time.
+cargo build --release --workspace --quiet
 for i in $(seq 1 "$n"); do
     echo "== kill test $i/$n"
     log="$(mktemp)"
     status=0
-    cargo test --release --quiet --test kill_resume -- --nocapture >"$log" 2>&1 || status=$?
+    cargo test --release --workspace --quiet --test cli -- kill_resume --nocapture >"$log" 2>&1 || status=$?
     grep -E "KILL_TEST_SEED|kills in|test result|panicked|files left" "$log" || true
     if [ "$status" -ne 0 ]; then
         echo "kill test $i failed; full log: $log"

@@ -11,9 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
 
-use common::reproducible;
+use crate::common::reproducible;
 use necrosis::records::tables::{EpochRow, NeuronRow};
 use necrosis::records::{Manifest, RunStatus};
 

@@ -1,12 +1,11 @@
 //! A factorial sweep from a sweep file: every factor crossed into one folder, run directories
 //! named by the factors that vary plus the identity hash, and a changed grid refused, not mixed.
 
-mod common;
 
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::run_dir_names;
+use crate::common::run_dir_names;
 
 const BIN: &str = env!("CARGO_BIN_EXE_necrosis-report");
 

@@ -1,12 +1,11 @@
 //! `--shard I/N`: N shards run one after another produce exactly the runs of the unsharded
 //! sweep, record for record (all but the wall-clock columns).
 
-mod common;
 
 use std::path::Path;
 use std::process::Command;
 
-use common::{reproducible, run_dir_names};
+use crate::common::{reproducible, run_dir_names};
 
 const BIN: &str = env!("CARGO_BIN_EXE_necrosis-report");
 

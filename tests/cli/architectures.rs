@@ -1,12 +1,11 @@
 //! Architectures whose activation sites sit after pooling or flatten: a site's neurons are the
 //! channels of the conv or fc layer before it, wherever the site is.
 
-mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::reproducible;
+use crate::common::reproducible;
 
 /// Trains one relu run of `arch` on 64 embedded digits and returns its run directory.
 fn run_arch(out: &Path, arch: &str) -> PathBuf {

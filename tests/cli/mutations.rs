@@ -3,13 +3,12 @@
 //! uses) and the analysis crate's (what `analyze` and `inspect` use). Each must return a result
 //! or an error, never panic. (The IDX and CIFAR parsers have cargo-fuzz targets in fuzz/.)
 
-mod common;
 
 use std::fs;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
-use common::tiny_complete_run;
+use crate::common::tiny_complete_run;
 use serde_json::Value;
 
 /// splitmix64: deterministic, so a failing case number always names the same input.

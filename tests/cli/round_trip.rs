@@ -1,7 +1,6 @@
 //! Records written by the trainer are read by the analysis: the two sides share one format crate,
 //! and this checks that what one writes the other reads with the same values.
 
-mod common;
 
 use necrosis::records::tables::{epoch_columns, neuron_columns, EpochRow, NeuronRow};
 use necrosis::records::Manifest;

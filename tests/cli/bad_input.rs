@@ -5,14 +5,13 @@
 //!
 //! The data loaders have their own unit tests; these check what a user sees.
 
-mod common;
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::tiny_complete_run;
+use crate::common::tiny_complete_run;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 

@@ -1,6 +1,5 @@
 //! Helpers shared by the integration tests: a tiny complete run, and run records compared
 //! without their wall-clock columns.
-#![allow(dead_code)] // each test crate uses its own subset
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
