@@ -1,7 +1,6 @@
 //! Architectures whose activation sites sit after pooling or flatten: a site's neurons are the
 //! channels of the conv or fc layer before it, wherever the site is.
 
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -5,7 +5,6 @@
 //!
 //! The data loaders have their own unit tests; these check what a user sees.
 
-
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};

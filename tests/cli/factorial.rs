@@ -1,7 +1,6 @@
 //! A factorial sweep from a sweep file: every factor crossed into one folder, run directories
 //! named by the factors that vary plus the identity hash, and a changed grid refused, not mixed.
 
-
 use std::path::Path;
 use std::process::{Command, Output};
 

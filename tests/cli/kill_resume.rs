@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-
 use crate::common::reproducible;
 use necrosis::records::tables::{EpochRow, NeuronRow};
 use necrosis::records::{Manifest, RunStatus};

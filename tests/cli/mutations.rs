@@ -3,7 +3,6 @@
 //! uses) and the analysis crate's (what `analyze` and `inspect` use). Each must return a result
 //! or an error, never panic. (The IDX and CIFAR parsers have cargo-fuzz targets in fuzz/.)
 
-
 use std::fs;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;

@@ -1,9 +1,10 @@
 //! Records written by the trainer are read by the analysis: the two sides share one format crate,
 //! and this checks that what one writes the other reads with the same values.
 
-
 use necrosis::records::tables::{epoch_columns, neuron_columns, EpochRow, NeuronRow};
 use necrosis::records::Manifest;
+
+use crate::common;
 
 #[test]
 fn the_analysis_reads_what_the_trainer_wrote() {

@@ -1,7 +1,6 @@
 //! `--shard I/N`: N shards run one after another produce exactly the runs of the unsharded
 //! sweep, record for record (all but the wall-clock columns).
 
-
 use std::path::Path;
 use std::process::Command;
 
