@@ -143,7 +143,7 @@ fn interleaved_steps(
             f.clone(),
             config.seed,
         )?;
-        let optimizer = Optimizer::new(config.optimizer, &model.params);
+        let optimizer = Optimizer::new(config.optimizer, model.params());
         let hooks = HookSet {
             recorder: instruments.then(|| NeuronRecorder::new(model.sites.clone(), f.clone())),
             others: Vec::new(),

@@ -13,7 +13,8 @@ use dfdx::prelude::*;
 use multiversion::multiversion;
 use rayon::prelude::*;
 
-use crate::ops::{lane_sum_of, tensor_values, Activations};
+use crate::ops::tape_op::{tape_op, OpGrads};
+use crate::ops::{lane_sum_of, Activations};
 
 /// A scalar activation function with its analytic derivative.
 ///
@@ -445,50 +446,41 @@ pub fn activate<T: dfdx::tensor::Tape<f32, Cpu>>(
     capture: Option<CaptureRequest>,
 ) -> Activations<T> {
     let sample_shape = z.sample_shape;
-    let (z_tensor, mut tape) = z.tensor.split_tape();
-    let z_values = tensor_values(&z_tensor);
-    let mut h = vec![0.0f32; z_values.len()];
-    h.par_chunks_mut(ELEMENTWISE_CHUNK)
-        .zip(z_values.par_chunks(ELEMENTWISE_CHUNK))
-        .for_each(|(h, z)| f.forward_slice(z, h));
-    observe(&z_values, &h);
-    let shape = *z_tensor.shape();
-    let h_tensor = z_tensor.device().tensor_from_vec(h, shape);
-    if T::OWNS_TAPE {
-        let z_ghost = z_tensor.ghost();
-        let h_ghost = h_tensor.ghost();
-        let f = f.clone();
-        tape.add_backward_op(move |grads| {
-            let grad_h = std::mem::take(&mut **grads.get_or_alloc_mut(&h_ghost)?);
-            // Accumulated straight into dfdx's gradient of z. z comes from a conv or dense layer
-            // and this site is its only consumer, so that buffer then holds exactly dL/dz.
-            let grad_z: &mut [f32] = grads.get_or_alloc_mut(&z_ghost)?;
-            let Some(request) = capture else {
-                grad_z
-                    .par_chunks_mut(ELEMENTWISE_CHUNK)
-                    .zip(
-                        grad_h
-                            .par_chunks(ELEMENTWISE_CHUNK)
-                            .zip(z_values.par_chunks(ELEMENTWISE_CHUNK)),
-                    )
-                    .for_each(|(gz, (gh, z))| f.backward_slice(z, gh, gz));
-                return Ok(());
-            };
-            let sums = backward_with_sums(&*f, sample_shape, &z_values, &grad_h, grad_z);
-            let arrays = request.keep_arrays.then(|| SiteArrays {
-                grad_z: grad_z.to_vec(),
-                z: z_values,
-                grad_h,
-            });
-            *request.slot.lock().expect("capture slot poisoned") =
-                Some(SiteCapture { sums, arrays });
-            Ok(())
+    let forward = |z_values: Vec<f32>, _taping: bool| {
+        let mut h = vec![0.0f32; z_values.len()];
+        h.par_chunks_mut(ELEMENTWISE_CHUNK)
+            .zip(z_values.par_chunks(ELEMENTWISE_CHUNK))
+            .for_each(|(h, z)| f.forward_slice(z, h));
+        observe(&z_values, &h);
+        (h, sample_shape, z_values)
+    };
+    let f = f.clone();
+    let backward = move |z_values: Vec<f32>, grad_h: Vec<f32>, grads: OpGrads| {
+        // Accumulated straight into dfdx's gradient of z. z comes from a conv or dense layer and
+        // this site is its only consumer, so that buffer then holds exactly dL/dz.
+        let grad_z = grads
+            .input
+            .expect("an activation site passes its gradient on");
+        let Some(request) = capture else {
+            grad_z
+                .par_chunks_mut(ELEMENTWISE_CHUNK)
+                .zip(
+                    grad_h
+                        .par_chunks(ELEMENTWISE_CHUNK)
+                        .zip(z_values.par_chunks(ELEMENTWISE_CHUNK)),
+                )
+                .for_each(|(gz, (gh, z))| f.backward_slice(z, gh, gz));
+            return;
+        };
+        let sums = backward_with_sums(&*f, sample_shape, &z_values, &grad_h, grad_z);
+        let arrays = request.keep_arrays.then(|| SiteArrays {
+            grad_z: grad_z.to_vec(),
+            z: z_values,
+            grad_h,
         });
-    }
-    Activations {
-        tensor: h_tensor.put_tape(tape),
-        sample_shape,
-    }
+        *request.slot.lock().expect("capture slot poisoned") = Some(SiteCapture { sums, arrays });
+    };
+    tape_op(z, &[], true, forward, backward)
 }
 
 /// The backward pass of a site together with each neuron's sums over the batch.

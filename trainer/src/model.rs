@@ -1,20 +1,21 @@
-//! A CNN built at run time from a list of [`LayerSpec`]s: its parameters (He-uniform
-//! initialised from the run's seed), its activation sites, and its forward pass on the tape ops.
+//! A CNN built at run time from a list of [`LayerSpec`]s: its layers ([`crate::layers`], each
+//! owning its He-uniform parameters drawn from the run's seed), its activation sites, and its
+//! forward pass.
 
 use anyhow::{Context, Result};
 use dfdx::prelude::*;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::activation::{activate, Activation, CaptureRequest};
+use crate::activation::{Activation, CaptureRequest};
 use crate::arch::LayerSpec;
-use crate::ops::conv::{conv2d, ConvGeometry};
-use crate::ops::linear::{linear, StepTape};
-use crate::ops::pool::{pool2d, PoolGeometry, PoolKind};
+use crate::layers::{conv_geometry, ActivationSite, Conv2d, Layer, Linear, Pool2d};
+use crate::ops::linear::StepTape;
+use crate::ops::pool::{PoolGeometry, PoolKind};
 use crate::ops::{Activations, Tensor2};
 use crate::param::Param;
 
-/// One activation site: the neurons of the layer that feeds it, and where the model keeps them.
+/// One activation site: the neurons of the layer that feeds it, and where its parameters are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SiteInfo {
     pub site: usize,
@@ -24,8 +25,10 @@ pub struct SiteInfo {
     pub neurons: usize,
     /// Spatial positions per sample (1 for a dense layer).
     pub positions: usize,
-    /// Index into [`Model::params`] of the layer's weight; its bias follows it.
-    pub weight_param: usize,
+    /// Indices into [`Model::params`] (and the hooks' parameter list) of that layer's weight
+    /// and bias.
+    pub weight: usize,
+    pub bias: usize,
 }
 
 impl SiteInfo {
@@ -42,30 +45,10 @@ impl SiteInfo {
 /// Called at every activation site of a forward pass with (site, z, h).
 pub type SiteObserver<'a> = dyn FnMut(usize, &[f32], &[f32]) + 'a;
 
-#[derive(Debug, Clone)]
-enum Layer {
-    Conv {
-        geometry: ConvGeometry,
-        weight: usize,
-        first: bool,
-    },
-    Act {
-        site: usize,
-        /// The site's neurons: the output channels of the conv or fc layer it follows.
-        neurons: usize,
-    },
-    Pool(PoolGeometry),
-    Flatten,
-    Fc {
-        weight: usize,
-    },
-}
-
-/// The network: layers, parameters (weight then bias for every conv and fc layer) and sites.
+/// The network: its layers in order (each owning its parameters) and its activation sites.
 #[derive(Debug, Clone)]
 pub struct Model {
     layers: Vec<Layer>,
-    pub params: Vec<Param>,
     pub sites: Vec<SiteInfo>,
     pub activation: Activation,
     pub input_shape: [usize; 3],
@@ -87,12 +70,12 @@ impl Model {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut shape = input_shape;
         let mut layers = Vec::new();
-        let mut params = Vec::new();
         let mut sites = Vec::new();
+        let mut params = 0;
         // The layer whose neurons the next activation site sees: name, weight index, neurons.
         let mut last_neuron_layer: Option<(String, usize, usize)> = None;
         for spec in arch {
-            match spec {
+            let layer = match spec {
                 LayerSpec::Conv {
                     name,
                     out,
@@ -100,29 +83,13 @@ impl Model {
                     stride,
                     padding,
                 } => {
-                    let geometry = ConvGeometry::new(shape, *out, *kernel, *stride, *padding)
-                        .with_context(|| format!("layer {name} on input {shape:?}"))?;
-                    let fan_in = geometry.patch_len();
-                    let weight = params.len();
-                    params.push(Param::matrix(
-                        &dev,
-                        format!("{name}.weight"),
-                        vec![*out, shape[0], *kernel, *kernel],
-                        *out,
-                        fan_in,
-                        he_uniform(&mut rng, *out * fan_in, fan_in),
-                    ));
-                    params.push(Param::vector(&dev, format!("{name}.bias"), vec![0.0; *out]));
-                    layers.push(Layer::Conv {
-                        geometry,
-                        weight,
-                        first: weight == 0,
-                    });
-                    last_neuron_layer = Some((name.clone(), weight, *out));
+                    let geometry = conv_geometry(name, shape, *out, *kernel, *stride, *padding)?;
                     shape = geometry.out_shape();
+                    last_neuron_layer = Some((name.clone(), params, *out));
+                    Layer::Conv(Conv2d::new(&dev, &mut rng, name, geometry, params > 0))
                 }
                 LayerSpec::Act { site } => {
-                    let (layer_name, weight_param, neurons) = last_neuron_layer
+                    let (layer_name, weight, neurons) = last_neuron_layer
                         .clone()
                         .context("an activation site must follow a conv or fc layer")?;
                     // The neurons are the layer's output channels even after pooling or
@@ -132,12 +99,13 @@ impl Model {
                         layer_name,
                         neurons,
                         positions: shape.iter().product::<usize>() / neurons,
-                        weight_param,
+                        weight,
+                        bias: weight + 1,
                     });
-                    layers.push(Layer::Act {
+                    Layer::Act(ActivationSite {
                         site: *site,
                         neurons,
-                    });
+                    })
                 }
                 LayerSpec::Maxpool { kernel, stride } | LayerSpec::Avgpool { kernel, stride } => {
                     let kind = if matches!(spec, LayerSpec::Maxpool { .. }) {
@@ -148,29 +116,21 @@ impl Model {
                     let geometry = PoolGeometry::new(kind, shape, *kernel, *stride)
                         .with_context(|| format!("pooling after input {shape:?}"))?;
                     shape = geometry.out_shape();
-                    layers.push(Layer::Pool(geometry));
+                    Layer::Pool(Pool2d { geometry })
                 }
                 LayerSpec::Flatten => {
                     shape = [shape.iter().product(), 1, 1];
-                    layers.push(Layer::Flatten);
+                    Layer::Flatten
                 }
                 LayerSpec::Fc { name, out } => {
                     let fan_in: usize = shape.iter().product();
-                    let weight = params.len();
-                    params.push(Param::matrix(
-                        &dev,
-                        format!("{name}.weight"),
-                        vec![*out, fan_in],
-                        *out,
-                        fan_in,
-                        he_uniform(&mut rng, *out * fan_in, fan_in),
-                    ));
-                    params.push(Param::vector(&dev, format!("{name}.bias"), vec![0.0; *out]));
-                    layers.push(Layer::Fc { weight });
-                    last_neuron_layer = Some((name.clone(), weight, *out));
                     shape = [*out, 1, 1];
+                    last_neuron_layer = Some((name.clone(), params, *out));
+                    Layer::Linear(Linear::new(&dev, &mut rng, name, fan_in, *out))
                 }
-            }
+            };
+            params += layer.params().len();
+            layers.push(layer);
         }
         anyhow::ensure!(
             shape == [classes, 1, 1],
@@ -178,7 +138,6 @@ impl Model {
         );
         Ok(Self {
             layers,
-            params,
             sites,
             activation,
             input_shape,
@@ -202,55 +161,38 @@ impl Model {
         };
         for layer in &self.layers {
             x = match layer {
-                Layer::Conv {
-                    geometry,
-                    weight,
-                    first,
-                } => conv2d(
-                    x,
-                    &self.params[*weight],
-                    &self.params[*weight + 1],
-                    *geometry,
-                    !first,
-                ),
-                Layer::Act { site, neurons } => {
-                    let capture = captures.map(|c| c[*site].clone());
-                    // Seen as [neurons, positions], so that the statistics are per channel
-                    // even after flatten (a sample keeps each channel's values together).
-                    let shape = x.sample_shape;
-                    let viewed = Activations {
-                        sample_shape: [*neurons, x.features() / neurons, 1],
-                        tensor: x.tensor,
-                    };
-                    let mut h = activate(
-                        viewed,
-                        &self.activation,
-                        &mut |z, h| observe(*site, z, h),
-                        capture,
-                    );
-                    h.sample_shape = shape;
-                    h
-                }
-                Layer::Pool(geometry) => pool2d(x, *geometry),
+                Layer::Conv(conv) => conv.forward(x),
+                Layer::Linear(dense) => dense.forward(x),
+                Layer::Pool(pool) => pool.forward(x),
                 Layer::Flatten => Activations {
                     sample_shape: [x.features(), 1, 1],
                     tensor: x.tensor,
                 },
-                Layer::Fc { weight } => linear(x, &self.params[*weight], &self.params[*weight + 1]),
+                Layer::Act(site) => site.forward(
+                    x,
+                    &self.activation,
+                    &mut |z, h| observe(site.site, z, h),
+                    captures.map(|c| c[site.site].clone()),
+                ),
             };
         }
         x.tensor
     }
 
+    /// Every parameter, in layer order: weight then bias of each conv and dense layer (the
+    /// order of model.safetensors, the checkpoint and the hooks' parameter list).
+    pub fn params(&self) -> Vec<&Param> {
+        self.layers.iter().flat_map(Layer::params).collect()
+    }
+
+    pub fn params_mut(&mut self) -> Vec<&mut Param> {
+        self.layers.iter_mut().flat_map(Layer::params_mut).collect()
+    }
+
     /// Total trainable values.
     pub fn parameter_count(&self) -> usize {
-        self.params.iter().map(Param::len).sum()
+        self.params().iter().map(|p| p.len()).sum()
     }
-}
-
-fn he_uniform(rng: &mut ChaCha8Rng, len: usize, fan_in: usize) -> Vec<f32> {
-    let bound = (6.0 / fan_in as f64).sqrt() as f32;
-    (0..len).map(|_| rng.gen_range(-bound..bound)).collect()
 }
 
 #[cfg(test)]
@@ -281,10 +223,11 @@ mod tests {
             names,
             vec![("conv1", 32, 676), ("conv2", 64, 121), ("fc1", 128, 1)]
         );
-        assert_eq!(model.params[2].shape, vec![64, 32, 3, 3]);
+        let params = model.params();
+        assert_eq!(params[2].shape, vec![64, 32, 3, 3]);
         let bound = (6.0f32 / 288.0).sqrt();
-        assert!(model.params[2].value.iter().all(|w| w.abs() <= bound));
-        assert!(model.params[3].value.iter().all(|b| *b == 0.0));
+        assert!(params[2].value.iter().all(|w| w.abs() <= bound));
+        assert!(params[3].value.iter().all(|b| *b == 0.0));
     }
 
     /// The autodiff gradient of the whole network (conv, pool, activation sites, dense layers,
@@ -309,7 +252,7 @@ mod tests {
                 5,
             )
             .unwrap();
-            for (i, p) in model.params.iter_mut().enumerate() {
+            for (i, p) in model.params_mut().into_iter().enumerate() {
                 // Non-zero biases, so that every bias gradient is exercised.
                 if p.shape.len() == 1 {
                     let values = pseudo_random(p.len(), 100 + i as u64)
@@ -358,29 +301,29 @@ mod tests {
             );
             let mut grads = loss.backward();
             let analytic: Vec<Vec<f32>> = model
-                .params
+                .params()
                 .iter()
                 .map(|p| p.take_grad(&mut grads).unwrap())
                 .collect();
             for (pi, grad) in analytic.iter().enumerate() {
                 // Every parameter of small tensors, a spread of 7 of the larger ones.
-                let len = model.params[pi].len();
+                let len = model.params()[pi].len();
                 let step = (len / 7).max(1);
                 for j in (0..len).step_by(step) {
                     let eps = 1e-2f32;
                     let mut plus = model.clone();
-                    let mut values = plus.params[pi].value.clone();
+                    let mut values = plus.params()[pi].value.clone();
                     values[j] += eps;
-                    plus.params[pi].set_values(&values).unwrap();
+                    plus.params_mut()[pi].set_values(&values).unwrap();
                     let mut minus = model.clone();
                     values[j] -= 2.0 * eps;
-                    minus.params[pi].set_values(&values).unwrap();
+                    minus.params_mut()[pi].set_values(&values).unwrap();
                     let numeric = (loss_of(&plus) - loss_of(&minus)) / (2.0 * eps as f64);
                     let err = (numeric - grad[j] as f64).abs();
                     assert!(
                         err < 2e-3 * (1.0 + numeric.abs()),
                         "{activation} {}[{j}]: analytic {} numeric {numeric}",
-                        model.params[pi].name,
+                        model.params()[pi].name,
                         grad[j]
                     );
                 }
@@ -395,7 +338,7 @@ mod tests {
         let a = Model::new(&arch, [1, 8, 8], 10, relu.clone(), 7).unwrap();
         let b = Model::new(&arch, [1, 8, 8], 10, relu.clone(), 7).unwrap();
         let c = Model::new(&arch, [1, 8, 8], 10, relu, 8).unwrap();
-        assert_eq!(a.params[0].value, b.params[0].value);
-        assert_ne!(a.params[0].value, c.params[0].value);
+        assert_eq!(a.params()[0].value, b.params()[0].value);
+        assert_ne!(a.params()[0].value, c.params()[0].value);
     }
 }

@@ -24,13 +24,10 @@ pub struct Optimizer {
 }
 
 impl Optimizer {
-    pub fn new(config: OptimizerConfig, params: &[Param]) -> Self {
-        let zeros = || {
-            params
-                .iter()
-                .map(|p| vec![0.0; p.len()])
-                .collect::<Vec<_>>()
-        };
+    /// Zero state for `params` (in model order).
+    pub fn new<'a>(config: OptimizerConfig, params: impl IntoIterator<Item = &'a Param>) -> Self {
+        let lens: Vec<usize> = params.into_iter().map(Param::len).collect();
+        let zeros = || lens.iter().map(|&n| vec![0.0; n]).collect::<Vec<_>>();
         let second_moment = match config {
             OptimizerConfig::Sgd { .. } => Vec::new(),
             OptimizerConfig::Adam { .. } => zeros(),
@@ -45,7 +42,13 @@ impl Optimizer {
 
     /// One update of every parameter with its gradient (`grads[i]` belongs to `params[i]`), then
     /// uploads the new values into the dfdx tensors.
-    pub fn step(&mut self, params: &mut [Param], grads: &[Vec<f32>], lr: f32) {
+    pub fn step<'a>(
+        &mut self,
+        params: impl IntoIterator<Item = &'a mut Param>,
+        grads: &[Vec<f32>],
+        lr: f32,
+    ) {
+        let mut params: Vec<&mut Param> = params.into_iter().collect();
         assert_eq!(params.len(), grads.len());
         self.step += 1;
         match self.config {

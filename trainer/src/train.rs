@@ -347,7 +347,7 @@ fn fresh(
         activation,
         config.seed,
     )?;
-    let optimizer = Optimizer::new(config.optimizer, &model.params);
+    let optimizer = Optimizer::new(config.optimizer, model.params());
     write_probe_indices(run_dir, &probe_indices(config, dataset)?)?;
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
@@ -419,10 +419,10 @@ fn restore(
         activation,
         config.seed,
     )?;
-    let mut optimizer = Optimizer::new(config.optimizer, &model.params);
+    let mut optimizer = Optimizer::new(config.optimizer, model.params());
     optimizer.step = checkpoint.number(metadata::STEP)? as u64;
     let in_checkpoint = || format!("reading {}", checkpoint.path.display());
-    for (i, param) in model.params.iter_mut().enumerate() {
+    for (i, param) in model.params_mut().into_iter().enumerate() {
         param
             .set_values(checkpoint.tensor(&param.name)?)
             .with_context(in_checkpoint)?;
@@ -484,7 +484,7 @@ fn restore(
 fn save_epoch(run_dir: &Path, state: &mut State, epoch: usize, seconds: f64) -> Result<()> {
     EpochRow::write_all(run_dir, &state.epochs)?;
     NeuronRow::write_all(run_dir, &state.neurons)?;
-    let params = &state.model.params;
+    let params = state.model.params();
     let mut tensors: Vec<(String, Vec<usize>, &[f32])> = params
         .iter()
         .map(|p| (p.name.clone(), p.shape.clone(), p.value.as_slice()))
@@ -698,7 +698,7 @@ pub fn train_step(
     }
     let mut grads = loss.backward();
     let param_grads = model
-        .params
+        .params()
         .iter()
         .map(|p| p.take_grad(&mut grads))
         .collect::<Result<Vec<_>>>()?;
@@ -717,8 +717,8 @@ pub fn train_step(
     }
     if !hooks.is_empty() {
         let views: Vec<ParamView> = model
-            .params
-            .iter()
+            .params()
+            .into_iter()
             .zip(&param_grads)
             .map(|(p, g)| ParamView {
                 name: &p.name,
@@ -729,7 +729,7 @@ pub fn train_step(
             .collect();
         hooks.on_step(ctx, &views);
     }
-    optimizer.step(&mut model.params, &param_grads, ctx.lr);
+    optimizer.step(model.params_mut(), &param_grads, ctx.lr);
     Ok(StepResult {
         loss: loss_value,
         correct,
@@ -794,8 +794,8 @@ fn probe_pass(
         );
     }
     let views: Vec<ParamView> = model
-        .params
-        .iter()
+        .params()
+        .into_iter()
         .map(|p| ParamView {
             name: &p.name,
             shape: &p.shape,
@@ -997,11 +997,11 @@ mod tests {
     }
 
     fn force_dead(model: &mut Model, bias_param: usize, neurons: &[usize]) {
-        let mut bias = model.params[bias_param].value.clone();
+        let mut bias = model.params()[bias_param].value.clone();
         for &n in neurons {
             bias[n] = -1e3;
         }
-        model.params[bias_param].set_values(&bias).unwrap();
+        model.params_mut()[bias_param].set_values(&bias).unwrap();
     }
 
     #[test]
@@ -1083,7 +1083,8 @@ mod tests {
         let architecture = arch::resolve(&config.arch, [1, 2, 2], classes).unwrap();
         let f = activation_by_name("softplus").unwrap();
         let model = Model::new(&architecture, [1, 2, 2], classes, f.clone(), config.seed).unwrap();
-        let (w1, w2) = (&model.params[0].value, &model.params[2].value);
+        let params = model.params();
+        let (w1, w2) = (&params[0].value, &params[2].value);
         let z: Vec<Vec<f64>> = (0..n)
             .map(|s| {
                 (0..hidden)

@@ -177,7 +177,7 @@ impl Hook for NeuronRecorder {
 
     fn on_step(&mut self, _ctx: &StepContext, params: &[ParamView]) {
         for info in &self.sites {
-            let (weight, bias) = (&params[info.weight_param], &params[info.weight_param + 1]);
+            let (weight, bias) = (&params[info.weight], &params[info.bias]);
             let (Some(grad_w), Some(grad_b)) = (weight.grad, bias.grad) else {
                 continue;
             };
@@ -235,7 +235,7 @@ impl Hook for NeuronRecorder {
 
     fn on_probe_end(&mut self, epoch: usize, params: &[ParamView]) {
         for info in &self.sites {
-            let (weight, bias) = (&params[info.weight_param], &params[info.weight_param + 1]);
+            let (weight, bias) = (&params[info.weight], &params[info.bias]);
             let fan_in = weight.value.len() / info.neurons;
             for c in 0..info.neurons {
                 let p = &self.probe[info.site][c];

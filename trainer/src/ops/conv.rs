@@ -12,7 +12,8 @@ use dfdx::prelude::*;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{accumulate_into, lane_sum, matmul, tensor_values, Activations, MatRef};
+use super::tape_op::{tape_op, OpGrads};
+use super::{accumulate_into, lane_sum, matmul, Activations, MatRef};
 use crate::param::Param;
 
 /// The shape arithmetic of one convolution.
@@ -221,73 +222,67 @@ pub fn conv2d<T: dfdx::tensor::Tape<f32, Cpu>>(
         "conv input shape"
     );
     let batch = x.batch();
-    let (x_tensor, mut tape) = x.tensor.split_tape();
-    let x_values = tensor_values(&x_tensor);
     let (patch, positions, oc) = (g.patch_len(), g.out_positions(), g.out_channels);
     let (chunk_in, chunk_cols, chunk_out) = (
         SAMPLE_CHUNK * g.in_len(),
         SAMPLE_CHUNK * patch * positions,
         SAMPLE_CHUNK * g.out_len(),
     );
-
-    // A chunk's columns form one `[patch, samples·positions]` matrix, so each chunk is one gemm
-    // with the weights packed once, not one small gemm per sample. `cols` and `out` are written
-    // exactly once (from uninitialised memory): zero-filling them cost a memset of ~18 MB per
-    // LeNet step.
-    let mut cols: Vec<f32> = Vec::with_capacity(batch * patch * positions);
-    cols.spare_capacity_mut()
-        .par_chunks_mut(chunk_cols)
-        .zip(x_values.par_chunks(chunk_in))
-        .for_each(|(cols, samples)| {
-            let width = samples.len() / g.in_len() * positions;
-            for (j, x) in samples.chunks(g.in_len()).enumerate() {
-                g.im2col(x, cols, width, j * positions);
-            }
-        });
-    // SAFETY: every chunk's columns went to im2col, which writes all of them.
-    unsafe { cols.set_len(batch * patch * positions) };
-    drop(x_values);
-    let w = &weight.value;
-    let mut out: Vec<f32> = Vec::with_capacity(batch * g.out_len());
-    out.spare_capacity_mut()
-        .par_chunks_mut(chunk_out)
-        .zip(cols.par_chunks(chunk_cols))
-        .for_each(|(out, cols)| {
-            let width = cols.len() / patch;
-            // The bias, broadcast, is what gemm accumulates onto.
-            let mut product: Vec<f32> = Vec::with_capacity(oc * width);
-            for &b in &bias.value {
-                product.extend(std::iter::repeat_n(b, width));
-            }
-            matmul(
-                &mut product,
-                MatRef::new(w, oc, patch),
-                MatRef::new(cols, patch, width),
-                true,
-            );
-            // `[oc, samples·positions]` back to NCHW.
-            for (j, sample) in out.chunks_mut(g.out_len()).enumerate() {
-                for (o, channel) in sample.chunks_mut(positions).enumerate() {
-                    let from = &product[o * width + j * positions..][..positions];
-                    for (d, v) in channel.iter_mut().zip(from) {
-                        d.write(*v);
+    let forward = |x_values: Vec<f32>, taping: bool| {
+        // A chunk's columns form one `[patch, samples·positions]` matrix, so each chunk is one
+        // gemm with the weights packed once, not one small gemm per sample. `cols` and `out`
+        // are written exactly once (from uninitialised memory): zero-filling them cost a memset
+        // of ~18 MB per LeNet step.
+        let mut cols: Vec<f32> = Vec::with_capacity(batch * patch * positions);
+        cols.spare_capacity_mut()
+            .par_chunks_mut(chunk_cols)
+            .zip(x_values.par_chunks(chunk_in))
+            .for_each(|(cols, samples)| {
+                let width = samples.len() / g.in_len() * positions;
+                for (j, x) in samples.chunks(g.in_len()).enumerate() {
+                    g.im2col(x, cols, width, j * positions);
+                }
+            });
+        // SAFETY: every chunk's columns went to im2col, which writes all of them.
+        unsafe { cols.set_len(batch * patch * positions) };
+        drop(x_values);
+        let w = &weight.value;
+        let mut out: Vec<f32> = Vec::with_capacity(batch * g.out_len());
+        out.spare_capacity_mut()
+            .par_chunks_mut(chunk_out)
+            .zip(cols.par_chunks(chunk_cols))
+            .for_each(|(out, cols)| {
+                let width = cols.len() / patch;
+                // The bias, broadcast, is what gemm accumulates onto.
+                let mut product: Vec<f32> = Vec::with_capacity(oc * width);
+                for &b in &bias.value {
+                    product.extend(std::iter::repeat_n(b, width));
+                }
+                matmul(
+                    &mut product,
+                    MatRef::new(w, oc, patch),
+                    MatRef::new(cols, patch, width),
+                    true,
+                );
+                // `[oc, samples·positions]` back to NCHW.
+                for (j, sample) in out.chunks_mut(g.out_len()).enumerate() {
+                    for (o, channel) in sample.chunks_mut(positions).enumerate() {
+                        let from = &product[o * width + j * positions..][..positions];
+                        for (d, v) in channel.iter_mut().zip(from) {
+                            d.write(*v);
+                        }
                     }
                 }
-            }
-        });
-    // SAFETY: every chunk of `out` was written in full by the loop above.
-    unsafe { out.set_len(batch * g.out_len()) };
-
-    let dev = x_tensor.device().clone();
-    let out_tensor = dev.tensor_from_vec(out, (batch, g.out_len()));
-    if T::OWNS_TAPE {
-        let x_ghost = x_tensor.ghost();
-        let out_ghost = out_tensor.ghost();
-        let w_ghost = weight.matrix_tensor().ghost();
-        let b_ghost = bias.vector_tensor().ghost();
-        let w_values = weight.value.clone();
-        tape.add_backward_op(move |grads| {
-            let grad_out = std::mem::take(&mut **grads.get_or_alloc_mut(&out_ghost)?);
+            });
+        // SAFETY: every chunk of `out` was written in full by the loop above.
+        unsafe { out.set_len(batch * g.out_len()) };
+        // The backward pass needs the columns and the weights as they were in this step.
+        let saved = taping.then(|| (cols, weight.value.clone()));
+        (out, g.out_shape(), saved)
+    };
+    let backward =
+        move |saved: Option<(Vec<f32>, Vec<f32>)>, grad_out: Vec<f32>, grads: OpGrads| {
+            let (cols, w_values) = saved.expect("saved when taping");
             let chunk_backward = |c: usize, grad_x: Option<&mut [f32]>| {
                 let grad_out = &grad_out[c * chunk_out..((c + 1) * chunk_out).min(grad_out.len())];
                 let cols = &cols[c * chunk_cols..((c + 1) * chunk_cols).min(cols.len())];
@@ -321,37 +316,27 @@ pub fn conv2d<T: dfdx::tensor::Tape<f32, Cpu>>(
                 }
                 (grad_w, grad_b)
             };
-            let chunks = batch.div_ceil(SAMPLE_CHUNK);
-            let partials: Vec<(Vec<f32>, Vec<f32>)> = if input_needs_grad {
+            let OpGrads { input, params } = grads;
+            let partials: Vec<(Vec<f32>, Vec<f32>)> = match input {
                 // col2im adds straight into dfdx's gradient of x.
-                let grad_x: &mut [f32] = grads.get_or_alloc_mut(&x_ghost)?;
-                grad_x
+                Some(grad_x) => grad_x
                     .par_chunks_mut(chunk_in)
                     .enumerate()
                     .map(|(c, grad_x)| chunk_backward(c, Some(grad_x)))
-                    .collect()
-            } else {
-                (0..chunks)
+                    .collect(),
+                None => (0..batch.div_ceil(SAMPLE_CHUNK))
                     .into_par_iter()
                     .map(|c| chunk_backward(c, None))
-                    .collect()
+                    .collect(),
             };
             // Summed in chunk order: the same bits on every run, whatever the thread count.
-            let grad_w: &mut [f32] = grads.get_or_alloc_mut(&w_ghost)?;
-            for (w, _) in &partials {
+            let [grad_w, grad_b] = <[&mut [f32]; 2]>::try_from(params).expect("weight and bias");
+            for (w, b) in &partials {
                 accumulate_into(grad_w, w);
-            }
-            let grad_b: &mut [f32] = grads.get_or_alloc_mut(&b_ghost)?;
-            for (_, b) in &partials {
                 accumulate_into(grad_b, b);
             }
-            Ok(())
-        });
-    }
-    Activations {
-        tensor: out_tensor.put_tape(tape),
-        sample_shape: g.out_shape(),
-    }
+        };
+    tape_op(x, &[weight, bias], input_needs_grad, forward, backward)
 }
 
 /// Samples per chunk, the unit of parallel work and of the gemm calls: fixed, not derived from
@@ -362,6 +347,7 @@ const SAMPLE_CHUNK: usize = 16;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::tensor_values;
     use crate::ops::testing::{
         assert_gradient_matches, assert_param_gradient_matches, pseudo_random,
     };

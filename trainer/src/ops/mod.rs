@@ -8,6 +8,7 @@
 pub mod conv;
 pub mod linear;
 pub mod pool;
+pub mod tape_op;
 
 use dfdx::prelude::*;
 

@@ -6,7 +6,8 @@ use dfdx::prelude::*;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{tensor_values, Activations};
+use super::tape_op::{tape_op, OpGrads};
+use super::Activations;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -137,107 +138,96 @@ pub fn pool2d<T: dfdx::tensor::Tape<f32, Cpu>>(
         "pool input shape"
     );
     let batch = x.batch();
-    let (x_tensor, mut tape) = x.tensor.split_tape();
-    let x_values = tensor_values(&x_tensor);
     let (oh, ow, k, s) = (g.out_height(), g.out_width(), g.kernel, g.stride);
     let planes = batch * g.channels;
-    let mut out = vec![0.0f32; planes * g.out_plane()];
-    // For max pooling, the index within its plane of each window's maximum.
-    let mut winners = match g.kind {
-        PoolKind::Max => vec![0u32; planes * g.out_plane()],
-        PoolKind::Avg => Vec::new(),
-    };
     let window_scale = 1.0 / (k * k) as f32;
-    // Several planes per rayon task: one 2×2 pooling of a small plane is far less work than a
-    // task costs.
-    let planes_per_task = (POOL_TASK_ELEMENTS / g.in_plane()).max(1);
-    let (out_task, in_task) = (
-        planes_per_task * g.out_plane(),
-        planes_per_task * g.in_plane(),
-    );
-    match g.kind {
-        PoolKind::Max => out
-            .par_chunks_mut(out_task)
-            .zip(winners.par_chunks_mut(out_task))
-            .zip(x_values.par_chunks(in_task))
-            .for_each(|((out, winners), planes)| {
-                let planes = planes.chunks(g.in_plane());
-                let outs = out.chunks_mut(g.out_plane());
-                for ((plane, out), winners) in
-                    planes.zip(outs).zip(winners.chunks_mut(g.out_plane()))
-                {
-                    g.max_pool_plane(plane, out, winners);
-                }
-            }),
-        PoolKind::Avg => out
-            .par_chunks_mut(out_task)
-            .zip(x_values.par_chunks(in_task))
-            .for_each(|(out, planes)| {
-                for (out, plane) in out
-                    .chunks_mut(g.out_plane())
-                    .zip(planes.chunks(g.in_plane()))
-                {
-                    for oy in 0..oh {
-                        for ox in 0..ow {
-                            let mut sum = 0.0;
-                            for ky in 0..k {
-                                let row = (oy * s + ky) * g.in_width + ox * s;
-                                sum += plane[row..row + k].iter().sum::<f32>();
-                            }
-                            out[oy * ow + ox] = sum * window_scale;
-                        }
+    let forward = |x_values: Vec<f32>, _taping: bool| {
+        let mut out = vec![0.0f32; planes * g.out_plane()];
+        // For max pooling, the index within its plane of each window's maximum.
+        let mut winners = match g.kind {
+            PoolKind::Max => vec![0u32; planes * g.out_plane()],
+            PoolKind::Avg => Vec::new(),
+        };
+        // Several planes per rayon task: one 2×2 pooling of a small plane is far less work
+        // than a task costs.
+        let planes_per_task = (POOL_TASK_ELEMENTS / g.in_plane()).max(1);
+        let (out_task, in_task) = (
+            planes_per_task * g.out_plane(),
+            planes_per_task * g.in_plane(),
+        );
+        match g.kind {
+            PoolKind::Max => out
+                .par_chunks_mut(out_task)
+                .zip(winners.par_chunks_mut(out_task))
+                .zip(x_values.par_chunks(in_task))
+                .for_each(|((out, winners), planes)| {
+                    let planes = planes.chunks(g.in_plane());
+                    let outs = out.chunks_mut(g.out_plane());
+                    for ((plane, out), winners) in
+                        planes.zip(outs).zip(winners.chunks_mut(g.out_plane()))
+                    {
+                        g.max_pool_plane(plane, out, winners);
                     }
-                }
-            }),
-    }
-    drop(x_values);
-
-    let dev = x_tensor.device().clone();
-    let out_tensor = dev.tensor_from_vec(out, (batch, g.channels * g.out_plane()));
-    if T::OWNS_TAPE {
-        let x_ghost = x_tensor.ghost();
-        let out_ghost = out_tensor.ghost();
-        tape.add_backward_op(move |grads| {
-            let grad_out = std::mem::take(&mut **grads.get_or_alloc_mut(&out_ghost)?);
-            // Accumulated straight into dfdx's gradient of x: no buffer of our own to zero and add.
-            let grad_x: &mut [f32] = grads.get_or_alloc_mut(&x_ghost)?;
-            match g.kind {
-                PoolKind::Max => grad_x
-                    .par_chunks_mut(g.in_plane())
-                    .zip(grad_out.par_chunks(g.out_plane()))
-                    .zip(winners.par_chunks(g.out_plane()))
-                    .for_each(|((grad_x, grad_out), winners)| {
-                        for (&go, &at) in grad_out.iter().zip(winners) {
-                            grad_x[at as usize] += go;
-                        }
-                    }),
-                PoolKind::Avg => grad_x
-                    .par_chunks_mut(g.in_plane())
-                    .zip(grad_out.par_chunks(g.out_plane()))
-                    .for_each(|(grad_x, grad_out)| {
+                }),
+            PoolKind::Avg => out
+                .par_chunks_mut(out_task)
+                .zip(x_values.par_chunks(in_task))
+                .for_each(|(out, planes)| {
+                    for (out, plane) in out
+                        .chunks_mut(g.out_plane())
+                        .zip(planes.chunks(g.in_plane()))
+                    {
                         for oy in 0..oh {
                             for ox in 0..ow {
-                                let share = grad_out[oy * ow + ox] * window_scale;
+                                let mut sum = 0.0;
                                 for ky in 0..k {
                                     let row = (oy * s + ky) * g.in_width + ox * s;
-                                    grad_x[row..row + k].iter_mut().for_each(|v| *v += share);
+                                    sum += plane[row..row + k].iter().sum::<f32>();
                                 }
+                                out[oy * ow + ox] = sum * window_scale;
                             }
                         }
-                    }),
-            }
-            Ok(())
-        });
-    }
-    Activations {
-        tensor: out_tensor.put_tape(tape),
-        sample_shape: g.out_shape(),
-    }
+                    }
+                }),
+        }
+        (out, g.out_shape(), winners)
+    };
+    let backward = move |winners: Vec<u32>, grad_out: Vec<f32>, grads: OpGrads| {
+        // Accumulated straight into dfdx's gradient of x: no buffer of our own to zero and add.
+        let grad_x = grads.input.expect("pooling passes its gradient on");
+        match g.kind {
+            PoolKind::Max => grad_x
+                .par_chunks_mut(g.in_plane())
+                .zip(grad_out.par_chunks(g.out_plane()))
+                .zip(winners.par_chunks(g.out_plane()))
+                .for_each(|((grad_x, grad_out), winners)| {
+                    for (&go, &at) in grad_out.iter().zip(winners) {
+                        grad_x[at as usize] += go;
+                    }
+                }),
+            PoolKind::Avg => grad_x
+                .par_chunks_mut(g.in_plane())
+                .zip(grad_out.par_chunks(g.out_plane()))
+                .for_each(|(grad_x, grad_out)| {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let share = grad_out[oy * ow + ox] * window_scale;
+                            for ky in 0..k {
+                                let row = (oy * s + ky) * g.in_width + ox * s;
+                                grad_x[row..row + k].iter_mut().for_each(|v| *v += share);
+                            }
+                        }
+                    }
+                }),
+        }
+    };
+    tape_op(x, &[], true, forward, backward)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::tensor_values;
     use crate::ops::testing::{assert_gradient_matches, pseudo_random};
     use crate::ops::Tape;
 
