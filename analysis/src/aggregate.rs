@@ -100,8 +100,12 @@ pub struct GroupSummary {
     pub measure: &'static str,
     /// Runs in the cell.
     pub runs: usize,
-    /// Runs whose value was undefined (NaN) and left out; `summary.n` counts the rest.
+    /// Runs whose value was undefined (NaN) and left out; `summary.n` counts the rest. A
+    /// diverged run is undefined for every measure without a worst case (the neuron measures).
     pub undefined: usize,
+    /// Diverged runs counted at their worst case (chance accuracy, target never reached; see
+    /// [`crate::worst_case`]); included in `summary.n`.
+    pub worst_case: usize,
     /// Runs whose value is +∞ (target never reached).
     pub never: usize,
     pub summary: Summary,
@@ -330,18 +334,31 @@ fn constant(x: &[f64]) -> bool {
 
 /// Summaries of every measure per (dataset, setting, activation) and the comparison table.
 pub fn aggregate(measures: &Measures, opts: &AggregateOptions) -> Result<Aggregate> {
+    // Complete runs, then diverged ones at their worst case (crate::worst_case): a condition is
+    // never summarised or tested by its survivors alone where a worst case is defined.
     let per_run = &measures.per_run;
+    let diverged = &measures.diverged;
     let mut out = Aggregate::default();
-    if per_run.height() == 0 {
+    if per_run.height() == 0 && diverged.height() == 0 {
         out.notes
             .push("no complete run: nothing to summarise".into());
         return Ok(out);
     }
-    let datasets = string_column(per_run, "dataset")?;
-    let activations = string_column(per_run, "activation")?;
-    let settings = string_column(per_run, "setting")?;
+    let both = |name: &str| -> Result<Vec<String>> {
+        let mut v = string_column(per_run, name)?;
+        if diverged.height() > 0 {
+            v.extend(string_column(diverged, name)?);
+        }
+        Ok(v)
+    };
+    let datasets = both("dataset")?;
+    let activations = both("activation")?;
+    let settings = both("setting")?;
+    let is_diverged: Vec<bool> = (0..per_run.height() + diverged.height())
+        .map(|i| i >= per_run.height())
+        .collect();
     let mut cells: BTreeMap<CellKey, Vec<usize>> = BTreeMap::new();
-    for i in 0..per_run.height() {
+    for i in 0..datasets.len() {
         cells
             .entry(CellKey {
                 dataset: datasets[i].clone(),
@@ -357,20 +374,31 @@ pub fn aggregate(measures: &Measures, opts: &AggregateOptions) -> Result<Aggrega
         if per_run.column(m.column).is_err() {
             continue;
         }
-        let values = f64_column(per_run, m.column)?;
+        let mut values = f64_column(per_run, m.column)?;
+        // A measure without a worst case is undefined (NaN) for a diverged run.
+        values.extend(match diverged.column(m.column) {
+            Ok(_) => f64_column(diverged, m.column)?,
+            Err(_) => vec![f64::NAN; diverged.height()],
+        });
         if values.iter().all(|v| v.is_nan()) {
             // e.g. epochs_to_target without an absolute target: not a measure of this analysis.
             continue;
         }
         values_of.insert(m.column, values);
     }
-    let seeds: Vec<u64> = per_run
-        .column("seed")?
-        .cast(&DataType::UInt64)?
-        .u64()?
-        .iter()
-        .map(|v| v.unwrap_or(u64::MAX))
-        .collect();
+    let seed_column = |df: &DataFrame| -> Result<Vec<u64>> {
+        Ok(df
+            .column("seed")?
+            .cast(&DataType::UInt64)?
+            .u64()?
+            .iter()
+            .map(|v| v.unwrap_or(u64::MAX))
+            .collect())
+    };
+    let mut seeds = seed_column(per_run)?;
+    if diverged.height() > 0 {
+        seeds.extend(seed_column(diverged)?);
+    }
     let sample = |rows: &[usize], values: &[f64]| -> Vec<f64> {
         rows.iter()
             .map(|&i| values[i])
@@ -404,6 +432,10 @@ pub fn aggregate(measures: &Measures, opts: &AggregateOptions) -> Result<Aggrega
                 measure: m.column,
                 runs: rows.len(),
                 undefined: rows.len() - x.len(),
+                worst_case: rows
+                    .iter()
+                    .filter(|&&i| is_diverged[i] && !values[i].is_nan())
+                    .count(),
                 never: x.iter().filter(|v| **v == f64::INFINITY).count(),
                 summary: stats::summarize(&x, opts.seed),
                 iqm_ci: if PRIMARY_MEASURES.contains(&m.column) {
@@ -466,7 +498,7 @@ pub fn aggregate(measures: &Measures, opts: &AggregateOptions) -> Result<Aggrega
     // Named contrasts: each is a stratum of its own (`setting` = the contrast), so that for
     // each measure the contrasts form one family.
     for contrast in &opts.contrasts {
-        let (rows_a, rows_b) = crate::contrast::sides(per_run, contrast)?;
+        let (rows_a, rows_b) = crate::contrast::sides(&[per_run, diverged], contrast)?;
         let label = |rows: &[usize]| {
             let mut names: Vec<&str> = rows.iter().map(|&i| activations[i].as_str()).collect();
             names.sort();
@@ -525,6 +557,7 @@ mod tests {
             neuron_fate: DataFrame::empty(),
             run_layer: DataFrame::empty(),
             per_run: df,
+            diverged: DataFrame::empty(),
         }
     }
 
@@ -633,5 +666,56 @@ mod tests {
         assert_eq!(tanh.comparison.cliffs_delta, -1.0);
         let paired = tanh.paired.unwrap();
         assert!(paired.t.p.is_nan() && (paired.wilcoxon.p - 0.25).abs() < 1e-12);
+    }
+
+    #[test]
+    fn diverged_runs_count_at_their_worst_case() {
+        // relu: three complete runs. relu-softsign: seed 0 complete, seeds 1 and 2 diverged, so
+        // their final accuracy is chance (0.1 on ten classes) and their dead fraction undefined.
+        let per_run = df!(
+            "dataset" => ["d"; 4],
+            "activation" => ["relu", "relu", "relu", "relu-softsign"],
+            "setting" => ["lr 0.05"; 4],
+            "seed" => [0u64, 1, 2, 0],
+            "final_acc" => [0.9, 0.91, 0.92, 0.95],
+            "dead_frac_final" => [0.2, 0.3, 0.25, 0.05],
+        )
+        .unwrap();
+        let diverged = df!(
+            "dataset" => ["d"; 2],
+            "activation" => ["relu-softsign"; 2],
+            "setting" => ["lr 0.05"; 2],
+            "seed" => [1u64, 2],
+            "final_acc" => [0.1, 0.1],
+        )
+        .unwrap();
+        let mut measures = per_run_only(per_run);
+        measures.diverged = diverged;
+        let opts = AggregateOptions {
+            baseline: Some("relu".into()),
+            all_pairs: false,
+            seed: 1,
+            contrasts: Vec::new(),
+        };
+        let agg = aggregate(&measures, &opts).unwrap();
+        let acc = agg
+            .summary("d", "relu-softsign", "lr 0.05", "final_acc")
+            .unwrap();
+        assert_eq!((acc.runs, acc.summary.n, acc.worst_case), (3, 3, 2));
+        assert!((acc.summary.mean - (0.95 + 0.1 + 0.1) / 3.0).abs() < 1e-12);
+        let dead = agg
+            .summary("d", "relu-softsign", "lr 0.05", "dead_frac_final")
+            .unwrap();
+        assert_eq!((dead.summary.n, dead.undefined, dead.worst_case), (1, 2, 0));
+        // Paired by seed: differences relu-softsign − relu are 0.05, −0.81, −0.82; ranks of |d|
+        // 1, 2, 3, so W+ = 1. Of the 2³ sign patterns, W+ ≤ 1 in two (0 and 1): the exact
+        // two-sided p is 2 · 2/8 = 0.5 (scipy.stats.wilcoxon([0.05, -0.81, -0.82]): 0.5).
+        let row = agg
+            .comparisons
+            .iter()
+            .find(|c| c.measure == "final_acc")
+            .unwrap();
+        assert_eq!(row.paired.as_ref().map(|p| p.n), Some(3));
+        assert!((row.p - 0.5).abs() < 1e-12, "{}", row.p);
     }
 }

@@ -67,23 +67,31 @@ impl std::str::FromStr for Contrast {
     }
 }
 
-/// The rows of `per_run` on each side of `contrast`, or an error naming a key that is not a
-/// column (a setting that does not vary among the runs is not one either).
-pub fn sides(per_run: &DataFrame, contrast: &Contrast) -> Result<(Vec<usize>, Vec<usize>)> {
+/// The rows on each side of `contrast` among the rows of `frames` taken one after another (the
+/// complete runs, then the diverged ones), or an error naming a key that is not a column (a
+/// setting that does not vary among the runs is not one either). An empty frame has no rows to
+/// offer and is not asked for columns.
+pub fn sides(frames: &[&DataFrame], contrast: &Contrast) -> Result<(Vec<usize>, Vec<usize>)> {
     let rows = |side: &Side| -> Result<Vec<usize>> {
-        let mut keep = vec![true; per_run.height()];
-        for (key, accepted) in side {
-            let column = per_run.column(key).map_err(|_| {
-                anyhow::anyhow!(
-                    "contrast '{contrast}': '{key}' is not a setting that varies among the runs"
-                )
-            })?;
-            let text = column.cast(&DataType::String)?;
-            for (i, value) in text.str()?.iter().enumerate() {
-                keep[i] &= value.is_some_and(|v| accepted.iter().any(|a| a == v));
+        let mut chosen = Vec::new();
+        let mut offset = 0;
+        for frame in frames.iter().filter(|f| f.height() > 0) {
+            let mut keep = vec![true; frame.height()];
+            for (key, accepted) in side {
+                let column = frame.column(key).map_err(|_| {
+                    anyhow::anyhow!(
+                        "contrast '{contrast}': '{key}' is not a setting that varies among the runs"
+                    )
+                })?;
+                let text = column.cast(&DataType::String)?;
+                for (i, value) in text.str()?.iter().enumerate() {
+                    keep[i] &= value.is_some_and(|v| accepted.iter().any(|a| a == v));
+                }
             }
+            chosen.extend((0..keep.len()).filter(|&i| keep[i]).map(|i| i + offset));
+            offset += frame.height();
         }
-        Ok((0..keep.len()).filter(|&i| keep[i]).collect())
+        Ok(chosen)
     };
     let (a, b) = (rows(&contrast.a)?, rows(&contrast.b)?);
     if a.is_empty() || b.is_empty() {
@@ -111,9 +119,9 @@ mod tests {
             "activation=relu,optimizer=adam vs activation=relu-softsign,optimizer=sgd|adam,lr=0.01"
                 .parse()
                 .unwrap();
-        assert_eq!(sides(&per_run, &c).unwrap(), (vec![0], vec![2, 3]));
+        assert_eq!(sides(&[&per_run], &c).unwrap(), (vec![0], vec![2, 3]));
         let bad: Contrast = "activation=relu vs batch_size=32".parse().unwrap();
-        let err = sides(&per_run, &bad).unwrap_err().to_string();
+        let err = sides(&[&per_run], &bad).unwrap_err().to_string();
         assert!(
             err.contains("'batch_size' is not a setting that varies"),
             "{err}"

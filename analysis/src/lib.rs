@@ -7,10 +7,13 @@
 //! - [`load`]: find run directories, read manifests and parquet records into a [`RunSet`];
 //! - [`measures`]: SPEC §3 — dead, gradient-starved, dormant, time of death, revival, persistence,
 //!   survival, convergence speed;
+//! - [`worst_case`]: diverged runs at their worst case (chance accuracy, never converged);
 //! - [`aggregate`]: SPEC §4 across seeds — summaries per (dataset, activation, lr) and comparisons
 //!   between activations, using [`stats`];
 //! - [`figures`]: PNG and SVG figures;
-//! - [`report`]: `index.html`, `report.md`, CSV and LaTeX tables, and [`inspect_run`].
+//! - [`report`]: `index.html`, `report.md` (views in [`report_view`], templates in
+//!   `analysis/templates/`), CSV and LaTeX tables ([`report_tables`]);
+//! - [`inspect`]: a terminal summary of one run.
 //!
 //! [`analyze`] runs all of it; [`synthetic`] writes run records for tests and benchmarks.
 
@@ -18,13 +21,17 @@ pub mod aggregate;
 pub mod contrast;
 pub mod effect;
 pub mod figures;
+pub mod inspect;
 pub mod load;
 pub mod measures;
 pub mod outcomes;
 pub mod paired;
 pub mod report;
+pub mod report_tables;
+pub mod report_view;
 pub mod stats;
 pub mod synthetic;
+pub mod worst_case;
 
 use std::path::{Path, PathBuf};
 
@@ -32,9 +39,10 @@ use anyhow::Result;
 
 pub use aggregate::{aggregate, Aggregate, ComparisonRow, GroupSummary, MEASURES};
 pub use figures::{plot_activation_functions, ActivationCurve};
+pub use inspect::inspect_run;
 pub use load::{load_runs, RunSet};
 pub use measures::{compute_measures, MeasureOptions, Measures};
-pub use report::{inspect_run, write_report, AnalyzeOptions, ReportSummary};
+pub use report::{write_report, AnalyzeOptions, ReportSummary};
 
 /// Writes a file atomically (records' own writer, for reports and figures too).
 pub use necrosis_records::files::write_atomic;

@@ -115,6 +115,18 @@ pub struct ExcludedRun {
     pub setting: Option<String>,
     /// The number of classes, when the manifest could be read.
     pub classes: Option<usize>,
+    /// For a diverged run: its manifest and the test accuracy of the epochs it completed before
+    /// the loss became NaN/inf (empty when `epochs.parquet` could not be read), from which
+    /// [`crate::worst_case`] takes its worst-case measures.
+    pub diverged: Option<Box<DivergedRecord>>,
+}
+
+/// What a diverged run left that its worst-case measures need.
+#[derive(Debug, Clone)]
+pub struct DivergedRecord {
+    pub manifest: Manifest,
+    /// (epoch, test accuracy) of epochs 0..=epochs_completed, in epoch order.
+    pub test_acc: Vec<(u32, f64)>,
 }
 
 /// All runs found under the given paths.
@@ -207,24 +219,32 @@ impl RunSet {
             "epochs" => r.iter().map(|r| r.epochs_completed).collect::<Vec<_>>(),
         )
         .expect("columns of equal length");
-        // Each run's settings once, not once per factor column.
-        let settings: Vec<_> = r
-            .iter()
-            .map(|r| r.manifest.config.factor_values())
-            .collect();
-        for key in &self.factors {
-            if table.column(key).is_ok() || key == "data" {
-                continue;
-            }
-            let values: Vec<String> = settings
-                .iter()
-                .map(|s| s.get(key.as_str()).cloned().unwrap_or_else(|| "n/a".into()))
-                .collect();
-            table
-                .with_column(Column::new(key.as_str().into(), values))
-                .expect("a column of the run count");
-        }
+        add_factor_columns(&mut table, r.iter().map(|r| &r.manifest), &self.factors);
         table
+    }
+}
+
+/// Adds one column per factor (a setting that varies among the loaded runs) to `table`, whose
+/// rows are the runs of `manifests` in order; "n/a" where a run lacks the setting (an option of
+/// another optimiser, say). Columns the table has already are left as they are.
+pub(crate) fn add_factor_columns<'a>(
+    table: &mut DataFrame,
+    manifests: impl Iterator<Item = &'a Manifest>,
+    factors: &[String],
+) {
+    // Each run's settings once, not once per factor column.
+    let settings: Vec<_> = manifests.map(|m| m.config.factor_values()).collect();
+    for key in factors {
+        if table.column(key).is_ok() || key == "data" {
+            continue;
+        }
+        let values: Vec<String> = settings
+            .iter()
+            .map(|s| s.get(key.as_str()).cloned().unwrap_or_else(|| "n/a".into()))
+            .collect();
+        table
+            .with_column(Column::new(key.as_str().into(), values))
+            .expect("a column of the run count");
     }
 }
 
@@ -248,7 +268,6 @@ pub fn load_runs(paths: &[PathBuf]) -> Result<RunSet> {
 
     let mut runs = Vec::new();
     let mut diverged = Vec::new();
-    let mut diverged_manifests = Vec::new();
     let mut skipped = Vec::new();
     let mut epoch_frames = Vec::new();
     let mut neuron_frames = Vec::new();
@@ -265,6 +284,7 @@ pub fn load_runs(paths: &[PathBuf]) -> Result<RunSet> {
                     dataset: None,
                     setting: None,
                     classes: None,
+                    diverged: None,
                 });
                 continue;
             }
@@ -278,15 +298,20 @@ pub fn load_runs(paths: &[PathBuf]) -> Result<RunSet> {
             dataset: Some(manifest.config.dataset.kind.name().to_string()),
             setting: None,
             classes: Some(manifest.classes),
+            diverged: None,
         };
         match manifest.status {
             RunStatus::Complete => {}
             RunStatus::Diverged => {
-                diverged.push(exclude(format!(
+                let mut run = exclude(format!(
                     "diverged (loss NaN/inf) after {} completed epochs",
                     manifest.epochs_completed
-                )));
-                diverged_manifests.push(manifest);
+                ));
+                // A curve that cannot be read leaves only the area under it undefined.
+                let test_acc =
+                    read_test_curve(&dir, manifest.epochs_completed as u32).unwrap_or_default();
+                run.diverged = Some(Box::new(DivergedRecord { manifest, test_acc }));
+                diverged.push(run);
                 continue;
             }
             RunStatus::Failed => {
@@ -347,7 +372,7 @@ pub fn load_runs(paths: &[PathBuf]) -> Result<RunSet> {
         all.rechunk_mut();
         all
     };
-    let factors = label_settings(&mut runs, &mut diverged, &diverged_manifests);
+    let factors = label_settings(&mut runs, &mut diverged);
     Ok(RunSet {
         runs,
         diverged,
@@ -361,15 +386,28 @@ pub fn load_runs(paths: &[PathBuf]) -> Result<RunSet> {
 /// Finds the settings that vary among the complete and diverged runs (from their manifests),
 /// names each run's setting from them, and returns them. A changed data folder content (another
 /// checksum) is a factor too.
-fn label_settings(
-    runs: &mut [Run],
-    diverged: &mut [ExcludedRun],
-    diverged_manifests: &[Manifest],
-) -> Vec<String> {
+fn label_settings(runs: &mut [Run], diverged: &mut [ExcludedRun]) -> Vec<String> {
+    let (labels, factors) = settings_and_factors(runs, diverged);
+    let (for_runs, for_diverged) = labels.split_at(runs.len());
+    for (run, label) in runs.iter_mut().zip(for_runs) {
+        run.setting = label.clone();
+    }
+    for (run, label) in diverged.iter_mut().zip(for_diverged) {
+        run.setting = Some(label.clone());
+    }
+    factors
+}
+
+/// The setting label of every run (complete runs, then diverged ones) and the factors.
+fn settings_and_factors(runs: &[Run], diverged: &[ExcludedRun]) -> (Vec<String>, Vec<String>) {
     let manifests: Vec<&Manifest> = runs
         .iter()
         .map(|r| &r.manifest)
-        .chain(diverged_manifests)
+        .chain(
+            diverged
+                .iter()
+                .filter_map(|d| Some(&d.diverged.as_ref()?.manifest)),
+        )
         .collect();
     let values: Vec<std::collections::BTreeMap<&'static str, String>> =
         manifests.iter().map(|m| m.config.factor_values()).collect();
@@ -408,17 +446,10 @@ fn label_settings(
             parts.join(", ")
         })
         .collect();
-    let (for_runs, for_diverged) = labels.split_at(runs.len());
-    for (run, label) in runs.iter_mut().zip(for_runs) {
-        run.setting = label.clone();
-    }
-    for (run, label) in diverged.iter_mut().zip(for_diverged) {
-        run.setting = Some(label.clone());
-    }
     if data_varies {
         factors.push("data".into());
     }
-    factors
+    (labels, factors)
 }
 
 /// The scans one after another; no scan gives an empty frame with the neuron columns.
@@ -522,6 +553,23 @@ fn read_run_records(dir: &Path, index: u32, last_epoch: u32) -> Result<(DataFram
         .map_err(anyhow::Error::from)
         .with_context(|| format!("reading {}", neurons_path.display()))?;
     Ok((epochs, neurons))
+}
+
+/// The test accuracy of epochs 0..=`last_epoch` of a run, from its `epochs.parquet`.
+fn read_test_curve(dir: &Path, last_epoch: u32) -> Result<Vec<(u32, f64)>> {
+    let epochs = without_reader_panics(dir, || -> Result<DataFrame> {
+        Ok(scan_checked(&dir.join("epochs.parquet"), &epoch_columns())?
+            .filter(col("epoch").lt_eq(lit(last_epoch)))
+            .sort(["epoch"], Default::default())
+            .collect()?)
+    })??;
+    let epoch = epochs.column(ec::EPOCH)?.u32()?;
+    let acc = epochs.column(ec::TEST_ACC)?.f64()?;
+    Ok(epoch
+        .iter()
+        .zip(acc.iter())
+        .filter_map(|(e, a)| Some((e?, a?)))
+        .collect())
 }
 
 /// A lazy scan of one parquet file holding `columns` (cast to the documented types), or an error

@@ -77,6 +77,10 @@ pub struct Measures {
     /// One row per run: run-level columns, convergence measures and the network's row of
     /// `run_layer`. The input to the statistics across seeds.
     pub per_run: DataFrame,
+    /// One row per diverged run: its run-level columns and the worst-case values of the
+    /// convergence measures ([`crate::worst_case`]); no neuron measure. The statistics count these
+    /// runs in their condition's sample wherever a worst case is defined.
+    pub diverged: DataFrame,
 }
 
 /// Neuron rows measured at a time: about 200 MB of neuron states.
@@ -144,11 +148,13 @@ fn compute_measures_in_batches(
         .collect()?;
     let run_layer = run_layer_summary(&layer_epoch, &neuron_fate)?;
     let per_run = per_run_table(runs, &run_layer, opts)?;
+    let diverged = crate::worst_case::worst_case_table(runs, opts.target_acc)?;
     Ok(Measures {
         layer_epoch,
         neuron_fate,
         run_layer,
         per_run,
+        diverged,
     })
 }
 
