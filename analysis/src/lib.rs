@@ -10,6 +10,7 @@
 //! - [`worst_case`]: diverged runs at their worst case (chance accuracy, never converged);
 //! - [`aggregate`]: SPEC §4 across seeds — summaries per (dataset, activation, lr) and comparisons
 //!   between activations, using [`stats`];
+//! - [`findings`]: all of the above as one value ([`Findings`]), before anything is rendered;
 //! - [`figures`]: PNG and SVG figures;
 //! - [`report`]: `index.html`, `report.md` (views in [`report_view`], templates in
 //!   `analysis/templates/`), CSV and LaTeX tables ([`report_tables`]);
@@ -21,6 +22,7 @@ pub mod aggregate;
 pub mod contrast;
 pub mod effect;
 pub mod figures;
+pub mod findings;
 pub mod inspect;
 pub mod load;
 pub mod measures;
@@ -39,6 +41,7 @@ use anyhow::Result;
 
 pub use aggregate::{aggregate, Aggregate, ComparisonRow, GroupSummary, MEASURES};
 pub use figures::{plot_activation_functions, ActivationCurve};
+pub use findings::{analyse, Findings};
 pub use inspect::inspect_run;
 pub use load::{load_runs, RunSet};
 pub use measures::{compute_measures, MeasureOptions, Measures};

@@ -11,14 +11,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use minijinja::Environment;
 
-use crate::aggregate::{aggregate, Aggregate, AggregateOptions};
+use crate::aggregate::{Aggregate, AggregateOptions};
 use crate::figures::{
     draw_report_figures, plot_activation_functions, ActivationCurve, FigureContext, FigureFile,
     Palette,
 };
+use crate::findings::{analyse, Findings};
 use crate::load::RunSet;
-use crate::measures::{compute_measures, MeasureOptions, Measures};
-use crate::outcomes::{outcomes, outcomes_csv, OutcomeView, COLLAPSE_FACTOR};
+use crate::measures::{MeasureOptions, Measures};
+use crate::outcomes::{outcomes_csv, OutcomeView, COLLAPSE_FACTOR};
 use crate::report_tables::write_tables;
 use crate::report_view::ReportContext;
 use crate::write_atomic;
@@ -95,7 +96,8 @@ pub struct ReportSummary {
     pub aggregate: Aggregate,
 }
 
-/// Measures, compares and draws `runs`, writing the report into `out` (created if needed).
+/// Analyses `runs` ([`analyse`]) and renders the findings: figures, tables, `index.html` and
+/// `report.md` in `out` (created if needed).
 pub fn write_report(runs: &RunSet, opts: &AnalyzeOptions, out: &Path) -> Result<ReportSummary> {
     let figures_dir = out.join("figures");
     let tables_dir = out.join("tables");
@@ -103,8 +105,11 @@ pub fn write_report(runs: &RunSet, opts: &AnalyzeOptions, out: &Path) -> Result<
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
     let measure_opts = opts.measure_options();
-    let measures = compute_measures(runs, &measure_opts)?;
-    let agg = aggregate(&measures, &opts.aggregate_options())?;
+    let Findings {
+        measures,
+        aggregate: agg,
+        outcomes: outcome_rows,
+    } = analyse(runs, opts)?;
 
     let palette = Palette::new(
         runs.runs
@@ -135,17 +140,6 @@ pub fn write_report(runs: &RunSet, opts: &AnalyzeOptions, out: &Path) -> Result<
 
     let mut tables = write_tables(&measures, &agg, opts, &tables_dir)?;
     // Divergence and collapse per condition: outcomes, not runs left out.
-    // In the order of `runs.runs`, whatever the order of the per-run table.
-    let mut final_acc = vec![f64::NAN; runs.runs.len()];
-    let index = crate::aggregate::f64_column(&measures.per_run, "run")?;
-    let acc = crate::aggregate::f64_column(&measures.per_run, "final_acc")?;
-    for (run, value) in index.iter().zip(acc) {
-        if let Some(slot) = final_acc.get_mut(*run as usize) {
-            *slot = value;
-        }
-    }
-    let baseline = opts.baseline.as_deref().filter(|_| !opts.all_pairs);
-    let outcome_rows = outcomes(runs, &final_acc, baseline);
     let outcomes_path = tables_dir.join("outcomes.csv");
     write_atomic(&outcomes_path, outcomes_csv(&outcome_rows).as_bytes())?;
     tables.push(outcomes_path);

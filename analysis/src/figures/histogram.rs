@@ -127,6 +127,21 @@ impl Figure for HistogramFigure {
 pub(super) const HISTOGRAM_BATCH_RUNS: usize = 64;
 
 pub(super) fn firing_rate_histograms(ctx: &FigureContext, dataset: &str) -> Result<FigureFile> {
+    let figure = firing_rate_figure(ctx, dataset)?;
+    let title = figure.title.clone();
+    let stem = ctx.stem("firing_rate", dataset);
+    let paths = save(&figure, &ctx.out_dir, &stem)?;
+    Ok(ctx.file(
+        stem,
+        title,
+        "Histogram of active_frac (share of probe observations with z > 0) over the neurons of all seeds, at initialisation (black outline) and at the last epoch (filled, colour); a dead neuron has active_frac 0.".into(),
+        paths,
+    ))
+}
+
+/// The histograms' data: per activation and layer, the share of neurons (all seeds pooled) in
+/// each of [`BINS`] bins of active_frac, at epoch 0 and at each run's last epoch.
+pub(super) fn firing_rate_figure(ctx: &FigureContext, dataset: &str) -> Result<HistogramFigure> {
     // Neurons of all seeds of an activation pooled, at epoch 0 and at each run's last epoch.
     // Each run's two epochs are picked from its own scan, before anything is joined, so only
     // those rows are ever read into memory.
@@ -217,9 +232,8 @@ pub(super) fn firing_rate_histograms(ctx: &FigureContext, dataset: &str) -> Resu
                 .collect()
         })
         .collect();
-    let title = format!("Firing rate (active_frac) per layer — {dataset}");
-    let figure = HistogramFigure {
-        title: title.clone(),
+    Ok(HistogramFigure {
+        title: format!("Firing rate (active_frac) per layer — {dataset}"),
         layers: layers
             .iter()
             .map(|(l, n)| format!("layer {l}: {n}"))
@@ -229,13 +243,46 @@ pub(super) fn firing_rate_histograms(ctx: &FigureContext, dataset: &str) -> Resu
             .map(|a| (a.clone(), ctx.palette.colour(a)))
             .collect(),
         shares,
-    };
-    let stem = ctx.stem("firing_rate", dataset);
-    let paths = save(&figure, &ctx.out_dir, &stem)?;
-    Ok(ctx.file(
-        stem,
-        title,
-        "Histogram of active_frac (share of probe observations with z > 0) over the neurons of all seeds, at initialisation (black outline) and at the last epoch (filled, colour); a dead neuron has active_frac 0.".into(),
-        paths,
-    ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::figures::test_support::Fixture;
+    use crate::measures::MeasureOptions;
+    use crate::synthetic::{write_run, EpochRecord, NeuronRecord, RunSpec};
+
+    #[test]
+    fn histogram_shares_are_the_neurons_per_bin_at_the_first_and_last_epoch() {
+        // Two neurons with active_frac 0.5 and 1.0 at epoch 0, 0.0 and 0.26 at the last epoch
+        // (2). With 20 bins of width 0.05: 0.5 falls in bin 10, 1.0 joins the last bin (19),
+        // 0.0 is bin 0 and 0.26 bin 5; each bin then holds half of the neurons.
+        let fixture = Fixture::new(MeasureOptions::default(), |root| {
+            let epochs: Vec<EpochRecord> = (0..3)
+                .map(|e| EpochRecord::new(e, 0.5, (e > 0).then_some(1.0)))
+                .collect();
+            let mut neurons: Vec<NeuronRecord> = (0..3)
+                .flat_map(|e| (0..2).map(move |n| NeuronRecord::alive(e, 0, n)))
+                .collect();
+            for (i, frac) in [(0, 0.5), (1, 1.0), (4, 0.0), (5, 0.26)] {
+                neurons[i].active_frac = frac;
+            }
+            let spec = RunSpec::new("s", "digits", "relu", 0, 0.05, 2, vec![("fc1".into(), 2)]);
+            write_run(root, &spec, &epochs, &neurons).unwrap();
+        });
+        let figure = firing_rate_figure(&fixture.context(), "digits").unwrap();
+        assert_eq!(figure.layers, ["layer 0: fc1"]);
+        assert_eq!(figure.activations.len(), 1);
+        let (first, last) = figure.shares[0][0];
+        let expect = |bins: [usize; 2]| {
+            let mut shares = [0.0; BINS];
+            for b in bins {
+                shares[b] = 0.5;
+            }
+            shares
+        };
+        assert_eq!(first, expect([10, 19]));
+        assert_eq!(last, expect([0, 5]));
+    }
 }

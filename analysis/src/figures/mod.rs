@@ -28,6 +28,8 @@ mod histogram;
 mod legend;
 mod raster;
 mod strip;
+#[cfg(test)]
+mod test_support;
 
 pub use activation::plot_activation_functions;
 use band::*;

@@ -139,6 +139,28 @@ impl Figure for RasterFigure {
 }
 
 pub(super) fn status_raster(ctx: &FigureContext, dataset: &str) -> Result<FigureFile> {
+    let panels = raster_panels(ctx, dataset)?;
+    let title = format!("Neuron status per epoch — {dataset}");
+    let stem = ctx.stem("neuron_status", dataset);
+    let paths = save(
+        &RasterFigure {
+            title: title.clone(),
+            panels,
+        },
+        &ctx.out_dir,
+        &stem,
+    )?;
+    Ok(ctx.file(
+        stem,
+        title,
+        "One run per activation (lowest seed): each row a neuron (grouped by layer, ordered by first death), each column an epoch; dark: dead, orange: alive again after having died, light: alive.".into(),
+        paths,
+    ))
+}
+
+/// The raster's data: for one run per activation (the lowest seed, then the lowest lr), each
+/// neuron's status by epoch as runs of equal status.
+pub(super) fn raster_panels(ctx: &FigureContext, dataset: &str) -> Result<Vec<RasterPanel>> {
     // One run per activation: the one with the lowest seed (then lowest lr).
     let mut chosen: BTreeMap<&str, &crate::load::Run> = BTreeMap::new();
     for r in ctx.runs.runs.iter().filter(|r| r.dataset == dataset) {
@@ -205,20 +227,41 @@ pub(super) fn status_raster(ctx: &FigureContext, dataset: &str) -> Result<Figure
             layer_starts,
         });
     }
-    let title = format!("Neuron status per epoch — {dataset}");
-    let stem = ctx.stem("neuron_status", dataset);
-    let paths = save(
-        &RasterFigure {
-            title: title.clone(),
-            panels,
-        },
-        &ctx.out_dir,
-        &stem,
-    )?;
-    Ok(ctx.file(
-        stem,
-        title,
-        "One run per activation (lowest seed): each row a neuron (grouped by layer, ordered by first death), each column an epoch; dark: dead, orange: alive again after having died, light: alive.".into(),
-        paths,
-    ))
+    Ok(panels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::figures::test_support::Fixture;
+    use crate::measures::MeasureOptions;
+    use crate::synthetic::{write_run, EpochRecord, NeuronRecord, RunSpec};
+
+    #[test]
+    fn raster_rows_are_each_neurons_status_by_epoch() {
+        // One run, one layer of two neurons over epochs 0..2. Neuron 0 is alive throughout;
+        // neuron 1 is dead at epoch 1 (max_pre ≤ 0) and alive again at epoch 2. Rows are
+        // ordered by first death (never last): neuron 1, then neuron 0.
+        let fixture = Fixture::new(MeasureOptions::default(), |root| {
+            let epochs: Vec<EpochRecord> = (0..3)
+                .map(|e| EpochRecord::new(e, 0.5, (e > 0).then_some(1.0)))
+                .collect();
+            let mut neurons: Vec<NeuronRecord> = (0..3)
+                .flat_map(|e| (0..2).map(move |n| NeuronRecord::alive(e, 0, n)))
+                .collect();
+            neurons[3].max_pre = -1.0; // epoch 1, neuron 1
+            let spec = RunSpec::new("s", "digits", "relu", 0, 0.05, 2, vec![("fc1".into(), 2)]);
+            write_run(root, &spec, &epochs, &neurons).unwrap();
+        });
+        let panels = raster_panels(&fixture.context(), "digits").unwrap();
+        assert_eq!(panels.len(), 1);
+        let p = &panels[0];
+        assert_eq!((p.title.as_str(), p.epochs), ("relu (seed 0)", 2));
+        // (first epoch, last epoch, status): 0 alive, 1 dead, 2 alive after having died.
+        assert_eq!(
+            p.rows,
+            [vec![(0, 0, 0), (1, 1, 1), (2, 2, 2)], vec![(0, 2, 0)]]
+        );
+        assert_eq!(p.layer_starts, [(0, "fc1".to_string())]);
+    }
 }

@@ -154,22 +154,31 @@ impl Figure for StripFigure {
 }
 
 /// Per-run values of a `per_run` column for each activation (and setting) of `dataset`.
+/// Per-run values of a `per_run` column for each activation (and setting) of `dataset`, in
+/// label order; the diverged runs join their condition where the column has a worst case
+/// (`crate::worst_case`: never reaching a target is +∞, drawn in the "never" row).
 pub(super) fn per_run_groups(
     ctx: &FigureContext,
     dataset: &str,
     column: &str,
 ) -> Result<Vec<(String, RGBColor, Vec<f64>)>> {
-    let df = ctx
-        .measures
-        .per_run
-        .clone()
-        .lazy()
-        .filter(col("dataset").eq(lit(dataset.to_string())))
-        .select([
-            col("activation"),
-            col("setting"),
-            col(column).cast(DataType::Float64).alias("value"),
-        ])
+    let select = |frame: &DataFrame| {
+        frame
+            .clone()
+            .lazy()
+            .filter(col("dataset").eq(lit(dataset.to_string())))
+            .select([
+                col("activation"),
+                col("setting"),
+                col(column).cast(DataType::Float64).alias("value"),
+            ])
+    };
+    let mut frames = vec![select(&ctx.measures.per_run)];
+    let diverged = &ctx.measures.diverged;
+    if diverged.height() > 0 && diverged.column(column).is_ok() {
+        frames.push(select(diverged));
+    }
+    let df = concat(frames, UnionArgs::default())?
         .sort(["activation", "setting"], Default::default())
         .collect()?;
     let activation = df.column("activation")?.str()?.clone();
@@ -239,7 +248,64 @@ pub(super) fn epochs_to_target(ctx: &FigureContext, dataset: &str) -> Result<Fig
     Ok(ctx.file(
         stem,
         title,
-        format!("Epochs until {what}, one point per seed; runs that never reached it are drawn in the \"never\" row."),
+        format!("Epochs until {what}, one point per seed; runs that never reached it, diverged runs among them, are drawn in the \"never\" row."),
         paths,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::figures::test_support::Fixture;
+    use crate::load::RunStatus;
+    use crate::measures::MeasureOptions;
+    use crate::synthetic::{write_run, EpochRecord, NeuronRecord, RunSpec};
+
+    #[test]
+    fn strip_groups_hold_each_runs_value_and_diverged_runs_as_never() {
+        // relu seeds 0 and 1 complete, seed 2 diverged after epoch 1; target 0.9. Seed 0 reaches
+        // it at epoch 2 (0.5, 0.9), seed 1 at epoch 1 (0.95); the diverged run never does.
+        let options = MeasureOptions {
+            target_acc: Some(0.9),
+            ..MeasureOptions::default()
+        };
+        let fixture = Fixture::new(options, |root| {
+            let runs = [
+                (0, vec![0.1, 0.5, 0.9], RunStatus::Complete),
+                (1, vec![0.1, 0.95, 0.96], RunStatus::Complete),
+                (2, vec![0.1, 0.3], RunStatus::Diverged),
+            ];
+            for (seed, accs, status) in runs {
+                let epochs: Vec<EpochRecord> = accs
+                    .iter()
+                    .enumerate()
+                    .map(|(e, &a)| EpochRecord::new(e as u32, a, (e > 0).then_some(1.0)))
+                    .collect();
+                let neurons: Vec<NeuronRecord> = (0..epochs.len() as u32)
+                    .map(|e| NeuronRecord::alive(e, 0, 0))
+                    .collect();
+                let mut spec = RunSpec::new(
+                    "s",
+                    "digits",
+                    "relu",
+                    seed,
+                    0.05,
+                    2,
+                    vec![("fc1".into(), 1)],
+                );
+                spec.status = status;
+                write_run(root, &spec, &epochs, &neurons).unwrap();
+            }
+        });
+        let ctx = fixture.context();
+        let groups = per_run_groups(&ctx, "digits", "epochs_to_target").unwrap();
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0].0, "relu");
+        let mut values = groups[0].2.clone();
+        values.sort_by(f64::total_cmp);
+        assert_eq!(values, [1.0, 2.0, f64::INFINITY]);
+        // The dead fraction has no worst case: the two complete runs only, no neuron dead.
+        let dead = per_run_groups(&ctx, "digits", "irreversibly_dead_frac").unwrap();
+        assert_eq!(dead[0].2, [0.0, 0.0]);
+    }
 }
