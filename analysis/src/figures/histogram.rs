@@ -249,9 +249,8 @@ pub(super) fn firing_rate_figure(ctx: &FigureContext, dataset: &str) -> Result<H
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::figures::test_support::Fixture;
+    use crate::figures::test_support::{two_neuron_run, Fixture};
     use crate::measures::MeasureOptions;
-    use crate::synthetic::{write_run, EpochRecord, NeuronRecord, RunSpec};
 
     #[test]
     fn histogram_shares_are_the_neurons_per_bin_at_the_first_and_last_epoch() {
@@ -259,17 +258,11 @@ mod tests {
         // (2). With 20 bins of width 0.05: 0.5 falls in bin 10, 1.0 joins the last bin (19),
         // 0.0 is bin 0 and 0.26 bin 5; each bin then holds half of the neurons.
         let fixture = Fixture::new(MeasureOptions::default(), |root| {
-            let epochs: Vec<EpochRecord> = (0..3)
-                .map(|e| EpochRecord::new(e, 0.5, (e > 0).then_some(1.0)))
-                .collect();
-            let mut neurons: Vec<NeuronRecord> = (0..3)
-                .flat_map(|e| (0..2).map(move |n| NeuronRecord::alive(e, 0, n)))
-                .collect();
-            for (i, frac) in [(0, 0.5), (1, 1.0), (4, 0.0), (5, 0.26)] {
-                neurons[i].active_frac = frac;
-            }
-            let spec = RunSpec::new("s", "digits", "relu", 0, 0.05, 2, vec![("fc1".into(), 2)]);
-            write_run(root, &spec, &epochs, &neurons).unwrap();
+            two_neuron_run(root, |neurons| {
+                for (i, frac) in [(0, 0.5), (1, 1.0), (4, 0.0), (5, 0.26)] {
+                    neurons[i].active_frac = frac;
+                }
+            });
         });
         let figure = firing_rate_figure(&fixture.context(), "digits").unwrap();
         assert_eq!(figure.layers, ["layer 0: fc1"]);

@@ -233,9 +233,8 @@ pub(super) fn raster_panels(ctx: &FigureContext, dataset: &str) -> Result<Vec<Ra
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::figures::test_support::Fixture;
+    use crate::figures::test_support::{two_neuron_run, Fixture};
     use crate::measures::MeasureOptions;
-    use crate::synthetic::{write_run, EpochRecord, NeuronRecord, RunSpec};
 
     #[test]
     fn raster_rows_are_each_neurons_status_by_epoch() {
@@ -243,15 +242,7 @@ mod tests {
         // neuron 1 is dead at epoch 1 (max_pre ≤ 0) and alive again at epoch 2. Rows are
         // ordered by first death (never last): neuron 1, then neuron 0.
         let fixture = Fixture::new(MeasureOptions::default(), |root| {
-            let epochs: Vec<EpochRecord> = (0..3)
-                .map(|e| EpochRecord::new(e, 0.5, (e > 0).then_some(1.0)))
-                .collect();
-            let mut neurons: Vec<NeuronRecord> = (0..3)
-                .flat_map(|e| (0..2).map(move |n| NeuronRecord::alive(e, 0, n)))
-                .collect();
-            neurons[3].max_pre = -1.0; // epoch 1, neuron 1
-            let spec = RunSpec::new("s", "digits", "relu", 0, 0.05, 2, vec![("fc1".into(), 2)]);
-            write_run(root, &spec, &epochs, &neurons).unwrap();
+            two_neuron_run(root, |neurons| neurons[3].max_pre = -1.0); // epoch 1, neuron 1
         });
         let panels = raster_panels(&fixture.context(), "digits").unwrap();
         assert_eq!(panels.len(), 1);
