@@ -13,11 +13,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::Result;
 use polars::prelude::*;
 
-use crate::effect::{
-    iqm_interval, paired_difference, prob_improvement_interval, unpaired_difference, Difference,
-};
+use crate::comparison::{compare_cells, Compared, Samples};
+use crate::effect::{iqm_interval, Difference};
 use crate::measures::Measures;
-use crate::paired::{compare_paired, PairedComparison};
+use crate::paired::PairedComparison;
 use crate::stats::{self, Comparison, Summary};
 
 /// A per-run measure that is summarised and compared: its column in [`Measures::per_run`], and a
@@ -211,125 +210,6 @@ pub(crate) fn f64_column(df: &DataFrame, name: &str) -> Result<Vec<f64>> {
         .iter()
         .map(|v| v.unwrap_or(f64::NAN))
         .collect())
-}
-
-/// The defined values of a measure in some rows of the per-run table.
-type SampleOf<'a> = &'a dyn Fn(&[usize], &[f64]) -> Vec<f64>;
-/// The same, by seed.
-type BySeed<'a> = &'a dyn Fn(&[usize], &[f64]) -> BTreeMap<u64, f64>;
-
-/// The per-run values of every measure and how to take a condition's sample from them.
-#[derive(Clone, Copy)]
-struct Samples<'a> {
-    values_of: &'a BTreeMap<&'static str, Vec<f64>>,
-    sample: SampleOf<'a>,
-    by_seed: BySeed<'a>,
-    /// Seed of the bootstrap intervals.
-    seed: u64,
-}
-
-/// What a comparison row compares: its stratum and its two sides' names.
-struct Compared<'a> {
-    dataset: &'a str,
-    setting: &'a str,
-    activation: &'a str,
-    other: &'a str,
-}
-
-/// Appends one row per measure comparing the runs `rows_a` with `rows_b` (rows of the per-run
-/// table): paired by seed when both sides ran the same seeds, unpaired otherwise.
-fn compare_cells(
-    out: &mut Aggregate,
-    compared: &Compared,
-    rows_a: &[usize],
-    rows_b: &[usize],
-    samples: &Samples,
-) {
-    let Samples {
-        values_of,
-        sample,
-        by_seed,
-        seed,
-    } = *samples;
-    for m in MEASURES {
-        let Some(values) = values_of.get(m.column) else {
-            continue;
-        };
-        let (x, y) = (sample(rows_a, values), sample(rows_b, values));
-        if x.is_empty() || y.is_empty() {
-            continue;
-        }
-        // The same seeds on both sides (one run each): a paired design.
-        let (xs, ys) = (by_seed(rows_a, values), by_seed(rows_b, values));
-        let matched =
-            xs.len() == x.len() && ys.len() == y.len() && xs.keys().eq(ys.keys()) && xs.len() >= 2;
-        let (px, py): (Vec<f64>, Vec<f64>) =
-            (xs.into_values().collect(), ys.into_values().collect());
-        let paired = matched.then(|| compare_paired(&px, &py));
-        let primary = PRIMARY_MEASURES.contains(&m.column);
-        let difference = primary.then(|| {
-            if matched {
-                paired_difference(&px, &py, seed)
-            } else {
-                unpaired_difference(&x, &y, seed)
-            }
-        });
-        let comparison = comparison_or_nothing(&x, &y);
-        let p = match &paired {
-            Some(pc) => pc.wilcoxon.p,
-            None => comparison.mann_whitney.p,
-        };
-        out.comparisons.push(ComparisonRow {
-            dataset: compared.dataset.to_string(),
-            setting: compared.setting.to_string(),
-            measure: m.column,
-            activation: compared.activation.to_string(),
-            other: compared.other.to_string(),
-            n_activation: x.len(),
-            n_other: y.len(),
-            comparison,
-            paired,
-            primary,
-            difference,
-            prob_superiority_ci: if primary {
-                prob_improvement_interval(&x, &y, seed)
-            } else {
-                (f64::NAN, f64::NAN)
-            },
-            p,
-            p_holm: f64::NAN,
-            welch_p_holm: f64::NAN,
-            mann_whitney_p_holm: f64::NAN,
-        });
-    }
-}
-
-/// The unpaired comparison, or nothing (NaN) where a test cannot speak: fewer than two values on
-/// a side (no test or effect at n = 1: a Hedges' g of 1e25 means nothing), and no Welch test or
-/// Hedges' g when neither side varies (their p = 0 or ±∞ would be an artefact of zero variance;
-/// the rank test stands).
-fn comparison_or_nothing(x: &[f64], y: &[f64]) -> Comparison {
-    let no_welch = stats::WelchResult {
-        t: f64::NAN,
-        df: f64::NAN,
-        p: f64::NAN,
-    };
-    let mut c = stats::compare(x, y);
-    if x.len() < 2 || y.len() < 2 {
-        c.welch = no_welch;
-        c.mann_whitney.p = f64::NAN;
-        c.prob_superiority = f64::NAN;
-        c.cliffs_delta = f64::NAN;
-        c.hedges_g = f64::NAN;
-    } else if constant(x) && constant(y) {
-        c.welch = no_welch;
-        c.hedges_g = f64::NAN;
-    }
-    c
-}
-
-fn constant(x: &[f64]) -> bool {
-    x.iter().all(|v| *v == x[0])
 }
 
 /// Summaries of every measure per (dataset, setting, activation) and the comparison table.

@@ -19,6 +19,7 @@
 //! [`analyze`] runs all of it; [`synthetic`] writes run records for tests and benchmarks.
 
 pub mod aggregate;
+pub mod comparison;
 pub mod contrast;
 pub mod effect;
 pub mod figures;
