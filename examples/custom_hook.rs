@@ -90,8 +90,10 @@ impl Hook for UpdateRatio {
 fn main() -> anyhow::Result<()> {
     let spec = DatasetSpec::new(DatasetKind::Digits);
     let dataset = data::load(&spec)?;
+    // At lr 0.01 (the default) the mean ratio falls from about 1e-2 in epoch 1 to 1e-3 by epoch
+    // 3; at lr 0.05 the first epoch moves the weights by a tenth of their size per step, and
+    // relu-softsign diverges in epoch 2.
     let config = RunConfig {
-        lr: 0.05,
         epochs: 3,
         ..RunConfig::new(spec, "relu-softsign")
     };

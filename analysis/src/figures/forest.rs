@@ -35,62 +35,77 @@ pub struct IntervalPanel {
     pub rows: Vec<IntervalRow>,
 }
 
-/// Names a comparison for a row: "relu-softsign vs relu", plus its setting and dataset when the
-/// rows of the figure hold more than one of either.
-fn comparison_label(c: &ComparisonRow, settings: bool, datasets: bool) -> String {
-    let mut label = format!("{} vs {}", c.activation, c.other);
-    if settings {
-        label.push_str(&format!(", {}", c.setting));
+/// The strata of a figure: (dataset, setting) in the order first seen. Each gets a panel of its
+/// own per measure, so that a setting whose effects are small is not drawn on the scale of one
+/// whose effects are large.
+fn strata<'a>(keys: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<(&'a str, &'a str)> {
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    for key in keys {
+        if !seen.contains(&key) {
+            seen.push(key);
+        }
     }
-    if datasets {
-        label.push_str(&format!(" ({})", c.dataset));
-    }
-    label
+    seen
 }
 
-/// Whether `values` hold more than one distinct value.
-fn several<'a>(values: impl Iterator<Item = &'a str>) -> bool {
-    let mut seen: Vec<&str> = values.collect();
-    seen.sort();
-    seen.dedup();
-    seen.len() > 1
+/// A panel's title: the measure, then its stratum when the figure has several.
+fn panel_title(measure: &str, stratum: (&str, &str), strata: &[(&str, &str)]) -> String {
+    let (dataset, setting) = stratum;
+    let mut title = measure_label(measure).to_string();
+    if strata.iter().any(|s| s.1 != setting) {
+        title.push_str(&format!(", {setting}"));
+    }
+    if strata.iter().any(|s| s.0 != dataset) {
+        title.push_str(&format!(" ({dataset})"));
+    }
+    title
 }
 
-/// Panels of the primary comparisons, one per primary measure in [`PRIMARY_MEASURES`] order.
+/// Panels of the primary comparisons: one per primary measure (in [`PRIMARY_MEASURES`] order)
+/// and stratum, one row per comparison.
 fn comparison_panels(
     agg: &Aggregate,
-    panel: impl Fn(&str) -> (String, String, Option<f64>, Option<(f64, f64)>),
+    panel: impl Fn() -> (String, Option<f64>, Option<(f64, f64)>),
     value: impl Fn(&ComparisonRow) -> Option<(f64, (f64, f64))>,
 ) -> Vec<IntervalPanel> {
     let primary: Vec<&ComparisonRow> = agg.comparisons.iter().filter(|c| c.primary).collect();
-    let settings = several(primary.iter().map(|c| c.setting.as_str()));
-    let datasets = several(primary.iter().map(|c| c.dataset.as_str()));
-    PRIMARY_MEASURES
-        .iter()
-        .filter_map(|measure| {
+    let strata = strata(
+        primary
+            .iter()
+            .map(|c| (c.dataset.as_str(), c.setting.as_str())),
+    );
+    let mut panels = Vec::new();
+    for measure in PRIMARY_MEASURES {
+        for &stratum in &strata {
             let rows: Vec<IntervalRow> = primary
                 .iter()
-                .filter(|c| c.measure == *measure)
+                .filter(|c| {
+                    c.measure == *measure && (c.dataset.as_str(), c.setting.as_str()) == stratum
+                })
                 .filter_map(|c| {
                     let (estimate, interval) = value(c)?;
                     Some(IntervalRow {
-                        label: comparison_label(c, settings, datasets),
+                        label: format!("{} vs {}", c.activation, c.other),
                         activation: c.activation.clone(),
                         estimate,
                         interval,
                     })
                 })
                 .collect();
-            let (title, x_label, reference, x_range) = panel(measure);
-            (!rows.is_empty()).then_some(IntervalPanel {
-                title,
+            if rows.is_empty() {
+                continue;
+            }
+            let (x_label, reference, x_range) = panel();
+            panels.push(IntervalPanel {
+                title: panel_title(measure, stratum, &strata),
                 x_label,
                 reference,
                 x_range,
                 rows,
-            })
-        })
-        .collect()
+            });
+        }
+    }
+    panels
 }
 
 /// The verdict's effects: each primary comparison's difference (first − second condition, in
@@ -98,14 +113,7 @@ fn comparison_panels(
 pub fn effect_panels(agg: &Aggregate) -> Vec<IntervalPanel> {
     comparison_panels(
         agg,
-        |m| {
-            (
-                measure_label(m).to_string(),
-                "difference (first − second)".into(),
-                Some(0.0),
-                None,
-            )
-        },
+        || ("difference (first − second)".into(), Some(0.0), None),
         |c| c.difference.map(|d| (d.estimate, d.interval)),
     )
 }
@@ -115,14 +123,7 @@ pub fn effect_panels(agg: &Aggregate) -> Vec<IntervalPanel> {
 pub fn improvement_panels(agg: &Aggregate) -> Vec<IntervalPanel> {
     comparison_panels(
         agg,
-        |m| {
-            (
-                measure_label(m).to_string(),
-                "P(first > second)".into(),
-                Some(0.5),
-                Some((0.0, 1.0)),
-            )
-        },
+        || ("P(first > second)".into(), Some(0.5), Some((0.0, 1.0))),
         |c| Some((c.comparison.prob_superiority, c.prob_superiority_ci)),
     )
 }
@@ -133,41 +134,46 @@ pub fn iqm_panels(agg: &Aggregate) -> Vec<IntervalPanel> {
     let primary: Vec<_> = agg
         .summaries
         .iter()
-        .filter(|s| PRIMARY_MEASURES.contains(&s.measure))
+        .filter(|s| PRIMARY_MEASURES.contains(&s.measure) && s.summary.n > 0)
         .collect();
-    let settings = several(primary.iter().map(|s| s.setting.as_str()));
-    let datasets = several(primary.iter().map(|s| s.dataset.as_str()));
-    PRIMARY_MEASURES
-        .iter()
-        .filter_map(|measure| {
+    let strata = strata(
+        primary
+            .iter()
+            .map(|s| (s.dataset.as_str(), s.setting.as_str())),
+    );
+    let mut panels = Vec::new();
+    for measure in PRIMARY_MEASURES {
+        for &stratum in &strata {
             let rows: Vec<IntervalRow> = primary
                 .iter()
-                .filter(|s| s.measure == *measure && s.summary.n > 0)
-                .map(|s| {
-                    let mut label = s.activation.clone();
-                    if settings {
-                        label.push_str(&format!(", {}", s.setting));
-                    }
-                    if datasets {
-                        label.push_str(&format!(" ({})", s.dataset));
-                    }
-                    IntervalRow {
-                        label,
-                        activation: s.activation.clone(),
-                        estimate: s.summary.iqm,
-                        interval: s.iqm_ci,
-                    }
+                .filter(|s| {
+                    s.measure == *measure && (s.dataset.as_str(), s.setting.as_str()) == stratum
+                })
+                .map(|s| IntervalRow {
+                    // A condition summarised by some of its runs says so (diverged runs have no
+                    // neuron measures).
+                    label: if s.undefined > 0 {
+                        format!("{} (n = {} of {})", s.activation, s.summary.n, s.runs)
+                    } else {
+                        s.activation.clone()
+                    },
+                    activation: s.activation.clone(),
+                    estimate: s.summary.iqm,
+                    interval: s.iqm_ci,
                 })
                 .collect();
-            (!rows.is_empty()).then(|| IntervalPanel {
-                title: measure_label(measure).to_string(),
-                x_label: "interquartile mean".into(),
-                reference: None,
-                x_range: None,
-                rows,
-            })
-        })
-        .collect()
+            if !rows.is_empty() {
+                panels.push(IntervalPanel {
+                    title: panel_title(measure, stratum, &strata),
+                    x_label: "interquartile mean".into(),
+                    reference: None,
+                    x_range: None,
+                    rows,
+                });
+            }
+        }
+    }
+    panels
 }
 
 /// A forest figure: panels side by side in a grid, rows labelled on the left.
@@ -175,6 +181,25 @@ pub(super) struct IntervalFigure {
     pub(super) title: String,
     pub(super) panels: Vec<IntervalPanel>,
     pub(super) palette: Palette,
+}
+
+impl IntervalFigure {
+    /// Panel columns: one per stratum (a measure per row), at most 3; 2 with a single stratum.
+    fn columns(&self) -> usize {
+        let measures = PRIMARY_MEASURES
+            .iter()
+            .filter(|m| {
+                self.panels
+                    .iter()
+                    .any(|p| p.title.starts_with(measure_label(m)))
+            })
+            .count()
+            .max(1);
+        match self.panels.len() / measures {
+            0 | 1 => 2,
+            n => n.min(3),
+        }
+    }
 }
 
 /// Pixels per row and for a panel's caption and axis.
@@ -197,7 +222,7 @@ impl IntervalFigure {
 
 impl Figure for IntervalFigure {
     fn size(&self) -> (u32, u32) {
-        let (rows, cols) = grid(self.panels.len(), 2);
+        let (rows, cols) = grid(self.panels.len(), self.columns());
         let most_rows = self.panels.iter().map(|p| p.rows.len()).max().unwrap_or(1) as u32;
         (
             (self.label_width() + 380) * cols as u32,
@@ -209,7 +234,7 @@ impl Figure for IntervalFigure {
         let root = root
             .titled(&self.title, font(24.0))
             .map_err(drawing_error)?;
-        let areas = root.split_evenly(grid(self.panels.len(), 2));
+        let areas = root.split_evenly(grid(self.panels.len(), self.columns()));
         for (area, panel) in areas.iter().zip(&self.panels) {
             self.draw_panel(area, panel)?;
         }
@@ -244,11 +269,25 @@ impl IntervalFigure {
             .build_cartesian_2d(lo..hi, -1..n)
             .map_err(drawing_error)?;
         let y_format = |y: &i32| labels.get(*y as usize).cloned().unwrap_or_default();
+        // Short ticks: three decimals (scientific below 0.01), and no "-0" for a rounding of a
+        // tiny negative tick.
+        let x_format = |x: &f64| {
+            if x.abs() < 1e-12 {
+                return "0".to_string();
+            }
+            if x.abs() < 0.01 {
+                return format!("{x:.1e}");
+            }
+            let text = format!("{x:.3}");
+            text.trim_end_matches('0').trim_end_matches('.').to_string()
+        };
         chart
             .configure_mesh()
             .x_desc(&panel.x_label)
             .y_labels(n as usize + 2)
             .y_label_formatter(&y_format)
+            .x_label_formatter(&x_format)
+            .x_labels(6)
             .label_style(font(13.0))
             .axis_desc_style(font(14.0))
             .light_line_style(WHITE.mix(0.0))
@@ -339,52 +378,58 @@ mod tests {
     }
 
     #[test]
-    fn effect_rows_are_the_primary_differences_labelled_by_setting() {
+    fn effect_panels_are_one_per_measure_and_setting() {
         let panels = effect_panels(&two_settings());
-        // Only final accuracy is primary and present (dead_frac_final is exploratory).
-        assert_eq!(panels.len(), 1);
-        let p = &panels[0];
-        assert_eq!(p.title, "final test accuracy");
-        assert_eq!(p.reference, Some(0.0));
-        let labels: Vec<&str> = p.rows.iter().map(|r| r.label.as_str()).collect();
-        assert_eq!(labels, ["elu vs relu, lr 0.01", "elu vs relu, lr 0.1"]);
-        // Paired by seed: at lr 0.1 the differences are 0.1, 0.1, 0.1 (mean 0.1, a resample
-        // of equal values is that value); at lr 0.01 −0.05, −0.05, −0.05.
-        let row = |label: &str| p.rows.iter().find(|r| r.label == label).unwrap();
-        let high = row("elu vs relu, lr 0.1");
+        // Only final accuracy is primary and present (dead_frac_final is exploratory); one panel
+        // per setting, so that each has its own scale.
+        let titles: Vec<&str> = panels.iter().map(|p| p.title.as_str()).collect();
+        assert_eq!(
+            titles,
+            [
+                "final test accuracy, lr 0.01",
+                "final test accuracy, lr 0.1"
+            ]
+        );
+        assert!(panels.iter().all(|p| p.reference == Some(0.0)));
+        let row = |panel: usize| {
+            assert_eq!(panels[panel].rows.len(), 1);
+            &panels[panel].rows[0]
+        };
+        assert_eq!(
+            (row(0).label.as_str(), row(0).activation.as_str()),
+            ("elu vs relu", "elu")
+        );
+        // Paired by seed: at lr 0.1 the differences are 0.1, 0.1, 0.1 (mean 0.1, and every
+        // resample of equal values is that value); at lr 0.01 −0.05, −0.05, −0.05.
+        let high = row(1);
         assert!((high.estimate - 0.1).abs() < 1e-12);
         assert!((high.interval.0 - 0.1).abs() < 1e-12 && (high.interval.1 - 0.1).abs() < 1e-12);
-        assert!((row("elu vs relu, lr 0.01").estimate + 0.05).abs() < 1e-12);
-        assert_eq!(high.activation, "elu");
+        assert!((row(0).estimate + 0.05).abs() < 1e-12);
     }
 
     #[test]
     fn improvement_rows_are_probabilities_around_one_half() {
         let panels = improvement_panels(&two_settings());
-        let p = &panels[0];
-        assert_eq!((p.reference, p.x_range), (Some(0.5), Some((0.0, 1.0))));
+        assert!(panels
+            .iter()
+            .all(|p| (p.reference, p.x_range) == (Some(0.5), Some((0.0, 1.0)))));
         // At lr 0.1 every elu value exceeds every relu value: P(X > Y) = 1. At lr 0.01, elu
         // {0.85, 0.86, 0.9} against relu {0.9, 0.91, 0.95}: of the 9 pairs none has elu ahead
         // and one ties (0.9, 0.9), which counts ½: P = ½ / 9.
-        let value = |label: &str| p.rows.iter().find(|r| r.label == label).unwrap().estimate;
-        assert!((value("elu vs relu, lr 0.1") - 1.0).abs() < 1e-12);
-        assert!((value("elu vs relu, lr 0.01") - 0.5 / 9.0).abs() < 1e-12);
+        assert!((panels[1].rows[0].estimate - 1.0).abs() < 1e-12);
+        assert!((panels[0].rows[0].estimate - 0.5 / 9.0).abs() < 1e-12);
     }
 
     #[test]
     fn iqm_rows_are_one_per_condition() {
         let panels = iqm_panels(&two_settings());
-        let p = &panels[0];
-        assert_eq!(p.rows.len(), 4);
+        assert_eq!(panels.len(), 2);
+        assert_eq!(panels[1].title, "final test accuracy, lr 0.1");
+        let labels: Vec<&str> = panels[1].rows.iter().map(|r| r.label.as_str()).collect();
+        assert_eq!(labels, ["elu", "relu"]);
         // rliable's IQM is scipy.stats.trim_mean(x, 0.25), which cuts floor(0.25 · 3) = 0
         // values from each end of three: the mean, (0.8 + 0.82 + 0.81) / 3 = 0.81.
-        let relu = p.rows.iter().find(|r| r.label == "relu, lr 0.1").unwrap();
-        let expected = 0.81;
-        assert!(
-            (relu.estimate - expected).abs() < 1e-12,
-            "{}",
-            relu.estimate
-        );
+        assert!((panels[1].rows[1].estimate - 0.81).abs() < 1e-12);
     }
 
     #[test]
@@ -398,6 +443,6 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let paths = save(&figure, tmp.path(), "effects").unwrap();
         let svg = std::fs::read_to_string(&paths[0]).unwrap();
-        assert!(svg.contains("elu vs relu, lr 0.01") && svg.contains("elu vs relu, lr 0.1"));
+        assert!(svg.contains("final test accuracy, lr 0.01") && svg.contains("elu vs relu"));
     }
 }
