@@ -55,10 +55,32 @@ fn panel_title(measure: &str, stratum: (&str, &str), strata: &[(&str, &str)]) ->
     if strata.iter().any(|s| s.1 != setting) {
         title.push_str(&format!(", {setting}"));
     }
-    if strata.iter().any(|s| s.0 != dataset) {
+    if !dataset.is_empty() && strata.iter().any(|s| !s.0.is_empty() && s.0 != dataset) {
         title.push_str(&format!(" ({dataset})"));
     }
     title
+}
+
+/// The stratum a comparison is drawn in: its dataset and setting, or one stratum for all the
+/// named contrasts (each spans settings of its own choosing).
+fn stratum_of(c: &ComparisonRow) -> (&str, &str) {
+    if c.setting.starts_with(CONTRAST_PREFIX) {
+        ("", "named contrasts")
+    } else {
+        (c.dataset.as_str(), c.setting.as_str())
+    }
+}
+
+/// How the aggregate names a contrast's stratum (`contrast: <spec>`).
+const CONTRAST_PREFIX: &str = "contrast: ";
+
+/// A comparison's row label: "relu-softsign vs relu"; for a named contrast its spec, without the
+/// `activation=` keys that every side has.
+fn row_label(c: &ComparisonRow) -> String {
+    match c.setting.strip_prefix(CONTRAST_PREFIX) {
+        Some(spec) => spec.replace("activation=", ""),
+        None => format!("{} vs {}", c.activation, c.other),
+    }
 }
 
 /// Panels of the primary comparisons: one per primary measure (in [`PRIMARY_MEASURES`] order)
@@ -69,23 +91,17 @@ fn comparison_panels(
     value: impl Fn(&ComparisonRow) -> Option<(f64, (f64, f64))>,
 ) -> Vec<IntervalPanel> {
     let primary: Vec<&ComparisonRow> = agg.comparisons.iter().filter(|c| c.primary).collect();
-    let strata = strata(
-        primary
-            .iter()
-            .map(|c| (c.dataset.as_str(), c.setting.as_str())),
-    );
+    let strata = strata(primary.iter().map(|c| stratum_of(c)));
     let mut panels = Vec::new();
     for measure in PRIMARY_MEASURES {
         for &stratum in &strata {
             let rows: Vec<IntervalRow> = primary
                 .iter()
-                .filter(|c| {
-                    c.measure == *measure && (c.dataset.as_str(), c.setting.as_str()) == stratum
-                })
+                .filter(|c| c.measure == *measure && stratum_of(c) == stratum)
                 .filter_map(|c| {
                     let (estimate, interval) = value(c)?;
                     Some(IntervalRow {
-                        label: format!("{} vs {}", c.activation, c.other),
+                        label: row_label(c),
                         activation: c.activation.clone(),
                         estimate,
                         interval,
