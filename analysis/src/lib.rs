@@ -5,8 +5,8 @@
 //! `necrosis-records`, the crate that owns their format. The pipeline, one module per step:
 //!
 //! - [`load`]: find run directories, read manifests and parquet records into a [`RunSet`];
-//! - [`measures`]: SPEC §3 — dead, gradient-starved, dormant, time of death, revival, persistence,
-//!   survival, convergence speed;
+//! - [`measures`]: SPEC §3 — dead, gradient-starved, dormant, time of death, revival,
+//!   persistence, survival; [`convergence`]: convergence speed;
 //! - [`worst_case`]: diverged runs at their worst case (chance accuracy, never converged);
 //! - [`aggregate`]: SPEC §4 across seeds — summaries per (dataset, activation, lr) and comparisons
 //!   between activations, using [`stats`];
@@ -21,6 +21,7 @@
 pub mod aggregate;
 pub mod comparison;
 pub mod contrast;
+pub mod convergence;
 pub mod effect;
 pub mod figures;
 pub mod findings;

@@ -16,8 +16,8 @@
 use anyhow::Result;
 use polars::prelude::*;
 
+use crate::convergence::{convergence, EpochPoint};
 use crate::load::{add_factor_columns, DivergedRecord, RunSet};
-use crate::measures::{convergence, EpochPoint};
 
 /// One row per diverged run of `runs` that left its manifest: the run-level columns of
 /// [`RunSet::run_table`] (with `run` null: the run has no records in the analysis) and the
