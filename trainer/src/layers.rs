@@ -2,7 +2,6 @@
 //! bottom; [`crate::model::Model`] holds them in order. A new layer is one more type here, one
 //! more [`Layer`] variant, and one arm in `Model::new`.
 
-use anyhow::{Context, Result};
 use dfdx::prelude::*;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -171,17 +170,4 @@ impl Layer {
             _ => Vec::new(),
         }
     }
-}
-
-/// Checks that a layer can take `shape` and says which layer could not.
-pub fn conv_geometry(
-    name: &str,
-    shape: [usize; 3],
-    out: usize,
-    kernel: usize,
-    stride: usize,
-    padding: usize,
-) -> Result<ConvGeometry> {
-    ConvGeometry::new(shape, out, kernel, stride, padding)
-        .with_context(|| format!("layer {name} on input {shape:?}"))
 }

@@ -9,7 +9,8 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::activation::{Activation, CaptureRequest};
 use crate::arch::LayerSpec;
-use crate::layers::{conv_geometry, ActivationSite, Conv2d, Layer, Linear, Pool2d};
+use crate::layers::{ActivationSite, Conv2d, Layer, Linear, Pool2d};
+use crate::ops::conv::ConvGeometry;
 use crate::ops::linear::StepTape;
 use crate::ops::pool::{PoolGeometry, PoolKind};
 use crate::ops::{Activations, Tensor2};
@@ -83,7 +84,8 @@ impl Model {
                     stride,
                     padding,
                 } => {
-                    let geometry = conv_geometry(name, shape, *out, *kernel, *stride, *padding)?;
+                    let geometry = ConvGeometry::new(shape, *out, *kernel, *stride, *padding)
+                        .with_context(|| format!("layer {name} on input {shape:?}"))?;
                     shape = geometry.out_shape();
                     last_neuron_layer = Some((name.clone(), params, *out));
                     Layer::Conv(Conv2d::new(&dev, &mut rng, name, geometry, params > 0))

@@ -26,6 +26,7 @@ use necrosis_records::files::{now_rfc3339, write_probe_indices};
 use necrosis_records::{Manifest, RunStatus, FORMAT_VERSION};
 
 use super::*;
+use crate::arch::LayerSpec;
 
 /// The probe set: `probe_size` training indices drawn without replacement with the run's seed,
 /// sorted. Indices refer to the training split as stored, before shuffling or --train-limit
@@ -57,14 +58,7 @@ pub(super) fn fresh(
     activation: Activation,
     options: &RunOptions,
 ) -> Result<State> {
-    let architecture = arch::resolve(&config.arch, dataset.input_shape(), dataset.classes)?;
-    let model = Model::new(
-        &architecture,
-        dataset.input_shape(),
-        dataset.classes,
-        activation,
-        config.seed,
-    )?;
+    let (architecture, model) = build_model(config, dataset, activation)?;
     let optimizer = Optimizer::new(config.optimizer, model.params());
     write_probe_indices(run_dir, &probe_indices(config, dataset)?)?;
     let manifest = Manifest {
@@ -129,14 +123,7 @@ pub(super) fn restore(
     }
     let checkpoint = read_safetensors(&checkpoint_path(run_dir))?;
     let completed = checkpoint.number(metadata::EPOCH)? as usize;
-    let architecture = arch::resolve(&config.arch, dataset.input_shape(), dataset.classes)?;
-    let mut model = Model::new(
-        &architecture,
-        dataset.input_shape(),
-        dataset.classes,
-        activation,
-        config.seed,
-    )?;
+    let (_, mut model) = build_model(config, dataset, activation)?;
     let mut optimizer = Optimizer::new(config.optimizer, model.params());
     optimizer.step = checkpoint.number(metadata::STEP)? as u64;
     let in_checkpoint = || format!("reading {}", checkpoint.path.display());
@@ -247,4 +234,22 @@ pub(super) fn save_epoch(
     state.completed = epoch;
     state.manifest.epochs_completed = epoch;
     Ok(state.manifest.write(run_dir)?)
+}
+
+/// The run's resolved layers (what the manifest lists) and its network, initialised from its
+/// seed; a resume then loads the checkpoint into it.
+fn build_model(
+    config: &RunConfig,
+    dataset: &Dataset,
+    activation: Activation,
+) -> Result<(Vec<LayerSpec>, Model)> {
+    let architecture = arch::resolve(&config.arch, dataset.input_shape(), dataset.classes)?;
+    let model = Model::new(
+        &architecture,
+        dataset.input_shape(),
+        dataset.classes,
+        activation,
+        config.seed,
+    )?;
+    Ok((architecture, model))
 }

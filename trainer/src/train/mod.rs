@@ -173,24 +173,22 @@ pub fn run(
             images_per_sec: None,
             diverged: false,
         };
-        let (saved, save_seconds) = timed(|| {
-            finish_epoch(
-                run_dir,
-                &mut state,
-                summary,
-                &mut hooks,
-                &mut options,
-                started,
-            )
-        });
-        saved?;
-        (options.progress)(Progress::Phases(EpochPhases {
+        let phases = EpochPhases {
             epoch: 0,
             train_seconds: 0.0,
             eval_seconds,
             probe_seconds,
-            save_seconds,
-        }));
+            save_seconds: 0.0,
+        };
+        finish_epoch(
+            run_dir,
+            &mut state,
+            summary,
+            &mut hooks,
+            &mut options,
+            started,
+            phases,
+        )?;
     }
 
     for epoch in state.completed + 1..=config.epochs {
@@ -253,24 +251,22 @@ pub fn run(
             images_per_sec: Some(images_per_sec),
             diverged: false,
         };
-        let (saved, save_seconds) = timed(|| {
-            finish_epoch(
-                run_dir,
-                &mut state,
-                summary,
-                &mut hooks,
-                &mut options,
-                started,
-            )
-        });
-        saved?;
-        (options.progress)(Progress::Phases(EpochPhases {
+        let phases = EpochPhases {
             epoch,
             train_seconds,
             eval_seconds,
             probe_seconds,
-            save_seconds,
-        }));
+            save_seconds: 0.0,
+        };
+        finish_epoch(
+            run_dir,
+            &mut state,
+            summary,
+            &mut hooks,
+            &mut options,
+            started,
+            phases,
+        )?;
     }
     state.manifest.status = RunStatus::Complete;
     state.manifest.ended_at = Some(now_rfc3339());
@@ -279,7 +275,8 @@ pub fn run(
     Ok(RunOutcome::Complete { final_test_acc })
 }
 
-/// Ends an epoch: tells the hooks and the progress callback, keeps its rows, and saves it.
+/// Ends an epoch: tells the hooks and the progress callback, keeps its rows, and saves it; then
+/// reports the epoch's `phases`, whose `save_seconds` is the time this took.
 fn finish_epoch(
     run_dir: &Path,
     state: &mut State,
@@ -287,14 +284,23 @@ fn finish_epoch(
     hooks: &mut HookSet,
     options: &mut RunOptions,
     started: Instant,
+    phases: EpochPhases,
 ) -> Result<()> {
-    hooks.on_epoch_end(&summary);
-    (options.progress)(Progress::Epoch(&summary));
-    let epoch = summary.epoch as usize;
-    state.epochs.push(summary);
-    state.neurons.extend(hooks.take_neuron_rows());
-    let seconds = elapsed_now(state, started);
-    save_epoch(run_dir, state, epoch, seconds)
+    let (saved, save_seconds) = timed(|| {
+        hooks.on_epoch_end(&summary);
+        (options.progress)(Progress::Epoch(&summary));
+        let epoch = summary.epoch as usize;
+        state.epochs.push(summary);
+        state.neurons.extend(hooks.take_neuron_rows());
+        let seconds = elapsed_now(state, started);
+        save_epoch(run_dir, state, epoch, seconds)
+    });
+    saved?;
+    (options.progress)(Progress::Phases(EpochPhases {
+        save_seconds,
+        ..phases
+    }));
+    Ok(())
 }
 
 /// `work`'s result and the seconds it took.
