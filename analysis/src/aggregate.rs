@@ -201,6 +201,31 @@ fn string_column(df: &DataFrame, name: &str) -> Result<Vec<String>> {
         .collect())
 }
 
+/// `read` of the complete runs' table followed by `read` of the diverged runs' table; an empty
+/// table (no diverged run has no columns at all) adds nothing.
+fn stacked<T>(
+    per_run: &DataFrame,
+    diverged: &DataFrame,
+    read: impl Fn(&DataFrame) -> Result<Vec<T>>,
+) -> Result<Vec<T>> {
+    let mut values = read(per_run)?;
+    if diverged.height() > 0 {
+        values.extend(read(diverged)?);
+    }
+    Ok(values)
+}
+
+/// The `seed` column, a missing seed as u64::MAX.
+fn seed_column(df: &DataFrame) -> Result<Vec<u64>> {
+    Ok(df
+        .column("seed")?
+        .cast(&DataType::UInt64)?
+        .u64()?
+        .iter()
+        .map(|v| v.unwrap_or(u64::MAX))
+        .collect())
+}
+
 /// A column as f64 values, nulls as NaN.
 pub(crate) fn f64_column(df: &DataFrame, name: &str) -> Result<Vec<f64>> {
     Ok(df
@@ -224,19 +249,12 @@ pub fn aggregate(measures: &Measures, opts: &AggregateOptions) -> Result<Aggrega
             .push("no complete run: nothing to summarise".into());
         return Ok(out);
     }
-    let both = |name: &str| -> Result<Vec<String>> {
-        let mut v = string_column(per_run, name)?;
-        if diverged.height() > 0 {
-            v.extend(string_column(diverged, name)?);
-        }
-        Ok(v)
-    };
-    let datasets = both("dataset")?;
-    let activations = both("activation")?;
-    let settings = both("setting")?;
-    let is_diverged: Vec<bool> = (0..per_run.height() + diverged.height())
-        .map(|i| i >= per_run.height())
-        .collect();
+    // One row index over both tables: the complete runs' rows, then the diverged runs'.
+    let datasets = stacked(per_run, diverged, |df| string_column(df, "dataset"))?;
+    let activations = stacked(per_run, diverged, |df| string_column(df, "activation"))?;
+    let settings = stacked(per_run, diverged, |df| string_column(df, "setting"))?;
+    let seeds = stacked(per_run, diverged, seed_column)?;
+    let is_diverged = |row: usize| row >= per_run.height();
     let mut cells: BTreeMap<CellKey, Vec<usize>> = BTreeMap::new();
     for i in 0..datasets.len() {
         cells
@@ -254,30 +272,16 @@ pub fn aggregate(measures: &Measures, opts: &AggregateOptions) -> Result<Aggrega
         if per_run.column(m.column).is_err() {
             continue;
         }
-        let mut values = f64_column(per_run, m.column)?;
-        // A measure without a worst case is undefined (NaN) for a diverged run.
-        values.extend(match diverged.column(m.column) {
-            Ok(_) => f64_column(diverged, m.column)?,
-            Err(_) => vec![f64::NAN; diverged.height()],
-        });
+        let values = stacked(per_run, diverged, |df| match df.column(m.column) {
+            Ok(_) => f64_column(df, m.column),
+            // A measure without a worst case is undefined (NaN) for a diverged run.
+            Err(_) => Ok(vec![f64::NAN; df.height()]),
+        })?;
         if values.iter().all(|v| v.is_nan()) {
             // e.g. epochs_to_target without an absolute target: not a measure of this analysis.
             continue;
         }
         values_of.insert(m.column, values);
-    }
-    let seed_column = |df: &DataFrame| -> Result<Vec<u64>> {
-        Ok(df
-            .column("seed")?
-            .cast(&DataType::UInt64)?
-            .u64()?
-            .iter()
-            .map(|v| v.unwrap_or(u64::MAX))
-            .collect())
-    };
-    let mut seeds = seed_column(per_run)?;
-    if diverged.height() > 0 {
-        seeds.extend(seed_column(diverged)?);
     }
     let sample = |rows: &[usize], values: &[f64]| -> Vec<f64> {
         rows.iter()
@@ -314,7 +318,7 @@ pub fn aggregate(measures: &Measures, opts: &AggregateOptions) -> Result<Aggrega
                 undefined: rows.len() - x.len(),
                 worst_case: rows
                     .iter()
-                    .filter(|&&i| is_diverged[i] && !values[i].is_nan())
+                    .filter(|&&i| is_diverged(i) && !values[i].is_nan())
                     .count(),
                 never: x.iter().filter(|v| **v == f64::INFINITY).count(),
                 summary: stats::summarize(&x, opts.seed),

@@ -16,10 +16,10 @@ use crate::figures::{
     draw_report_figures, plot_activation_functions, ActivationCurve, FigureContext, FigureFile,
     Palette,
 };
-use crate::findings::{analyse, Findings};
+use crate::findings::analyse;
 use crate::load::RunSet;
 use crate::measures::{MeasureOptions, Measures};
-use crate::outcomes::{outcomes_csv, OutcomeView, COLLAPSE_FACTOR};
+use crate::outcomes::outcomes_csv;
 use crate::report_tables::write_tables;
 use crate::report_view::ReportContext;
 use crate::write_atomic;
@@ -105,11 +105,7 @@ pub fn write_report(runs: &RunSet, opts: &AnalyzeOptions, out: &Path) -> Result<
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
     let measure_opts = opts.measure_options();
-    let Findings {
-        measures,
-        aggregate: agg,
-        outcomes: outcome_rows,
-    } = analyse(runs, opts)?;
+    let findings = analyse(runs, opts)?;
 
     let palette = Palette::new(
         runs.runs
@@ -131,21 +127,19 @@ pub fn write_report(runs: &RunSet, opts: &AnalyzeOptions, out: &Path) -> Result<
     }
     figures.extend(draw_report_figures(&FigureContext {
         runs,
-        measures: &measures,
-        aggregate: &agg,
+        measures: &findings.measures,
+        aggregate: &findings.aggregate,
         options: &measure_opts,
         palette,
         out_dir: figures_dir.clone(),
     })?);
 
-    let mut tables = write_tables(&measures, &agg, opts, &tables_dir)?;
+    let mut tables = write_tables(&findings.measures, &findings.aggregate, opts, &tables_dir)?;
     // Divergence and collapse per condition: outcomes, not runs left out.
     let outcomes_path = tables_dir.join("outcomes.csv");
-    write_atomic(&outcomes_path, outcomes_csv(&outcome_rows).as_bytes())?;
+    write_atomic(&outcomes_path, outcomes_csv(&findings.outcomes).as_bytes())?;
     tables.push(outcomes_path);
-    let mut context = ReportContext::new(runs, &measures, &agg, opts, &figures)?;
-    context.outcomes = outcome_rows.iter().map(OutcomeView::from).collect();
-    context.collapse_factor = COLLAPSE_FACTOR;
+    let context = ReportContext::new(runs, &findings, opts, &figures)?;
 
     let mut env = Environment::new();
     env.add_template("index.html", HTML_TEMPLATE)?;
@@ -169,8 +163,8 @@ pub fn write_report(runs: &RunSet, opts: &AnalyzeOptions, out: &Path) -> Result<
         runs_used: runs.runs.len(),
         diverged: runs.diverged.len(),
         skipped: runs.skipped.len(),
-        measures,
-        aggregate: agg,
+        measures: findings.measures,
+        aggregate: findings.aggregate,
     })
 }
 

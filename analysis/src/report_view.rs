@@ -8,9 +8,10 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::aggregate::{measure_label, Aggregate, GroupSummary};
-use crate::figures::FigureFile;
+use crate::figures::{FigureFile, VERDICT_FIGURES};
+use crate::findings::Findings;
 use crate::load::{ExcludedRun, RunSet};
-use crate::measures::{Measures, DORMANT_TAUS};
+use crate::measures::DORMANT_TAUS;
 use crate::outcomes::{OutcomeView, COLLAPSE_FACTOR};
 use crate::report::AnalyzeOptions;
 
@@ -289,9 +290,6 @@ impl From<&FigureFile> for FigureView {
     }
 }
 
-/// The figures shown with the verdict, at the top of the report, rather than among the others.
-const VERDICT_FIGURES: [&str; 3] = ["verdict_effects", "probability_of_improvement", "iqm"];
-
 #[derive(Serialize)]
 struct Definition {
     term: String,
@@ -318,18 +316,18 @@ pub(crate) struct ReportContext {
     diverged: Vec<ExcludedView>,
     skipped: Vec<ExcludedView>,
     diverged_by_activation: Vec<String>,
-    pub(crate) outcomes: Vec<OutcomeView>,
-    pub(crate) collapse_factor: f64,
+    outcomes: Vec<OutcomeView>,
+    collapse_factor: f64,
 }
 
 impl ReportContext {
     pub(crate) fn new(
         runs: &RunSet,
-        measures: &Measures,
-        agg: &Aggregate,
+        findings: &Findings,
         opts: &AnalyzeOptions,
         figures: &[FigureFile],
     ) -> Result<ReportContext> {
+        let (measures, agg) = (&findings.measures, &findings.aggregate);
         let keys = key_measures(opts);
         let comparisons = agg
             .comparisons
@@ -448,7 +446,7 @@ impl ReportContext {
                 .into_iter()
                 .map(|(a, n)| format!("{a}: {n}"))
                 .collect(),
-            outcomes: Vec::new(),
+            outcomes: findings.outcomes.iter().map(OutcomeView::from).collect(),
             collapse_factor: COLLAPSE_FACTOR,
         })
     }

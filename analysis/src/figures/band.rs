@@ -248,24 +248,7 @@ pub(super) fn band_stats(
 
 // (f) learning curves
 pub(super) fn learning_curves(ctx: &FigureContext, dataset: &str) -> Result<FigureFile> {
-    let epochs = || {
-        ctx.runs
-            .epochs
-            .clone()
-            .lazy()
-            .join(
-                ctx.runs.run_table().lazy().select([
-                    col("run"),
-                    col("activation"),
-                    col("dataset"),
-                    col("setting"),
-                ]),
-                [col("run")],
-                [col("run")],
-                JoinArgs::new(JoinType::Inner),
-            )
-            .filter(col("dataset").eq(lit(dataset.to_string())))
-    };
+    let epochs = || ctx.of_dataset(&ctx.runs.epochs, dataset);
     // On a log axis: a run whose loss explodes (1e15 before it is declared collapsed) would
     // flatten every other curve on a linear one.
     let loss = band_stats(

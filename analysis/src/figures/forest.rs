@@ -26,6 +26,8 @@ pub struct IntervalRow {
 /// One panel: a measure's rows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IntervalPanel {
+    /// The measure's column (one of [`PRIMARY_MEASURES`]).
+    pub measure: &'static str,
     pub title: String,
     pub x_label: String,
     /// Where "no effect" is drawn.
@@ -113,6 +115,7 @@ fn comparison_panels(
             }
             let (x_label, reference, x_range) = panel();
             panels.push(IntervalPanel {
+                measure,
                 title: panel_title(measure, stratum, &strata),
                 x_label,
                 reference,
@@ -180,6 +183,7 @@ pub fn iqm_panels(agg: &Aggregate) -> Vec<IntervalPanel> {
                 .collect();
             if !rows.is_empty() {
                 panels.push(IntervalPanel {
+                    measure,
                     title: panel_title(measure, stratum, &strata),
                     x_label: "interquartile mean".into(),
                     reference: None,
@@ -202,15 +206,10 @@ pub(super) struct IntervalFigure {
 impl IntervalFigure {
     /// Panel columns: one per stratum (a measure per row), at most 3; 2 with a single stratum.
     fn columns(&self) -> usize {
-        let measures = PRIMARY_MEASURES
-            .iter()
-            .filter(|m| {
-                self.panels
-                    .iter()
-                    .any(|p| p.title.starts_with(measure_label(m)))
-            })
-            .count()
-            .max(1);
+        // Panels come measure by measure, so equal measures are neighbours.
+        let mut measures: Vec<&str> = self.panels.iter().map(|p| p.measure).collect();
+        measures.dedup();
+        let measures = measures.len().max(1);
         match self.panels.len() / measures {
             0 | 1 => 2,
             n => n.min(3),

@@ -317,8 +317,13 @@ impl FigureContext<'_> {
 
     /// `layer_epoch` with the run-level columns, for one dataset.
     fn layer_epoch(&self, dataset: &str) -> LazyFrame {
-        self.measures
-            .layer_epoch
+        self.of_dataset(&self.measures.layer_epoch, dataset)
+    }
+
+    /// The rows of `frame` (keyed by `run`) that belong to `dataset`'s runs, with their
+    /// `activation` and `setting`.
+    fn of_dataset(&self, frame: &DataFrame, dataset: &str) -> LazyFrame {
+        frame
             .clone()
             .lazy()
             .join(
@@ -445,24 +450,27 @@ pub fn draw_report_figures(ctx: &FigureContext) -> Result<Vec<FigureFile>> {
     Ok(files)
 }
 
+/// The stems of the figures shown with the verdict (the report puts them at its top).
+pub const VERDICT_FIGURES: [&str; 3] = ["verdict_effects", "probability_of_improvement", "iqm"];
+
 /// The verdict's forest figures and rliable's aggregates, over every dataset and setting.
 fn verdict_figures(ctx: &FigureContext) -> Result<Vec<FigureFile>> {
     let agg = ctx.aggregate;
     let figures = [
         (
-            "verdict_effects",
+            VERDICT_FIGURES[0],
             "Verdict: effects on the primary measures",
             "Each condition against the baseline in its setting (and each named contrast): the difference of a primary measure (first − second, in the measure's units) with its 95 % bootstrap interval, paired by seed where both ran the same seeds. Line at 0: no difference. Diverged runs count at their worst case (accuracy at chance, target never reached).",
             effect_panels(agg),
         ),
         (
-            "probability_of_improvement",
+            VERDICT_FIGURES[1],
             "Probability of improvement P(first > second)",
             "rliable's probability of improvement: the chance that a run of the first condition has a larger value than a run of the second, with its 95 % stratified bootstrap interval. Line at ½: neither tends to be larger. For epochs to a target and the dead fraction, larger is worse.",
             improvement_panels(agg),
         ),
         (
-            "iqm",
+            VERDICT_FIGURES[2],
             "Interquartile mean of each condition",
             "rliable's interquartile mean (the mean of the middle half of the runs; with fewer than four runs, the mean) of each primary measure per condition, with its 95 % bootstrap interval. Conditions whose sample holds ∞ (a target never reached) are marked, not drawn.",
             iqm_panels(agg),
