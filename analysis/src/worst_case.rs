@@ -82,7 +82,7 @@ fn worst_case(run: &DivergedRecord, target_acc: Option<f64>) -> WorstCase {
     let recorded_through = m.epochs_completed as u32;
     let planned = (m.config.epochs as u32).max(recorded_through);
     // The recorded epochs, then chance for every epoch the run did not reach.
-    let recorded = run.test_acc.iter().map(|&(epoch, acc)| (epoch, acc));
+    let recorded = run.test_acc.iter().copied();
     let after = (recorded_through + 1..=planned).map(|epoch| (epoch, chance));
     let points: Vec<EpochPoint> = recorded
         .chain(after)
@@ -98,11 +98,8 @@ fn worst_case(run: &DivergedRecord, target_acc: Option<f64>) -> WorstCase {
     let curve = convergence(&points, None);
     WorstCase {
         final_acc: chance,
-        best_acc: if curve.best_acc.is_finite() {
-            curve.best_acc.max(chance)
-        } else {
-            chance
-        },
+        // f64::max ignores NaN and −∞ (no trained epoch): chance at the least.
+        best_acc: curve.best_acc.max(chance),
         to_target: if target_acc.is_some() {
             f64::INFINITY
         } else {
