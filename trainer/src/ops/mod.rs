@@ -5,6 +5,7 @@
 //! the per-sample shape `[channels, height, width]` carried beside it in [`Activations`]: flatten
 //! is then free, and dense layers use dfdx's matmul directly.
 
+pub mod batch_norm;
 pub mod conv;
 pub mod linear;
 pub mod pool;
