@@ -7,6 +7,7 @@
 
 pub mod batch_norm;
 pub mod conv;
+pub mod dropout;
 pub mod linear;
 pub mod pool;
 pub mod tape_op;
