@@ -5,6 +5,7 @@
 //! to compile rather than at run time:
 //! - [`config`]: a run's configuration (`manifest.json`'s `"config"`), with its run-id;
 //! - [`architecture`]: the layers and activation sites a manifest lists;
+//! - [`init`]: the weight-initialisation scheme and bias rule of a run's conv and fc layers;
 //! - [`grid`]: a sweep's grid, in which every setting may be a list, and its expansion;
 //! - [`manifest`]: `manifest.json`, its status and format version;
 //! - [`tables`]: `epochs.parquet` and `neurons.parquet`, declared once as row types and columns;
@@ -20,6 +21,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod files;
 pub mod grid;
+pub mod init;
 pub mod manifest;
 pub mod tables;
 

@@ -9,6 +9,7 @@ pub mod activation;
 pub mod arch;
 pub mod data;
 pub mod hooks;
+pub mod init;
 pub mod layers;
 pub mod model;
 pub mod ops;
