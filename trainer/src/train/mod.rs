@@ -24,6 +24,8 @@ use necrosis_records::files::{now_rfc3339, remove_stale_temporaries};
 use necrosis_records::manifest::RunIdentity;
 use necrosis_records::{Manifest, RunStatus};
 
+#[cfg(test)]
+mod born_dead_tests;
 mod checkpoint;
 mod step;
 #[cfg(test)]
