@@ -102,7 +102,22 @@ fn training_flops_per_image(layers: &[LayerSpec], input: [usize; 3]) -> f64 {
                 (c, h, w) = (*out, 1, 1);
                 first = false;
             }
-            LayerSpec::Act { .. } | LayerSpec::Flatten => {}
+            LayerSpec::Gap => (h, w) = (1, 1),
+            LayerSpec::Res { out, stride, .. } => {
+                let (h_out, w_out) = ((h - 1) / stride + 1, (w - 1) / stride + 1);
+                let positions = (h_out * w_out) as f64;
+                let mut macs = positions * (out * c * 9 + out * out * 9) as f64;
+                if *stride != 1 || *out != c {
+                    macs += positions * (out * c) as f64;
+                }
+                flops += 2.0 * macs * 3.0;
+                (c, h, w) = (*out, h_out, w_out);
+                first = false;
+            }
+            LayerSpec::Act { .. }
+            | LayerSpec::Flatten
+            | LayerSpec::Bn { .. }
+            | LayerSpec::Dropout { .. } => {}
         }
     }
     flops
@@ -166,6 +181,7 @@ fn interleaved_steps(
         for which in order {
             let (model, optimizer, hooks) = &mut copies[which];
             let ctx = StepContext {
+                seed: 0,
                 epoch: 1,
                 step: optimizer.step,
                 batch_size: batch,

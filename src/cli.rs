@@ -116,10 +116,29 @@ pub struct RunArgs {
     /// constant, cosine, or step:EVERY:GAMMA.
     #[arg(long, value_delimiter = ',', default_value = "constant")]
     pub schedule: Vec<String>,
-    /// lenet, cifar, or a spec like conv:32:3,act,pool:2,fc:128,act,fc:10; repeat the flag for
-    /// several (a spec holds commas).
+    /// lenet, cifar, cifar-bn, resnet20, or a spec like conv:32:3,act,pool:2,fc:128,act,fc:10
+    /// (tokens: conv, act, pool, maxpool, avgpool, flatten, fc, bn, dropout:P, gap,
+    /// res:OUT[:STRIDE]; see docs/records.md); repeat the flag for several (a spec holds commas).
     #[arg(long, default_value = "lenet")]
     pub arch: Vec<String>,
+    /// Weight initialisation: he-uniform, he-normal, xavier-uniform, xavier-normal,
+    /// lecun-normal, orthogonal, pytorch, rai (see docs/records.md).
+    #[arg(long, value_delimiter = ',', default_value = "he-uniform")]
+    pub init: Vec<String>,
+    /// Bias initialisation: zero, a constant such as 0.01, or pytorch (U(±1/√fan_in)).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "zero",
+        allow_negative_numbers = true
+    )]
+    pub bias_init: Vec<String>,
+    /// Another initialisation for the output layer (the last fc); `same`: as --init.
+    #[arg(long, value_delimiter = ',', default_value = "same")]
+    pub output_init: Vec<String>,
+    /// Training augmentation: none, flip, crop:P (random crop with padding P), crop:P+flip.
+    #[arg(long, value_delimiter = ',', default_value = "none")]
+    pub augment: Vec<String>,
     /// Probe samples (default 2048, or the whole training split if smaller).
     #[arg(long, value_delimiter = ',')]
     pub probe_size: Vec<usize>,
@@ -150,6 +169,9 @@ pub struct RunArgs {
     /// synthetic: training samples.
     #[arg(long)]
     pub synthetic_samples: Option<usize>,
+    /// synthetic: colour channels (default 1; 3 for colour images).
+    #[arg(long)]
+    pub synthetic_channels: Option<usize>,
     /// Where the sweep's report goes (default: reports/<name>).
     #[arg(long)]
     pub report_dir: Option<PathBuf>,
@@ -196,6 +218,18 @@ pub struct AnalyzeArgs {
     /// `activation=relu,optimizer=adam vs activation=relu-softsign,optimizer=sgd`; repeatable.
     #[arg(long)]
     pub contrast: Vec<String>,
+}
+
+/// Each text parsed as a setting's value; an error names the flag.
+fn parse_each<T>(texts: &[String], flag: &str) -> Result<Vec<T>>
+where
+    T: std::str::FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    texts
+        .iter()
+        .map(|t| t.parse::<T>().with_context(|| flag.to_string()))
+        .collect()
 }
 
 impl RunArgs {
@@ -292,6 +326,7 @@ impl RunArgs {
                 image_size: self.image_size,
                 grayscale: self.grayscale,
                 synthetic_samples: self.synthetic_samples,
+                synthetic_channels: self.synthetic_channels,
             }],
             activation: self.activations.clone(),
             lr: self.lr.clone(),
@@ -305,6 +340,17 @@ impl RunArgs {
             schedule,
             probe_size: optional(&self.probe_size),
             train_limit: optional(&self.train_limit),
+            init: parse_each(&self.init, "--init")?,
+            bias_init: parse_each(&self.bias_init, "--bias-init")?,
+            output_init: self
+                .output_init
+                .iter()
+                .map(|s| match s.as_str() {
+                    "same" => Ok(None),
+                    other => other.parse().map(Some).context("--output-init"),
+                })
+                .collect::<Result<Vec<_>>>()?,
+            augment: parse_each(&self.augment, "--augment")?,
             exclude,
         };
         grid.check_rules()?;

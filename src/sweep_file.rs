@@ -81,6 +81,7 @@ pub struct DatasetEntry {
     #[serde(default)]
     pub grayscale: bool,
     pub synthetic_samples: Option<usize>,
+    pub synthetic_channels: Option<usize>,
 }
 
 /// The file's contents; every key but `datasets` and `activations` has the flag's default.
@@ -103,6 +104,10 @@ pub struct SweepFile {
     pub arch: Option<OneOrMany<String>>,
     pub probe_size: Option<OneOrMany<usize>>,
     pub train_limit: Option<OneOrMany<usize>>,
+    pub init: Option<OneOrMany<String>>,
+    pub bias_init: Option<OneOrMany<String>>,
+    pub output_init: Option<OneOrMany<String>>,
+    pub augment: Option<OneOrMany<String>>,
     #[serde(default)]
     pub exclude: Vec<BTreeMap<String, OneOrMany<RuleValue>>>,
     /// Named contrasts for the report, as `--contrast` takes them.
@@ -146,6 +151,10 @@ impl SweepFile {
         take!(arch);
         take!(probe_size);
         take!(train_limit);
+        take!(init);
+        take!(bias_init);
+        take!(output_init);
+        take!(augment);
         if let Some(seeds) = self.seeds {
             args.seeds = seeds;
         }
@@ -173,6 +182,7 @@ impl SweepFile {
                     image_size: d.image_size,
                     grayscale: d.grayscale,
                     synthetic_samples: d.synthetic_samples,
+                    synthetic_channels: d.synthetic_channels,
                 })
             })
             .collect::<Result<Vec<_>>>()?;

@@ -8,6 +8,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::augment::Augment;
+use crate::init::{BiasInit, InitScheme};
+
 /// A setting that cannot make a run: the setting's manifest key and what is wrong. Callers that
 /// took the setting from a flag name the flag instead (`--batch-size` for `batch_size`).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -346,6 +349,20 @@ pub struct RunConfig {
     pub epochs: usize,
     /// Probe samples; `None` = [`DEFAULT_PROBE_SIZE`] or the whole training split if smaller.
     pub probe_size: Option<usize>,
+    /// How conv and dense weights are drawn (he-uniform unless set). The settings below were
+    /// added after format 2's first runs: each is left out of the JSON at its default, so those
+    /// runs keep their identity.
+    #[serde(default, skip_serializing_if = "InitScheme::is_default")]
+    pub init: InitScheme,
+    /// How conv and dense biases are set (zero unless set; `rai` draws its own).
+    #[serde(default, skip_serializing_if = "BiasInit::is_default")]
+    pub bias_init: BiasInit,
+    /// Another scheme for the output layer (the last `fc`); `None`: as `init`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_init: Option<InitScheme>,
+    /// Training-time augmentation (random crop, horizontal flip); none unless set.
+    #[serde(default, skip_serializing_if = "Augment::is_none")]
+    pub augment: Augment,
 }
 
 /// The probe size used when none is asked for.
@@ -367,6 +384,10 @@ impl RunConfig {
             batch_size: 64,
             epochs: 10,
             probe_size: None,
+            init: InitScheme::default(),
+            bias_init: BiasInit::default(),
+            output_init: None,
+            augment: Augment::default(),
         }
     }
 
@@ -389,6 +410,15 @@ impl RunConfig {
         }
         if self.train_limit == Some(0) {
             return Err(invalid("train_limit", "must be at least 1"));
+        }
+        if self.init == InitScheme::Rai && !self.bias_init.is_default() {
+            return Err(invalid(
+                "bias_init",
+                format!(
+                    "'{}' cannot be used with init 'rai', which draws its own biases",
+                    self.bias_init
+                ),
+            ));
         }
         self.optimizer.validate()
     }
@@ -498,6 +528,33 @@ mod tests {
     }
 
     const IDENTITY_OF_CANONICAL: &str = "d63ae082";
+
+    #[test]
+    fn later_settings_enter_the_identity_only_when_set() {
+        let config = RunConfig::new(DatasetSpec::new(DatasetKind::Mnist), "relu-softsign");
+        let canonical = config.canonical("abc123");
+        for key in ["init", "bias_init", "output_init", "augment", "synthetic_channels"] {
+            assert!(!canonical.contains(key), "{key} at its default: {canonical}");
+        }
+        let mut changed = config.clone();
+        changed.init = InitScheme::XavierNormal;
+        changed.bias_init = "0.01".parse().unwrap();
+        changed.augment = "crop:4+flip".parse().unwrap();
+        let text = changed.canonical("abc123");
+        assert!(
+            text.contains(r#""init":"xavier-normal""#)
+                && text.contains(r#""bias_init":"0.01""#)
+                && text.contains(r#""augment":"crop:4+flip""#),
+            "{text}"
+        );
+        assert_ne!(changed.identity("abc123"), config.identity("abc123"));
+        // A manifest written before these settings existed reads back with their defaults.
+        let old: RunConfig = serde_json::from_str(&canonical).unwrap();
+        assert_eq!((old.init, old.augment), (InitScheme::HeUniform, Augment::default()));
+        changed.bias_init = BiasInit::Pytorch;
+        changed.init = InitScheme::Rai;
+        assert_eq!(changed.validate().unwrap_err().key, "bias_init");
+    }
 
     #[test]
     fn run_directory_names_show_the_varying_settings() {

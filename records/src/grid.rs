@@ -10,7 +10,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::augment::Augment;
 use crate::config::{DatasetSpec, InvalidConfig, OptimizerConfig, RunConfig, Schedule};
+use crate::init::{BiasInit, InitScheme};
 use crate::files::write_atomic;
 use crate::{Problem, RecordError, Result};
 
@@ -86,8 +88,24 @@ pub struct SweepGrid {
     pub probe_size: Vec<Option<usize>>,
     /// `None`: the whole training split.
     pub train_limit: Vec<Option<usize>>,
+    /// The lists below came after the first sweeps: a sweep.json without them holds their
+    /// defaults.
+    #[serde(default = "one_default")]
+    pub init: Vec<InitScheme>,
+    #[serde(default = "one_default")]
+    pub bias_init: Vec<BiasInit>,
+    /// `None`: the output layer as every other.
+    #[serde(default = "one_default")]
+    pub output_init: Vec<Option<InitScheme>>,
+    #[serde(default = "one_default")]
+    pub augment: Vec<Augment>,
     #[serde(default)]
     pub exclude: Vec<ExcludeRule>,
+}
+
+/// A list holding only the setting's default.
+fn one_default<T: Default>() -> Vec<T> {
+    vec![T::default()]
 }
 
 /// What a grid expands to: its runs and the settings that vary among them.
@@ -100,19 +118,24 @@ pub struct Expansion {
 }
 
 /// Every setting of a run, in the order run ids and tables show them.
-pub const FACTOR_KEYS: [&str; 16] = [
+pub const FACTOR_KEYS: [&str; 21] = [
     "dataset",
     "image_size",
     "grayscale",
     "synthetic_samples",
+    "synthetic_channels",
     "activation",
     "arch",
+    "init",
+    "bias_init",
+    "output_init",
     "optimizer",
     "momentum",
     "weight_decay",
     "batch_size",
     "epochs",
     "schedule",
+    "augment",
     "probe_size",
     "train_limit",
     "lr",
@@ -137,8 +160,20 @@ impl RunConfig {
             d.synthetic_samples
                 .map_or("default".into(), |v| v.to_string()),
         );
+        values.insert(
+            "synthetic_channels",
+            d.synthetic_channels
+                .map_or("default".into(), |v| v.to_string()),
+        );
         values.insert("activation", self.activation.clone());
         values.insert("arch", self.arch.clone());
+        values.insert("init", self.init.to_string());
+        values.insert("bias_init", self.bias_init.to_string());
+        values.insert(
+            "output_init",
+            self.output_init.map_or("same".into(), |s| s.to_string()),
+        );
+        values.insert("augment", self.augment.to_string());
         values.insert("optimizer", self.optimizer.name().to_string());
         match self.optimizer {
             OptimizerConfig::Sgd {
@@ -174,6 +209,10 @@ fn name_part(key: &str, value: &str) -> String {
     let prefix = match key {
         "image_size" => "px",
         "synthetic_samples" => "ns",
+        "synthetic_channels" => "ch",
+        "bias_init" => "b",
+        "output_init" => "out",
+        "augment" => "aug",
         "momentum" => "m",
         "weight_decay" => "wd",
         "batch_size" => "bs",
@@ -250,6 +289,10 @@ impl SweepGrid {
             schedule: vec![config.schedule],
             probe_size: vec![config.probe_size],
             train_limit: vec![config.train_limit],
+            init: vec![config.init],
+            bias_init: vec![config.bias_init],
+            output_init: vec![config.output_init],
+            augment: vec![config.augment],
             exclude: Vec::new(),
         }
     }
@@ -258,7 +301,7 @@ impl SweepGrid {
     /// without excluded combinations and without duplicates (which arise when an option does
     /// not apply, such as a momentum list crossed with Adam). Each run is validated.
     pub fn expand(&self) -> Result<Expansion, InvalidConfig> {
-        let lists: [(&'static str, usize); 13] = [
+        let lists: [(&'static str, usize); 17] = [
             ("datasets", self.datasets.len()),
             ("activation", self.activation.len()),
             ("lr", self.lr.len()),
@@ -272,6 +315,10 @@ impl SweepGrid {
             ("schedule", self.schedule.len()),
             ("probe_size", self.probe_size.len()),
             ("train_limit", self.train_limit.len()),
+            ("init", self.init.len()),
+            ("bias_init", self.bias_init.len()),
+            ("output_init", self.output_init.len()),
+            ("augment", self.augment.len()),
         ];
         if let Some((key, _)) = lists.iter().find(|(_, n)| *n == 0) {
             return Err(InvalidConfig {
@@ -284,12 +331,16 @@ impl SweepGrid {
             self.datasets.len(),
             self.activation.len(),
             self.arch.len(),
+            self.init.len(),
+            self.bias_init.len(),
+            self.output_init.len(),
             self.optimizer.len(),
             self.momentum.len(),
             self.weight_decay.len(),
             self.batch_size.len(),
             self.epochs.len(),
             self.schedule.len(),
+            self.augment.len(),
             self.probe_size.len(),
             self.train_limit.len(),
             self.lr.len(),
@@ -299,16 +350,16 @@ impl SweepGrid {
         let mut runs: Vec<RunConfig> = Vec::new();
         let mut seen = BTreeSet::new();
         for n in 0..total {
-            let mut at = [0usize; 13];
+            let mut at = [0usize; 17];
             let mut rest = n;
             for k in (0..sizes.len()).rev() {
                 at[k] = rest % sizes[k];
                 rest /= sizes[k];
             }
-            let weight_decay = self.weight_decay[at[5]];
-            let optimizer = match self.optimizer[at[3]] {
+            let weight_decay = self.weight_decay[at[8]];
+            let optimizer = match self.optimizer[at[6]] {
                 OptimizerKind::Sgd => OptimizerConfig::Sgd {
-                    momentum: self.momentum[at[4]],
+                    momentum: self.momentum[at[7]],
                     weight_decay,
                 },
                 OptimizerKind::Adam => OptimizerConfig::adam().with_weight_decay(weight_decay),
@@ -317,14 +368,18 @@ impl SweepGrid {
                 dataset: self.datasets[at[0]].clone(),
                 activation: self.activation[at[1]].clone(),
                 arch: self.arch[at[2]].clone(),
+                init: self.init[at[3]],
+                bias_init: self.bias_init[at[4]],
+                output_init: self.output_init[at[5]],
                 optimizer,
-                batch_size: self.batch_size[at[6]],
-                epochs: self.epochs[at[7]],
-                schedule: self.schedule[at[8]],
-                probe_size: self.probe_size[at[9]],
-                train_limit: self.train_limit[at[10]],
-                lr: self.lr[at[11]],
-                seed: self.seed[at[12]],
+                batch_size: self.batch_size[at[9]],
+                epochs: self.epochs[at[10]],
+                schedule: self.schedule[at[11]],
+                augment: self.augment[at[12]],
+                probe_size: self.probe_size[at[13]],
+                train_limit: self.train_limit[at[14]],
+                lr: self.lr[at[15]],
+                seed: self.seed[at[16]],
             };
             if self.excludes(&run.factor_values()) {
                 continue;

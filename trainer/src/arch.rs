@@ -1,5 +1,5 @@
-//! Architectures chosen at run time: the presets `lenet` and `cifar`, and custom specs such as
-//! `conv:32:3,act,pool:2,conv:64:3,act,pool:2,fc:128,act,fc:10`.
+//! Architectures chosen at run time: the presets `lenet`, `cifar`, `cifar-bn` and `resnet20`, and
+//! custom specs such as `conv:32:3,act,pool:2,conv:64:3,act,pool:2,fc:128,act,fc:10`.
 //!
 //! The resolved list of layers is what manifest.json stores under `"architecture"`, so anyone can
 //! rebuild the network from model.safetensors alone.
@@ -10,13 +10,17 @@ use necrosis_records::config::InvalidConfig;
 pub use necrosis_records::architecture::LayerSpec;
 
 /// The names the `arch` setting accepts besides a custom spec.
-pub const PRESETS: [&str; 2] = ["lenet", "cifar"];
+pub const PRESETS: [&str; 4] = ["lenet", "cifar", "cifar-bn", "resnet20"];
 
 /// Resolves the `arch` setting (a preset name or a custom spec) for an input `[c, h, w]` and `classes`.
 ///
 /// Presets: `lenet` = conv 32 k3 → act → maxpool 2 → conv 64 k3 → act → maxpool 2 → fc 128 → act
 /// → fc classes, with padding 1 when the input is smaller than 16×16 (as for the 8×8 digits);
-/// `cifar` = a VGG-style net, conv32-conv32-pool-conv64-conv64-pool-fc512 (3×3, padding 1).
+/// `cifar` = a VGG-style net, conv32-conv32-pool-conv64-conv64-pool-fc512 (3×3, padding 1);
+/// `cifar-bn` = the same with batch normalisation between every conv or fc layer and its
+/// activation; `resnet20` = the ResNet-20 of He et al. (2016) for 32×32 inputs: conv16-bn-act,
+/// three stages of three residual blocks (16, 32, 64 channels; the 2nd and 3rd stages start with
+/// stride 2 and a 1×1 projection), global average pooling, fc classes.
 pub fn resolve(arch: &str, input: [usize; 3], classes: usize) -> Result<Vec<LayerSpec>> {
     let spec = match arch {
         "lenet" => {
@@ -25,6 +29,12 @@ pub fn resolve(arch: &str, input: [usize; 3], classes: usize) -> Result<Vec<Laye
         }
         "cifar" => format!(
             "conv:32:3:1:1,act,conv:32:3:1:1,act,pool:2,conv:64:3:1:1,act,conv:64:3:1:1,act,pool:2,fc:512,act,fc:{classes}"
+        ),
+        "cifar-bn" => format!(
+            "conv:32:3:1:1,bn,act,conv:32:3:1:1,bn,act,pool:2,conv:64:3:1:1,bn,act,conv:64:3:1:1,bn,act,pool:2,fc:512,bn,act,fc:{classes}"
+        ),
+        "resnet20" => format!(
+            "conv:16:3:1:1,bn,act,res:16,res:16,res:16,res:32:2,res:32,res:32,res:64:2,res:64,res:64,gap,fc:{classes}"
         ),
         custom => custom.to_string(),
     };
@@ -53,11 +63,13 @@ pub fn resolve(arch: &str, input: [usize; 3], classes: usize) -> Result<Vec<Laye
 }
 
 /// Parses a comma-separated layer spec. Tokens: `conv:OUT:K[:STRIDE[:PAD]]`, `act`,
-/// `pool:K[:STRIDE]` (= maxpool), `maxpool:K[:STRIDE]`, `avgpool:K[:STRIDE]`, `flatten`, `fc:OUT`.
-/// A flatten is inserted before the first `fc` that follows spatial layers.
+/// `pool:K[:STRIDE]` (= maxpool), `maxpool:K[:STRIDE]`, `avgpool:K[:STRIDE]`, `flatten`, `fc:OUT`,
+/// `bn`, `dropout:P`, `gap` (global average pooling) and `res:OUT[:STRIDE]` (a residual block,
+/// see [`LayerSpec::Res`]). A flatten is inserted before the first `fc` that follows spatial
+/// layers.
 pub fn parse(spec: &str) -> Result<Vec<LayerSpec>> {
     let mut layers = Vec::new();
-    let (mut convs, mut fcs, mut sites) = (0, 0, 0);
+    let (mut convs, mut fcs, mut sites, mut bns, mut blocks) = (0, 0, 0, 0, 0);
     let mut flat = false;
     for token in spec.split(',').map(str::trim) {
         let parts: Vec<&str> = token.split(':').collect();
@@ -85,10 +97,10 @@ pub fn parse(spec: &str) -> Result<Vec<LayerSpec>> {
         };
         let max_parts = match parts[0] {
             "conv" => 5,
-            "pool" | "maxpool" | "avgpool" => 3,
-            "fc" => 2,
-            "act" | "flatten" => 1,
-            other => bail!("unknown layer '{other}' in '{token}' (expected conv, act, pool, maxpool, avgpool, flatten, fc)"),
+            "pool" | "maxpool" | "avgpool" | "res" => 3,
+            "fc" | "dropout" => 2,
+            "act" | "flatten" | "bn" | "gap" => 1,
+            other => bail!("unknown layer '{other}' in '{token}' (expected conv, act, pool, maxpool, avgpool, flatten, fc, bn, dropout, gap, res)"),
         };
         if parts.len() > max_parts {
             bail!("'{token}': too many fields");
@@ -143,11 +155,57 @@ pub fn parse(spec: &str) -> Result<Vec<LayerSpec>> {
                     out,
                 });
             }
+            "bn" => {
+                bns += 1;
+                layers.push(LayerSpec::Bn {
+                    name: format!("bn{bns}"),
+                });
+            }
+            "dropout" => {
+                let text = parts
+                    .get(1)
+                    .with_context(|| format!("'{token}': missing the drop probability"))?;
+                let p: f32 = text
+                    .parse()
+                    .ok()
+                    .filter(|p: &f32| (0.0..1.0).contains(p))
+                    .with_context(|| {
+                        format!("'{token}': the drop probability must be a number in [0, 1)")
+                    })?;
+                layers.push(LayerSpec::Dropout { p });
+            }
+            "gap" => {
+                if flat {
+                    bail!("'{token}': global average pooling cannot follow a dense layer or flatten");
+                }
+                layers.push(LayerSpec::Gap);
+            }
+            "res" => {
+                if flat {
+                    bail!("'{token}': a residual block cannot follow a dense layer or flatten");
+                }
+                blocks += 1;
+                let out = positive(number(1, "output channels")?, "output channels")?;
+                let stride = positive(optional(2, "stride", 1)?, "stride")?;
+                layers.push(LayerSpec::Res {
+                    name: format!("res{blocks}"),
+                    out,
+                    stride,
+                    first_site: sites,
+                });
+                sites += 2;
+            }
             _ => unreachable!("checked above"),
         }
     }
-    if let Some(LayerSpec::Act { .. }) = layers.first() {
-        bail!("the first layer cannot be an activation: it would act on the data itself");
+    match layers.first() {
+        Some(LayerSpec::Act { .. }) => {
+            bail!("the first layer cannot be an activation: it would act on the data itself")
+        }
+        Some(LayerSpec::Bn { .. }) => {
+            bail!("the first layer cannot be `bn`: it would normalise the data, which is normalised already")
+        }
+        _ => {}
     }
     Ok(layers)
 }
@@ -230,6 +288,12 @@ mod tests {
             ("fc:8,conv:4:3,fc:10", "cannot follow a dense layer"),
             ("act,fc:10", "first layer cannot be an activation"),
             ("conv:0:3,fc:10", "output channels must be > 0"),
+            ("conv:4:3,dropout:1,fc:10", "drop probability must be a number in [0, 1)"),
+            ("conv:4:3,dropout,fc:10", "missing the drop probability"),
+            ("fc:8,res:8,fc:10", "residual block cannot follow a dense layer"),
+            ("fc:8,gap,fc:10", "global average pooling cannot follow"),
+            ("bn,fc:10", "first layer cannot be `bn`"),
+            ("conv:4:3,res:0,fc:10", "output channels must be > 0"),
         ];
         for (spec, expected) in cases {
             let err = resolve(spec, [1, 28, 28], 10).unwrap_err();
@@ -239,5 +303,54 @@ mod tests {
             assert_eq!(invalid.key, "arch");
             assert!(invalid.problem.contains(expected), "{spec}: {err}");
         }
+    }
+
+    #[test]
+    fn normalisation_dropout_gap_and_residual_tokens() {
+        let layers = parse("conv:16:3:1:1,bn,act,res:16,res:32:2,gap,dropout:0.5,fc:10").unwrap();
+        assert_eq!(
+            layers,
+            vec![
+                LayerSpec::Conv {
+                    name: "conv1".into(),
+                    out: 16,
+                    kernel: 3,
+                    stride: 1,
+                    padding: 1
+                },
+                LayerSpec::Bn { name: "bn1".into() },
+                LayerSpec::Act { site: 0 },
+                LayerSpec::Res {
+                    name: "res1".into(),
+                    out: 16,
+                    stride: 1,
+                    first_site: 1
+                },
+                LayerSpec::Res {
+                    name: "res2".into(),
+                    out: 32,
+                    stride: 2,
+                    first_site: 3
+                },
+                LayerSpec::Gap,
+                LayerSpec::Dropout { p: 0.5 },
+                LayerSpec::Flatten,
+                LayerSpec::Fc {
+                    name: "fc1".into(),
+                    out: 10
+                },
+            ]
+        );
+        // The presets resolve for 32×32 colour inputs and end in one output per class.
+        for preset in ["cifar", "cifar-bn", "resnet20"] {
+            let layers = resolve(preset, [3, 32, 32], 100).unwrap();
+            assert!(matches!(layers.last(), Some(LayerSpec::Fc { out: 100, .. })));
+        }
+        let resnet = resolve("resnet20", [3, 32, 32], 10).unwrap();
+        let blocks = resnet
+            .iter()
+            .filter(|l| matches!(l, LayerSpec::Res { .. }))
+            .count();
+        assert_eq!(blocks, 9);
     }
 }

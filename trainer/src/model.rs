@@ -1,33 +1,41 @@
 //! A CNN built at run time from a list of [`LayerSpec`]s: its layers ([`crate::layers`], each
-//! owning its He-uniform parameters drawn from the run's seed), its activation sites, and its
-//! forward pass.
+//! owning its parameters, drawn from the run's seed by the run's initialisation), its activation
+//! sites, and its forward pass.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use dfdx::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::activation::{Activation, CaptureRequest};
 use crate::arch::LayerSpec;
-use crate::layers::{ActivationSite, Conv2d, Layer, Linear, Pool2d};
+use crate::layers::{
+    self, ActivationSite, BatchNorm, Conv2d, Dropout, Layer, LayerInit, Linear, Pass, Pool2d,
+    ResidualBlock, TrainPass,
+};
 use crate::ops::conv::ConvGeometry;
 use crate::ops::linear::StepTape;
 use crate::ops::pool::{PoolGeometry, PoolKind};
 use crate::ops::{Activations, Tensor2};
 use crate::param::Param;
+use necrosis_records::init::{BiasInit, InitScheme};
+
+pub use crate::layers::SiteObserver;
 
 /// One activation site: the neurons of the layer that feeds it, and where its parameters are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SiteInfo {
     pub site: usize,
-    /// The conv or fc layer whose outputs this site activates (`conv1`, `fc1`, ...).
+    /// The conv or fc layer whose outputs this site activates (`conv1`, `fc1`, ...); inside a
+    /// residual block `<block>.conv1`, and `<block>.out` for the block's sum.
     pub layer_name: String,
     /// Channels (conv) or units (fc).
     pub neurons: usize,
     /// Spatial positions per sample (1 for a dense layer).
     pub positions: usize,
-    /// Indices into [`Model::params`] (and the hooks' parameter list) of that layer's weight
-    /// and bias.
+    /// Indices into [`Model::params`] (and the hooks' parameter list) of the neurons' incoming
+    /// weights and their bias: the conv or fc layer's own, except that a site fed by BN has the
+    /// BN's shift β as its bias, and a block's sum site has the block's conv2 and bn2.
     pub weight: usize,
     pub bias: usize,
 }
@@ -43,8 +51,14 @@ impl SiteInfo {
     }
 }
 
-/// Called at every activation site of a forward pass with (site, z, h).
-pub type SiteObserver<'a> = dyn FnMut(usize, &[f32], &[f32]) + 'a;
+/// How a network's parameters are drawn: one scheme and bias rule for every conv and dense layer,
+/// optionally another scheme for the output layer.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Initialisation {
+    pub scheme: InitScheme,
+    pub bias: BiasInit,
+    pub output: Option<InitScheme>,
+}
 
 /// The network: its layers in order (each owning its parameters) and its activation sites.
 #[derive(Debug, Clone)]
@@ -56,10 +70,112 @@ pub struct Model {
     pub classes: usize,
 }
 
+/// The state of building a network layer by layer.
+struct Builder<'a> {
+    dev: Cpu,
+    rng: ChaCha8Rng,
+    init: &'a Initialisation,
+    shape: [usize; 3],
+    params: usize,
+    sites: Vec<SiteInfo>,
+    /// The layer whose neurons the next activation site sees: name, weight index, bias index,
+    /// neurons.
+    feeding: Option<(String, usize, usize, usize)>,
+    dropouts: u64,
+}
+
+impl Builder<'_> {
+    fn conv(&mut self, name: &str, out: usize, kernel: usize, stride: usize, padding: usize) -> Result<Conv2d> {
+        let geometry = ConvGeometry::new(self.shape, out, kernel, stride, padding)
+            .with_context(|| format!("layer {name} on input {:?}", self.shape))?;
+        self.shape = geometry.out_shape();
+        self.feeding = Some((name.to_string(), self.params, self.params + 1, out));
+        let init = LayerInit {
+            scheme: self.init.scheme,
+            bias: self.init.bias,
+        };
+        let conv = Conv2d::new(&self.dev, &mut self.rng, name, geometry, self.params > 0, init);
+        self.params += 2;
+        Ok(conv)
+    }
+
+    fn norm(&mut self, name: &str) -> BatchNorm {
+        let channels = self.shape[0];
+        // The sites after it see β as their neurons' bias.
+        if let Some(feeding) = &mut self.feeding {
+            feeding.2 = self.params + 1;
+        }
+        self.params += 2;
+        BatchNorm::new(&self.dev, name, channels)
+    }
+
+    fn site(&mut self, site: usize) -> Result<ActivationSite> {
+        let (layer_name, weight, bias, neurons) = self
+            .feeding
+            .clone()
+            .context("an activation site must follow a conv or fc layer")?;
+        // The neurons are the layer's output channels even after pooling or flatten, which
+        // keep each channel's positions together in a sample.
+        self.sites.push(SiteInfo {
+            site,
+            layer_name,
+            neurons,
+            positions: self.shape.iter().product::<usize>() / neurons,
+            weight,
+            bias,
+        });
+        Ok(ActivationSite { site, neurons })
+    }
+
+    fn pool(&mut self, kind: PoolKind, kernel: usize, stride: usize) -> Result<Pool2d> {
+        let geometry = PoolGeometry::new(kind, self.shape, kernel, stride)
+            .with_context(|| format!("pooling after input {:?}", self.shape))?;
+        self.shape = geometry.out_shape();
+        Ok(Pool2d { geometry })
+    }
+
+    fn residual(&mut self, name: &str, out: usize, stride: usize, first_site: usize) -> Result<ResidualBlock> {
+        let input = self.shape;
+        let conv1 = self.conv(&format!("{name}.conv1"), out, 3, stride, 1)?;
+        let bn1 = self.norm(&format!("{name}.bn1"));
+        let act1 = self.site(first_site)?;
+        let conv2 = self.conv(&format!("{name}.conv2"), out, 3, 1, 1)?;
+        let bn2 = self.norm(&format!("{name}.bn2"));
+        let main_shape = self.shape;
+        let projection = if input == main_shape {
+            None
+        } else {
+            // The shortcut's 1×1 conv reads the block's input.
+            let feeding = self.feeding.clone();
+            self.shape = input;
+            let conv = self.conv(&format!("{name}.proj"), out, 1, stride, 0)?;
+            let bn = self.norm(&format!("{name}.proj_bn"));
+            if self.shape != main_shape {
+                bail!(
+                    "block {name}: the shortcut gives {:?} but the block {main_shape:?}",
+                    self.shape
+                );
+            }
+            self.feeding = feeding;
+            Some((conv, bn))
+        };
+        let act2 = self.site(first_site + 1)?;
+        self.sites.last_mut().expect("just added").layer_name = format!("{name}.out");
+        Ok(ResidualBlock {
+            conv1,
+            bn1,
+            act1,
+            conv2,
+            bn2,
+            projection,
+            act2,
+        })
+    }
+}
+
 impl Model {
-    /// Builds the network and initialises it: weights He (Kaiming) uniform,
-    /// U(−√(6/fan_in), √(6/fan_in)) with fan_in = in·k·k (conv) or in (fc), drawn in layer order
-    /// from ChaCha8 seeded with `seed`; biases zero, so no neuron starts dead or alive by its bias.
+    /// Builds the network with today's default initialisation (He-uniform weights, zero
+    /// biases); see [`Model::with_init`].
     pub fn new(
         arch: &[LayerSpec],
         input_shape: [usize; 3],
@@ -67,15 +183,33 @@ impl Model {
         activation: Activation,
         seed: u64,
     ) -> Result<Self> {
-        let dev = Cpu::default();
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut shape = input_shape;
+        Self::with_init(arch, input_shape, classes, activation, seed, &Initialisation::default())
+    }
+
+    /// Builds the network and initialises it: every conv and dense layer's parameters drawn by
+    /// `init` (the last dense layer by `init.output` when given) in layer order from ChaCha8
+    /// seeded with `seed`; BN scales 1 and shifts 0.
+    pub fn with_init(
+        arch: &[LayerSpec],
+        input_shape: [usize; 3],
+        classes: usize,
+        activation: Activation,
+        seed: u64,
+        init: &Initialisation,
+    ) -> Result<Self> {
+        let mut b = Builder {
+            dev: Cpu::default(),
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            init,
+            shape: input_shape,
+            params: 0,
+            sites: Vec::new(),
+            feeding: None,
+            dropouts: 0,
+        };
+        let last_fc = arch.iter().rposition(|l| matches!(l, LayerSpec::Fc { .. }));
         let mut layers = Vec::new();
-        let mut sites = Vec::new();
-        let mut params = 0;
-        // The layer whose neurons the next activation site sees: name, weight index, neurons.
-        let mut last_neuron_layer: Option<(String, usize, usize)> = None;
-        for spec in arch {
+        for (index, spec) in arch.iter().enumerate() {
             let layer = match spec {
                 LayerSpec::Conv {
                     name,
@@ -83,112 +217,129 @@ impl Model {
                     kernel,
                     stride,
                     padding,
-                } => {
-                    let geometry = ConvGeometry::new(shape, *out, *kernel, *stride, *padding)
-                        .with_context(|| format!("layer {name} on input {shape:?}"))?;
-                    shape = geometry.out_shape();
-                    last_neuron_layer = Some((name.clone(), params, *out));
-                    Layer::Conv(Conv2d::new(&dev, &mut rng, name, geometry, params > 0))
-                }
-                LayerSpec::Act { site } => {
-                    let (layer_name, weight, neurons) = last_neuron_layer
-                        .clone()
-                        .context("an activation site must follow a conv or fc layer")?;
-                    // The neurons are the layer's output channels even after pooling or
-                    // flatten, which keep each channel's positions together in a sample.
-                    sites.push(SiteInfo {
-                        site: *site,
-                        layer_name,
-                        neurons,
-                        positions: shape.iter().product::<usize>() / neurons,
-                        weight,
-                        bias: weight + 1,
-                    });
-                    Layer::Act(ActivationSite {
-                        site: *site,
-                        neurons,
-                    })
-                }
-                LayerSpec::Maxpool { kernel, stride } | LayerSpec::Avgpool { kernel, stride } => {
-                    let kind = if matches!(spec, LayerSpec::Maxpool { .. }) {
-                        PoolKind::Max
-                    } else {
-                        PoolKind::Avg
-                    };
-                    let geometry = PoolGeometry::new(kind, shape, *kernel, *stride)
-                        .with_context(|| format!("pooling after input {shape:?}"))?;
-                    shape = geometry.out_shape();
-                    Layer::Pool(Pool2d { geometry })
+                } => Layer::Conv(b.conv(name, *out, *kernel, *stride, *padding)?),
+                LayerSpec::Act { site } => Layer::Act(b.site(*site)?),
+                LayerSpec::Maxpool { kernel, stride } => Layer::Pool(b.pool(PoolKind::Max, *kernel, *stride)?),
+                LayerSpec::Avgpool { kernel, stride } => Layer::Pool(b.pool(PoolKind::Avg, *kernel, *stride)?),
+                LayerSpec::Gap => {
+                    let [_, h, w] = b.shape;
+                    if h != w {
+                        bail!("gap needs square planes, got {:?}", b.shape);
+                    }
+                    Layer::Pool(b.pool(PoolKind::Avg, h, h)?)
                 }
                 LayerSpec::Flatten => {
-                    shape = [shape.iter().product(), 1, 1];
+                    b.shape = [b.shape.iter().product(), 1, 1];
                     Layer::Flatten
                 }
                 LayerSpec::Fc { name, out } => {
-                    let fan_in: usize = shape.iter().product();
-                    shape = [*out, 1, 1];
-                    last_neuron_layer = Some((name.clone(), params, *out));
-                    Layer::Linear(Linear::new(&dev, &mut rng, name, fan_in, *out))
+                    let fan_in: usize = b.shape.iter().product();
+                    b.shape = [*out, 1, 1];
+                    b.feeding = Some((name.clone(), b.params, b.params + 1, *out));
+                    let scheme = match init.output {
+                        Some(output) if Some(index) == last_fc => output,
+                        _ => init.scheme,
+                    };
+                    let layer_init = LayerInit {
+                        scheme,
+                        bias: init.bias,
+                    };
+                    b.params += 2;
+                    Layer::Linear(Linear::new(&b.dev, &mut b.rng, name, fan_in, *out, layer_init))
                 }
+                LayerSpec::Bn { name } => {
+                    if b.feeding.is_none() {
+                        bail!("{name}: batch normalisation must follow a conv or fc layer");
+                    }
+                    Layer::Norm(b.norm(name))
+                }
+                LayerSpec::Dropout { p } => {
+                    b.dropouts += 1;
+                    Layer::Dropout(Dropout {
+                        p: *p,
+                        index: b.dropouts,
+                    })
+                }
+                LayerSpec::Res {
+                    name,
+                    out,
+                    stride,
+                    first_site,
+                } => Layer::Residual(Box::new(b.residual(name, *out, *stride, *first_site)?)),
             };
-            params += layer.params().len();
             layers.push(layer);
         }
         anyhow::ensure!(
-            shape == [classes, 1, 1],
-            "the network ends with {shape:?}, expected {classes} outputs"
+            b.shape == [classes, 1, 1],
+            "the network ends with {:?}, expected {classes} outputs",
+            b.shape
         );
-        Ok(Self {
+        let model = Self {
             layers,
-            sites,
+            sites: b.sites,
             activation,
             input_shape,
             classes,
-        })
+        };
+        debug_assert_eq!(model.params().len(), b.params);
+        Ok(model)
     }
 
     /// Runs the network on a batch `(n, c·h·w)` and returns the logits `(n, classes)`.
     ///
     /// `observe(site, z, h)` is called at every activation site; with a tape, `captures[site]`
-    /// (when given) says what the site's backward op captures for the instruments.
+    /// (when given) says what the site's backward op captures for the instruments. `training`
+    /// is a training step's pass state: BN then normalises with the batch's statistics (and
+    /// leaves them in it) and dropout is on; without it the pass is in evaluation mode.
     pub fn forward<T: StepTape>(
         &self,
         input: Tensor2<T>,
         observe: &mut SiteObserver,
         captures: Option<&[CaptureRequest]>,
+        training: Option<&mut TrainPass>,
     ) -> Tensor2<T> {
+        let mut pass = Pass {
+            activation: &self.activation,
+            observe,
+            captures,
+            training,
+        };
         let mut x = Activations {
             tensor: input,
             sample_shape: self.input_shape,
         };
         for layer in &self.layers {
-            x = match layer {
-                Layer::Conv(conv) => conv.forward(x),
-                Layer::Linear(dense) => dense.forward(x),
-                Layer::Pool(pool) => pool.forward(x),
-                Layer::Flatten => Activations {
-                    sample_shape: [x.features(), 1, 1],
-                    tensor: x.tensor,
-                },
-                Layer::Act(site) => site.forward(
-                    x,
-                    &self.activation,
-                    &mut |z, h| observe(site.site, z, h),
-                    captures.map(|c| c[site.site].clone()),
-                ),
-            };
+            x = layer.forward(x, &mut pass);
         }
         x.tensor
     }
 
-    /// Every parameter, in layer order: weight then bias of each conv and dense layer (the
-    /// order of model.safetensors, the checkpoint and the hooks' parameter list).
+    /// Every parameter, in layer order (the order of model.safetensors, the checkpoint and the
+    /// hooks' parameter list; see [`Layer::params`]).
     pub fn params(&self) -> Vec<&Param> {
         self.layers.iter().flat_map(Layer::params).collect()
     }
 
     pub fn params_mut(&mut self) -> Vec<&mut Param> {
         self.layers.iter_mut().flat_map(Layer::params_mut).collect()
+    }
+
+    /// The BN layers' running statistics, `(<name>.running_mean | .running_var, values)`, saved
+    /// beside the parameters in model.safetensors and the checkpoint.
+    pub fn buffers(&self) -> Vec<(String, &Vec<f32>)> {
+        layers::buffers(self.layers.iter().flat_map(Layer::norms))
+    }
+
+    pub fn buffers_mut(&mut self) -> Vec<(String, &mut Vec<f32>)> {
+        layers::buffers_mut(self.layers.iter_mut().flat_map(Layer::norms_mut))
+    }
+
+    /// Folds a training step's BN batch statistics into the running statistics.
+    pub fn update_running_stats(&mut self, pass: &TrainPass) {
+        layers::fold_batch_stats(
+            self.layers.iter_mut().flat_map(Layer::norms_mut),
+            &pass.batch_stats,
+        );
     }
 
     /// Total trainable values.
@@ -198,149 +349,5 @@ impl Model {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::activation::activation_by_name;
-    use crate::arch::resolve;
-
-    #[test]
-    fn lenet_has_the_expected_parameters_and_sites() {
-        let arch = resolve("lenet", [1, 28, 28], 10).unwrap();
-        let model = Model::new(
-            &arch,
-            [1, 28, 28],
-            10,
-            activation_by_name("relu").unwrap(),
-            0,
-        )
-        .unwrap();
-        // conv1 32·9+32, conv2 64·288+64, fc1 128·1600+128, fc2 10·128+10
-        assert_eq!(model.parameter_count(), 320 + 18496 + 204928 + 1290);
-        let names: Vec<_> = model
-            .sites
-            .iter()
-            .map(|s| (s.layer_name.as_str(), s.neurons, s.positions))
-            .collect();
-        assert_eq!(
-            names,
-            vec![("conv1", 32, 676), ("conv2", 64, 121), ("fc1", 128, 1)]
-        );
-        let params = model.params();
-        assert_eq!(params[2].shape, vec![64, 32, 3, 3]);
-        let bound = (6.0f32 / 288.0).sqrt();
-        assert!(params[2].value.iter().all(|w| w.abs() <= bound));
-        assert!(params[3].value.iter().all(|b| *b == 0.0));
-    }
-
-    /// The autodiff gradient of the whole network (conv, pool, activation sites, dense layers,
-    /// cross-entropy) against central differences of the loss, for every parameter tensor.
-    #[test]
-    fn whole_network_gradient_matches_finite_differences() {
-        use crate::ops::testing::pseudo_random;
-        use crate::ops::{tensor_values, Tape};
-        let (input, classes, n) = ([2, 7, 7], 3, 4);
-        let arch = crate::arch::resolve(
-            "conv:3:3:1:1,act,maxpool:2,conv:4:2,act,avgpool:2,fc:5,act,fc:3",
-            input,
-            classes,
-        )
-        .unwrap();
-        for activation in ["softplus", "relu-softsign"] {
-            let mut model = Model::new(
-                &arch,
-                input,
-                classes,
-                activation_by_name(activation).unwrap(),
-                5,
-            )
-            .unwrap();
-            for (i, p) in model.params_mut().into_iter().enumerate() {
-                // Non-zero biases, so that every bias gradient is exercised.
-                if p.shape.len() == 1 {
-                    let values = pseudo_random(p.len(), 100 + i as u64)
-                        .iter()
-                        .map(|v| v * 0.1)
-                        .collect::<Vec<_>>();
-                    p.set_values(&values).unwrap();
-                }
-            }
-            let x = pseudo_random(n * 2 * 7 * 7, 42);
-            let labels = [0usize, 2, 1, 2];
-            let dev = Cpu::default();
-            let loss_of = |model: &Model| -> f64 {
-                let logits = tensor_values(&model.forward(
-                    dev.tensor_from_vec(x.clone(), (n, 98)),
-                    &mut |_, _, _| {},
-                    None,
-                ));
-                let mut total = 0.0;
-                for (row, &label) in logits.chunks(classes).zip(&labels) {
-                    let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-                    let log_sum = row
-                        .iter()
-                        .map(|&v| (v as f64 - max).exp())
-                        .sum::<f64>()
-                        .ln()
-                        + max;
-                    total += log_sum - row[label] as f64;
-                }
-                total / n as f64
-            };
-            let logits = model.forward(
-                dev.tensor_from_vec(x.clone(), (n, 98)).retaped::<Tape>(),
-                &mut |_, _, _| {},
-                None,
-            );
-            let mut one_hot = vec![0.0f32; n * classes];
-            for (i, &l) in labels.iter().enumerate() {
-                one_hot[i * classes + l] = 1.0;
-            }
-            let loss =
-                cross_entropy_with_logits_loss(logits, dev.tensor_from_vec(one_hot, (n, classes)));
-            assert!(
-                (loss.array() as f64 - loss_of(&model)).abs() < 1e-5,
-                "dfdx loss equals ours"
-            );
-            let mut grads = loss.backward();
-            let analytic: Vec<Vec<f32>> = model
-                .params()
-                .iter()
-                .map(|p| p.take_grad(&mut grads).unwrap())
-                .collect();
-            for (pi, grad) in analytic.iter().enumerate() {
-                // Every parameter of small tensors, a spread of 7 of the larger ones.
-                let len = model.params()[pi].len();
-                let step = (len / 7).max(1);
-                for j in (0..len).step_by(step) {
-                    let eps = 1e-2f32;
-                    let mut plus = model.clone();
-                    let mut values = plus.params()[pi].value.clone();
-                    values[j] += eps;
-                    plus.params_mut()[pi].set_values(&values).unwrap();
-                    let mut minus = model.clone();
-                    values[j] -= 2.0 * eps;
-                    minus.params_mut()[pi].set_values(&values).unwrap();
-                    let numeric = (loss_of(&plus) - loss_of(&minus)) / (2.0 * eps as f64);
-                    let err = (numeric - grad[j] as f64).abs();
-                    assert!(
-                        err < 2e-3 * (1.0 + numeric.abs()),
-                        "{activation} {}[{j}]: analytic {} numeric {numeric}",
-                        model.params()[pi].name,
-                        grad[j]
-                    );
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn initialisation_depends_only_on_the_seed() {
-        let arch = resolve("lenet", [1, 8, 8], 10).unwrap();
-        let relu = activation_by_name("relu").unwrap();
-        let a = Model::new(&arch, [1, 8, 8], 10, relu.clone(), 7).unwrap();
-        let b = Model::new(&arch, [1, 8, 8], 10, relu.clone(), 7).unwrap();
-        let c = Model::new(&arch, [1, 8, 8], 10, relu, 8).unwrap();
-        assert_eq!(a.params()[0].value, b.params()[0].value);
-        assert_ne!(a.params()[0].value, c.params()[0].value);
-    }
-}
+#[path = "model_tests.rs"]
+mod tests;

@@ -16,6 +16,8 @@ use crate::model::SiteInfo;
 /// Where in training an event happens.
 #[derive(Debug, Clone, Copy)]
 pub struct StepContext {
+    /// The run's seed; with the epoch and the step it keys the step's dropout masks.
+    pub seed: u64,
     /// The training epoch, from 1.
     pub epoch: usize,
     /// Optimiser steps taken before this one.

@@ -9,7 +9,7 @@ use crate::param::Param;
 
 /// The two tapes a forward pass runs with: a training step's, and none (evaluation). A dense
 /// layer must trace its parameters only in the former, which needs a per-tape implementation.
-pub trait StepTape: dfdx::tensor::Tape<f32, Cpu> + Merge<Self> + 'static {
+pub trait StepTape: dfdx::tensor::Tape<f32, Cpu> + Merge<Self> + Default + 'static {
     /// `x · Wᵀ + b` for a batch `x` of shape `(n, in)`.
     fn linear(x: Tensor2<Self>, weight: &Param, bias: &Param) -> Tensor2<Self>;
 }

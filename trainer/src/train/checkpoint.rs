@@ -156,6 +156,18 @@ pub(super) fn restore(
             )?;
         }
     }
+    for (name, values) in model.buffers_mut() {
+        let stored = checkpoint.tensor(&name)?;
+        if stored.len() != values.len() {
+            bail!(
+                "{}: tensor {name} has {} values, the model has {}",
+                in_checkpoint(),
+                stored.len(),
+                values.len()
+            );
+        }
+        values.copy_from_slice(stored);
+    }
     let mut epochs = EpochRow::read_all(run_dir)?;
     epochs.retain(|e| (e.epoch as usize) <= completed);
     let mut neurons = NeuronRow::read_all(run_dir)?;
@@ -195,9 +207,17 @@ pub(super) fn save_epoch(
     EpochRow::write_all(run_dir, &state.epochs)?;
     NeuronRow::write_all(run_dir, &state.neurons)?;
     let params = state.model.params();
+    // The BN layers' running statistics are part of the trained network (evaluation uses
+    // them) and of its state (a resumed run continues them).
+    let buffers = state.model.buffers();
     let mut tensors: Vec<(String, Vec<usize>, &[f32])> = params
         .iter()
         .map(|p| (p.name.clone(), p.shape.clone(), p.value.as_slice()))
+        .chain(
+            buffers
+                .iter()
+                .map(|(name, values)| (name.clone(), vec![values.len()], values.as_slice())),
+        )
         .collect();
     let model_meta = HashMap::from([
         (
@@ -244,12 +264,18 @@ fn build_model(
     activation: Activation,
 ) -> Result<(Vec<LayerSpec>, Model)> {
     let architecture = arch::resolve(&config.arch, dataset.input_shape(), dataset.classes)?;
-    let model = Model::new(
+    let init = Initialisation {
+        scheme: config.init,
+        bias: config.bias_init,
+        output: config.output_init,
+    };
+    let model = Model::with_init(
         &architecture,
         dataset.input_shape(),
         dataset.classes,
         activation,
         config.seed,
+        &init,
     )?;
     Ok((architecture, model))
 }

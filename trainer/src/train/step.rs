@@ -10,8 +10,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::activation::CaptureRequest;
-use crate::data::{Dataset, Split};
+use crate::data::{augment, Dataset, Split};
 use crate::hooks::{Hook, HookSet, ParamView, SiteBackward, SiteForward, StepContext};
+use crate::layers::{dropout_key, TrainPass};
 use crate::model::Model;
 use crate::ops::{tensor_values, Tape};
 use crate::optim::Optimizer;
@@ -70,6 +71,7 @@ pub(super) fn train_epoch(
     order.shuffle(&mut rng);
 
     let batches = order.len().div_ceil(config.batch_size);
+    let pad_values = augment::pad_values(&dataset.normalization);
     let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
     for (batch_index, indices) in order.chunks(config.batch_size).enumerate() {
         if options
@@ -83,8 +85,20 @@ pub(super) fn train_epoch(
                 bad_loss: 0.0,
             });
         }
-        let (images, labels) = gather(&dataset.train, indices, sample_len);
+        let (mut images, labels) = gather(&dataset.train, indices, sample_len);
+        if !config.augment.is_none() {
+            augment::augment_batch(
+                &mut images,
+                dataset.input_shape(),
+                &config.augment,
+                &pad_values,
+                config.seed,
+                epoch,
+                batch_index,
+            );
+        }
         let ctx = StepContext {
+            seed: config.seed,
             epoch,
             step: state.optimizer.step,
             batch_size: labels.len(),
@@ -164,6 +178,10 @@ pub fn train_step(
         .tensor_from_vec(images, (n, sample_len))
         .retaped::<Tape>();
     let sites = &model.sites;
+    let mut pass = TrainPass {
+        dropout_key: dropout_key(ctx.seed, ctx.epoch, ctx.step),
+        batch_stats: Vec::new(),
+    };
     let logits = model.forward(
         input,
         &mut |site, z, h| {
@@ -178,6 +196,7 @@ pub fn train_step(
             }
         },
         captures.as_deref(),
+        Some(&mut pass),
     );
     let logit_values = tensor_values(&logits);
     let correct = logit_values
@@ -227,6 +246,7 @@ pub fn train_step(
         hooks.on_step(ctx, &views);
     }
     optimizer.step(model.params_mut(), &param_grads, ctx.lr);
+    model.update_running_stats(&pass);
     Ok(StepResult {
         loss: loss_value,
         correct,
@@ -244,6 +264,7 @@ pub(super) fn evaluate(model: &Model, split: &Split, sample_len: usize) -> Resul
         let logits = model.forward(
             dev.tensor_from_vec(images, (labels.len(), sample_len)),
             &mut |_, _, _| {},
+            None,
             None,
         );
         for (row, &label) in tensor_values(&logits).chunks(classes).zip(&labels) {
@@ -287,6 +308,7 @@ pub(super) fn probe_pass(
                 };
                 hooks.on_probe_batch(epoch, &event);
             },
+            None,
             None,
         );
     }

@@ -63,8 +63,27 @@ fn same_config_and_seed_give_identical_records() {
 
 #[test]
 fn a_resumed_run_ends_with_the_records_of_an_uninterrupted_one() {
+    assert_resume_is_seamless(&digits_config("relu", 3));
+}
+
+/// BN's running statistics, dropout's masks, the augmentation's crops and another
+/// initialisation continue across a resume as in an uninterrupted run.
+#[test]
+fn a_resumed_run_with_bn_dropout_and_augmentation_is_seamless() {
+    let config = RunConfig {
+        arch: "conv:8:3:1:1,bn,act,pool:2,fc:16,bn,act,dropout:0.3,fc:10".into(),
+        init: "he-normal".parse().unwrap(),
+        bias_init: "pytorch".parse().unwrap(),
+        output_init: Some("xavier-normal".parse().unwrap()),
+        augment: "crop:1+flip".parse().unwrap(),
+        ..digits_config("relu-softsign", 3)
+    };
+    assert_resume_is_seamless(&config);
+}
+
+fn assert_resume_is_seamless(config: &RunConfig) {
     let data = digits(400);
-    let config = digits_config("relu", 3);
+    let config = config.clone();
     let whole = tempfile::tempdir().unwrap();
     run(&data, &config, whole.path(), RunOptions::default()).unwrap();
 
@@ -94,6 +113,8 @@ fn a_resumed_run_ends_with_the_records_of_an_uninterrupted_one() {
     let outcome = run(&data, &config, parted.path(), RunOptions::default()).unwrap();
     assert!(matches!(outcome, RunOutcome::Complete { .. }));
     assert_eq!(reproducible(parted.path()), reproducible(whole.path()));
+    let weights = |dir: &Path| read_safetensors(&dir.join(MODEL_FILE)).unwrap().tensors;
+    assert_eq!(weights(parted.path()), weights(whole.path()));
 }
 
 #[test]
