@@ -292,6 +292,7 @@ impl RunArgs {
                 image_size: self.image_size,
                 grayscale: self.grayscale,
                 synthetic_samples: self.synthetic_samples,
+                synthetic_channels: None,
             }],
             activation: self.activations.clone(),
             lr: self.lr.clone(),

@@ -173,6 +173,7 @@ impl SweepFile {
                     image_size: d.image_size,
                     grayscale: d.grayscale,
                     synthetic_samples: d.synthetic_samples,
+                    synthetic_channels: None,
                 })
             })
             .collect::<Result<Vec<_>>>()?;

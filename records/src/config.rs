@@ -127,7 +127,16 @@ pub struct DatasetSpec {
     /// `synthetic`: number of training samples (default 4096); the test split has a quarter
     /// of that, rounded up.
     pub synthetic_samples: Option<usize>,
+    /// `synthetic`: channels per generated image, 1 to [`MAX_SYNTHETIC_CHANNELS`] (default 1,
+    /// grey). Rejected for every other kind, whose files fix the channels. Left out of the
+    /// JSON when unset, so that manifests and run identities written before it existed are
+    /// unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synthetic_channels: Option<usize>,
 }
+
+/// The most channels a synthetic image may have (RGBA).
+pub const MAX_SYNTHETIC_CHANNELS: usize = 4;
 
 impl DatasetSpec {
     /// A spec for `kind` with no data folder and every option at its default.
@@ -138,7 +147,31 @@ impl DatasetSpec {
             image_size: None,
             grayscale: false,
             synthetic_samples: None,
+            synthetic_channels: None,
         }
+    }
+
+    /// Rejects options that cannot make a dataset, naming the key: `synthetic_channels`
+    /// outside 1..=[`MAX_SYNTHETIC_CHANNELS`], or given for a kind other than `synthetic`.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        if let Some(channels) = self.synthetic_channels {
+            if self.kind != DatasetKind::Synthetic {
+                return Err(invalid(
+                    "synthetic_channels",
+                    format!(
+                        "applies only to the synthetic dataset, not to {}",
+                        self.kind
+                    ),
+                ));
+            }
+            if !(1..=MAX_SYNTHETIC_CHANNELS).contains(&channels) {
+                return Err(invalid(
+                    "synthetic_channels",
+                    format!("must be between 1 and {MAX_SYNTHETIC_CHANNELS}, got {channels}"),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -390,6 +423,7 @@ impl RunConfig {
         if self.train_limit == Some(0) {
             return Err(invalid("train_limit", "must be at least 1"));
         }
+        self.dataset.validate()?;
         self.optimizer.validate()
     }
 }
@@ -498,6 +532,40 @@ mod tests {
     }
 
     const IDENTITY_OF_CANONICAL: &str = "d63ae082";
+
+    #[test]
+    fn synthetic_channels_are_optional_and_checked() {
+        // Unset, the key is absent: the canonical text (and so the identity) of a run written
+        // before the option existed is unchanged, and such a manifest still reads.
+        let mut config = RunConfig::new(DatasetSpec::new(DatasetKind::Synthetic), "relu");
+        let canonical = config.canonical("x");
+        assert!(!canonical.contains("synthetic_channels"), "{canonical}");
+        let json = serde_json::to_value(&config).unwrap();
+        let read: RunConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(read.dataset.synthetic_channels, None);
+        // Set, it is written, read back and part of the identity.
+        config.dataset.synthetic_channels = Some(3);
+        config.validate().unwrap();
+        assert!(config.canonical("x").contains(r#""synthetic_channels":3"#));
+        let read: RunConfig =
+            serde_json::from_value(serde_json::to_value(&config).unwrap()).unwrap();
+        assert_eq!(read, config);
+        // 0 and more than 4 are rejected, naming the key.
+        for bad in [0, 5] {
+            config.dataset.synthetic_channels = Some(bad);
+            let err = config.validate().unwrap_err();
+            assert_eq!(err.key, "synthetic_channels");
+            assert!(err.problem.contains(&bad.to_string()), "{err}");
+        }
+        config.dataset.synthetic_channels = Some(4);
+        config.validate().unwrap();
+        // Other kinds do not take it.
+        let mut spec = DatasetSpec::new(DatasetKind::Cifar10);
+        spec.synthetic_channels = Some(3);
+        let err = spec.validate().unwrap_err();
+        assert_eq!(err.key, "synthetic_channels");
+        assert!(err.problem.contains("cifar10"), "{err}");
+    }
 
     #[test]
     fn run_directory_names_show_the_varying_settings() {

@@ -117,6 +117,7 @@ impl Dataset {
 
 /// Loads the dataset `spec` names, normalised as described in the module documentation.
 pub fn load(spec: &DatasetSpec) -> Result<Dataset> {
+    spec.validate()?;
     let data_dir = if spec.kind.needs_data_dir() {
         let Some(dir) = spec.data_dir.as_deref() else {
             bail!(
@@ -152,6 +153,8 @@ pub fn load(spec: &DatasetSpec) -> Result<Dataset> {
             spec.synthetic_samples
                 .unwrap_or(synthetic::DEFAULT_TRAIN_SAMPLES),
             spec.image_size.unwrap_or(synthetic::DEFAULT_IMAGE_SIZE),
+            spec.synthetic_channels
+                .unwrap_or(synthetic::DEFAULT_CHANNELS),
         )?,
     };
     Ok(scaled.normalize(spec.kind.name()))
