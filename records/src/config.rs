@@ -42,7 +42,8 @@ pub enum DatasetKind {
     Cifar10,
     /// CIFAR-100 binary version, fine labels (32×32 RGB, 100 classes).
     Cifar100,
-    /// One sub-folder of PNG/JPEG images per class (Caltech-256, PI100 layout).
+    /// One sub-folder of PNG/JPEG images per class (Caltech-256, PI100 layout), or a folder of
+    /// images named `<name>_<label>.<ext>`.
     Folder,
     /// Generated class prototypes plus noise, any size, for speed and scale tests.
     Synthetic,
