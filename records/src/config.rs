@@ -45,7 +45,8 @@ pub enum DatasetKind {
     Cifar10,
     /// CIFAR-100 binary version, fine labels (32×32 RGB, 100 classes).
     Cifar100,
-    /// One sub-folder of PNG/JPEG images per class (Caltech-256, PI100 layout).
+    /// One sub-folder of PNG/JPEG images per class (Caltech-256, PI100 layout), or a folder of
+    /// images named `<name>_<label>.<ext>`.
     Folder,
     /// Generated class prototypes plus noise, any size, for speed and scale tests.
     Synthetic,
@@ -130,7 +131,16 @@ pub struct DatasetSpec {
     /// `synthetic`: number of training samples (default 4096); the test split has a quarter
     /// of that, rounded up.
     pub synthetic_samples: Option<usize>,
+    /// `synthetic`: channels per generated image, 1 to [`MAX_SYNTHETIC_CHANNELS`] (default 1,
+    /// grey). Rejected for every other kind, whose files fix the channels. Left out of the
+    /// JSON when unset, so that manifests and run identities written before it existed are
+    /// unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synthetic_channels: Option<usize>,
 }
+
+/// The most channels a synthetic image may have (RGBA).
+pub const MAX_SYNTHETIC_CHANNELS: usize = 4;
 
 impl DatasetSpec {
     /// A spec for `kind` with no data folder and every option at its default.
@@ -141,7 +151,31 @@ impl DatasetSpec {
             image_size: None,
             grayscale: false,
             synthetic_samples: None,
+            synthetic_channels: None,
         }
+    }
+
+    /// Rejects options that cannot make a dataset, naming the key: `synthetic_channels`
+    /// outside 1..=[`MAX_SYNTHETIC_CHANNELS`], or given for a kind other than `synthetic`.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        if let Some(channels) = self.synthetic_channels {
+            if self.kind != DatasetKind::Synthetic {
+                return Err(invalid(
+                    "synthetic_channels",
+                    format!(
+                        "applies only to the synthetic dataset, not to {}",
+                        self.kind
+                    ),
+                ));
+            }
+            if !(1..=MAX_SYNTHETIC_CHANNELS).contains(&channels) {
+                return Err(invalid(
+                    "synthetic_channels",
+                    format!("must be between 1 and {MAX_SYNTHETIC_CHANNELS}, got {channels}"),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -420,6 +454,7 @@ impl RunConfig {
                 ),
             ));
         }
+        self.dataset.validate()?;
         self.optimizer.validate()
     }
 }
@@ -554,6 +589,40 @@ mod tests {
         changed.bias_init = BiasInit::Pytorch;
         changed.init = InitScheme::Rai;
         assert_eq!(changed.validate().unwrap_err().key, "bias_init");
+    }
+
+    #[test]
+    fn synthetic_channels_are_optional_and_checked() {
+        // Unset, the key is absent: the canonical text (and so the identity) of a run written
+        // before the option existed is unchanged, and such a manifest still reads.
+        let mut config = RunConfig::new(DatasetSpec::new(DatasetKind::Synthetic), "relu");
+        let canonical = config.canonical("x");
+        assert!(!canonical.contains("synthetic_channels"), "{canonical}");
+        let json = serde_json::to_value(&config).unwrap();
+        let read: RunConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(read.dataset.synthetic_channels, None);
+        // Set, it is written, read back and part of the identity.
+        config.dataset.synthetic_channels = Some(3);
+        config.validate().unwrap();
+        assert!(config.canonical("x").contains(r#""synthetic_channels":3"#));
+        let read: RunConfig =
+            serde_json::from_value(serde_json::to_value(&config).unwrap()).unwrap();
+        assert_eq!(read, config);
+        // 0 and more than 4 are rejected, naming the key.
+        for bad in [0, 5] {
+            config.dataset.synthetic_channels = Some(bad);
+            let err = config.validate().unwrap_err();
+            assert_eq!(err.key, "synthetic_channels");
+            assert!(err.problem.contains(&bad.to_string()), "{err}");
+        }
+        config.dataset.synthetic_channels = Some(4);
+        config.validate().unwrap();
+        // Other kinds do not take it.
+        let mut spec = DatasetSpec::new(DatasetKind::Cifar10);
+        spec.synthetic_channels = Some(3);
+        let err = spec.validate().unwrap_err();
+        assert_eq!(err.key, "synthetic_channels");
+        assert!(err.problem.contains("cifar10"), "{err}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //!
 //! This crate owns every part of that contract, so that a writer and a reader that disagree fail
 //! to compile rather than at run time:
+//! - [`augment`]: the training-time augmentation setting and its text form (`crop:4+flip`);
 //! - [`config`]: a run's configuration (`manifest.json`'s `"config"`), with its run-id;
 //! - [`architecture`]: the layers and activation sites a manifest lists;
 //! - [`init`]: the weight-initialisation scheme and bias rule of a run's conv and fc layers;
@@ -17,6 +18,7 @@
 //! file and what is wrong with it.
 
 pub mod architecture;
+pub mod augment;
 pub mod checkpoint;
 pub mod config;
 pub mod files;

@@ -1,17 +1,30 @@
 //! Reads an image-folder dataset: one sub-folder of PNG/JPEG images per class (the layout of
-//! Caltech-256 and PI100), every image resized to a square of a chosen side.
+//! Caltech-256 and PI100), or a flat folder of images whose names end in their label; every
+//! image resized to a square of a chosen side.
 //!
 //! # Layout
 //!
-//! The data folder holds either
-//! - `train/` and `test/`, each with the same set of class sub-folders, or
+//! The data folder holds one of
+//! - `train/` and `test/`, each with the same set of class sub-folders;
 //! - the class sub-folders themselves. Then the split is fixed and deterministic: within each
 //!   class, files sorted by name, every 5th file (positions 4, 9, 14, … counting from 0) goes
 //!   to the test split and the rest to training. A class with fewer than 5 images therefore
-//!   has none in the test split.
+//!   has none in the test split;
+//! - image files only, no folders, each named `<anything>_<label>.<ext>`: the label is the
+//!   whole number after the last `_` of the name without its extension (`cifar100_07_14.png`
+//!   is label 14). As for the `idx` kind, the number of classes is the largest label + 1, so a
+//!   label that no file has is still a class. The split: all files sorted by name, every 5th
+//!   (positions 4, 9, 14, …) goes to the test split, the rest to training. A name without a
+//!   `_<number>` ending is an error naming the file and the expected pattern. One folder is
+//!   one dataset: every image in it is read, so files of different datasets (the
+//!   `cifar10_*` and `cifar100_*` samples) must sit in different folders. A label above 65535
+//!   is an error (a naming mistake, not a class count).
 //!
-//! Classes are the class folders' names in sorted (byte) order; class `k` is label `k`.
-//! Samples are stored class by class, and within a class in file-name order.
+//! A folder that holds both files and folders is an error.
+//!
+//! With class folders, classes are the class folders' names in sorted (byte) order; class `k`
+//! is label `k`. Samples are stored class by class, and within a class in file-name order.
+//! With labelled files, samples are stored in file-name order.
 //!
 //! # What counts as an image
 //!
@@ -20,7 +33,7 @@
 //! decode, or loading fails naming it; any other file is an error too ("not an image"), so a
 //! stray file is never silently ignored. Folders nested inside a class folder are not read.
 //! An empty class folder is an error. A file at the class level (beside the class folders) is
-//! an error.
+//! an error. In the flat layout, the same holds for the files of the data folder.
 //!
 //! Images are decoded by content (a PNG named `.jpg` still loads), converted to RGB (or to
 //! one grey channel with `grayscale`), and resized with `image::imageops::resize` and the
@@ -38,6 +51,11 @@ use super::{file_error, ScaledDataset, Split};
 
 /// Side of the square images when the spec gives none.
 pub(crate) const DEFAULT_IMAGE_SIZE: usize = 32;
+
+/// The largest label a file name may give: far more classes than any image set has, so a
+/// larger number is a naming mistake rather than a class (it would make an output layer of
+/// billions of units).
+const MAX_FILE_LABEL: u32 = 65_535;
 
 /// File extensions read as images, compared without regard to letter case.
 const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
@@ -132,6 +150,22 @@ fn list_samples(dir: &Path) -> Result<(Vec<LabelledFile>, Vec<LabelledFile>, usi
             )
         }
         (false, false) => {
+            let entries = sorted_entries(dir)?;
+            let is_folder = |(_, path): &&(OsString, PathBuf)| path.is_dir();
+            match (
+                entries.iter().find(is_folder),
+                entries.iter().find(|e| !is_folder(e)),
+            ) {
+                (None, Some(_)) => return labelled_files(dir),
+                (Some((_, folder)), Some((_, file))) => bail!(
+                    "{} is not a class folder: {} holds both folders ({}) and files; give one \
+                     folder per class, or only image files named <name>_<label>.<ext>",
+                    file.display(),
+                    dir.display(),
+                    folder.display()
+                ),
+                _ => {}
+            }
             let classes = class_folders(dir)?;
             let mut train = Vec::new();
             let mut test = Vec::new();
@@ -148,6 +182,49 @@ fn list_samples(dir: &Path) -> Result<(Vec<LabelledFile>, Vec<LabelledFile>, usi
             }
             Ok((train, test, classes.len()))
         }
+    }
+}
+
+/// The flat layout: every file of `dir` an image whose name ends in `_<label>`; the
+/// classes are the largest label + 1, and every 5th file by name is a test file.
+fn labelled_files(dir: &Path) -> Result<(Vec<LabelledFile>, Vec<LabelledFile>, usize)> {
+    let mut train = Vec::new();
+    let mut test = Vec::new();
+    let mut classes = 0usize;
+    for (position, path) in image_files(dir)?.into_iter().enumerate() {
+        let label = file_label(&path)?;
+        classes = classes.max(label as usize + 1);
+        // The fixed split: every 5th file, in name order, is a test file.
+        if position % 5 == 4 {
+            test.push((path, label));
+        } else {
+            train.push((path, label));
+        }
+    }
+    Ok((train, test, classes))
+}
+
+/// The label a file name ends in: the whole number after the last `_` of its stem.
+fn file_label(path: &Path) -> Result<u32> {
+    let stem = path
+        .file_stem()
+        .and_then(|stem| stem.to_str())
+        .unwrap_or_default();
+    let label = stem.rsplit_once('_').map_or("", |(_, label)| label);
+    if label.is_empty() || !label.bytes().all(|b| b.is_ascii_digit()) {
+        bail!(
+            "{}: the name does not end in its label; in a folder of images without class \
+             folders, every file must be named <name>_<label>.<ext> with a whole-number label, \
+             e.g. cifar100_07_14.png (label 14)",
+            path.display()
+        );
+    }
+    match label.parse::<u32>() {
+        Ok(label) if label <= MAX_FILE_LABEL => Ok(label),
+        _ => Err(file_error(
+            path,
+            format!("label {label} is above {MAX_FILE_LABEL}, the largest a file name may give"),
+        )),
     }
 }
 
@@ -182,7 +259,10 @@ fn class_folders(dir: &Path) -> Result<Vec<(OsString, PathBuf)>> {
         );
     }
     if entries.is_empty() {
-        return Err(file_error(dir, "no class folders found"));
+        return Err(file_error(
+            dir,
+            "no class folders (nor labelled images) found",
+        ));
     }
     Ok(entries)
 }
@@ -205,7 +285,8 @@ fn image_files(class_dir: &Path) -> Result<Vec<PathBuf>> {
             });
         if !is_image {
             bail!(
-                "not an image: {} (only .png, .jpg and .jpeg files may sit in a class folder)",
+                "not an image: {} (only .png, .jpg and .jpeg files may sit in a class folder or \
+                 a folder of labelled images)",
                 path.display()
             );
         }
@@ -489,6 +570,117 @@ mod tests {
         std::fs::write(&broken, b"garbage garbage garbage").unwrap();
         let message = format!("{:#}", load_folder(root.path(), None, false).unwrap_err());
         assert!(message.contains(&broken.display().to_string()), "{message}");
+    }
+
+    /// The CIFAR-100 sample PNGs copied flat into a new temporary folder.
+    fn cifar100_flat() -> tempfile::TempDir {
+        let root = tempfile::tempdir().unwrap();
+        for entry in std::fs::read_dir(fixture("cifar-samples")).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap();
+            if name.starts_with("cifar100_") {
+                std::fs::copy(&path, root.path().join(name)).unwrap();
+            }
+        }
+        root
+    }
+
+    #[test]
+    fn labelled_files_take_their_label_from_the_name() {
+        let root = cifar100_flat();
+        std::fs::write(root.path().join(".DS_Store"), b"skipped").unwrap();
+        let dataset = load_folder(root.path(), None, false).unwrap();
+        assert_eq!(dataset.input_shape(), [3, 32, 32]);
+        // The fixture names, cifar100_<index>_<label>.png for index 00..19, in name order:
+        // labels 49 33 72 51 71 | 92 15 14 23 0 | 71 75 81 69 40 | 43 92 97 70 53.
+        // Largest label 97, so 98 classes.
+        assert_eq!(dataset.classes, 98);
+        // Positions 4, 9, 14, 19 (files 04, 09, 14, 19) are the test split.
+        assert_eq!(dataset.test.labels, [71, 0, 40, 53]);
+        assert_eq!(
+            dataset.train.labels,
+            [49, 33, 72, 51, 92, 15, 14, 23, 71, 75, 81, 69, 43, 92, 97, 70]
+        );
+        // Samples in name order: the first training image is file 00, the second test image
+        // file 09; pixels as the PNG decodes.
+        for (split, i, name) in [
+            (&dataset.train, 0, "cifar100_00_49.png"),
+            (&dataset.train, 4, "cifar100_05_92.png"),
+            (&dataset.test, 1, "cifar100_09_0.png"),
+        ] {
+            let png = image::open(root.path().join(name)).unwrap().to_rgb8();
+            let sample = split.sample(i, dataset.sample_len());
+            for (x, y, pixel) in png.enumerate_pixels() {
+                for c in 0..3 {
+                    let loaded = unnormalize(&dataset, c, sample[c * 1024 + (y * 32 + x) as usize]);
+                    let direct = pixel.0[c] as f32 / 255.0;
+                    assert!((loaded - direct).abs() < 1e-5, "{name} ({x},{y}) c{c}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn labelled_files_with_few_labels() {
+        // Labels 2 and 0 only: still 3 classes (largest + 1); 4 files, so none is 5th.
+        let root = tempfile::tempdir().unwrap();
+        let grey = image::GrayImage::from_pixel(4, 4, image::Luma([10]));
+        for name in ["b_0.png", "a_2.png", "c_x_2.PNG", "d_0.jpg"] {
+            grey.save_with_format(root.path().join(name), image::ImageFormat::Png)
+                .unwrap();
+        }
+        let dataset = load_folder(root.path(), Some(4), true).unwrap();
+        assert_eq!(dataset.classes, 3);
+        // Name order a_2, b_0, c_x_2, d_0.
+        assert_eq!(dataset.train.labels, [2, 0, 2, 0]);
+        assert!(dataset.test.is_empty());
+    }
+
+    #[test]
+    fn a_file_name_without_a_label_is_an_error() {
+        for bad in [
+            "cat.png",
+            "cat_.png",
+            "cat_x.png",
+            "cat_-3.png",
+            "cat_+3.png",
+            "cat_99999.png",
+        ] {
+            let root = cifar100_flat();
+            let path = root.path().join(bad);
+            std::fs::copy(root.path().join("cifar100_00_49.png"), &path).unwrap();
+            let message = format!("{:#}", load_folder(root.path(), None, false).unwrap_err());
+            assert!(message.contains(&path.display().to_string()), "{message}");
+            if bad == "cat_99999.png" {
+                assert!(message.contains("above 65535"), "{message}");
+            } else {
+                assert!(message.contains("<name>_<label>.<ext>"), "{message}");
+            }
+        }
+        // A file that is not an image is an error, as in a class folder.
+        let root = cifar100_flat();
+        let notes = root.path().join("notes_1.txt");
+        std::fs::write(&notes, b"text").unwrap();
+        let message = format!("{:#}", load_folder(root.path(), None, false).unwrap_err());
+        assert!(
+            message.contains(&format!("not an image: {}", notes.display())),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn files_beside_folders_are_an_error() {
+        let root = cifar100_flat();
+        let folder = root.path().join("class_a");
+        std::fs::create_dir(&folder).unwrap();
+        let message = format!("{:#}", load_folder(root.path(), None, false).unwrap_err());
+        assert!(message.contains("holds both folders"), "{message}");
+        assert!(message.contains("not a class folder"), "{message}");
+        assert!(message.contains(&folder.display().to_string()), "{message}");
+        // An empty data folder is neither layout.
+        let empty = tempfile::tempdir().unwrap();
+        let message = format!("{:#}", load_folder(empty.path(), None, false).unwrap_err());
+        assert!(message.contains("no class folders"), "{message}");
     }
 
     #[test]

@@ -3,8 +3,10 @@
 //!
 //! One file per source format: [`digits`] (the embedded UCI optical digits), [`idx`] (MNIST,
 //! Fashion-MNIST and any other IDX files), [`cifar`] (CIFAR-10/100 binary), [`folder`] (one
-//! sub-folder of PNG/JPEG images per class) and [`synthetic`] (generated patterns). Each
-//! loader returns pixels scaled to `[0, 1]`; this module then normalises them.
+//! sub-folder of PNG/JPEG images per class, or images whose names end in their label) and
+//! [`synthetic`] (generated patterns). Each loader returns pixels scaled to `[0, 1]`; this
+//! module then normalises them. [`augment`] transforms training minibatches (random crop and
+//! flip) after normalisation.
 //!
 //! # Normalisation
 //!
@@ -20,6 +22,7 @@
 //! disagree, an unreadable image, an empty class folder) are one message that names the file
 //! and the problem; no loader panics on malformed bytes.
 
+pub mod augment;
 pub mod checksum;
 pub mod cifar;
 pub mod digits;
@@ -117,6 +120,7 @@ impl Dataset {
 
 /// Loads the dataset `spec` names, normalised as described in the module documentation.
 pub fn load(spec: &DatasetSpec) -> Result<Dataset> {
+    spec.validate()?;
     let data_dir = if spec.kind.needs_data_dir() {
         let Some(dir) = spec.data_dir.as_deref() else {
             bail!(
@@ -152,6 +156,8 @@ pub fn load(spec: &DatasetSpec) -> Result<Dataset> {
             spec.synthetic_samples
                 .unwrap_or(synthetic::DEFAULT_TRAIN_SAMPLES),
             spec.image_size.unwrap_or(synthetic::DEFAULT_IMAGE_SIZE),
+            spec.synthetic_channels
+                .unwrap_or(synthetic::DEFAULT_CHANNELS),
         )?,
     };
     Ok(scaled.normalize(spec.kind.name()))

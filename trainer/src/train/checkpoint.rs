@@ -15,7 +15,7 @@ use crate::arch;
 use crate::data::Dataset;
 use crate::hooks::recorder::NeuronRow;
 use crate::hooks::EpochRow;
-use crate::model::{Model, SiteInfo};
+use crate::model::{Initialisation, Model, SiteInfo};
 use crate::optim::Optimizer;
 use necrosis_records::checkpoint::{
     checkpoint_path, first_moment_name, metadata, read_safetensors, second_moment_name,
