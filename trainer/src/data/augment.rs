@@ -85,7 +85,7 @@ pub fn augment_batch(
     let [channels, height, width] = sample_shape;
     let sample_len = channels * height * width;
     assert!(
-        sample_len > 0 && images.len() % sample_len == 0,
+        sample_len > 0 && images.len().is_multiple_of(sample_len),
         "augment_batch: {} values are not whole samples of {sample_shape:?}",
         images.len()
     );

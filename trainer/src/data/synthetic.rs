@@ -89,7 +89,9 @@ pub(crate) fn generate(
 /// One `channels × side × side` prototype per class (planes one after another); the planes
 /// of channel `c` are drawn from stream `c`, class by class.
 fn prototypes(side: usize, channels: usize) -> Vec<Vec<f32>> {
-    let mut prototypes = vec![Vec::with_capacity(channels * side * side); CLASSES];
+    let mut prototypes: Vec<Vec<f32>> = (0..CLASSES)
+        .map(|_| Vec::with_capacity(channels * side * side))
+        .collect();
     for channel in 0..channels {
         let mut rng = ChaCha8Rng::seed_from_u64(SEED);
         rng.set_stream(channel as u64);
