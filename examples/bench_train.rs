@@ -1,9 +1,10 @@
-//! Training throughput of LeNet (conv32-conv64-fc128) on 28×28 inputs, batch 64: the cost of the
-//! instruments, the cost of the probe pass, the FLOP/s reached against the machine's peak, and
-//! peak RSS.
+//! Training throughput of a net (LeNet, conv32-conv64-fc128, on 28×28 grey inputs unless told
+//! otherwise), batch 64: the cost of the instruments, the cost of the probe pass, the FLOP/s
+//! reached against the machine's peak, and peak RSS.
 //!
 //! Run: `cargo run --release --example bench_train [-- --threads 2 --steps 384 --samples 8192
-//! --epochs 2 --activations relu,relu-softsign --flops-per-cycle 32]`.
+//! --epochs 2 --activations relu,relu-softsign --flops-per-cycle 32]`; another net on colour
+//! images: `-- --arch resnet20 --image-size 32 --channels 3` (any preset or spec).
 //!
 //! Instrument cost: two copies of the network, instruments off and on, train side by side on the
 //! same minibatches, one step each in turn (which goes first alternates), so that a slow spell of
@@ -49,6 +50,15 @@ struct Args {
     /// Peak f32 FLOP per cycle and core (two 256-bit FMA pipes: 32).
     #[arg(long, default_value_t = 32)]
     flops_per_cycle: usize,
+    /// The net: a preset (lenet, cifar, cifar-bn, resnet20) or a layer spec.
+    #[arg(long, default_value = "lenet")]
+    arch: String,
+    /// Side of the synthetic images.
+    #[arg(long, default_value_t = 28)]
+    image_size: usize,
+    /// Channels of the synthetic images (3: colour).
+    #[arg(long, default_value_t = 1)]
+    channels: usize,
 }
 
 fn peak_rss_mb() -> f64 {
@@ -144,10 +154,14 @@ struct Interleaved {
 fn interleaved_steps(
     dataset: &data::Dataset,
     spec: &DatasetSpec,
+    arch: &str,
     activation: &str,
     steps: usize,
 ) -> anyhow::Result<Interleaved> {
-    let config = RunConfig::new(spec.clone(), activation);
+    let config = RunConfig {
+        arch: arch.to_string(),
+        ..RunConfig::new(spec.clone(), activation)
+    };
     let f = activation_by_name(activation)?;
     let layers = arch::resolve(&config.arch, dataset.input_shape(), dataset.classes)?;
     let build = |instruments: bool| -> anyhow::Result<(Model, Optimizer, HookSet)> {
@@ -218,11 +232,13 @@ struct Phases {
 fn run_phases(
     dataset: &data::Dataset,
     spec: &DatasetSpec,
+    arch: &str,
     activation: &str,
     epochs: usize,
 ) -> anyhow::Result<Phases> {
     let config = RunConfig {
         epochs,
+        arch: arch.to_string(),
         ..RunConfig::new(spec.clone(), activation)
     };
     let dir = tempfile::tempdir()?;
@@ -278,6 +294,9 @@ fn main() -> anyhow::Result<()> {
         epochs,
         activations,
         flops_per_cycle,
+        arch,
+        image_size,
+        channels,
     } = clap::Parser::parse();
     let steps = steps as usize;
     rayon::ThreadPoolBuilder::new()
@@ -285,10 +304,12 @@ fn main() -> anyhow::Result<()> {
         .build_global()?;
     let mut spec = DatasetSpec::new(DatasetKind::Synthetic);
     spec.synthetic_samples = Some(samples);
+    spec.image_size = Some(image_size);
+    spec.synthetic_channels = (channels != 1).then_some(channels);
     let dataset = data::load(&spec)?;
     let probe_size = DEFAULT_PROBE_SIZE.min(dataset.train.len());
     let batch = RunConfig::new(spec.clone(), "relu").batch_size as f64;
-    let layers = arch::resolve("lenet", dataset.input_shape(), dataset.classes)?;
+    let layers = arch::resolve(&arch, dataset.input_shape(), dataset.classes)?;
     let flops = training_flops_per_image(&layers, dataset.input_shape());
     let peak = cpu_ghz().map(|ghz| ghz * 1e9 * (flops_per_cycle * threads) as f64);
     let of_peak = |ips: f64| {
@@ -300,12 +321,21 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_default()
         )
     };
+    let parameters = Model::new(
+        &layers,
+        dataset.input_shape(),
+        dataset.classes,
+        activation_by_name("relu")?,
+        0,
+    )?
+    .parameter_count();
     println!(
-        "# LeNet, 28x28 synthetic, batch 64, {threads} threads; {steps} interleaved steps per copy, then one {epochs}-epoch run on {} samples",
+        "# {arch} ({parameters} parameters, {:.1} MFLOP per training image), {channels}x{image_size}x{image_size} synthetic, batch 64, {threads} threads; {steps} interleaved steps per copy, then one {epochs}-epoch run on {} samples",
+        flops / 1e6,
         dataset.train.len()
     );
     for activation in &activations {
-        let steps = interleaved_steps(&dataset, &spec, activation, steps)?;
+        let steps = interleaved_steps(&dataset, &spec, &arch, activation, steps)?;
         for (name, seconds) in [("off", steps.off), ("on", steps.on)] {
             let ips = batch / seconds;
             println!(
@@ -317,7 +347,7 @@ fn main() -> anyhow::Result<()> {
             "{activation} instrument overhead: {:+.1} % of training time (median over steps of on/off − 1)",
             100.0 * (steps.ratio - 1.0)
         );
-        let phases = run_phases(&dataset, &spec, activation, epochs)?;
+        let phases = run_phases(&dataset, &spec, &arch, activation, epochs)?;
         let epoch_seconds = |n: usize| n as f64 / batch * phases.step_seconds;
         println!(
             "{activation} run: {:.1} img/s; probe pass ({probe_size} samples) {:.3} s = {:.1} % of this {}-sample epoch, {:.1} % of a 60000-sample (MNIST) epoch; test evaluation {:.3} s; records {:.3} s",
@@ -328,6 +358,11 @@ fn main() -> anyhow::Result<()> {
             100.0 * phases.probe_seconds / epoch_seconds(60_000),
             phases.eval_seconds,
             phases.save_seconds,
+        );
+        println!(
+            "{activation} epoch cost: {:.0} s for 50000 training images (CIFAR), {:.0} s for 60000 (MNIST), probe pass included",
+            epoch_seconds(50_000) + phases.probe_seconds,
+            epoch_seconds(60_000) + phases.probe_seconds,
         );
     }
     println!(

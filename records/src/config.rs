@@ -568,8 +568,17 @@ mod tests {
     fn later_settings_enter_the_identity_only_when_set() {
         let config = RunConfig::new(DatasetSpec::new(DatasetKind::Mnist), "relu-softsign");
         let canonical = config.canonical("abc123");
-        for key in ["init", "bias_init", "output_init", "augment", "synthetic_channels"] {
-            assert!(!canonical.contains(key), "{key} at its default: {canonical}");
+        for key in [
+            "init",
+            "bias_init",
+            "output_init",
+            "augment",
+            "synthetic_channels",
+        ] {
+            assert!(
+                !canonical.contains(key),
+                "{key} at its default: {canonical}"
+            );
         }
         let mut changed = config.clone();
         changed.init = InitScheme::XavierNormal;
@@ -585,7 +594,10 @@ mod tests {
         assert_ne!(changed.identity("abc123"), config.identity("abc123"));
         // A manifest written before these settings existed reads back with their defaults.
         let old: RunConfig = serde_json::from_str(&canonical).unwrap();
-        assert_eq!((old.init, old.augment), (InitScheme::HeUniform, Augment::default()));
+        assert_eq!(
+            (old.init, old.augment),
+            (InitScheme::HeUniform, Augment::default())
+        );
         changed.bias_init = BiasInit::Pytorch;
         changed.init = InitScheme::Rai;
         assert_eq!(changed.validate().unwrap_err().key, "bias_init");

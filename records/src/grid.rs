@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::augment::Augment;
 use crate::config::{DatasetSpec, InvalidConfig, OptimizerConfig, RunConfig, Schedule};
-use crate::init::{BiasInit, InitScheme};
 use crate::files::write_atomic;
+use crate::init::{BiasInit, InitScheme};
 use crate::{Problem, RecordError, Result};
 
 /// The grid record's file name in a sweep folder.

@@ -8,6 +8,7 @@ mod bad_input;
 mod common;
 mod factorial;
 mod kill_resume;
+mod larger_nets;
 mod mutations;
 mod round_trip;
 mod shards;

@@ -176,7 +176,9 @@ pub fn parse(spec: &str) -> Result<Vec<LayerSpec>> {
             }
             "gap" => {
                 if flat {
-                    bail!("'{token}': global average pooling cannot follow a dense layer or flatten");
+                    bail!(
+                        "'{token}': global average pooling cannot follow a dense layer or flatten"
+                    );
                 }
                 layers.push(LayerSpec::Gap);
             }
@@ -288,9 +290,15 @@ mod tests {
             ("fc:8,conv:4:3,fc:10", "cannot follow a dense layer"),
             ("act,fc:10", "first layer cannot be an activation"),
             ("conv:0:3,fc:10", "output channels must be > 0"),
-            ("conv:4:3,dropout:1,fc:10", "drop probability must be a number in [0, 1)"),
+            (
+                "conv:4:3,dropout:1,fc:10",
+                "drop probability must be a number in [0, 1)",
+            ),
             ("conv:4:3,dropout,fc:10", "missing the drop probability"),
-            ("fc:8,res:8,fc:10", "residual block cannot follow a dense layer"),
+            (
+                "fc:8,res:8,fc:10",
+                "residual block cannot follow a dense layer",
+            ),
             ("fc:8,gap,fc:10", "global average pooling cannot follow"),
             ("bn,fc:10", "first layer cannot be `bn`"),
             ("conv:4:3,res:0,fc:10", "output channels must be > 0"),
@@ -344,7 +352,10 @@ mod tests {
         // The presets resolve for 32×32 colour inputs and end in one output per class.
         for preset in ["cifar", "cifar-bn", "resnet20"] {
             let layers = resolve(preset, [3, 32, 32], 100).unwrap();
-            assert!(matches!(layers.last(), Some(LayerSpec::Fc { out: 100, .. })));
+            assert!(matches!(
+                layers.last(),
+                Some(LayerSpec::Fc { out: 100, .. })
+            ));
         }
         let resnet = resolve("resnet20", [3, 32, 32], 10).unwrap();
         let blocks = resnet

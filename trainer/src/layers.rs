@@ -45,7 +45,9 @@ pub fn dropout_key(seed: u64, epoch: usize, step: u64) -> u64 {
 
 /// One round of SplitMix64 on `a` combined with `b`: distinct inputs give unrelated keys.
 fn mix(a: u64, b: u64) -> u64 {
-    let mut z = a.wrapping_add(b.wrapping_mul(0x9e37_79b9_7f4a_7c15)).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = a
+        .wrapping_add(b.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        .wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
@@ -179,7 +181,12 @@ impl ActivationSite {
         let site = self.site;
         let capture = pass.captures.map(|c| c[site].clone());
         let observe = &mut *pass.observe;
-        let mut h = activate(viewed, pass.activation, &mut |z, hv| observe(site, z, hv), capture);
+        let mut h = activate(
+            viewed,
+            pass.activation,
+            &mut |z, hv| observe(site, z, hv),
+            capture,
+        );
         h.sample_shape = shape;
         h
     }
@@ -241,7 +248,10 @@ impl BatchNorm {
 
     fn buffers_mut(&mut self) -> [(String, &mut Vec<f32>); 2] {
         [
-            (format!("{}.running_mean", self.name), &mut self.running_mean),
+            (
+                format!("{}.running_mean", self.name),
+                &mut self.running_mean,
+            ),
             (format!("{}.running_var", self.name), &mut self.running_var),
         ]
     }
@@ -402,7 +412,12 @@ impl Layer {
                     &mut b.bn2.beta,
                 ];
                 if let Some((conv, bn)) = &mut b.projection {
-                    params.extend([&mut conv.weight, &mut conv.bias, &mut bn.gamma, &mut bn.beta]);
+                    params.extend([
+                        &mut conv.weight,
+                        &mut conv.bias,
+                        &mut bn.gamma,
+                        &mut bn.beta,
+                    ]);
                 }
                 params
             }

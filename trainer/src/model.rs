@@ -85,7 +85,14 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
-    fn conv(&mut self, name: &str, out: usize, kernel: usize, stride: usize, padding: usize) -> Result<Conv2d> {
+    fn conv(
+        &mut self,
+        name: &str,
+        out: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Conv2d> {
         let geometry = ConvGeometry::new(self.shape, out, kernel, stride, padding)
             .with_context(|| format!("layer {name} on input {:?}", self.shape))?;
         self.shape = geometry.out_shape();
@@ -94,7 +101,14 @@ impl Builder<'_> {
             scheme: self.init.scheme,
             bias: self.init.bias,
         };
-        let conv = Conv2d::new(&self.dev, &mut self.rng, name, geometry, self.params > 0, init);
+        let conv = Conv2d::new(
+            &self.dev,
+            &mut self.rng,
+            name,
+            geometry,
+            self.params > 0,
+            init,
+        );
         self.params += 2;
         Ok(conv)
     }
@@ -134,7 +148,13 @@ impl Builder<'_> {
         Ok(Pool2d { geometry })
     }
 
-    fn residual(&mut self, name: &str, out: usize, stride: usize, first_site: usize) -> Result<ResidualBlock> {
+    fn residual(
+        &mut self,
+        name: &str,
+        out: usize,
+        stride: usize,
+        first_site: usize,
+    ) -> Result<ResidualBlock> {
         let input = self.shape;
         let conv1 = self.conv(&format!("{name}.conv1"), out, 3, stride, 1)?;
         let bn1 = self.norm(&format!("{name}.bn1"));
@@ -183,7 +203,14 @@ impl Model {
         activation: Activation,
         seed: u64,
     ) -> Result<Self> {
-        Self::with_init(arch, input_shape, classes, activation, seed, &Initialisation::default())
+        Self::with_init(
+            arch,
+            input_shape,
+            classes,
+            activation,
+            seed,
+            &Initialisation::default(),
+        )
     }
 
     /// Builds the network and initialises it: every conv and dense layer's parameters drawn by
@@ -219,8 +246,12 @@ impl Model {
                     padding,
                 } => Layer::Conv(b.conv(name, *out, *kernel, *stride, *padding)?),
                 LayerSpec::Act { site } => Layer::Act(b.site(*site)?),
-                LayerSpec::Maxpool { kernel, stride } => Layer::Pool(b.pool(PoolKind::Max, *kernel, *stride)?),
-                LayerSpec::Avgpool { kernel, stride } => Layer::Pool(b.pool(PoolKind::Avg, *kernel, *stride)?),
+                LayerSpec::Maxpool { kernel, stride } => {
+                    Layer::Pool(b.pool(PoolKind::Max, *kernel, *stride)?)
+                }
+                LayerSpec::Avgpool { kernel, stride } => {
+                    Layer::Pool(b.pool(PoolKind::Avg, *kernel, *stride)?)
+                }
                 LayerSpec::Gap => {
                     let [_, h, w] = b.shape;
                     if h != w {
@@ -245,7 +276,9 @@ impl Model {
                         bias: init.bias,
                     };
                     b.params += 2;
-                    Layer::Linear(Linear::new(&b.dev, &mut b.rng, name, fan_in, *out, layer_init))
+                    Layer::Linear(Linear::new(
+                        &b.dev, &mut b.rng, name, fan_in, *out, layer_init,
+                    ))
                 }
                 LayerSpec::Bn { name } => {
                     if b.feeding.is_none() {

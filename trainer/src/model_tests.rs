@@ -42,14 +42,26 @@ fn assert_network_gradient(spec: &str, input: [usize; 3], activation: &str, trai
     use crate::ops::{tensor_values, Tape};
     let (classes, n) = (3, 4);
     let arch = resolve(spec, input, classes).unwrap();
-    let mut model = Model::new(&arch, input, classes, activation_by_name(activation).unwrap(), 5)
-        .unwrap();
+    let mut model = Model::new(
+        &arch,
+        input,
+        classes,
+        activation_by_name(activation).unwrap(),
+        5,
+    )
+    .unwrap();
     for (i, p) in model.params_mut().into_iter().enumerate() {
         // Non-zero biases and BN shifts, scales away from 1, so that every gradient is exercised.
         if p.shape.len() == 1 {
             let values = pseudo_random(p.len(), 100 + i as u64)
                 .iter()
-                .map(|v| if p.name.ends_with(".weight") { 1.0 + 0.3 * v } else { 0.1 * v })
+                .map(|v| {
+                    if p.name.ends_with(".weight") {
+                        1.0 + 0.3 * v
+                    } else {
+                        0.1 * v
+                    }
+                })
                 .collect::<Vec<_>>();
             p.set_values(&values).unwrap();
         }
@@ -57,7 +69,11 @@ fn assert_network_gradient(spec: &str, input: [usize; 3], activation: &str, trai
     for (i, (name, values)) in model.buffers_mut().into_iter().enumerate() {
         let noise = pseudo_random(values.len(), 300 + i as u64);
         for (v, e) in values.iter_mut().zip(noise) {
-            *v = if name.ends_with("running_var") { 1.0 + 0.5 * e.abs() } else { 0.2 * e };
+            *v = if name.ends_with("running_var") {
+                1.0 + 0.5 * e.abs()
+            } else {
+                0.2 * e
+            };
         }
     }
     let features: usize = input.iter().product();
@@ -87,7 +103,8 @@ fn assert_network_gradient(spec: &str, input: [usize; 3], activation: &str, trai
     };
     let mut pass = TrainPass::default();
     let logits = model.forward(
-        dev.tensor_from_vec(x.clone(), (n, features)).retaped::<Tape>(),
+        dev.tensor_from_vec(x.clone(), (n, features))
+            .retaped::<Tape>(),
         &mut |_, _, _| {},
         None,
         training.then_some(&mut pass),
@@ -161,12 +178,22 @@ fn normalised_residual_network_gradient_matches_finite_differences() {
 #[test]
 fn resnet20_has_he_et_al_s_layout() {
     let arch = resolve("resnet20", [3, 32, 32], 100).unwrap();
-    let model = Model::new(&arch, [3, 32, 32], 100, activation_by_name("relu").unwrap(), 0)
-        .unwrap();
+    let model = Model::new(
+        &arch,
+        [3, 32, 32],
+        100,
+        activation_by_name("relu").unwrap(),
+        0,
+    )
+    .unwrap();
     let conv = |cin: usize, cout: usize, k: usize| cout * cin * k * k + cout;
     let bn = |c: usize| 2 * c;
     let block = |cin: usize, cout: usize| {
-        let projection = if cin != cout { conv(cin, cout, 1) + bn(cout) } else { 0 };
+        let projection = if cin != cout {
+            conv(cin, cout, 1) + bn(cout)
+        } else {
+            0
+        };
         conv(cin, cout, 3) + bn(cout) + conv(cout, cout, 3) + bn(cout) + projection
     };
     let expected = conv(3, 16, 3)
@@ -183,13 +210,22 @@ fn resnet20_has_he_et_al_s_layout() {
     // projections) and with a 10-class head: the widely reproduced 269 722 of the option-A
     // ResNet-20 (zero-padded shortcuts), plus the two 1×1 projections with their BN,
     // 16·32 + 2·32 + 32·64 + 2·64 = 2 752.
-    assert_eq!(expected - 784 - (64 * 100 + 100) + (64 * 10 + 10), 269_722 + 2_752);
+    assert_eq!(
+        expected - 784 - (64 * 100 + 100) + (64 * 10 + 10),
+        269_722 + 2_752
+    );
     // 1 stem site and 2 per block; sites of a block named after it.
     assert_eq!(model.sites.len(), 19);
     let names: Vec<&str> = model.sites.iter().map(|s| s.layer_name.as_str()).collect();
-    assert_eq!(&names[..5], ["conv1", "res1.conv1", "res1.out", "res2.conv1", "res2.out"]);
+    assert_eq!(
+        &names[..5],
+        ["conv1", "res1.conv1", "res1.out", "res2.conv1", "res2.out"]
+    );
     let sums = &model.sites[8];
-    assert_eq!((sums.layer_name.as_str(), sums.neurons, sums.positions), ("res4.out", 32, 256));
+    assert_eq!(
+        (sums.layer_name.as_str(), sums.neurons, sums.positions),
+        ("res4.out", 32, 256)
+    );
     let params = model.params();
     assert_eq!(params[sums.weight].name, "res4.conv2.weight");
     assert_eq!(params[sums.bias].name, "res4.bn2.bias");
