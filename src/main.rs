@@ -7,6 +7,7 @@
 use clap::Parser;
 
 mod cli;
+mod flags;
 mod sweep_file;
 
 #[global_allocator]
