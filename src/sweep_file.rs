@@ -280,6 +280,52 @@ mod tests {
             .any(|r| r.optimizer.name() == "adam" && r.batch_size == 128));
     }
 
+    /// The factors of initialisation and augmentation, from a file as from the flags.
+    #[test]
+    fn initialisation_and_augmentation_lists_are_factors() {
+        let (_dir, path) = write(concat!(
+            "activations = \"relu\"\nseeds = 1\n",
+            "init = [\"he-uniform\", \"xavier-normal\", \"pytorch\"]\n",
+            "bias_init = [\"zero\", \"0.01\"]\noutput_init = \"lecun-normal\"\n",
+            "augment = \"crop:2+flip\"\n[[datasets]]\nname = \"synthetic\"\nsynthetic_channels = 3\n",
+        ));
+        let base = crate::cli::Cli::parse_from(["necrosis-report", "run"]);
+        let crate::cli::Command::Run(base) = base.command else {
+            panic!()
+        };
+        let expansion = SweepFile::read(&path)
+            .unwrap()
+            .grid(&base)
+            .unwrap()
+            .expand()
+            .unwrap();
+        // 3 schemes × 2 bias rules.
+        assert_eq!(expansion.runs.len(), 6);
+        let keys: Vec<&str> = expansion.factors.iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, ["init", "bias_init"]);
+        let run = &expansion.runs[5];
+        assert_eq!(
+            (
+                run.init.to_string(),
+                run.bias_init.to_string(),
+                run.output_init.map(|s| s.to_string()),
+                run.augment.to_string(),
+                run.dataset.synthetic_channels
+            ),
+            (
+                "pytorch".to_string(),
+                "0.01".to_string(),
+                Some("lecun-normal".to_string()),
+                "crop:2+flip".to_string(),
+                Some(3)
+            )
+        );
+        assert_eq!(
+            run.run_dir_name(&["init", "bias_init"], "0badcafe"),
+            "synthetic-relu-pytorch-b0.01-lr0.01-s0-0badcafe"
+        );
+    }
+
     #[test]
     fn unknown_keys_and_wrong_types_name_the_file_and_key() {
         let (_dir, path) = write(

@@ -874,6 +874,30 @@ fn bad_momentum_and_weight_decay() {
 }
 
 #[test]
+fn bad_initialisation_augmentation_and_layers() {
+    run_fails(&["--init", "kaiming"], &["--init", "kaiming", "he-uniform"]);
+    run_fails(&["--bias-init", "NaN"], &["--bias-init", "NaN"]);
+    run_fails(&["--output-init", "glorot"], &["--output-init", "glorot"]);
+    run_fails(
+        &["--init", "rai", "--bias-init", "0.1"],
+        &["--bias-init", "rai"],
+    );
+    run_fails(&["--augment", "crop:x"], &["--augment", "crop:x"]);
+    run_fails(
+        &["--arch", "conv:4:3,act,dropout:1.5,fc:10"],
+        &["--arch", "dropout:1.5", "[0, 1)"],
+    );
+    run_fails(
+        &["--arch", "conv:4:3,fc:8,res:8,fc:10"],
+        &["--arch", "res:8", "cannot follow a dense layer"],
+    );
+    run_fails(
+        &["--dataset", "synthetic", "--synthetic-channels", "9"],
+        &["--synthetic-channels", "9"],
+    );
+}
+
+#[test]
 fn missing_data_dir() {
     run_fails(
         &["--dataset", "mnist"],

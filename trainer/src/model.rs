@@ -281,8 +281,14 @@ impl Model {
                     ))
                 }
                 LayerSpec::Bn { name } => {
-                    if b.feeding.is_none() {
-                        bail!("{name}: batch normalisation must follow a conv or fc layer");
+                    // Its channels must be the neurons of the layer before it, whose sites then
+                    // report β as their bias (not the values of a flattened conv output).
+                    match &b.feeding {
+                        Some((_, _, _, neurons)) if *neurons == b.shape[0] => {}
+                        _ => bail!(
+                            "{name}: batch normalisation must follow a conv or fc layer (or pooling after a conv), got input {:?}",
+                            b.shape
+                        ),
                     }
                     Layer::Norm(b.norm(name))
                 }

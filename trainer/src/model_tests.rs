@@ -243,3 +243,16 @@ fn initialisation_depends_only_on_the_seed() {
     assert_eq!(a.params()[0].value, b.params()[0].value);
     assert_ne!(a.params()[0].value, c.params()[0].value);
 }
+
+#[test]
+fn batch_normalisation_needs_the_channels_of_the_layer_before() {
+    let relu = activation_by_name("relu").unwrap();
+    for spec in [
+        "conv:4:3,flatten,bn,fc:10",
+        "conv:4:3,act,maxpool:2,bn,act,fc:10",
+    ] {
+        let arch = crate::arch::parse(spec).unwrap();
+        let built = Model::new(&arch, [1, 8, 8], 10, relu.clone(), 0);
+        assert_eq!(built.is_ok(), spec.contains("maxpool"), "{spec}");
+    }
+}
