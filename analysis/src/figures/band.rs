@@ -55,7 +55,7 @@ impl Figure for BandFigure {
     fn size(&self) -> (u32, u32) {
         let (rows, cols) = grid(self.panels.len(), 3);
         (
-            460 * cols as u32 + 40 + LEGEND_WIDTH,
+            460 * cols as u32 + 40 + legend_width(&self.legend_entries()),
             380 * rows as u32 + 60,
         )
     }
@@ -65,8 +65,10 @@ impl Figure for BandFigure {
             .titled(&self.title, font(24.0))
             .map_err(drawing_error)?;
         // The legend gets a strip of its own on the right, so that it never covers a curve.
-        let (body, legend) = root.split_horizontally(root.dim_in_pixel().0 - LEGEND_WIDTH);
-        draw_legend(&legend, &self.legend_entries(), 30)?;
+        let entries = self.legend_entries();
+        let (body, legend) =
+            root.split_horizontally(root.dim_in_pixel().0 - legend_width(&entries));
+        draw_legend(&legend, &entries, 30)?;
         let areas = body.split_evenly(grid(self.panels.len(), 3));
         for (area, panel) in areas.iter().zip(&self.panels) {
             let all = || panel.series.iter().flat_map(|s| s.points.iter());

@@ -7,8 +7,20 @@ use plotters::prelude::*;
 
 use super::*;
 
-/// Width of the legend strip in pixels.
+/// Narrowest legend strip in pixels.
 pub(super) const LEGEND_WIDTH: u32 = 250;
+
+/// Width of a legend strip that shows every label whole: the line sample and its gap (56 px)
+/// plus 7 px per character of the longest label (13 px type), and never under [`LEGEND_WIDTH`].
+/// A label grows with the settings that vary (`relu-softsign (lr 0.01, init xavier-normal)`).
+pub(super) fn legend_width(entries: &[LegendEntry]) -> u32 {
+    let longest = entries
+        .iter()
+        .map(|e| e.label.chars().count())
+        .max()
+        .unwrap_or(0);
+    LEGEND_WIDTH.max(56 + 7 * longest as u32)
+}
 
 /// One entry: what a reader matches a line by.
 #[derive(Debug, Clone, PartialEq)]

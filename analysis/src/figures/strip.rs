@@ -31,7 +31,16 @@ pub(super) fn quantile_sorted(v: &[f64], q: f64) -> f64 {
 
 impl Figure for StripFigure {
     fn size(&self) -> (u32, u32) {
-        ((170 * self.groups.len() as u32).max(500) + 120, 520)
+        // Each condition's column is as wide as its label under the axis (14 px type, about
+        // 8 px per character), so that labels naming several settings do not run together.
+        let longest = self
+            .groups
+            .iter()
+            .map(|g| g.0.chars().count() as u32)
+            .max()
+            .unwrap_or(0);
+        let column = 170.max(8 * longest + 20);
+        ((column * self.groups.len() as u32).max(500) + 120, 520)
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
