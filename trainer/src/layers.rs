@@ -3,6 +3,7 @@
 //! more [`Layer`] variant, and one arm in `Model::new`.
 
 use dfdx::prelude::*;
+use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::activation::{activate, Activation, CaptureRequest};
@@ -37,20 +38,20 @@ pub struct TrainPass {
     pub batch_stats: Vec<Option<BatchStats>>,
 }
 
-/// The key of a training step's dropout masks: a run's masks depend on its seed, the epoch and
-/// the optimiser step only, so a resumed run draws what the uninterrupted one drew.
-pub fn dropout_key(seed: u64, epoch: usize, step: u64) -> u64 {
-    mix(mix(seed ^ 0x6a09_e667_f3bc_c909, epoch as u64), step)
-}
+/// The ChaCha stream of dropout keys, apart from the streams the seed already drives (the
+/// initialisation on 0, epoch e's shuffle on e, the augmentation's in [2^62, 2^63), the probe's
+/// last).
+const DROPOUT_STREAM: u64 = 3 << 62;
 
-/// One round of SplitMix64 on `a` combined with `b`: distinct inputs give unrelated keys.
-fn mix(a: u64, b: u64) -> u64 {
-    let mut z = a
-        .wrapping_add(b.wrapping_mul(0x9e37_79b9_7f4a_7c15))
-        .wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+/// The key of a training step's dropout masks: the `step`-th draw of the seed's dropout stream
+/// for `epoch`, so a run's masks depend on its seed, the epoch and the optimiser step only, and a
+/// resumed run draws what the uninterrupted one drew. Each dropout layer adds its index to it
+/// (the op seeds ChaCha from the key, which scrambles neighbouring keys).
+pub fn dropout_key(seed: u64, epoch: usize, step: u64) -> u64 {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(DROPOUT_STREAM + epoch as u64);
+    rng.set_word_pos(2 * step as u128);
+    rng.next_u64()
 }
 
 /// What every layer's forward gets besides its input: the network's activation, the observer of
@@ -269,7 +270,7 @@ impl Dropout {
     pub fn forward<T: StepTape>(&self, x: Activations<T>, pass: &mut Pass) -> Activations<T> {
         match pass.training.as_deref() {
             Some(training) if self.p > 0.0 => {
-                dropout(x, self.p, mix(training.dropout_key, self.index))
+                dropout(x, self.p, training.dropout_key.wrapping_add(self.index))
             }
             _ => x,
         }
