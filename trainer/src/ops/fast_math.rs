@@ -22,8 +22,9 @@
 /// low bits of the sum's representation.
 const ROUNDING_MAGIC: f32 = 12_582_912.0;
 const LOG2_E: f32 = std::f32::consts::LOG2_E;
-/// ln 2 = LN2_HIGH + LN2_LOW, LN2_HIGH with 9 significant bits so that n·LN2_HIGH is exact.
-const LN2_HIGH: f32 = 0.693_359_375;
+/// ln 2 = LN2_HIGH + LN2_LOW, LN2_HIGH = 0.693359375 with 9 significant bits so that n·LN2_HIGH
+/// is exact. (Cephes' coefficients below are written as the f32 they round to.)
+const LN2_HIGH: f32 = 355.0 / 512.0;
 const LN2_LOW: f32 = -2.121_944_4e-4;
 /// Below this exp(x) rounds to 0 in f32 (e⁻¹⁰⁵ < 2⁻¹⁵⁰, half the least subnormal).
 const EXP_LOWEST: f32 = -105.0;
@@ -64,7 +65,7 @@ fn reduce(x: f32) -> (i32, f32, f32) {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5;
     (n, r, p)
 }
 
@@ -104,7 +105,7 @@ pub fn log1p_unit(u: f32) -> f32 {
     y = y * f - 1.666_805_8e-1;
     y = y * f + 2.000_071_4e-1;
     y = y * f - 2.499_999_4e-1;
-    y = y * f + 3.333_333_1e-1;
+    y = y * f + 3.333_333e-1;
     y = y * f * z;
     y += e * LN2_LOW;
     y += -0.5 * z;
@@ -176,7 +177,9 @@ mod tests {
                 worst_expm1 = worst_expm1.max(relative_error(expm1(x), (x as f64).exp_m1()));
             }
         }
-        eprintln!("worst relative error: exp {worst_exp:e}, expm1 {worst_expm1:e}, log1p {worst_log1p:e}");
+        eprintln!(
+            "worst relative error: exp {worst_exp:e}, expm1 {worst_expm1:e}, log1p {worst_log1p:e}"
+        );
         // 2⁻²³ ≈ 1.2e-7 is one ulp at the bottom of a binade.
         assert!(worst_exp < 2.5e-7, "exp {worst_exp:e}");
         assert!(worst_expm1 < 2.5e-7, "expm1 {worst_expm1:e}");
@@ -188,7 +191,11 @@ mod tests {
         // Subnormal results are within a unit of their last place (2⁻¹⁴⁹).
         for x in [-90.0f32, -100.0, -103.0] {
             let error = (exp(x) as f64 - (x as f64).exp()).abs();
-            assert!(error <= 2f64.powi(-149), "e^{x}: {} off by {error:e}", exp(x));
+            assert!(
+                error <= 2f64.powi(-149),
+                "e^{x}: {} off by {error:e}",
+                exp(x)
+            );
         }
         assert_eq!(exp(-105.0), 0.0);
         assert_eq!(exp(f32::NEG_INFINITY), 0.0);
