@@ -4,6 +4,11 @@
 //! against it).
 //!
 //! `cargo run --release -p necrosis --example bench_activations`
+//!
+//! On the 2-core development machine (AVX2, shared with another build, so ±30 %), forward /
+//! backward ns per element: relu 0.07–0.1 / 0.12–0.15; with libm's scalar calls softplus
+//! 8.7–13 / 7.5–13, tanh 13–19 / 14–20, gelu 22–25 / 23–27; on `ops::fast_math`'s vectorised
+//! functions softplus 1.7 / 0.8, tanh 0.75 / 0.8, gelu 1.1 / 1.5 (issue #15).
 
 use std::hint::black_box;
 use std::time::Instant;

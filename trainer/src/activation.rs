@@ -792,7 +792,8 @@ mod tests {
             // dL/dh = 1 onto zeros leaves f'(z), as in the probe pass.
             let mut df = vec![0.0; z.len()];
             b.backward_slice(&z, &ones, &mut df);
-            let (mut worst_f, mut worst_df) = ((0.0, 0.0f32), (0.0, 0.0f32));
+            // (error / allowed, x, |error|, |exact|) where the ratio is largest.
+            let (mut worst_f, mut worst_df) = ((0.0, 0.0f32, 0.0, 0.0), (0.0, 0.0f32, 0.0, 0.0));
             for i in 0..z.len() {
                 let (f, d) = by_definition(b.name(), z[i] as f64);
                 let ef = error_over_allowed(h[i], f);
@@ -800,10 +801,10 @@ mod tests {
                 assert!(ef <= 1.0, "{}({}) = {} not {f}", b.name(), z[i], h[i]);
                 assert!(ed <= 1.0, "{}'({}) = {} not {d}", b.name(), z[i], df[i]);
                 if ef > worst_f.0 {
-                    worst_f = (ef, z[i]);
+                    worst_f = (ef, z[i], (h[i] as f64 - f).abs(), f.abs());
                 }
                 if ed > worst_df.0 {
-                    worst_df = (ed, z[i]);
+                    worst_df = (ed, z[i], (df[i] as f64 - d).abs(), d.abs());
                 }
                 // The scalar methods (figures, custom callers) run the same code.
                 if TRANSCENDENTAL.contains(&b) {
@@ -811,13 +812,14 @@ mod tests {
                     assert_eq!(df[i].to_bits(), b.derivative(z[i]).to_bits());
                 }
             }
+            let show = |(ratio, x, error, exact): (f64, f32, f64, f64)| {
+                format!("{ratio:.3} of allowed at {x} (error {error:.1e}, |exact| {exact:.2e})")
+            };
             eprintln!(
-                "{:<14} worst error / allowed: f {:.3} at {}, f' {:.3} at {}",
+                "{:<14} f {}; f' {}",
                 b.name(),
-                worst_f.0,
-                worst_f.1,
-                worst_df.0,
-                worst_df.1
+                show(worst_f),
+                show(worst_df)
             );
         }
     }
