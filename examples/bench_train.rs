@@ -8,7 +8,8 @@
 //!
 //! Instrument cost: two copies of the network, instruments off and on, train side by side on the
 //! same minibatches, one step each in turn (which goes first alternates), so that a slow spell of
-//! a shared machine hits both alike. img/s is the batch size over the median step time (forward,
+//! a shared machine hits both alike. An activation's own cost is measured the same way, its copy
+//! against a relu copy. img/s is the batch size over the median step time (forward,
 //! backward, hooks and optimiser); the overhead is the median over steps of on/off − 1.
 //! Phases: one real run per activation (synthetic dataset, `--samples`, `--epochs`) times the
 //! test evaluation, the probe pass at its default size and the record writing of each epoch.
@@ -143,11 +144,12 @@ fn median(values: &mut [f64]) -> f64 {
     }
 }
 
-/// Median step seconds of the two copies, instruments off and on, and the median of the paired
-/// ratios on/off.
+/// Median step seconds of two copies of the network trained side by side (`first`, `second`:
+/// each an activation and whether its instruments are on), and the median of the paired ratios
+/// second/first.
 struct Interleaved {
-    off: f64,
-    on: f64,
+    first: f64,
+    second: f64,
     ratio: f64,
 }
 
@@ -155,31 +157,32 @@ fn interleaved_steps(
     dataset: &data::Dataset,
     spec: &DatasetSpec,
     arch: &str,
-    activation: &str,
+    copies: [(&str, bool); 2],
     steps: usize,
 ) -> anyhow::Result<Interleaved> {
     let config = RunConfig {
         arch: arch.to_string(),
-        ..RunConfig::new(spec.clone(), activation)
+        ..RunConfig::new(spec.clone(), copies[0].0)
     };
-    let f = activation_by_name(activation)?;
     let layers = arch::resolve(&config.arch, dataset.input_shape(), dataset.classes)?;
-    let build = |instruments: bool| -> anyhow::Result<(Model, Optimizer, HookSet)> {
-        let model = Model::new(
-            &layers,
-            dataset.input_shape(),
-            dataset.classes,
-            f.clone(),
-            config.seed,
-        )?;
-        let optimizer = Optimizer::new(config.optimizer, model.params());
-        let hooks = HookSet {
-            recorder: instruments.then(|| NeuronRecorder::new(model.sites.clone(), f.clone())),
-            others: Vec::new(),
+    let build =
+        |(activation, instruments): (&str, bool)| -> anyhow::Result<(Model, Optimizer, HookSet)> {
+            let f = activation_by_name(activation)?;
+            let model = Model::new(
+                &layers,
+                dataset.input_shape(),
+                dataset.classes,
+                f.clone(),
+                config.seed,
+            )?;
+            let optimizer = Optimizer::new(config.optimizer, model.params());
+            let hooks = HookSet {
+                recorder: instruments.then(|| NeuronRecorder::new(model.sites.clone(), f.clone())),
+                others: Vec::new(),
+            };
+            Ok((model, optimizer, hooks))
         };
-        Ok((model, optimizer, hooks))
-    };
-    let mut copies = [build(false)?, build(true)?];
+    let mut copies = [build(copies[0])?, build(copies[1])?];
     let sample_len = dataset.sample_len();
     let batch = config.batch_size;
     let batches = dataset.train.len() / batch;
@@ -211,12 +214,12 @@ fn interleaved_steps(
     let mut ratios: Vec<f64> = seconds[1][warm..]
         .iter()
         .zip(&seconds[0][warm..])
-        .map(|(on, off)| on / off)
+        .map(|(second, first)| second / first)
         .collect();
-    let [off, on] = seconds.map(|mut s| median(&mut s[warm..]));
+    let [first, second] = seconds.map(|mut s| median(&mut s[warm..]));
     Ok(Interleaved {
-        off,
-        on,
+        first,
+        second,
         ratio: median(&mut ratios),
     })
 }
@@ -335,8 +338,9 @@ fn main() -> anyhow::Result<()> {
         dataset.train.len()
     );
     for activation in &activations {
-        let steps = interleaved_steps(&dataset, &spec, &arch, activation, steps)?;
-        for (name, seconds) in [("off", steps.off), ("on", steps.on)] {
+        let pair = [(activation.as_str(), false), (activation.as_str(), true)];
+        let on_off = interleaved_steps(&dataset, &spec, &arch, pair, steps)?;
+        for (name, seconds) in [("off", on_off.first), ("on", on_off.second)] {
             let ips = batch / seconds;
             println!(
                 "{activation} instruments={name}: {ips:.1} img/s, {}",
@@ -345,8 +349,17 @@ fn main() -> anyhow::Result<()> {
         }
         println!(
             "{activation} instrument overhead: {:+.1} % of training time (median over steps of on/off − 1)",
-            100.0 * (steps.ratio - 1.0)
+            100.0 * (on_off.ratio - 1.0)
         );
+        if activation != "relu" {
+            // Against relu in the same interleaved run: what the activation itself costs.
+            let pair = [("relu", true), (activation.as_str(), true)];
+            let versus = interleaved_steps(&dataset, &spec, &arch, pair, steps)?;
+            println!(
+                "{activation} step vs relu (instruments on, interleaved): {:+.1} % (median over steps of {activation}/relu − 1)",
+                100.0 * (versus.ratio - 1.0)
+            );
+        }
         let phases = run_phases(&dataset, &spec, &arch, activation, epochs)?;
         let epoch_seconds = |n: usize| n as f64 / batch * phases.step_seconds;
         println!(
