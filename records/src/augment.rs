@@ -23,6 +23,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::config::InvalidConfig;
 
 /// What augmentation a training minibatch gets. The default, `none`, changes nothing.
+/// The largest crop padding accepted: far beyond any image side this toolkit trains on, and small
+/// enough that the crop's offset arithmetic cannot overflow.
+pub const MAX_CROP_PADDING: usize = 4096;
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Augment {
     /// Pixels of padding on every side before the random crop back to the image's size;
@@ -99,6 +103,11 @@ impl FromStr for Augment {
                 "the crop padding must be at least 1 (write none or flip for no crop)".into(),
             ));
         }
+        if crop_padding > MAX_CROP_PADDING {
+            return Err(bad(format!(
+                "the crop padding {crop_padding} is larger than {MAX_CROP_PADDING} pixels"
+            )));
+        }
         Ok(Augment { crop_padding, flip })
     }
 }
@@ -170,6 +179,9 @@ mod tests {
         }
         let err = "crop:0".parse::<Augment>().unwrap_err();
         assert!(err.problem.contains("at least 1"), "{err}");
+        let err = "crop:4097".parse::<Augment>().unwrap_err();
+        assert!(err.problem.contains("larger than 4096"), "{err}");
+        assert_eq!("crop:4096".parse::<Augment>().unwrap().crop_padding, 4096);
         let err = "rotate".parse::<Augment>().unwrap_err();
         assert_eq!(
             err.to_string(),

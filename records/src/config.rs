@@ -445,11 +445,11 @@ impl RunConfig {
         if self.train_limit == Some(0) {
             return Err(invalid("train_limit", "must be at least 1"));
         }
-        if self.init == InitScheme::Rai && !self.bias_init.is_default() {
+        if !self.bias_init_applies() && !self.bias_init.is_default() {
             return Err(invalid(
                 "bias_init",
                 format!(
-                    "'{}' cannot be used with init 'rai', which draws its own biases",
+                    "'{}' cannot be used when every layer is drawn by 'rai', which draws its own biases",
                     self.bias_init
                 ),
             ));
@@ -460,6 +460,26 @@ impl RunConfig {
 }
 
 impl RunConfig {
+    /// Whether `bias_init` sets any bias: not when every layer, the output layer included, is
+    /// drawn by `rai`, which draws its own biases.
+    pub fn bias_init_applies(&self) -> bool {
+        self.init != InitScheme::Rai || self.output_init.is_some_and(|s| s != InitScheme::Rai)
+    }
+
+    /// The configuration with the settings that change nothing reset to their defaults, so that
+    /// one training is one configuration (one identity): an output scheme equal to `init`, and
+    /// a bias rule that sets no bias. A sweep's grid expands through this, as it drops momentum
+    /// under Adam.
+    pub fn without_inert_settings(mut self) -> Self {
+        if self.output_init == Some(self.init) {
+            self.output_init = None;
+        }
+        if !self.bias_init_applies() {
+            self.bias_init = BiasInit::default();
+        }
+        self
+    }
+
     /// What decides what is trained, as canonical JSON: the configuration with the data folder
     /// replaced by `data_checksum` (the data's content, wherever it lies). Threads, output
     /// folders and report options are not part of a configuration at all.

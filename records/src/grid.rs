@@ -145,7 +145,7 @@ pub const FACTOR_KEYS: [&str; 21] = [
 impl RunConfig {
     /// Every setting as readable text, keyed as in [`FACTOR_KEYS`]: what exclusion rules match,
     /// what factors are found from, and what labels show. Settings that do not apply (momentum
-    /// for Adam) are absent.
+    /// for Adam, the bias rule where rai draws every bias) are absent.
     pub fn factor_values(&self) -> BTreeMap<&'static str, String> {
         let mut values = BTreeMap::new();
         let d = &self.dataset;
@@ -168,7 +168,9 @@ impl RunConfig {
         values.insert("activation", self.activation.clone());
         values.insert("arch", self.arch.clone());
         values.insert("init", self.init.to_string());
-        values.insert("bias_init", self.bias_init.to_string());
+        if self.bias_init_applies() {
+            values.insert("bias_init", self.bias_init.to_string());
+        }
         values.insert(
             "output_init",
             self.output_init.map_or("same".into(), |s| s.to_string()),
@@ -380,7 +382,8 @@ impl SweepGrid {
                 train_limit: self.train_limit[at[14]],
                 lr: self.lr[at[15]],
                 seed: self.seed[at[16]],
-            };
+            }
+            .without_inert_settings();
             if self.excludes(&run.factor_values()) {
                 continue;
             }
@@ -586,5 +589,42 @@ mod tests {
         a.datasets[0].data_dir = Some("/old".into());
         b.epochs = a.epochs.clone();
         assert!(a.differing_keys(&b).is_empty());
+    }
+
+    #[test]
+    fn initialisation_settings_that_change_nothing_are_one_run() {
+        use crate::init::{BiasInit, InitScheme};
+        let mut grid = grid();
+        grid.activation = vec!["relu".into()];
+        grid.optimizer = vec![OptimizerKind::Sgd];
+        grid.batch_size = vec![64];
+        grid.seed = vec![0];
+        grid.init = vec![InitScheme::HeUniform, InitScheme::Rai];
+        grid.bias_init = vec![BiasInit::Zero, BiasInit::Constant(0.01)];
+        grid.output_init = vec![None, Some(InitScheme::HeUniform)];
+        let expansion = grid.expand().unwrap();
+        // he-uniform: 2 bias rules × (output as init, which `he-uniform` is too) = 2 runs;
+        // rai: the bias rule sets no bias unless the output layer is he-uniform = 1 + 2 runs.
+        let runs: Vec<(InitScheme, BiasInit, Option<InitScheme>)> = expansion
+            .runs
+            .iter()
+            .map(|r| (r.init, r.bias_init, r.output_init))
+            .collect();
+        assert_eq!(
+            runs,
+            [
+                (InitScheme::HeUniform, BiasInit::Zero, None),
+                (InitScheme::HeUniform, BiasInit::Constant(0.01), None),
+                (InitScheme::Rai, BiasInit::Zero, None),
+                (InitScheme::Rai, BiasInit::Zero, Some(InitScheme::HeUniform)),
+                (
+                    InitScheme::Rai,
+                    BiasInit::Constant(0.01),
+                    Some(InitScheme::HeUniform)
+                ),
+            ]
+        );
+        assert!(expansion.runs.iter().all(|r| r.validate().is_ok()));
+        assert!(!expansion.runs[2].factor_values().contains_key("bias_init"));
     }
 }

@@ -878,10 +878,6 @@ fn bad_initialisation_augmentation_and_layers() {
     run_fails(&["--init", "kaiming"], &["--init", "kaiming", "he-uniform"]);
     run_fails(&["--bias-init", "NaN"], &["--bias-init", "NaN"]);
     run_fails(&["--output-init", "glorot"], &["--output-init", "glorot"]);
-    run_fails(
-        &["--init", "rai", "--bias-init", "0.1"],
-        &["--bias-init", "rai"],
-    );
     run_fails(&["--augment", "crop:x"], &["--augment", "crop:x"]);
     run_fails(
         &["--arch", "conv:4:3,act,dropout:1.5,fc:10"],

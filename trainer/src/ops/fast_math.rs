@@ -78,7 +78,9 @@ pub fn exp(x: f32) -> f32 {
 }
 
 /// eˣ − 1, accurate relative to its value as x → 0 (for |x| ≤ ln 2 / 2, n = 0 and this is
-/// r + r²·p(r) with r = x exactly).
+/// r + r²·p(r) with r = x exactly). For x ≤ 88 only: above it the scale 2ⁿ overflows f32 before
+/// the product could, and the result is ∞ or NaN. The activations call it with x ≤ 0 (elu's
+/// negative side, tanh on −2|x|), or discard it for x > 0.
 #[inline(always)]
 pub fn expm1(x: f32) -> f32 {
     let (n, r, p) = reduce(x);
