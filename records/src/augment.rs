@@ -18,8 +18,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
 use crate::config::InvalidConfig;
 
 /// What augmentation a training minibatch gets. The default, `none`, changes nothing.
@@ -112,20 +110,7 @@ impl FromStr for Augment {
     }
 }
 
-impl Serialize for Augment {
-    /// As its text, a JSON string.
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Augment {
-    /// From its text; a bad text is an error quoting it.
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
+crate::text_serde::serde_as_text!(Augment);
 
 #[cfg(test)]
 mod tests {

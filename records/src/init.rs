@@ -5,7 +5,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::config::InvalidConfig;
 
@@ -147,21 +147,8 @@ impl FromStr for BiasInit {
     }
 }
 
-impl Serialize for BiasInit {
-    /// As its [`Display`](fmt::Display) string, so that `0.01` is stored as `"0.01"`.
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for BiasInit {
-    /// From the string [`Serialize`] writes; a bare number is refused, as everywhere it is stored
-    /// as a string.
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
+// Stored as its text, so that 0.01 is `"0.01"`; a bare number is refused.
+crate::text_serde::serde_as_text!(BiasInit);
 
 #[cfg(test)]
 mod tests {

@@ -28,6 +28,7 @@ pub mod manifest;
 pub mod tables;
 
 mod error;
+mod text_serde;
 
 pub use error::{Problem, RecordError};
 pub use manifest::{Manifest, RunStatus, FORMAT_VERSION};
