@@ -127,46 +127,40 @@ pub(super) fn restore(
     let mut optimizer = Optimizer::new(config.optimizer, model.params());
     optimizer.step = checkpoint.number(metadata::STEP)? as u64;
     let in_checkpoint = || format!("reading {}", checkpoint.path.display());
+    // An optimiser moment or a BN running statistic: the stored tensor `name` into `into`, which
+    // belongs to the model's `owner`.
+    let restore = |into: &mut [f32], name: &str, owner: &str| -> Result<()> {
+        let values = checkpoint.tensor(name)?;
+        if values.len() != into.len() {
+            bail!(
+                "{}: tensor {name} has {} values, the model's {owner} has {}",
+                in_checkpoint(),
+                values.len(),
+                into.len()
+            );
+        }
+        into.copy_from_slice(values);
+        Ok(())
+    };
     for (i, param) in model.params_mut().into_iter().enumerate() {
         param
             .set_values(checkpoint.tensor(&param.name)?)
             .with_context(in_checkpoint)?;
-        let restore_moment = |moment: &mut Vec<f32>, name: String| -> Result<()> {
-            let values = checkpoint.tensor(&name)?;
-            if values.len() != moment.len() {
-                bail!(
-                    "{}: tensor {name} has {} values, the model's {} has {}",
-                    in_checkpoint(),
-                    values.len(),
-                    param.name,
-                    moment.len()
-                );
-            }
-            moment.copy_from_slice(values);
-            Ok(())
-        };
-        restore_moment(
+        restore(
             &mut optimizer.first_moment[i],
-            first_moment_name(&param.name),
+            &first_moment_name(&param.name),
+            &param.name,
         )?;
         if !optimizer.second_moment.is_empty() {
-            restore_moment(
+            restore(
                 &mut optimizer.second_moment[i],
-                second_moment_name(&param.name),
+                &second_moment_name(&param.name),
+                &param.name,
             )?;
         }
     }
     for (name, values) in model.buffers_mut() {
-        let stored = checkpoint.tensor(&name)?;
-        if stored.len() != values.len() {
-            bail!(
-                "{}: tensor {name} has {} values, the model has {}",
-                in_checkpoint(),
-                stored.len(),
-                values.len()
-            );
-        }
-        values.copy_from_slice(stored);
+        restore(values, &name, &name)?;
     }
     let mut epochs = EpochRow::read_all(run_dir)?;
     epochs.retain(|e| (e.epoch as usize) <= completed);
