@@ -210,6 +210,15 @@ mod tests {
     use super::*;
     use clap::Parser;
 
+    /// The `run` flags at their defaults: what a file's missing keys take.
+    fn default_run_args() -> crate::cli::RunArgs {
+        let cli = crate::cli::Cli::parse_from(["necrosis-report", "run"]);
+        let crate::cli::Command::Run(args) = cli.command else {
+            panic!("`run` parses as the run command")
+        };
+        *args
+    }
+
     fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sweep.toml");
@@ -239,10 +248,7 @@ mod tests {
         let crate::cli::Command::Run(flags) = from_flags.command else {
             panic!()
         };
-        let base = crate::cli::Cli::parse_from(["necrosis-report", "run"]);
-        let crate::cli::Command::Run(base) = base.command else {
-            panic!()
-        };
+        let base = default_run_args();
         let grid = SweepFile::read(&path).unwrap().grid(&base).unwrap();
         assert_eq!(grid, flags.grid().unwrap());
         // 2 activations × 2 rates × 2 seeds.
@@ -258,10 +264,7 @@ mod tests {
             "[[datasets]]\nname = \"synthetic\"\nimage_size = 12\n",
             "[[exclude]]\noptimizer = \"adam\"\nbatch_size = [128]\n",
         ));
-        let base = crate::cli::Cli::parse_from(["necrosis-report", "run"]);
-        let crate::cli::Command::Run(base) = base.command else {
-            panic!()
-        };
+        let base = default_run_args();
         let runs = SweepFile::read(&path)
             .unwrap()
             .grid(&base)
@@ -289,10 +292,7 @@ mod tests {
             "bias_init = [\"zero\", \"0.01\"]\noutput_init = \"lecun-normal\"\n",
             "augment = \"crop:2+flip\"\n[[datasets]]\nname = \"synthetic\"\nsynthetic_channels = 3\n",
         ));
-        let base = crate::cli::Cli::parse_from(["necrosis-report", "run"]);
-        let crate::cli::Command::Run(base) = base.command else {
-            panic!()
-        };
+        let base = default_run_args();
         let expansion = SweepFile::read(&path)
             .unwrap()
             .grid(&base)

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::reproducible;
+use crate::common::{only_run, reproducible};
 
 /// Trains one relu run of `arch` on 64 embedded digits and returns its run directory.
 fn run_arch(out: &Path, arch: &str) -> PathBuf {
@@ -27,13 +27,7 @@ fn run_arch(out: &Path, arch: &str) -> PathBuf {
         "{arch}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let mut runs: Vec<PathBuf> = std::fs::read_dir(out.join("digits"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
-    assert_eq!(runs.len(), 1);
-    runs.pop().unwrap()
+    only_run(&out.join("digits"))
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! without their wall-clock columns.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 use necrosis::records::checkpoint::{read_safetensors, MODEL_FILE};
 use necrosis::records::tables::{EpochRow, NeuronRow};
@@ -66,11 +66,7 @@ pub fn tiny_complete_run() -> (tempfile::TempDir, PathBuf) {
         .arg(dir.path().join("runs"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     // The sweep folder holds the run directory and the sweep's grid record (sweep.json).
     let run = std::fs::read_dir(dir.path().join("runs/digits"))
         .unwrap()
@@ -92,4 +88,24 @@ pub fn run_dir_names(sweep: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// Fails the test with the command's stderr unless it exited with success.
+pub fn assert_succeeded(output: &Output) {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The one run directory of a sweep folder (beside its sweep.json).
+pub fn only_run(sweep: &Path) -> PathBuf {
+    let mut runs: Vec<PathBuf> = std::fs::read_dir(sweep)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    runs.pop().unwrap()
 }

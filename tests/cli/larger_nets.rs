@@ -10,6 +10,8 @@ use necrosis::records::checkpoint::{read_safetensors, MODEL_FILE};
 use necrosis::records::tables::{EpochRow, NeuronRow};
 use necrosis::records::{Manifest, RunStatus};
 
+use crate::common::{assert_succeeded, only_run};
+
 const BIN: &str = env!("CARGO_BIN_EXE_necrosis-report");
 
 /// The 20 CIFAR-100 test images of the fixtures (`cifar100_<index>_<label>.png`), alone in a
@@ -27,16 +29,6 @@ fn cifar100_samples(dir: &Path) -> PathBuf {
         }
     }
     folder
-}
-
-fn only_run(sweep: &Path) -> PathBuf {
-    let mut runs: Vec<PathBuf> = std::fs::read_dir(sweep)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
-    assert_eq!(runs.len(), 1, "{runs:?}");
-    runs.pop().unwrap()
 }
 
 #[test]
@@ -77,11 +69,7 @@ fn resnet20_trains_probes_and_reports_on_the_cifar_samples() {
         .arg(&report)
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_succeeded(&output);
     let run = only_run(&out.join("cifar-samples"));
     let manifest = Manifest::read(&run).unwrap();
     assert_eq!(manifest.status, RunStatus::Complete);
@@ -136,11 +124,7 @@ fn a_deep_narrow_dense_net_records_one_probe_sample() {
         .arg(tmp.path())
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_succeeded(&output);
     let run = only_run(&tmp.path().join("digits"));
     let rows = NeuronRow::read_all(&run).unwrap();
     // 4 sites of 2 units, epochs 0 and 1; one probe sample, so a unit is active or not.

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::{reproducible, run_dir_names};
+use crate::common::{assert_succeeded, reproducible, run_dir_names};
 
 const BIN: &str = env!("CARGO_BIN_EXE_necrosis-report");
 
@@ -36,11 +36,7 @@ fn sweep(out: &Path, shard: Option<&str>) {
         .arg(out)
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_succeeded(&output);
 }
 
 #[test]
