@@ -17,19 +17,11 @@ use necrosis_records::config::InvalidConfig;
 use necrosis_records::config::Schedule;
 use necrosis_records::grid::{ExcludeRule, OptimizerKind, SweepGrid};
 
-/// Each text parsed as a setting's value; an error names the flag (the setting's own key would
-/// be wrong for `--output-init`, which parses the same values as `--init`).
-fn parse_each<T>(texts: &[String], flag: &str) -> Result<Vec<T>>
-where
-    T: std::str::FromStr<Err = InvalidConfig>,
-{
-    texts
-        .iter()
-        .map(|t| {
-            t.parse::<T>()
-                .map_err(|e| anyhow::anyhow!("{flag} {}", e.problem))
-        })
-        .collect()
+/// Every text parsed as a setting's value.
+fn parse_all<T: std::str::FromStr<Err = InvalidConfig>>(
+    texts: &[String],
+) -> Result<Vec<T>, InvalidConfig> {
+    texts.iter().map(|t| t.parse()).collect()
 }
 
 impl RunArgs {
@@ -140,17 +132,22 @@ impl RunArgs {
             schedule,
             probe_size: optional(&self.probe_size),
             train_limit: optional(&self.train_limit),
-            init: parse_each(&self.init, "--init")?,
-            bias_init: parse_each(&self.bias_init, "--bias-init")?,
+            // A bad value is an InvalidConfig, which the error message names by its flag.
+            init: parse_all(&self.init)?,
+            bias_init: parse_all(&self.bias_init)?,
             output_init: self
                 .output_init
                 .iter()
                 .map(|s| match s.as_str() {
                     "same" => Ok(None),
-                    other => parse_each(&[other.to_string()], "--output-init").map(|v| Some(v[0])),
+                    // The values of `init`, under this setting's own key (and so flag).
+                    other => other.parse().map(Some).map_err(|e| InvalidConfig {
+                        key: "output_init",
+                        ..e
+                    }),
                 })
-                .collect::<Result<Vec<_>>>()?,
-            augment: parse_each(&self.augment, "--augment")?,
+                .collect::<Result<Vec<_>, _>>()?,
+            augment: parse_all(&self.augment)?,
             exclude,
         };
         grid.check_rules()?;
