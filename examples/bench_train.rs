@@ -176,10 +176,10 @@ fn interleaved_steps(
                 config.seed,
             )?;
             let optimizer = Optimizer::new(config.optimizer, model.params());
-            let hooks = HookSet {
-                recorder: instruments.then(|| NeuronRecorder::new(model.sites.clone(), f.clone())),
-                others: Vec::new(),
-            };
+            let hooks = HookSet::new(
+                instruments.then(|| NeuronRecorder::new(model.sites.clone(), f.clone())),
+                Vec::new(),
+            );
             Ok((model, optimizer, hooks))
         };
     let mut copies = [build(copies[0])?, build(copies[1])?];

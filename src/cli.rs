@@ -148,6 +148,7 @@ impl RunArgs {
                 })
                 .collect::<Result<Vec<_>, _>>()?,
             augment: parse_all(&self.augment)?,
+            intervention: parse_all(&self.intervention)?,
             exclude,
         };
         grid.check_rules()?;

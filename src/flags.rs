@@ -129,6 +129,11 @@ pub struct RunArgs {
     /// Training augmentation: none, flip, crop:P (random crop with padding P), crop:P+flip.
     #[arg(long, value_delimiter = ',', default_value = "none")]
     pub augment: Vec<String>,
+    /// What to do to the network during training: none; redo:TAU:EVERY (re-initialise the
+    /// τ-dormant neurons every EVERY epochs, or steps with a trailing s); cbp:RATE:MATURITY
+    /// (continual backprop); shrink-perturb:SHRINK:SIGMA:EVERY.
+    #[arg(long, value_delimiter = ',', default_value = "none")]
+    pub intervention: Vec<String>,
     /// Probe samples (default 2048, or the whole training split if smaller).
     #[arg(long, value_delimiter = ',')]
     pub probe_size: Vec<usize>,

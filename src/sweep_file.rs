@@ -108,6 +108,7 @@ pub struct SweepFile {
     pub bias_init: Option<OneOrMany<String>>,
     pub output_init: Option<OneOrMany<String>>,
     pub augment: Option<OneOrMany<String>>,
+    pub intervention: Option<OneOrMany<String>>,
     #[serde(default)]
     pub exclude: Vec<BTreeMap<String, OneOrMany<RuleValue>>>,
     /// Named contrasts for the report, as `--contrast` takes them.
@@ -155,6 +156,7 @@ impl SweepFile {
         take!(bias_init);
         take!(output_init);
         take!(augment);
+        take!(intervention);
         if let Some(seeds) = self.seeds {
             args.seeds = seeds;
         }

@@ -42,6 +42,10 @@ pub fn second_moment_name(param: &str) -> String {
     format!("optimizer.second.{param}")
 }
 
+/// The prefix of the checkpoint's tensors that hold an intervening hook's state (continual
+/// backprop's utilities and ages): `hook.<name>`.
+pub const HOOK_STATE_PREFIX: &str = "hook.";
+
 /// Named f32 arrays with their shapes, plus string metadata, written as one safetensors file.
 pub fn write_safetensors(
     path: &Path,

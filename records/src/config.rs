@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::augment::Augment;
 use crate::init::{BiasInit, InitScheme};
+use crate::intervention::Intervention;
 
 /// A setting that cannot make a run: the setting's manifest key and what is wrong. Callers that
 /// took the setting from a flag name the flag instead (`--batch-size` for `batch_size`).
@@ -397,6 +398,10 @@ pub struct RunConfig {
     /// Training-time augmentation (random crop, horizontal flip); none unless set.
     #[serde(default, skip_serializing_if = "Augment::is_none")]
     pub augment: Augment,
+    /// What the run does to its network during training (ReDo, continual backprop,
+    /// shrink-and-perturb); none unless set.
+    #[serde(default, skip_serializing_if = "Intervention::is_none")]
+    pub intervention: Intervention,
 }
 
 /// The probe size used when none is asked for.
@@ -422,6 +427,7 @@ impl RunConfig {
             bias_init: BiasInit::default(),
             output_init: None,
             augment: Augment::default(),
+            intervention: Intervention::None,
         }
     }
 

@@ -90,6 +90,7 @@ fn later_settings_enter_the_identity_only_when_set() {
         "bias_init",
         "output_init",
         "augment",
+        "intervention",
         "synthetic_channels",
     ] {
         assert!(
@@ -101,9 +102,11 @@ fn later_settings_enter_the_identity_only_when_set() {
     changed.init = InitScheme::XavierNormal;
     changed.bias_init = "0.01".parse().unwrap();
     changed.augment = "crop:4+flip".parse().unwrap();
+    changed.intervention = "redo:0.1:1".parse().unwrap();
     let text = changed.canonical("abc123");
     assert!(
-        text.contains(r#""init":"xavier-normal""#)
+        text.contains(r#""intervention":"redo:0.1:1""#)
+            && text.contains(r#""init":"xavier-normal""#)
             && text.contains(r#""bias_init":"0.01""#)
             && text.contains(r#""augment":"crop:4+flip""#),
         "{text}"
@@ -112,8 +115,12 @@ fn later_settings_enter_the_identity_only_when_set() {
     // A manifest written before these settings existed reads back with their defaults.
     let old: RunConfig = serde_json::from_str(&canonical).unwrap();
     assert_eq!(
-        (old.init, old.augment),
-        (InitScheme::HeUniform, Augment::default())
+        (old.init, old.augment, old.intervention),
+        (
+            InitScheme::HeUniform,
+            Augment::default(),
+            Intervention::None
+        )
     );
     // A bias rule where rai draws every bias is refused in a hand-written configuration; with
     // another scheme for the output layer it sets that layer's bias.

@@ -14,6 +14,7 @@ use crate::augment::Augment;
 use crate::config::{DatasetSpec, InvalidConfig, OptimizerConfig, RunConfig, Schedule};
 use crate::files::write_atomic;
 use crate::init::{BiasInit, InitScheme};
+use crate::intervention::Intervention;
 use crate::{Problem, RecordError, Result};
 
 /// The grid record's file name in a sweep folder.
@@ -99,6 +100,8 @@ pub struct SweepGrid {
     pub output_init: Vec<Option<InitScheme>>,
     #[serde(default = "one_default")]
     pub augment: Vec<Augment>,
+    #[serde(default = "one_default")]
+    pub intervention: Vec<Intervention>,
     #[serde(default)]
     pub exclude: Vec<ExcludeRule>,
 }
@@ -118,7 +121,7 @@ pub struct Expansion {
 }
 
 /// Every setting of a run, in the order run ids and tables show them.
-pub const FACTOR_KEYS: [&str; 21] = [
+pub const FACTOR_KEYS: [&str; 22] = [
     "dataset",
     "image_size",
     "grayscale",
@@ -136,6 +139,7 @@ pub const FACTOR_KEYS: [&str; 21] = [
     "epochs",
     "schedule",
     "augment",
+    "intervention",
     "probe_size",
     "train_limit",
     "lr",
@@ -176,6 +180,7 @@ impl RunConfig {
             self.output_init.map_or("same".into(), |s| s.to_string()),
         );
         values.insert("augment", self.augment.to_string());
+        values.insert("intervention", self.intervention.to_string());
         values.insert("optimizer", self.optimizer.name().to_string());
         match self.optimizer {
             OptimizerConfig::Sgd {
@@ -215,6 +220,7 @@ fn name_part(key: &str, value: &str) -> String {
         "bias_init" => "b",
         "output_init" => "out",
         "augment" => "aug",
+        "intervention" => "iv-",
         "momentum" => "m",
         "weight_decay" => "wd",
         "batch_size" => "bs",
@@ -295,6 +301,7 @@ impl SweepGrid {
             bias_init: vec![config.bias_init],
             output_init: vec![config.output_init],
             augment: vec![config.augment],
+            intervention: vec![config.intervention],
             exclude: Vec::new(),
         }
     }
@@ -303,7 +310,7 @@ impl SweepGrid {
     /// without excluded combinations and without duplicates (which arise when an option does
     /// not apply, such as a momentum list crossed with Adam). Each run is validated.
     pub fn expand(&self) -> Result<Expansion, InvalidConfig> {
-        let lists: [(&'static str, usize); 17] = [
+        let lists: [(&'static str, usize); 18] = [
             ("datasets", self.datasets.len()),
             ("activation", self.activation.len()),
             ("lr", self.lr.len()),
@@ -321,6 +328,7 @@ impl SweepGrid {
             ("bias_init", self.bias_init.len()),
             ("output_init", self.output_init.len()),
             ("augment", self.augment.len()),
+            ("intervention", self.intervention.len()),
         ];
         if let Some((key, _)) = lists.iter().find(|(_, n)| *n == 0) {
             return Err(InvalidConfig {
@@ -343,6 +351,7 @@ impl SweepGrid {
             self.epochs.len(),
             self.schedule.len(),
             self.augment.len(),
+            self.intervention.len(),
             self.probe_size.len(),
             self.train_limit.len(),
             self.lr.len(),
@@ -352,7 +361,7 @@ impl SweepGrid {
         let mut runs: Vec<RunConfig> = Vec::new();
         let mut seen = BTreeSet::new();
         for n in 0..total {
-            let mut at = [0usize; 17];
+            let mut at = [0usize; 18];
             let mut rest = n;
             for k in (0..sizes.len()).rev() {
                 at[k] = rest % sizes[k];
@@ -378,10 +387,11 @@ impl SweepGrid {
                 epochs: self.epochs[at[10]],
                 schedule: self.schedule[at[11]],
                 augment: self.augment[at[12]],
-                probe_size: self.probe_size[at[13]],
-                train_limit: self.train_limit[at[14]],
-                lr: self.lr[at[15]],
-                seed: self.seed[at[16]],
+                intervention: self.intervention[at[13]],
+                probe_size: self.probe_size[at[14]],
+                train_limit: self.train_limit[at[15]],
+                lr: self.lr[at[16]],
+                seed: self.seed[at[17]],
             }
             .without_inert_settings();
             if self.excludes(&run.factor_values()) {

@@ -7,9 +7,10 @@
 //! - [`config`]: a run's configuration (`manifest.json`'s `"config"`), with its run-id;
 //! - [`architecture`]: the layers and activation sites a manifest lists;
 //! - [`init`]: the weight-initialisation scheme and bias rule of a run's conv and fc layers;
+//! - [`intervention`]: the intervention a run applies during training (`redo:0.1:1`);
 //! - [`grid`]: a sweep's grid, in which every setting may be a list, and its expansion;
 //! - [`manifest`]: `manifest.json`, its status and format version;
-//! - [`tables`]: `epochs.parquet` and `neurons.parquet`, declared once as row types and columns;
+//! - [`tables`]: `epochs.parquet`, `neurons.parquet` and `interventions.parquet`, declared once as row types and columns;
 //! - [`checkpoint`]: `model.safetensors` and `checkpoint/state.safetensors`, with tensor names;
 //! - [`files`]: atomic writes, temporaries of killed writers, `probe_indices.json`, and reads
 //!   that turn a parquet reader's panic on a damaged file into an error.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod files;
 pub mod grid;
 pub mod init;
+pub mod intervention;
 pub mod manifest;
 pub mod tables;
 

@@ -1,4 +1,4 @@
-//! `epochs.parquet` and `neurons.parquet`: each table is declared once, as a row type whose
+//! `epochs.parquet`, `neurons.parquet` and `interventions.parquet`: each table is declared once, as a row type whose
 //! fields are the columns in file order, and that one declaration gives the writer, the reader,
 //! the column names (constants the analysis selects by) and the column types.
 
@@ -136,6 +136,39 @@ impl Cell for String {
     }
 }
 
+impl Cell for Option<u32> {
+    fn dtype() -> DataType {
+        DataType::UInt32
+    }
+    fn column<'a>(name: &str, values: impl Iterator<Item = &'a Self>) -> Column {
+        Column::new(name.into(), values.copied().collect::<Vec<Option<u32>>>())
+    }
+    fn values(frame: &DataFrame, name: &'static str) -> std::result::Result<Vec<Self>, Problem> {
+        let column = column_of(frame, name, &DataType::UInt32)?;
+        let values = column.u32().map_err(|e| bad(name, e))?;
+        Ok(values.iter().collect())
+    }
+}
+
+impl Cell for Option<String> {
+    fn dtype() -> DataType {
+        DataType::String
+    }
+    fn column<'a>(name: &str, values: impl Iterator<Item = &'a Self>) -> Column {
+        Column::new(
+            name.into(),
+            values.map(Option::as_deref).collect::<Vec<Option<&str>>>(),
+        )
+    }
+    fn values(frame: &DataFrame, name: &'static str) -> std::result::Result<Vec<Self>, Problem> {
+        let column = frame
+            .column(name)
+            .map_err(|_| Problem::MissingColumn(name))?;
+        let values = column.str().map_err(|e| bad(name, e))?;
+        Ok(values.iter().map(|v| v.map(str::to_string)).collect())
+    }
+}
+
 /// Declares a record table: its row struct (fields = columns, in file order), a module of column
 /// name constants, and the conversions to and from a polars frame.
 macro_rules! record_table {
@@ -249,6 +282,31 @@ record_table! {
     }
 }
 
+record_table! {
+    /// One change an intervention made: a row of interventions.parquet, written only by runs with
+    /// an intervention (docs/records.md). One row per reset neuron; a change to the whole network
+    /// (shrink-and-perturb) is one row with no layer and no neuron.
+    pub struct InterventionRow in "interventions.parquet", column names in intervention_columns {
+        /// The epoch in which it acted.
+        epoch: u32 => EPOCH,
+        /// Optimiser steps taken when it acted.
+        step: u64 => STEP,
+        /// True: after the epoch's probe pass and records (the epoch's neuron rows show the
+        /// neuron before the change, the next epoch's after it); false: after a training step
+        /// of the epoch (its rows show the neuron after the change).
+        at_epoch_end: bool => AT_EPOCH_END,
+        /// `redo`, `cbp` or `shrink-perturb`.
+        kind: String => KIND,
+        /// The activation site's index; null for a change to the whole network.
+        layer: Option<u32> => LAYER,
+        layer_name: Option<String> => LAYER_NAME,
+        neuron: Option<u32> => NEURON,
+        /// ReDo: the neuron's τ-dormant score; CBP: its bias-corrected contribution utility;
+        /// null for shrink-and-perturb.
+        score: Option<f64> => SCORE,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,5 +409,42 @@ mod tests {
             .select([col(neuron_columns::MAX_PRE)])
             .collect()
             .unwrap();
+    }
+
+    #[test]
+    fn interventions_keep_their_nulls() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows = vec![
+            InterventionRow {
+                epoch: 2,
+                step: 1876,
+                at_epoch_end: true,
+                kind: "redo".into(),
+                layer: Some(1),
+                layer_name: Some("conv2".into()),
+                neuron: Some(7),
+                score: Some(0.0),
+            },
+            InterventionRow {
+                epoch: 3,
+                step: 2000,
+                at_epoch_end: false,
+                kind: "shrink-perturb".into(),
+                layer: None,
+                layer_name: None,
+                neuron: None,
+                score: None,
+            },
+        ];
+        InterventionRow::write_all(dir.path(), &rows).unwrap();
+        let path = PlRefPath::try_from_path(&dir.path().join("interventions.parquet")).unwrap();
+        let frame = LazyFrame::scan_parquet(path, ScanArgsParquet::default())
+            .unwrap()
+            .collect()
+            .unwrap();
+        assert_eq!(frame.column("layer").unwrap().dtype(), &DataType::UInt32);
+        assert_eq!(frame.column("neuron").unwrap().null_count(), 1);
+        assert_eq!(frame.column("layer_name").unwrap().null_count(), 1);
+        assert_eq!(InterventionRow::read_all(dir.path()).unwrap(), rows);
     }
 }

@@ -880,6 +880,14 @@ fn bad_initialisation_augmentation_and_layers() {
     run_fails(&["--output-init", "glorot"], &["--output-init", "glorot"]);
     run_fails(&["--augment", "crop:x"], &["--augment", "crop:x"]);
     run_fails(
+        &["--intervention", "redo:0.1"],
+        &["--intervention", "redo:0.1", "redo:TAU:EVERY"],
+    );
+    run_fails(
+        &["--intervention", "cbp:1.5:100"],
+        &["--intervention", "RATE must lie in [0, 1]"],
+    );
+    run_fails(
         &["--arch", "conv:4:3,act,dropout:1.5,fc:10"],
         &["--arch", "dropout:1.5", "[0, 1)"],
     );

@@ -10,13 +10,16 @@ pub mod arch;
 pub mod data;
 pub mod hooks;
 pub mod init;
+pub mod interventions;
 pub mod layers;
 pub mod model;
 pub mod ops;
 pub mod optim;
 pub mod param;
+pub mod surgery;
 pub mod sweep;
 pub mod train;
+pub mod wiring;
 
 /// The run-record format (manifest, tables, checkpoints), shared with the analysis.
 pub use necrosis_records as records;

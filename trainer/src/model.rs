@@ -18,6 +18,7 @@ use crate::ops::linear::StepTape;
 use crate::ops::pool::{PoolGeometry, PoolKind};
 use crate::ops::{Activations, Tensor2};
 use crate::param::Param;
+use crate::wiring::Wiring;
 use necrosis_records::init::{BiasInit, InitScheme};
 
 pub use crate::layers::SiteObserver;
@@ -65,6 +66,10 @@ pub struct Initialisation {
 pub struct Model {
     layers: Vec<Layer>,
     pub sites: Vec<SiteInfo>,
+    /// How the parameters were drawn: interventions re-draw neurons the same way.
+    pub init: Initialisation,
+    /// Which parameters make and read each site's neurons.
+    pub wiring: Wiring,
     pub activation: Activation,
     pub input_shape: [usize; 3],
     pub classes: usize,
@@ -313,9 +318,12 @@ impl Model {
             "the network ends with {:?}, expected {classes} outputs",
             b.shape
         );
+        let wiring = Wiring::of(&layers, b.sites.len(), init);
         let model = Self {
             layers,
             sites: b.sites,
+            init: *init,
+            wiring,
             activation,
             input_shape,
             classes,

@@ -10,8 +10,12 @@
 
 pub mod recorder;
 
+use std::collections::BTreeMap;
+
 pub use crate::activation::{NeuronBatchSums, SiteArrays};
 use crate::model::SiteInfo;
+pub use crate::surgery::{Reset, Surgery};
+pub use necrosis_records::tables::InterventionRow;
 
 /// Where in training an event happens.
 #[derive(Debug, Clone, Copy)]
@@ -61,9 +65,17 @@ pub struct ParamView<'a> {
 pub use necrosis_records::tables::EpochRow;
 
 /// An instrument. Events arrive in this order each epoch: for every minibatch
-/// `on_batch_forward` (per site), `on_batch_backward` (per site), `on_step`; then the probe pass
-/// (`on_probe_start`, `on_probe_batch` per batch and site, `on_probe_end`); then `on_epoch_end`.
-/// The probe pass also runs once at epoch 0, before training.
+/// `on_batch_forward` (per site), `on_batch_backward` (per site), `on_step`, the optimiser's
+/// update, `after_step`; then the probe pass (`on_probe_start`, `on_probe_batch` per batch and
+/// site, `on_probe_end`); then `on_epoch_end`, the epoch's records, and `at_epoch_end`. The
+/// probe pass also runs once at epoch 0, before training.
+///
+/// Most hooks only observe. A hook that [`Hook::intervenes`] is also lent a [`Surgery`] in
+/// `after_step` and `at_epoch_end`, through which it may change the parameters and the
+/// optimiser state (ReDo, continual backprop, shrink-and-perturb: `crate::interventions`); the
+/// surgery logs what it changed to interventions.parquet. State such a hook carries across
+/// steps goes in the checkpoint through `state` and `restore_state`, so a resumed run continues
+/// exactly.
 pub trait Hook {
     /// Whether `on_batch_forward` is wanted; the loop skips the event otherwise.
     fn wants_batch_forward(&self) -> bool {
@@ -89,6 +101,24 @@ pub trait Hook {
     /// After the probe pass, with the parameters as they are at this epoch.
     fn on_probe_end(&mut self, _epoch: usize, _params: &[ParamView]) {}
     fn on_epoch_end(&mut self, _summary: &EpochRow) {}
+    /// Whether this hook changes the network; only then are `after_step` and `at_epoch_end`
+    /// called, so a run of observers never builds a surgery.
+    fn intervenes(&self) -> bool {
+        false
+    }
+    /// After the optimiser's update of a step (`ctx.step` + 1 steps are then taken).
+    fn after_step(&mut self, _ctx: &StepContext, _surgery: &mut Surgery) {}
+    /// After epoch `epoch`'s probe pass and records, before its checkpoint; not after the last
+    /// epoch, whose network is the run's result.
+    fn at_epoch_end(&mut self, _epoch: usize, _surgery: &mut Surgery) {}
+    /// Named values to keep in the checkpoint (f32, as stored there).
+    fn state(&self) -> Vec<(String, Vec<f32>)> {
+        Vec::new()
+    }
+    /// Takes back what `state` gave, read from the checkpoint; an error names what is missing.
+    fn restore_state(&mut self, _stored: &BTreeMap<String, Vec<f32>>) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 /// The run's instruments: the SPEC §2 recorder (when on) and the user's hooks, behind one
@@ -96,9 +126,45 @@ pub trait Hook {
 pub struct HookSet {
     pub recorder: Option<recorder::NeuronRecorder>,
     pub others: Vec<Box<dyn Hook>>,
+    /// What interventions changed since the last call of [`HookSet::take_interventions`].
+    pub interventions: Vec<InterventionRow>,
 }
 
 impl HookSet {
+    pub fn new(recorder: Option<recorder::NeuronRecorder>, others: Vec<Box<dyn Hook>>) -> Self {
+        Self {
+            recorder,
+            others,
+            interventions: Vec::new(),
+        }
+    }
+
+    /// Lends the network to the intervening members, after a step (`at_epoch_end` false) or at
+    /// the end of `ctx.epoch`, and keeps the log of what they changed.
+    pub fn intervene(
+        &mut self,
+        model: &mut crate::model::Model,
+        optimizer: &mut crate::optim::Optimizer,
+        ctx: &StepContext,
+        at_epoch_end: bool,
+    ) {
+        if !self.intervenes() {
+            return;
+        }
+        let mut surgery = Surgery::new(model, optimizer, ctx.seed, ctx.epoch, at_epoch_end);
+        if at_epoch_end {
+            self.at_epoch_end(ctx.epoch, &mut surgery);
+        } else {
+            self.after_step(ctx, &mut surgery);
+        }
+        self.interventions.extend(surgery.finish());
+    }
+
+    /// The changes logged since the last call.
+    pub fn take_interventions(&mut self) -> Vec<InterventionRow> {
+        std::mem::take(&mut self.interventions)
+    }
+
     fn members(&mut self) -> impl Iterator<Item = &mut dyn Hook> {
         let recorder = self.recorder.iter_mut().map(|r| r as &mut dyn Hook);
         recorder.chain(self.others.iter_mut().map(|h| h.as_mut() as &mut dyn Hook))
@@ -154,5 +220,24 @@ impl Hook for HookSet {
     }
     fn on_epoch_end(&mut self, summary: &EpochRow) {
         self.members().for_each(|h| h.on_epoch_end(summary));
+    }
+    fn intervenes(&self) -> bool {
+        self.others.iter().any(|h| h.intervenes())
+    }
+    fn after_step(&mut self, ctx: &StepContext, surgery: &mut Surgery) {
+        self.members()
+            .filter(|h| h.intervenes())
+            .for_each(|h| h.after_step(ctx, surgery));
+    }
+    fn at_epoch_end(&mut self, epoch: usize, surgery: &mut Surgery) {
+        self.members()
+            .filter(|h| h.intervenes())
+            .for_each(|h| h.at_epoch_end(epoch, surgery));
+    }
+    fn state(&self) -> Vec<(String, Vec<f32>)> {
+        self.others.iter().flat_map(|h| h.state()).collect()
+    }
+    fn restore_state(&mut self, stored: &BTreeMap<String, Vec<f32>>) -> anyhow::Result<()> {
+        self.members().try_for_each(|h| h.restore_state(stored))
     }
 }

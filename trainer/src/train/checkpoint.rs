@@ -2,7 +2,7 @@
 //! the last checkpoint (refusing one whose config differs), and the records and checkpoint
 //! written after every epoch.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -14,12 +14,12 @@ use crate::activation::Activation;
 use crate::arch;
 use crate::data::Dataset;
 use crate::hooks::recorder::NeuronRow;
-use crate::hooks::EpochRow;
+use crate::hooks::{EpochRow, InterventionRow};
 use crate::model::{Initialisation, Model, SiteInfo};
 use crate::optim::Optimizer;
 use necrosis_records::checkpoint::{
     checkpoint_path, first_moment_name, metadata, read_safetensors, second_moment_name,
-    write_safetensors, MODEL_FILE,
+    write_safetensors, HOOK_STATE_PREFIX, MODEL_FILE,
 };
 use necrosis_records::config::{InvalidConfig, RunConfig, DEFAULT_PROBE_SIZE};
 use necrosis_records::files::{now_rfc3339, write_probe_indices};
@@ -92,6 +92,8 @@ pub(super) fn fresh(
         optimizer,
         epochs: Vec::new(),
         neurons: Vec::new(),
+        interventions: Vec::new(),
+        hook_state: BTreeMap::new(),
         completed: 0,
         seconds_before: 0.0,
         manifest,
@@ -166,6 +168,21 @@ pub(super) fn restore(
     epochs.retain(|e| (e.epoch as usize) <= completed);
     let mut neurons = NeuronRow::read_all(run_dir)?;
     neurons.retain(|n| (n.epoch as usize) <= completed);
+    // An epoch's end-of-epoch changes precede its checkpoint, so they stay with it.
+    let mut interventions = if run_dir.join(InterventionRow::FILE).exists() {
+        InterventionRow::read_all(run_dir)?
+    } else {
+        Vec::new()
+    };
+    interventions.retain(|r| (r.epoch as usize) <= completed);
+    let hook_state = checkpoint
+        .tensors
+        .iter()
+        .filter_map(|(name, (_, values))| {
+            let name = name.strip_prefix(HOOK_STATE_PREFIX)?;
+            Some((name.to_string(), values.clone()))
+        })
+        .collect();
     if epochs.len() != completed + 1 {
         bail!(
             "{}: epochs.parquet has {} of the {} epochs the checkpoint covers",
@@ -183,6 +200,8 @@ pub(super) fn restore(
         optimizer,
         epochs,
         neurons,
+        interventions,
+        hook_state,
         completed,
         seconds_before: checkpoint.number(metadata::SECONDS)?,
         manifest,
@@ -197,9 +216,13 @@ pub(super) fn save_epoch(
     state: &mut State,
     epoch: usize,
     seconds: f64,
+    hook_state: &[(String, Vec<f32>)],
 ) -> Result<()> {
     EpochRow::write_all(run_dir, &state.epochs)?;
     NeuronRow::write_all(run_dir, &state.neurons)?;
+    if !state.manifest.config.intervention.is_none() || !state.interventions.is_empty() {
+        InterventionRow::write_all(run_dir, &state.interventions)?;
+    }
     let params = state.model.params();
     // The BN layers' running statistics are part of the trained network (evaluation uses
     // them) and of its state (a resumed run continues them).
@@ -238,6 +261,13 @@ pub(super) fn save_epoch(
                 &state.optimizer.second_moment[i],
             ));
         }
+    }
+    let hook_names: Vec<String> = hook_state
+        .iter()
+        .map(|(name, _)| format!("{HOOK_STATE_PREFIX}{name}"))
+        .collect();
+    for ((_, values), name) in hook_state.iter().zip(&hook_names) {
+        tensors.push((name.clone(), vec![values.len()], values));
     }
     let checkpoint_meta = HashMap::from([
         (metadata::EPOCH.to_string(), epoch.to_string()),

@@ -5,6 +5,7 @@
 //! and every reduction has a fixed order, so the same config gives identical records (timing
 //! columns aside) and a resumed run continues exactly as an uninterrupted one would.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use anyhow::{Context, Result};
 use crate::activation::{activation_by_name, Activation};
 use crate::data::Dataset;
 use crate::hooks::recorder::{NeuronRecorder, NeuronRow};
-use crate::hooks::{EpochRow, Hook, HookSet};
+use crate::hooks::{EpochRow, Hook, HookSet, InterventionRow, StepContext};
 use crate::model::Model;
 use crate::optim::Optimizer;
 use necrosis_records::checkpoint::checkpoint_path;
@@ -119,6 +120,10 @@ struct State {
     optimizer: Optimizer,
     epochs: Vec<EpochRow>,
     neurons: Vec<NeuronRow>,
+    /// What interventions changed, through the last completed epoch.
+    interventions: Vec<InterventionRow>,
+    /// The intervening hooks' state from the checkpoint (empty on a fresh start).
+    hook_state: BTreeMap<String, Vec<f32>>,
     completed: usize,
     seconds_before: f64,
     manifest: Manifest,
@@ -150,12 +155,23 @@ pub fn run(
     } else {
         fresh(run_dir, config, dataset, activation.clone(), &options)?
     };
-    let mut hooks = HookSet {
-        recorder: options
+    let mut others = std::mem::take(&mut options.hooks);
+    // The configuration's intervention acts after the user's hooks have seen each event.
+    others.extend(crate::interventions::hook_for(
+        &config.intervention,
+        &state.model.sites,
+    ));
+    let mut hooks = HookSet::new(
+        options
             .instruments
             .then(|| NeuronRecorder::new(state.model.sites.clone(), activation.clone())),
-        others: std::mem::take(&mut options.hooks),
-    };
+        others,
+    );
+    if resumed {
+        hooks
+            .restore_state(&state.hook_state)
+            .with_context(|| format!("resuming {}", checkpoint_path(run_dir).display()))?;
+    }
 
     if state.completed == 0 && state.epochs.is_empty() {
         let ((), probe_seconds) =
@@ -292,10 +308,24 @@ fn finish_epoch(
         hooks.on_epoch_end(&summary);
         (options.progress)(Progress::Epoch(&summary));
         let epoch = summary.epoch as usize;
+        let config = &state.manifest.config;
+        // The records above show the network as the epoch left it; an intervention acts on it
+        // now, before the checkpoint, and not after the last epoch, whose network is the result.
+        if epoch >= 1 && epoch < config.epochs {
+            let ctx = StepContext {
+                seed: config.seed,
+                epoch,
+                step: state.optimizer.step,
+                batch_size: 0,
+                lr: summary.lr as f32,
+            };
+            hooks.intervene(&mut state.model, &mut state.optimizer, &ctx, true);
+        }
         state.epochs.push(summary);
         state.neurons.extend(hooks.take_neuron_rows());
+        state.interventions.extend(hooks.take_interventions());
         let seconds = elapsed_now(state, started);
-        save_epoch(run_dir, state, epoch, seconds)
+        save_epoch(run_dir, state, epoch, seconds, &hooks.state())
     });
     saved?;
     (options.progress)(Progress::Phases(EpochPhases {

@@ -247,6 +247,7 @@ pub fn train_step(
     }
     optimizer.step(model.params_mut(), &param_grads, ctx.lr);
     model.update_running_stats(&pass);
+    hooks.intervene(model, optimizer, ctx, false);
     Ok(StepResult {
         loss: loss_value,
         correct,

@@ -4,6 +4,7 @@ use super::*;
 use crate::arch;
 use crate::data::Split;
 use crate::data::{DatasetKind, DatasetSpec, Normalization};
+use crate::optim::OptimizerConfig;
 use necrosis_records::checkpoint::{read_safetensors, MODEL_FILE};
 use std::sync::atomic::Ordering;
 
@@ -81,7 +82,8 @@ fn a_resumed_run_with_bn_dropout_and_augmentation_is_seamless() {
     assert_resume_is_seamless(&config);
 }
 
-fn assert_resume_is_seamless(config: &RunConfig) {
+/// Trains `config` whole and in two parts (stopped after epoch 1); returns both directories.
+fn assert_resume_is_seamless(config: &RunConfig) -> (tempfile::TempDir, tempfile::TempDir) {
     let data = digits(400);
     let config = config.clone();
     let whole = tempfile::tempdir().unwrap();
@@ -115,6 +117,7 @@ fn assert_resume_is_seamless(config: &RunConfig) {
     assert_eq!(reproducible(parted.path()), reproducible(whole.path()));
     let weights = |dir: &Path| read_safetensors(&dir.join(MODEL_FILE)).unwrap().tensors;
     assert_eq!(weights(parted.path()), weights(whole.path()));
+    (whole, parted)
 }
 
 #[test]
@@ -185,13 +188,13 @@ fn probe_larger_than_the_dataset_is_refused() {
 
 /// The (layer, neuron) pairs with `max_pre <= 0` on the probe set at epoch 0.
 fn dead_at_init(model: &Model, data: &Dataset) -> Vec<(u32, u32)> {
-    let mut hooks = HookSet {
-        recorder: Some(NeuronRecorder::new(
+    let mut hooks = HookSet::new(
+        Some(NeuronRecorder::new(
             model.sites.clone(),
             model.activation.clone(),
         )),
-        others: vec![],
-    };
+        vec![],
+    );
     let probe: Vec<usize> = (0..data.train.len()).collect();
     probe_pass(model, data, &probe, 0, &mut hooks);
     let rows = hooks.take_neuron_rows();
@@ -394,5 +397,108 @@ fn recorded_statistics_match_an_independent_computation() {
         assert!((row.grad_pre_abs_mean.unwrap() - pre).abs() < 1e-6 * (1.0 + pre));
         assert!((row.train_active_frac.unwrap() - active).abs() < 1e-12);
         assert!((row.weight_grad_norm.unwrap() - weight_grad.sqrt()).abs() < 1e-5);
+    }
+}
+
+/// The interventions' log of a run directory (empty when the file is absent).
+fn interventions(dir: &Path) -> Vec<InterventionRow> {
+    if dir.join(InterventionRow::FILE).exists() {
+        InterventionRow::read_all(dir).unwrap()
+    } else {
+        Vec::new()
+    }
+}
+
+#[test]
+fn an_intervention_that_changes_nothing_leaves_the_run_bit_identical() {
+    let data = digits(400);
+    let plain = digits_config("relu-softsign", 3);
+    let base = tempfile::tempdir().unwrap();
+    run(&data, &plain, base.path(), RunOptions::default()).unwrap();
+    let weights = |dir: &Path| read_safetensors(&dir.join(MODEL_FILE)).unwrap().tensors;
+    // relu-softsign never outputs exactly 0 on a whole probe set, so no neuron scores 0; a
+    // shrink of 1 with no noise keeps every weight.
+    for (text, rows) in [
+        ("redo:0:1", 0),
+        ("redo:0:7s", 0),
+        ("shrink-perturb:1:0:1", 2),
+    ] {
+        let config = RunConfig {
+            intervention: text.parse().unwrap(),
+            ..plain.clone()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        run(&data, &config, dir.path(), RunOptions::default()).unwrap();
+        assert_eq!(
+            reproducible(dir.path()),
+            reproducible(base.path()),
+            "{text}"
+        );
+        assert_eq!(weights(dir.path()), weights(base.path()), "{text}");
+        let log = interventions(dir.path());
+        assert_eq!(log.len(), rows, "{text}: {log:?}");
+        // Shrink-and-perturb acts at the end of epochs 1 and 2, not after the last.
+        assert!(log
+            .iter()
+            .all(|r| r.at_epoch_end && r.neuron.is_none() && r.epoch < 3));
+    }
+    assert!(!base.path().join(InterventionRow::FILE).exists());
+}
+
+#[test]
+fn redo_resets_the_neurons_the_records_show_dormant_after_recording_them() {
+    let data = digits(400);
+    let config = RunConfig {
+        intervention: "redo:0.3:1".parse().unwrap(),
+        ..digits_config("relu", 3)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    run(&data, &config, dir.path(), RunOptions::default()).unwrap();
+    let neurons = NeuronRow::read_all(dir.path()).unwrap();
+    let log = interventions(dir.path());
+    for epoch in 1..3u32 {
+        // Sokar's score from the epoch's records: mean |h| over the layer's mean.
+        let mut expected = Vec::new();
+        for layer in 0..2u32 {
+            let rows: Vec<&NeuronRow> = neurons
+                .iter()
+                .filter(|r| r.epoch == epoch && r.layer == layer)
+                .collect();
+            let mean = rows.iter().map(|r| r.mean_abs_act).sum::<f64>() / rows.len() as f64;
+            expected.extend(
+                rows.iter()
+                    .filter(|r| r.mean_abs_act / mean <= 0.3)
+                    .map(|r| (layer, r.neuron)),
+            );
+        }
+        let reset: Vec<(u32, u32)> = log
+            .iter()
+            .filter(|r| r.epoch == epoch)
+            .map(|r| (r.layer.unwrap(), r.neuron.unwrap()))
+            .collect();
+        assert_eq!(reset, expected, "epoch {epoch}");
+    }
+    assert!(!log.is_empty(), "the test needs some dormant neurons");
+    assert!(log.iter().all(|r| r.epoch < 3 && r.at_epoch_end));
+}
+
+#[test]
+fn resumed_runs_with_interventions_are_seamless() {
+    for text in [
+        "cbp:0.02:5",
+        "redo:0.5:9s",
+        "redo:0.3:1",
+        "shrink-perturb:0.9:0.05:1",
+    ] {
+        let config = RunConfig {
+            intervention: text.parse().unwrap(),
+            optimizer: OptimizerConfig::adam(),
+            lr: 0.003,
+            ..digits_config("relu", 3)
+        };
+        let (whole, parted) = assert_resume_is_seamless(&config);
+        let log = interventions(whole.path());
+        assert!(!log.is_empty(), "{text} changed nothing");
+        assert_eq!(interventions(parted.path()), log, "{text}");
     }
 }
