@@ -15,6 +15,7 @@ pub mod model;
 pub mod ops;
 pub mod optim;
 pub mod param;
+pub mod saturation;
 pub mod sweep;
 pub mod train;
 
