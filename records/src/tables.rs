@@ -1,4 +1,4 @@
-//! `epochs.parquet` and `neurons.parquet`: each table is declared once, as a row type whose
+//! `epochs.parquet`, `neurons.parquet` and `layers.parquet`: each table is declared once, as a row type whose
 //! fields are the columns in file order, and that one declaration gives the writer, the reader,
 //! the column names (constants the analysis selects by) and the column types.
 
@@ -19,6 +19,8 @@ pub trait Cell: Sized {
         Self: 'a;
     /// The column's values; integers and floats are cast from any numeric type. A null is an
     /// error in an integer or string column, NaN in a float column, `false` in a flag column.
+    /// A missing column is an error, except an optional (`Option`) one, which reads as nulls:
+    /// files written before such a column was added still read.
     fn values(frame: &DataFrame, name: &'static str) -> std::result::Result<Vec<Self>, Problem>;
 }
 
@@ -92,6 +94,9 @@ impl Cell for Option<f64> {
         Column::new(name.into(), values.copied().collect::<Vec<Option<f64>>>())
     }
     fn values(frame: &DataFrame, name: &'static str) -> std::result::Result<Vec<Self>, Problem> {
+        if frame.column(name).is_err() {
+            return Ok(vec![None; frame.height()]);
+        }
         let column = column_of(frame, name, &DataType::Float64)?;
         let values = column.f64().map_err(|e| bad(name, e))?;
         Ok(values.iter().collect())
@@ -246,6 +251,36 @@ record_table! {
         grad_act_abs_mean: Option<f64> => GRAD_ACT_ABS_MEAN,
         grad_pre_abs_mean: Option<f64> => GRAD_PRE_ABS_MEAN,
         weight_grad_norm: Option<f64> => WEIGHT_GRAD_NORM,
+        /// Share of probe observations with f'(z) below 1 % of the activation's largest
+        /// derivative; null where that largest derivative is unknown. Absent in older runs
+        /// (read as null).
+        saturated_deriv_frac: Option<f64> => SATURATED_DERIV_FRAC,
+        /// Share of probe observations with f(z) within 1 % of a finite, nonzero asymptote of
+        /// f; null for activations without one. Absent in older runs (read as null).
+        saturated_output_frac: Option<f64> => SATURATED_OUTPUT_FRAC,
+    }
+}
+
+record_table! {
+    /// One activation site in one epoch: a row of layers.parquet (docs/records.md defines every
+    /// column). The rank measures describe the probe set's features at the site.
+    pub struct LayerRow in "layers.parquet", column names in layer_columns {
+        epoch: u32 => EPOCH,
+        /// The activation site's index.
+        layer: u32 => LAYER,
+        layer_name: String => LAYER_NAME,
+        /// The site's neurons: the largest rank the features can have.
+        features: u32 => FEATURES,
+        /// Roy & Vetterli 2007: exp of the entropy of the normalised singular values.
+        effective_rank: f64 => EFFECTIVE_RANK,
+        /// Kumar et al. 2021, δ = 0.01.
+        srank: u32 => SRANK,
+        /// Lyle et al. 2022: singular values of Φ/√n above 0.01.
+        feature_rank: u32 => FEATURE_RANK,
+        /// Root mean square of the site's incoming weights.
+        rms_weight: f64 => RMS_WEIGHT,
+        /// ‖W − W₀‖_F / ‖W₀‖_F against the run's initial weights.
+        weight_drift: f64 => WEIGHT_DRIFT,
     }
 }
 
