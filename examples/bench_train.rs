@@ -21,6 +21,7 @@ use necrosis::activation::activation_by_name;
 use necrosis::arch::{self, LayerSpec};
 use necrosis::data::{self, DatasetKind, DatasetSpec};
 use necrosis::hooks::recorder::NeuronRecorder;
+use necrosis::hooks::representation::LayerRecorder;
 use necrosis::hooks::{HookSet, StepContext};
 use necrosis::model::Model;
 use necrosis::optim::Optimizer;
@@ -178,6 +179,7 @@ fn interleaved_steps(
             let optimizer = Optimizer::new(config.optimizer, model.params());
             let hooks = HookSet {
                 recorder: instruments.then(|| NeuronRecorder::new(model.sites.clone(), f.clone())),
+                layers: instruments.then(|| LayerRecorder::new(model.sites.clone(), &model.params())),
                 others: Vec::new(),
             };
             Ok((model, optimizer, hooks))

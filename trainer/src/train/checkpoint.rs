@@ -14,6 +14,7 @@ use crate::activation::Activation;
 use crate::arch;
 use crate::data::Dataset;
 use crate::hooks::recorder::NeuronRow;
+use crate::hooks::representation::LayerRow;
 use crate::hooks::EpochRow;
 use crate::model::{Initialisation, Model, SiteInfo};
 use crate::optim::Optimizer;
@@ -92,6 +93,7 @@ pub(super) fn fresh(
         optimizer,
         epochs: Vec::new(),
         neurons: Vec::new(),
+        layers: options.instruments.then(Vec::new),
         completed: 0,
         seconds_before: 0.0,
         manifest,
@@ -113,6 +115,7 @@ pub(super) fn restore(
     config: &RunConfig,
     dataset: &Dataset,
     activation: Activation,
+    instruments: bool,
 ) -> Result<State> {
     let mut manifest = Manifest::read(run_dir)?;
     if &manifest.config != config {
@@ -166,6 +169,17 @@ pub(super) fn restore(
     epochs.retain(|e| (e.epoch as usize) <= completed);
     let mut neurons = NeuronRow::read_all(run_dir)?;
     neurons.retain(|n| (n.epoch as usize) <= completed);
+    // A run begun before layers.parquet existed, or with the instruments off, has none: it
+    // continues from the resumed epoch.
+    let layers = match instruments {
+        true if run_dir.join(LayerRow::FILE).exists() => {
+            let mut layers = LayerRow::read_all(run_dir)?;
+            layers.retain(|l| (l.epoch as usize) <= completed);
+            Some(layers)
+        }
+        true => Some(Vec::new()),
+        false => None,
+    };
     if epochs.len() != completed + 1 {
         bail!(
             "{}: epochs.parquet has {} of the {} epochs the checkpoint covers",
@@ -183,6 +197,7 @@ pub(super) fn restore(
         optimizer,
         epochs,
         neurons,
+        layers,
         completed,
         seconds_before: checkpoint.number(metadata::SECONDS)?,
         manifest,
@@ -200,6 +215,9 @@ pub(super) fn save_epoch(
 ) -> Result<()> {
     EpochRow::write_all(run_dir, &state.epochs)?;
     NeuronRow::write_all(run_dir, &state.neurons)?;
+    if let Some(layers) = &state.layers {
+        LayerRow::write_all(run_dir, layers)?;
+    }
     let params = state.model.params();
     // The BN layers' running statistics are part of the trained network (evaluation uses
     // them) and of its state (a resumed run continues them).
@@ -252,7 +270,7 @@ pub(super) fn save_epoch(
 
 /// The run's resolved layers (what the manifest lists) and its network, initialised from its
 /// seed; a resume then loads the checkpoint into it.
-fn build_model(
+pub(super) fn build_model(
     config: &RunConfig,
     dataset: &Dataset,
     activation: Activation,

@@ -15,6 +15,7 @@ use anyhow::{Context, Result};
 use crate::activation::{activation_by_name, Activation};
 use crate::data::Dataset;
 use crate::hooks::recorder::{NeuronRecorder, NeuronRow};
+use crate::hooks::representation::{LayerRecorder, LayerRow};
 use crate::hooks::{EpochRow, Hook, HookSet};
 use crate::model::Model;
 use crate::optim::Optimizer;
@@ -119,6 +120,8 @@ struct State {
     optimizer: Optimizer,
     epochs: Vec<EpochRow>,
     neurons: Vec<NeuronRow>,
+    /// layers.parquet's rows; `None` when the instruments are off (the file is not written).
+    layers: Option<Vec<LayerRow>>,
     completed: usize,
     seconds_before: f64,
     manifest: Manifest,
@@ -146,7 +149,7 @@ pub fn run(
     let started = Instant::now();
     let resumed = checkpoint_path(run_dir).exists() && run_dir.join("manifest.json").exists();
     let mut state = if resumed {
-        restore(run_dir, config, dataset, activation.clone())?
+        restore(run_dir, config, dataset, activation.clone(), options.instruments)?
     } else {
         fresh(run_dir, config, dataset, activation.clone(), &options)?
     };
@@ -154,6 +157,14 @@ pub fn run(
         recorder: options
             .instruments
             .then(|| NeuronRecorder::new(state.model.sites.clone(), activation.clone())),
+        // W₀ from the seed, on a fresh run as on a resumed one (whose model is the checkpoint's).
+        layers: match options.instruments {
+            true => {
+                let (_, initial) = build_model(config, dataset, activation.clone())?;
+                Some(LayerRecorder::new(state.model.sites.clone(), &initial.params()))
+            }
+            false => None,
+        },
         others: std::mem::take(&mut options.hooks),
     };
 
@@ -294,6 +305,9 @@ fn finish_epoch(
         let epoch = summary.epoch as usize;
         state.epochs.push(summary);
         state.neurons.extend(hooks.take_neuron_rows());
+        if let Some(layers) = &mut state.layers {
+            layers.extend(hooks.take_layer_rows());
+        }
         let seconds = elapsed_now(state, started);
         save_epoch(run_dir, state, epoch, seconds)
     });

@@ -190,6 +190,7 @@ fn dead_at_init(model: &Model, data: &Dataset) -> Vec<(u32, u32)> {
             model.sites.clone(),
             model.activation.clone(),
         )),
+        layers: None,
         others: vec![],
     };
     let probe: Vec<usize> = (0..data.train.len()).collect();
