@@ -179,7 +179,8 @@ fn interleaved_steps(
             let optimizer = Optimizer::new(config.optimizer, model.params());
             let hooks = HookSet {
                 recorder: instruments.then(|| NeuronRecorder::new(model.sites.clone(), f.clone())),
-                layers: instruments.then(|| LayerRecorder::new(model.sites.clone(), &model.params())),
+                layers: instruments
+                    .then(|| LayerRecorder::new(model.sites.clone(), &model.params())),
                 others: Vec::new(),
             };
             Ok((model, optimizer, hooks))

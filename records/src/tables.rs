@@ -378,7 +378,28 @@ mod tests {
         );
         assert_eq!(rows[0].grad_act_abs_mean, None);
         assert_eq!(rows[1].layer_name, "conv1");
-        // A missing column is named.
+        // The frame is as older runs wrote it, without the saturation columns: they read as null.
+        assert!(rows
+            .iter()
+            .all(|r| r.saturated_deriv_frac.is_none() && r.saturated_output_frac.is_none()));
+        // Present, they read as written.
+        let with = frame
+            .clone()
+            .lazy()
+            .with_columns([
+                polars::prelude::lit(0.25).alias(neuron_columns::SATURATED_DERIV_FRAC),
+                polars::prelude::lit(polars::prelude::NULL)
+                    .cast(DataType::Float64)
+                    .alias(neuron_columns::SATURATED_OUTPUT_FRAC),
+            ])
+            .collect()
+            .unwrap();
+        let rows = NeuronRow::from_frame(&with).unwrap();
+        assert_eq!(
+            (rows[1].saturated_deriv_frac, rows[1].saturated_output_frac),
+            (Some(0.25), None)
+        );
+        // A missing column is named (a required one; optional ones read as null).
         let err = NeuronRow::from_frame(&frame.drop("bias").unwrap()).unwrap_err();
         assert_eq!(err.to_string(), "no column bias");
         let _ = frame
@@ -386,5 +407,56 @@ mod tests {
             .select([col(neuron_columns::MAX_PRE)])
             .collect()
             .unwrap();
+    }
+
+    #[test]
+    fn layers_are_written_as_the_documented_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let row = |epoch: u32, layer: u32| LayerRow {
+            epoch,
+            layer,
+            layer_name: format!("fc{}", layer + 1),
+            features: 16,
+            effective_rank: 7.5,
+            srank: 6,
+            feature_rank: 9,
+            rms_weight: 0.1,
+            weight_drift: 0.05 * epoch as f64,
+        };
+        let rows = vec![row(0, 0), row(0, 1), row(1, 0), row(1, 1)];
+        LayerRow::write_all(dir.path(), &rows).unwrap();
+        let frame = crate::files::read_parquet(&dir.path().join("layers.parquet")).unwrap();
+        let names: Vec<&str> = frame
+            .get_column_names()
+            .iter()
+            .map(|n| n.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "epoch",
+                "layer",
+                "layer_name",
+                "features",
+                "effective_rank",
+                "srank",
+                "feature_rank",
+                "rms_weight",
+                "weight_drift"
+            ]
+        );
+        for (name, dtype) in [
+            ("features", DataType::UInt32),
+            ("srank", DataType::UInt32),
+            ("feature_rank", DataType::UInt32),
+            ("effective_rank", DataType::Float64),
+            ("weight_drift", DataType::Float64),
+        ] {
+            assert_eq!(frame.column(name).unwrap().dtype(), &dtype, "{name}");
+        }
+        assert_eq!(LayerRow::read_all(dir.path()).unwrap(), rows);
+        // Without a required column the reader names it rather than guessing.
+        let err = LayerRow::from_frame(&frame.drop("srank").unwrap()).unwrap_err();
+        assert_eq!(err.to_string(), "no column srank");
     }
 }

@@ -67,11 +67,9 @@ pub fn builtin_asymptotes(b: Builtin) -> Asymptotes {
         Builtin::Sigmoid => (None, Some(1.0)),
         Builtin::ReluSoftsign | Builtin::Elu => (Some(-1.0), None),
         Builtin::ReluSoftplus => (Some(-std::f32::consts::LN_2), None),
-        Builtin::Relu
-        | Builtin::LeakyRelu
-        | Builtin::Softplus
-        | Builtin::Gelu
-        | Builtin::Swish => (None, None),
+        Builtin::Relu | Builtin::LeakyRelu | Builtin::Softplus | Builtin::Gelu | Builtin::Swish => {
+            (None, None)
+        }
     };
     Asymptotes { below, above }
 }

@@ -69,7 +69,11 @@ fn expected(b: Builtin) -> Vec<(f32, bool, Option<bool>)> {
             (-4.87, true, false),
             (100.0, false, false),
         ]),
-        Builtin::Elu => some(&[(-4.7, true, true), (-4.5, false, false), (3.0, false, false)]),
+        Builtin::Elu => some(&[
+            (-4.7, true, true),
+            (-4.5, false, false),
+            (3.0, false, false),
+        ]),
         Builtin::Tanh => some(&[
             (3.1, true, true),
             (-3.1, true, true),
@@ -124,8 +128,16 @@ fn stated_maximum_derivatives_match_a_grid_search() {
     for b in BUILTINS {
         let stated = builtin_max_derivative(b);
         let grid = estimate_max_derivative(&b).unwrap();
-        assert!(grid <= stated * (1.0 + 1e-6), "{}: {grid} > {stated}", b.name());
-        assert!(grid >= stated * (1.0 - 1e-4), "{}: {grid} < {stated}", b.name());
+        assert!(
+            grid <= stated * (1.0 + 1e-6),
+            "{}: {grid} > {stated}",
+            b.name()
+        );
+        assert!(
+            grid >= stated * (1.0 - 1e-4),
+            "{}: {grid} < {stated}",
+            b.name()
+        );
     }
 }
 

@@ -117,7 +117,10 @@ fn a_conv_site_averages_positions_and_matches_numpy() {
     let rows = recorder.take_rows();
     assert_eq!(rows.len(), 1);
     let row = &rows[0];
-    assert!((row.effective_rank - 1.6620286118242429).abs() < 1e-12, "{row:?}");
+    assert!(
+        (row.effective_rank - 1.6620286118242429).abs() < 1e-12,
+        "{row:?}"
+    );
     assert_eq!((row.srank, row.feature_rank, row.features), (2, 2, 2));
     // No initial weights were given: the drift has no scale (NaN); the RMS is √((1+4)/2).
     assert!(row.weight_drift.is_nan());
@@ -161,8 +164,14 @@ fn weight_measures_match_a_hand_computation() {
     let (rms, drift) = weight_measures(&[3.0, 0.0], &[3.0, 4.0]);
     assert!((rms - 4.5f64.sqrt()).abs() < 1e-15);
     assert!((drift - 0.8).abs() < 1e-15);
-    assert_eq!(weight_measures(&[3.0, 4.0], &[3.0, 4.0]), (12.5f64.sqrt(), 0.0));
+    assert_eq!(
+        weight_measures(&[3.0, 4.0], &[3.0, 4.0]),
+        (12.5f64.sqrt(), 0.0)
+    );
     assert!(weight_measures(&[1.0], &[0.0]).1.is_nan(), "no scale");
-    assert!(weight_measures(&[1.0], &[1.0, 2.0]).1.is_nan(), "shapes differ");
+    assert!(
+        weight_measures(&[1.0], &[1.0, 2.0]).1.is_nan(),
+        "shapes differ"
+    );
     assert_eq!(weight_measures(&[], &[]).0, 0.0);
 }

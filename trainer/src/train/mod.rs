@@ -149,7 +149,13 @@ pub fn run(
     let started = Instant::now();
     let resumed = checkpoint_path(run_dir).exists() && run_dir.join("manifest.json").exists();
     let mut state = if resumed {
-        restore(run_dir, config, dataset, activation.clone(), options.instruments)?
+        restore(
+            run_dir,
+            config,
+            dataset,
+            activation.clone(),
+            options.instruments,
+        )?
     } else {
         fresh(run_dir, config, dataset, activation.clone(), &options)?
     };
@@ -161,7 +167,10 @@ pub fn run(
         layers: match options.instruments {
             true => {
                 let (_, initial) = build_model(config, dataset, activation.clone())?;
-                Some(LayerRecorder::new(state.model.sites.clone(), &initial.params()))
+                Some(LayerRecorder::new(
+                    state.model.sites.clone(),
+                    &initial.params(),
+                ))
             }
             false => None,
         },
