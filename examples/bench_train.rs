@@ -21,6 +21,7 @@ use necrosis::activation::activation_by_name;
 use necrosis::arch::{self, LayerSpec};
 use necrosis::data::{self, DatasetKind, DatasetSpec};
 use necrosis::hooks::recorder::NeuronRecorder;
+use necrosis::hooks::representation::LayerRecorder;
 use necrosis::hooks::{HookSet, StepContext};
 use necrosis::model::Model;
 use necrosis::optim::Optimizer;
@@ -176,10 +177,12 @@ fn interleaved_steps(
                 config.seed,
             )?;
             let optimizer = Optimizer::new(config.optimizer, model.params());
-            let hooks = HookSet::new(
+            let mut hooks = HookSet::new(
                 instruments.then(|| NeuronRecorder::new(model.sites.clone(), f.clone())),
                 Vec::new(),
             );
+            hooks.layers =
+                instruments.then(|| LayerRecorder::new(model.sites.clone(), &model.params()));
             Ok((model, optimizer, hooks))
         };
     let mut copies = [build(copies[0])?, build(copies[1])?];

@@ -237,6 +237,8 @@ fn neuron_rows(neurons: &[NeuronRecord], sites: &[(String, u32)]) -> Vec<NeuronR
                 grad_act_abs_mean: trained(grad * 2.0),
                 grad_pre_abs_mean: r.grad_pre_abs_mean,
                 weight_grad_norm: trained(grad * 10.0),
+                saturated_deriv_frac: None,
+                saturated_output_frac: None,
             }
         })
         .collect()

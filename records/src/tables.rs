@@ -1,4 +1,4 @@
-//! `epochs.parquet`, `neurons.parquet` and `interventions.parquet`: each table is declared once, as a row type whose
+//! `epochs.parquet`, `neurons.parquet`, `layers.parquet` and `interventions.parquet`: each table is declared once, as a row type whose
 //! fields are the columns in file order, and that one declaration gives the writer, the reader,
 //! the column names (constants the analysis selects by) and the column types.
 
@@ -19,6 +19,8 @@ pub trait Cell: Sized {
         Self: 'a;
     /// The column's values; integers and floats are cast from any numeric type. A null is an
     /// error in an integer or string column, NaN in a float column, `false` in a flag column.
+    /// A missing column is an error, except an optional (`Option`) one, which reads as nulls:
+    /// files written before such a column was added still read.
     fn values(frame: &DataFrame, name: &'static str) -> std::result::Result<Vec<Self>, Problem>;
 }
 
@@ -92,6 +94,9 @@ impl Cell for Option<f64> {
         Column::new(name.into(), values.copied().collect::<Vec<Option<f64>>>())
     }
     fn values(frame: &DataFrame, name: &'static str) -> std::result::Result<Vec<Self>, Problem> {
+        if frame.column(name).is_err() {
+            return Ok(vec![None; frame.height()]);
+        }
         let column = column_of(frame, name, &DataType::Float64)?;
         let values = column.f64().map_err(|e| bad(name, e))?;
         Ok(values.iter().collect())
@@ -279,6 +284,36 @@ record_table! {
         grad_act_abs_mean: Option<f64> => GRAD_ACT_ABS_MEAN,
         grad_pre_abs_mean: Option<f64> => GRAD_PRE_ABS_MEAN,
         weight_grad_norm: Option<f64> => WEIGHT_GRAD_NORM,
+        /// Share of probe observations with f'(z) below 1 % of the activation's largest
+        /// derivative; null where that largest derivative is unknown. Absent in older runs
+        /// (read as null).
+        saturated_deriv_frac: Option<f64> => SATURATED_DERIV_FRAC,
+        /// Share of probe observations with f(z) within 1 % of a finite, nonzero asymptote of
+        /// f; null for activations without one. Absent in older runs (read as null).
+        saturated_output_frac: Option<f64> => SATURATED_OUTPUT_FRAC,
+    }
+}
+
+record_table! {
+    /// One activation site in one epoch: a row of layers.parquet (docs/records.md defines every
+    /// column). The rank measures describe the probe set's features at the site.
+    pub struct LayerRow in "layers.parquet", column names in layer_columns {
+        epoch: u32 => EPOCH,
+        /// The activation site's index.
+        layer: u32 => LAYER,
+        layer_name: String => LAYER_NAME,
+        /// The site's neurons: the largest rank the features can have.
+        features: u32 => FEATURES,
+        /// Roy & Vetterli 2007: exp of the entropy of the normalised singular values.
+        effective_rank: f64 => EFFECTIVE_RANK,
+        /// Kumar et al. 2021, δ = 0.01.
+        srank: u32 => SRANK,
+        /// Lyle et al. 2022: singular values of Φ/√n above 0.01.
+        feature_rank: u32 => FEATURE_RANK,
+        /// Root mean square of the site's incoming weights.
+        rms_weight: f64 => RMS_WEIGHT,
+        /// ‖W − W₀‖_F / ‖W₀‖_F against the run's initial weights.
+        weight_drift: f64 => WEIGHT_DRIFT,
     }
 }
 
@@ -401,7 +436,28 @@ mod tests {
         );
         assert_eq!(rows[0].grad_act_abs_mean, None);
         assert_eq!(rows[1].layer_name, "conv1");
-        // A missing column is named.
+        // The frame is as older runs wrote it, without the saturation columns: they read as null.
+        assert!(rows
+            .iter()
+            .all(|r| r.saturated_deriv_frac.is_none() && r.saturated_output_frac.is_none()));
+        // Present, they read as written.
+        let with = frame
+            .clone()
+            .lazy()
+            .with_columns([
+                polars::prelude::lit(0.25).alias(neuron_columns::SATURATED_DERIV_FRAC),
+                polars::prelude::lit(polars::prelude::NULL)
+                    .cast(DataType::Float64)
+                    .alias(neuron_columns::SATURATED_OUTPUT_FRAC),
+            ])
+            .collect()
+            .unwrap();
+        let rows = NeuronRow::from_frame(&with).unwrap();
+        assert_eq!(
+            (rows[1].saturated_deriv_frac, rows[1].saturated_output_frac),
+            (Some(0.25), None)
+        );
+        // A missing column is named (a required one; optional ones read as null).
         let err = NeuronRow::from_frame(&frame.drop("bias").unwrap()).unwrap_err();
         assert_eq!(err.to_string(), "no column bias");
         let _ = frame
@@ -446,5 +502,56 @@ mod tests {
         assert_eq!(frame.column("neuron").unwrap().null_count(), 1);
         assert_eq!(frame.column("layer_name").unwrap().null_count(), 1);
         assert_eq!(InterventionRow::read_all(dir.path()).unwrap(), rows);
+    }
+
+    #[test]
+    fn layers_are_written_as_the_documented_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let row = |epoch: u32, layer: u32| LayerRow {
+            epoch,
+            layer,
+            layer_name: format!("fc{}", layer + 1),
+            features: 16,
+            effective_rank: 7.5,
+            srank: 6,
+            feature_rank: 9,
+            rms_weight: 0.1,
+            weight_drift: 0.05 * epoch as f64,
+        };
+        let rows = vec![row(0, 0), row(0, 1), row(1, 0), row(1, 1)];
+        LayerRow::write_all(dir.path(), &rows).unwrap();
+        let frame = crate::files::read_parquet(&dir.path().join("layers.parquet")).unwrap();
+        let names: Vec<&str> = frame
+            .get_column_names()
+            .iter()
+            .map(|n| n.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "epoch",
+                "layer",
+                "layer_name",
+                "features",
+                "effective_rank",
+                "srank",
+                "feature_rank",
+                "rms_weight",
+                "weight_drift"
+            ]
+        );
+        for (name, dtype) in [
+            ("features", DataType::UInt32),
+            ("srank", DataType::UInt32),
+            ("feature_rank", DataType::UInt32),
+            ("effective_rank", DataType::Float64),
+            ("weight_drift", DataType::Float64),
+        ] {
+            assert_eq!(frame.column(name).unwrap().dtype(), &dtype, "{name}");
+        }
+        assert_eq!(LayerRow::read_all(dir.path()).unwrap(), rows);
+        // Without a required column the reader names it rather than guessing.
+        let err = LayerRow::from_frame(&frame.drop("srank").unwrap()).unwrap_err();
+        assert_eq!(err.to_string(), "no column srank");
     }
 }

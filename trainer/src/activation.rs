@@ -16,6 +16,7 @@ use rayon::prelude::*;
 use crate::ops::fast_math::{self, clamp};
 use crate::ops::tape_op::{tape_op, OpGrads};
 use crate::ops::{lane_sum_of, Activations};
+use crate::saturation;
 
 /// A scalar activation function with its analytic derivative.
 ///
@@ -40,6 +41,17 @@ pub trait ActivationFunction: Send + Sync + fmt::Debug {
         for ((gz, &gh), &z) in grad_z.iter_mut().zip(grad_h).zip(z) {
             *gz += gh * self.derivative(z);
         }
+    }
+    /// sup f′, the scale of `saturated_deriv_frac`. Unless stated, estimated on a grid
+    /// ([`saturation::estimate_max_derivative`]); `None` makes that column null.
+    fn max_derivative(&self) -> Option<f32> {
+        saturation::estimate_max_derivative(self)
+    }
+    /// The finite, nonzero limits of f at ±∞, the bounds of `saturated_output_frac`. None are
+    /// assumed unless stated (the column is then null): a grid cannot tell a slow approach to
+    /// a bound from unbounded growth.
+    fn asymptotes(&self) -> saturation::Asymptotes {
+        saturation::Asymptotes::default()
     }
 }
 
@@ -380,6 +392,12 @@ impl ActivationFunction for Builtin {
     }
     fn backward_slice(&self, z: &[f32], grad_h: &[f32], grad_z: &mut [f32]) {
         builtin_backward(*self, z, grad_h, grad_z)
+    }
+    fn max_derivative(&self) -> Option<f32> {
+        Some(saturation::builtin_max_derivative(*self))
+    }
+    fn asymptotes(&self) -> saturation::Asymptotes {
+        saturation::builtin_asymptotes(*self)
     }
 }
 

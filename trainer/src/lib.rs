@@ -17,6 +17,7 @@ pub mod ops;
 pub mod optim;
 pub mod param;
 pub mod surgery;
+pub mod saturation;
 pub mod sweep;
 pub mod train;
 pub mod wiring;

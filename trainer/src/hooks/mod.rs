@@ -3,12 +3,15 @@
 //! What is measured is kept apart from when (the loop) and how it is stored (the recorder writes
 //! rows; analysis reads them). A new statistic is a new `Hook`, not an edit to the loop: every
 //! method has an empty default, so a hook implements only the events it needs. The SPEC §2
-//! statistics are one hook, [`recorder::NeuronRecorder`]; `examples/custom_hook.rs` adds another.
+//! statistics are one hook, [`recorder::NeuronRecorder`], the per-layer measures another,
+//! [`representation::LayerRecorder`]; `examples/custom_hook.rs` adds one more.
 //!
 //! Array layout everywhere: `[batch, neurons, positions]` flattened, i.e. NCHW with the spatial
 //! positions of one channel contiguous; a dense site has one position.
 
+pub mod rank;
 pub mod recorder;
+pub mod representation;
 
 use std::collections::BTreeMap;
 
@@ -121,19 +124,23 @@ pub trait Hook {
     }
 }
 
-/// The run's instruments: the SPEC §2 recorder (when on) and the user's hooks, behind one
-/// `Hook` that forwards every event to each member that wants it.
+/// The run's instruments: the SPEC §2 recorder and the layer recorder (when on) and the user's
+/// hooks, behind one `Hook` that forwards every event to each member that wants it.
 pub struct HookSet {
     pub recorder: Option<recorder::NeuronRecorder>,
+    pub layers: Option<representation::LayerRecorder>,
     pub others: Vec<Box<dyn Hook>>,
     /// What interventions changed since the last call of [`HookSet::take_interventions`].
     pub interventions: Vec<InterventionRow>,
 }
 
 impl HookSet {
+    /// The SPEC §2 recorder (when on) and `others`; the layer recorder is set apart, as it
+    /// needs the network's initial weights.
     pub fn new(recorder: Option<recorder::NeuronRecorder>, others: Vec<Box<dyn Hook>>) -> Self {
         Self {
             recorder,
+            layers: None,
             others,
             interventions: Vec::new(),
         }
@@ -167,11 +174,14 @@ impl HookSet {
 
     fn members(&mut self) -> impl Iterator<Item = &mut dyn Hook> {
         let recorder = self.recorder.iter_mut().map(|r| r as &mut dyn Hook);
-        recorder.chain(self.others.iter_mut().map(|h| h.as_mut() as &mut dyn Hook))
+        let layers = self.layers.iter_mut().map(|r| r as &mut dyn Hook);
+        recorder
+            .chain(layers)
+            .chain(self.others.iter_mut().map(|h| h.as_mut() as &mut dyn Hook))
     }
 
     pub fn is_empty(&self) -> bool {
-        self.recorder.is_none() && self.others.is_empty()
+        self.recorder.is_none() && self.layers.is_none() && self.others.is_empty()
     }
 
     /// The recorder's rows of the epochs finished since the last call (none when it is off).
@@ -181,20 +191,32 @@ impl HookSet {
             .map(|r| r.take_rows())
             .unwrap_or_default()
     }
+
+    /// The layer recorder's rows of the epochs finished since the last call (none when off).
+    pub fn take_layer_rows(&mut self) -> Vec<representation::LayerRow> {
+        self.layers
+            .as_mut()
+            .map(|r| r.take_rows())
+            .unwrap_or_default()
+    }
 }
 
 impl Hook for HookSet {
     fn wants_batch_forward(&self) -> bool {
         self.recorder.iter().any(|r| r.wants_batch_forward())
+            || self.layers.iter().any(|r| r.wants_batch_forward())
             || self.others.iter().any(|h| h.wants_batch_forward())
     }
     fn wants_batch_backward(&self) -> bool {
         self.recorder.iter().any(|r| r.wants_batch_backward())
+            || self.layers.iter().any(|r| r.wants_batch_backward())
             || self.others.iter().any(|h| h.wants_batch_backward())
     }
     fn wants_backward_arrays(&self) -> bool {
         let wants = |h: &dyn Hook| h.wants_batch_backward() && h.wants_backward_arrays();
-        self.recorder.iter().any(|r| wants(r)) || self.others.iter().any(|h| wants(h.as_ref()))
+        self.recorder.iter().any(|r| wants(r))
+            || self.layers.iter().any(|r| wants(r))
+            || self.others.iter().any(|h| wants(h.as_ref()))
     }
     fn on_batch_forward(&mut self, ctx: &StepContext, site: &SiteForward) {
         self.members()

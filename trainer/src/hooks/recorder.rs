@@ -12,6 +12,7 @@ use super::{Hook, ParamView, SiteBackward, SiteForward, StepContext};
 use crate::activation::Activation;
 use crate::model::SiteInfo;
 use crate::ops::lane_sum_of;
+use crate::saturation::SaturationThresholds;
 
 pub use necrosis_records::tables::NeuronRow;
 
@@ -27,6 +28,8 @@ struct ProbeSums {
     sum_sq_pre: f64,
     sum_abs_act: f64,
     sum_deriv: f64,
+    saturated_deriv: u64,
+    saturated_output: u64,
 }
 
 /// Training sums of one neuron over an epoch.
@@ -44,6 +47,8 @@ struct TrainingSums {
 pub struct NeuronRecorder {
     sites: Vec<SiteInfo>,
     activation: Activation,
+    /// The activation's saturation thresholds, worked out once.
+    saturation: SaturationThresholds,
     probe: Vec<Vec<ProbeSums>>,
     training: Vec<Vec<TrainingSums>>,
     rows: Vec<NeuronRow>,
@@ -61,6 +66,7 @@ impl NeuronRecorder {
             .collect();
         Self {
             sites,
+            saturation: SaturationThresholds::of(&*activation),
             activation,
             probe,
             training,
@@ -83,13 +89,23 @@ struct ProbeSlice {
     sum_sq: f64,
     abs_h: f32,
     derivative: f32,
+    /// Observations with |f'(z)| or f(z) past the saturation thresholds.
+    saturated_deriv: u32,
+    saturated_output: u32,
 }
 
 /// [`ProbeSlice`] of z, h = f(z) and f'(z), over 8 lanes of independent accumulators so that
-/// the loop is vector code rather than six chains of dependent operations.
+/// the loop is vector code rather than eight chains of dependent operations.
 #[multiversion(targets("x86_64+avx2+fma"))]
-fn probe_slice(z: &[f32], h: &[f32], derivative: &[f32]) -> ProbeSlice {
+fn probe_slice(
+    z: &[f32],
+    h: &[f32],
+    derivative: &[f32],
+    saturation: &SaturationThresholds,
+) -> ProbeSlice {
     const LANES: usize = 8;
+    let mut saturated_deriv = [0u32; LANES];
+    let mut saturated_output = [0u32; LANES];
     let mut active = [0u32; LANES];
     let mut max = [f32::NEG_INFINITY; LANES];
     let mut sum = [0.0f64; LANES];
@@ -113,6 +129,8 @@ fn probe_slice(z: &[f32], h: &[f32], derivative: &[f32]) -> ProbeSlice {
             sum_sq[i] += v * v;
             abs_h[i] += h[i].abs();
             deriv[i] += d[i];
+            saturated_deriv[i] += saturation.derivative_saturated(d[i]) as u32;
+            saturated_output[i] += saturation.output_saturated(h[i]) as u32;
         }
     }
     let mut slice = ProbeSlice {
@@ -122,6 +140,8 @@ fn probe_slice(z: &[f32], h: &[f32], derivative: &[f32]) -> ProbeSlice {
         sum_sq: sum_sq.iter().sum(),
         abs_h: abs_h.iter().sum(),
         derivative: deriv.iter().sum(),
+        saturated_deriv: saturated_deriv.iter().sum(),
+        saturated_output: saturated_output.iter().sum(),
     };
     for ((&z, &h), &d) in z[whole..].iter().zip(&h[whole..]).zip(&derivative[whole..]) {
         slice.active += (z > 0.0) as u32;
@@ -130,6 +150,8 @@ fn probe_slice(z: &[f32], h: &[f32], derivative: &[f32]) -> ProbeSlice {
         slice.sum_sq += (z as f64) * (z as f64);
         slice.abs_h += h.abs();
         slice.derivative += d;
+        slice.saturated_deriv += saturation.derivative_saturated(d) as u32;
+        slice.saturated_output += saturation.output_saturated(h) as u32;
     }
     slice
 }
@@ -206,7 +228,7 @@ impl Hook for NeuronRecorder {
     fn on_probe_batch(&mut self, _epoch: usize, event: &SiteForward) {
         let info = event.info;
         let (batch, neurons, positions) = (event.batch_size, info.neurons, info.positions);
-        let activation = &self.activation;
+        let (activation, saturation) = (&self.activation, &self.saturation);
         self.probe[info.site]
             .par_iter_mut()
             .enumerate()
@@ -218,7 +240,7 @@ impl Hook for NeuronRecorder {
                     for (z, h) in slices {
                         derivative.fill(0.0);
                         activation.backward_slice(z, ones, derivative);
-                        let slice = probe_slice(z, h, derivative);
+                        let slice = probe_slice(z, h, derivative, saturation);
                         sums.active += slice.active as u64;
                         sums.samples_active += (slice.active > 0) as u64;
                         sums.samples += 1;
@@ -228,6 +250,8 @@ impl Hook for NeuronRecorder {
                         sums.sum_sq_pre += slice.sum_sq;
                         sums.sum_abs_act += slice.abs_h as f64;
                         sums.sum_deriv += slice.derivative as f64;
+                        sums.saturated_deriv += slice.saturated_deriv as u64;
+                        sums.saturated_output += slice.saturated_output as u64;
                     }
                 },
             );
@@ -268,6 +292,14 @@ impl Hook for NeuronRecorder {
                     grad_act_abs_mean: per_obs(t.sum_abs_grad_act),
                     grad_pre_abs_mean: per_obs(t.sum_abs_grad_pre),
                     weight_grad_norm: trained.then(|| t.sum_weight_grad_norm / t.steps as f64),
+                    saturated_deriv_frac: self
+                        .saturation
+                        .derivative_known
+                        .then(|| p.saturated_deriv as f64 / obs),
+                    saturated_output_frac: self
+                        .saturation
+                        .output_known
+                        .then(|| p.saturated_output as f64 / obs),
                 });
             }
         }
@@ -289,7 +321,20 @@ mod tests {
                 .collect();
             let h: Vec<f32> = z.iter().map(|v| v.max(0.0) - 0.1).collect();
             let d: Vec<f32> = z.iter().map(|v| (*v > 0.0) as u8 as f32 * 0.5).collect();
-            let slice = probe_slice(&z, &h, &d);
+            // Thresholds of tanh: |f'| < 0.01, f(z) >= 0.99 or <= -0.99. Here f' and f are the
+            // made-up d and h, so some observations of each kind cross them.
+            let saturation = SaturationThresholds::of(&crate::activation::Builtin::Tanh);
+            let slice = probe_slice(&z, &h, &d, &saturation);
+            assert_eq!(
+                slice.saturated_deriv as usize,
+                d.iter().filter(|v| v.abs() < 0.01).count(),
+                "{len}"
+            );
+            assert_eq!(
+                slice.saturated_output as usize,
+                h.iter().filter(|v| **v >= 0.99 || **v <= -0.99).count(),
+                "{len}"
+            );
             let f64_sum = |it: &mut dyn Iterator<Item = f64>| it.sum::<f64>();
             assert_eq!(
                 slice.active as usize,

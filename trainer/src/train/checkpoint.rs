@@ -14,6 +14,7 @@ use crate::activation::Activation;
 use crate::arch;
 use crate::data::Dataset;
 use crate::hooks::recorder::NeuronRow;
+use crate::hooks::representation::LayerRow;
 use crate::hooks::{EpochRow, InterventionRow};
 use crate::model::{Initialisation, Model, SiteInfo};
 use crate::optim::Optimizer;
@@ -94,6 +95,7 @@ pub(super) fn fresh(
         neurons: Vec::new(),
         interventions: Vec::new(),
         hook_state: BTreeMap::new(),
+        layers: options.instruments.then(Vec::new),
         completed: 0,
         seconds_before: 0.0,
         manifest,
@@ -115,6 +117,7 @@ pub(super) fn restore(
     config: &RunConfig,
     dataset: &Dataset,
     activation: Activation,
+    instruments: bool,
 ) -> Result<State> {
     let mut manifest = Manifest::read(run_dir)?;
     if &manifest.config != config {
@@ -183,6 +186,17 @@ pub(super) fn restore(
             Some((name.to_string(), values.clone()))
         })
         .collect();
+    // A run begun before layers.parquet existed, or with the instruments off, has none: it
+    // continues from the resumed epoch.
+    let layers = match instruments {
+        true if run_dir.join(LayerRow::FILE).exists() => {
+            let mut layers = LayerRow::read_all(run_dir)?;
+            layers.retain(|l| (l.epoch as usize) <= completed);
+            Some(layers)
+        }
+        true => Some(Vec::new()),
+        false => None,
+    };
     if epochs.len() != completed + 1 {
         bail!(
             "{}: epochs.parquet has {} of the {} epochs the checkpoint covers",
@@ -202,6 +216,7 @@ pub(super) fn restore(
         neurons,
         interventions,
         hook_state,
+        layers,
         completed,
         seconds_before: checkpoint.number(metadata::SECONDS)?,
         manifest,
@@ -222,6 +237,9 @@ pub(super) fn save_epoch(
     NeuronRow::write_all(run_dir, &state.neurons)?;
     if !state.manifest.config.intervention.is_none() || !state.interventions.is_empty() {
         InterventionRow::write_all(run_dir, &state.interventions)?;
+    }
+    if let Some(layers) = &state.layers {
+        LayerRow::write_all(run_dir, layers)?;
     }
     let params = state.model.params();
     // The BN layers' running statistics are part of the trained network (evaluation uses
@@ -282,7 +300,7 @@ pub(super) fn save_epoch(
 
 /// The run's resolved layers (what the manifest lists) and its network, initialised from its
 /// seed; a resume then loads the checkpoint into it.
-fn build_model(
+pub(super) fn build_model(
     config: &RunConfig,
     dataset: &Dataset,
     activation: Activation,

@@ -16,6 +16,7 @@ use anyhow::{Context, Result};
 use crate::activation::{activation_by_name, Activation};
 use crate::data::Dataset;
 use crate::hooks::recorder::{NeuronRecorder, NeuronRow};
+use crate::hooks::representation::{LayerRecorder, LayerRow};
 use crate::hooks::{EpochRow, Hook, HookSet, InterventionRow, StepContext};
 use crate::model::Model;
 use crate::optim::Optimizer;
@@ -124,6 +125,8 @@ struct State {
     interventions: Vec<InterventionRow>,
     /// The intervening hooks' state from the checkpoint (empty on a fresh start).
     hook_state: BTreeMap<String, Vec<f32>>,
+    /// layers.parquet's rows; `None` when the instruments are off (the file is not written).
+    layers: Option<Vec<LayerRow>>,
     completed: usize,
     seconds_before: f64,
     manifest: Manifest,
@@ -151,7 +154,13 @@ pub fn run(
     let started = Instant::now();
     let resumed = checkpoint_path(run_dir).exists() && run_dir.join("manifest.json").exists();
     let mut state = if resumed {
-        restore(run_dir, config, dataset, activation.clone())?
+        restore(
+            run_dir,
+            config,
+            dataset,
+            activation.clone(),
+            options.instruments,
+        )?
     } else {
         fresh(run_dir, config, dataset, activation.clone(), &options)?
     };
@@ -167,6 +176,14 @@ pub fn run(
             .then(|| NeuronRecorder::new(state.model.sites.clone(), activation.clone())),
         others,
     );
+    // W₀ from the seed, on a fresh run as on a resumed one (whose model is the checkpoint's).
+    if options.instruments {
+        let (_, initial) = build_model(config, dataset, activation.clone())?;
+        hooks.layers = Some(LayerRecorder::new(
+            state.model.sites.clone(),
+            &initial.params(),
+        ));
+    }
     if resumed {
         hooks
             .restore_state(&state.hook_state)
@@ -324,6 +341,9 @@ fn finish_epoch(
         state.epochs.push(summary);
         state.neurons.extend(hooks.take_neuron_rows());
         state.interventions.extend(hooks.take_interventions());
+        if let Some(layers) = &mut state.layers {
+            layers.extend(hooks.take_layer_rows());
+        }
         let seconds = elapsed_now(state, started);
         save_epoch(run_dir, state, epoch, seconds, &hooks.state())
     });

@@ -28,13 +28,17 @@ fn digits(limit: usize) -> Dataset {
 }
 
 /// The records with the wall-clock columns blanked: everything else must be reproducible.
-fn reproducible(dir: &Path) -> (Vec<EpochRow>, Vec<NeuronRow>) {
+fn reproducible(dir: &Path) -> (Vec<EpochRow>, Vec<NeuronRow>, Vec<LayerRow>) {
     let mut epochs = EpochRow::read_all(dir).unwrap();
     for e in &mut epochs {
         e.seconds = 0.0;
         e.images_per_sec = e.images_per_sec.map(|_| 0.0);
     }
-    (epochs, NeuronRow::read_all(dir).unwrap())
+    (
+        epochs,
+        NeuronRow::read_all(dir).unwrap(),
+        LayerRow::read_all(dir).unwrap(),
+    )
 }
 
 #[test]
@@ -47,6 +51,7 @@ fn same_config_and_seed_give_identical_records() {
     let (ra, rb) = (reproducible(a.path()), reproducible(b.path()));
     assert_eq!(ra.0.len(), 3, "epoch 0 and two training epochs");
     assert_eq!(ra.1.len(), 3 * (8 + 16));
+    assert_eq!(ra.2.len(), 3 * 2, "one row per site per epoch");
     assert_eq!(ra, rb);
     // The weights, not the bytes: safetensors orders its metadata by a randomly seeded HashMap.
     let weights = |dir: &Path| read_safetensors(&dir.join(MODEL_FILE)).unwrap();
@@ -60,6 +65,54 @@ fn same_config_and_seed_give_identical_records() {
     assert_eq!(manifest.epochs_completed, 2);
     // Training learned something in two epochs on 400 digits.
     assert!(ra.0[2].test_acc > 0.5, "{:?}", ra.0[2]);
+}
+
+#[test]
+fn layers_parquet_has_a_row_per_site_and_epoch_with_bounded_ranks() {
+    let data = digits(400);
+    let config = digits_config("tanh", 2);
+    let dir = tempfile::tempdir().unwrap();
+    run(&data, &config, dir.path(), RunOptions::default()).unwrap();
+    let layers = LayerRow::read_all(dir.path()).unwrap();
+    let keys: Vec<(u32, u32, &str, u32)> = layers
+        .iter()
+        .map(|l| (l.epoch, l.layer, l.layer_name.as_str(), l.features))
+        .collect();
+    let expected: Vec<(u32, u32, &str, u32)> = (0..=2)
+        .flat_map(|e| [(e, 0, "conv1", 8), (e, 1, "fc1", 16)])
+        .collect();
+    assert_eq!(keys, expected);
+    for l in &layers {
+        assert!(
+            l.feature_rank <= l.features && l.srank <= l.features,
+            "{l:?}"
+        );
+        assert!(
+            l.srank >= 1 && l.feature_rank >= 1,
+            "tanh features are not all zero"
+        );
+        assert!(l.effective_rank >= 1.0 && l.effective_rank <= l.features as f64);
+        assert!(l.rms_weight > 0.0);
+        // W₀ is the network at epoch 0 exactly; training then moves it.
+        assert_eq!(l.weight_drift == 0.0, l.epoch == 0, "{l:?}");
+    }
+    // tanh has both asymptotes and a known f′: the saturation columns are filled.
+    let neurons = NeuronRow::read_all(dir.path()).unwrap();
+    assert!(neurons.iter().all(|n| {
+        let fracs = [
+            n.saturated_deriv_frac.unwrap(),
+            n.saturated_output_frac.unwrap(),
+        ];
+        fracs.iter().all(|f| (0.0..=1.0).contains(f))
+    }));
+    // Without instruments there is no layers.parquet.
+    let off = tempfile::tempdir().unwrap();
+    let options = RunOptions {
+        instruments: false,
+        ..Default::default()
+    };
+    run(&data, &digits_config("tanh", 1), off.path(), options).unwrap();
+    assert!(!off.path().join(LayerRow::FILE).exists());
 }
 
 #[test]
@@ -398,6 +451,66 @@ fn recorded_statistics_match_an_independent_computation() {
         assert!((row.train_active_frac.unwrap() - active).abs() < 1e-12);
         assert!((row.weight_grad_norm.unwrap() - weight_grad.sqrt()).abs() < 1e-5);
     }
+    // The layer measures recomputed from the weights: epoch 0's (the seed's network) and epoch
+    // 1's (model.safetensors), on the probe set (all 6 samples). Singular values here by
+    // nalgebra's SVD of Φ, not the recorder's Gram eigenvalues; the measures by their papers'
+    // formulas written out again.
+    let layers = LayerRow::read_all(dir.path()).unwrap();
+    assert_eq!(layers.len(), 2);
+    let saved = read_safetensors(&dir.path().join(MODEL_FILE)).unwrap();
+    let (w1_end, b1_end) = (
+        saved.tensor("fc1.weight").unwrap(),
+        saved.tensor("fc1.bias").unwrap(),
+    );
+    let biases0 = vec![0.0f32; hidden];
+    for (row, (w, b)) in layers
+        .iter()
+        .zip([(&w1[..], &biases0[..]), (w1_end, b1_end)])
+    {
+        let phi = nalgebra::DMatrix::from_fn(n, hidden, |s, u| {
+            let z: f64 = (0..inputs)
+                .map(|k| w[u * inputs + k] as f64 * images[s * inputs + k] as f64)
+                .sum::<f64>()
+                + b[u] as f64;
+            f.value(z as f32) as f64
+        });
+        let mut sigma: Vec<f64> = phi
+            .svd(false, false)
+            .singular_values
+            .iter()
+            .copied()
+            .collect();
+        sigma.sort_by(|a, b| b.total_cmp(a));
+        let total: f64 = sigma.iter().sum();
+        let entropy: f64 = sigma.iter().map(|s| s / total).map(|p| -p * p.ln()).sum();
+        let srank = 1
+            + (0..sigma.len())
+                .position(|k| sigma[..=k].iter().sum::<f64>() >= 0.99 * total)
+                .unwrap() as u32;
+        let feature_rank = sigma
+            .iter()
+            .filter(|s| **s / (n as f64).sqrt() > 0.01)
+            .count() as u32;
+        assert!(
+            (row.effective_rank - entropy.exp()).abs() < 1e-5,
+            "{row:?}: {}",
+            entropy.exp()
+        );
+        assert_eq!(
+            (row.srank, row.feature_rank, row.features),
+            (srank, feature_rank, 5)
+        );
+        let change: f64 = w
+            .iter()
+            .zip(w1)
+            .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
+            .sum();
+        let scale: f64 = w1.iter().map(|v| (*v as f64).powi(2)).sum();
+        assert!((row.weight_drift - (change / scale).sqrt()).abs() < 1e-12);
+        let rms = (w.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / w.len() as f64).sqrt();
+        assert!((row.rms_weight - rms).abs() < 1e-12);
+    }
+    assert!(layers[1].weight_drift > 0.0);
 }
 
 /// The interventions' log of a run directory (empty when the file is absent).
