@@ -328,6 +328,40 @@ mod tests {
         );
     }
 
+    /// Interventions are a factor of a sweep file as of the flags, and name their run folders.
+    #[test]
+    fn intervention_lists_are_factors() {
+        let (_dir, path) = write(concat!(
+            "activations = [\"relu\", \"relu-softsign\"]\nseeds = 2\n",
+            "intervention = [\"none\", \"redo:0.1:1\", \"cbp:0.0001:100\"]\n",
+            "[[datasets]]\nname = \"synthetic\"\n",
+        ));
+        let expansion = SweepFile::read(&path)
+            .unwrap()
+            .grid(&default_run_args())
+            .unwrap()
+            .expand()
+            .unwrap();
+        assert_eq!(expansion.runs.len(), 2 * 3 * 2);
+        let keys: Vec<&str> = expansion.factors.iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, ["activation", "intervention", "seed"]);
+        let run = &expansion.runs[3];
+        assert_eq!(run.intervention.to_string(), "redo:0.1:1");
+        assert_eq!(
+            run.run_dir_name(&keys, "0badcafe"),
+            "synthetic-relu-iv_redo_0.1_1-lr0.01-s1-0badcafe"
+        );
+        let (_dir, bad) = write(concat!(
+            "activations = \"relu\"\nintervention = \"redo:0.1\"\n",
+            "[[datasets]]\nname = \"synthetic\"\n",
+        ));
+        let err = SweepFile::read(&bad)
+            .unwrap()
+            .grid(&default_run_args())
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("redo:0.1"), "{err:#}");
+    }
+
     #[test]
     fn unknown_keys_and_wrong_types_name_the_file_and_key() {
         let (_dir, path) = write(
