@@ -20,6 +20,8 @@ use crate::init::init_layer;
 use crate::model::{Model, SiteInfo};
 use crate::optim::Optimizer;
 use crate::param::Param;
+use crate::wiring::WeightedLayer;
+use necrosis_records::init::BiasInit;
 use necrosis_records::tables::InterventionRow;
 
 /// The ChaCha stream base of interventions' draws, apart from the seed's other streams (the
@@ -127,17 +129,7 @@ impl<'a> Surgery<'a> {
         let fresh: Vec<(Vec<f32>, Vec<f32>)> = wiring
             .incoming
             .iter()
-            .map(|&at| {
-                let layer = &layers[at];
-                init_layer(
-                    layer.scheme,
-                    init.bias,
-                    &mut self.rng,
-                    layer.out,
-                    layer.fan_in,
-                    layer.fan_out,
-                )
-            })
+            .map(|&at| fresh_draw(&layers[at], init.bias, &mut self.rng))
             .collect();
         {
             let mut params = self.model.params_mut();
@@ -227,14 +219,7 @@ impl<'a> Surgery<'a> {
         let layers = self.model.wiring.layers.clone();
         let mut params = self.model.params_mut();
         for layer in &layers {
-            let (weights, biases) = init_layer(
-                layer.scheme,
-                init.bias,
-                &mut self.rng,
-                layer.out,
-                layer.fan_in,
-                layer.fan_out,
-            );
+            let (weights, biases) = fresh_draw(layer, init.bias, &mut self.rng);
             for (index, noise) in [(layer.weight, weights), (layer.bias, biases)] {
                 let param = &mut params[index];
                 for (w, e) in param.value.iter_mut().zip(noise) {
@@ -254,4 +239,16 @@ impl<'a> Surgery<'a> {
             score: None,
         });
     }
+}
+
+/// A fresh draw of `layer`'s weights and biases, as its initialisation drew them.
+fn fresh_draw(layer: &WeightedLayer, bias: BiasInit, rng: &mut ChaCha8Rng) -> (Vec<f32>, Vec<f32>) {
+    init_layer(
+        layer.scheme,
+        bias,
+        rng,
+        layer.out,
+        layer.fan_in,
+        layer.fan_out,
+    )
 }
