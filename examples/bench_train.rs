@@ -3,8 +3,9 @@
 //! reached against the machine's peak, and peak RSS.
 //!
 //! Run: `cargo run --release --example bench_train [-- --threads 2 --steps 384 --samples 8192
-//! --epochs 2 --activations relu,relu-softsign --flops-per-cycle 32]`; another net on colour
-//! images: `-- --arch resnet20 --image-size 32 --channels 3` (any preset or spec).
+//! --epochs 2 --activations relu,relu-softsign --flops-per-cycle 32 --batch 64]`; another net on
+//! colour images: `-- --arch resnet20 --image-size 32 --channels 3` (any preset or spec); only
+//! some measurements: `--parts on-off,versus,phases` (all three unless told).
 //!
 //! Instrument cost: two copies of the network, instruments off and on, train side by side on the
 //! same minibatches, one step each in turn (which goes first alternates), so that a slow spell of
@@ -12,7 +13,9 @@
 //! against a relu copy. img/s is the batch size over the median step time (forward,
 //! backward, hooks and optimiser); the overhead is the median over steps of on/off − 1.
 //! Phases: one real run per activation (synthetic dataset, `--samples`, `--epochs`) times the
-//! test evaluation, the probe pass at its default size and the record writing of each epoch.
+//! test evaluation, the probe pass at its default size and the record writing of each epoch, and
+//! its end-to-end speed: training images over the run's whole wall time (`<activation> whole-run:`,
+//! the line scripts/bench_compare.sh sets against scripts/bench_pytorch.py --whole-run).
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -61,6 +64,27 @@ struct Args {
     /// Channels of the synthetic images (3: colour).
     #[arg(long, default_value_t = 1)]
     channels: usize,
+    /// Minibatch size, of the interleaved steps and of the phase run.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    batch: u64,
+    /// Which measurements to make, comma-separated: `on-off` (instruments off against on),
+    /// `versus` (each activation against relu) and `phases` (the real run). A comparison script
+    /// asks only for what it tabulates, so a round of large nets fits its time budget.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "on-off,versus,phases",
+        value_delimiter = ','
+    )]
+    parts: Vec<Part>,
+}
+
+/// One of the benchmark's measurements (`--parts`).
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Part {
+    OnOff,
+    Versus,
+    Phases,
 }
 
 fn peak_rss_mb() -> f64 {
@@ -135,10 +159,14 @@ fn training_flops_per_image(layers: &[LayerSpec], input: [usize; 3]) -> f64 {
     flops
 }
 
+/// The median; NaN for no values (a phase run too short to time a step between its epochs' first
+/// and last).
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     let n = values.len();
-    if n % 2 == 1 {
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
         values[n / 2]
     } else {
         (values[n / 2 - 1] + values[n / 2]) / 2.0
@@ -160,9 +188,11 @@ fn interleaved_steps(
     arch: &str,
     copies: [(&str, bool); 2],
     steps: usize,
+    batch: usize,
 ) -> anyhow::Result<Interleaved> {
     let config = RunConfig {
         arch: arch.to_string(),
+        batch_size: batch,
         ..RunConfig::new(spec.clone(), copies[0].0)
     };
     let layers = arch::resolve(&config.arch, dataset.input_shape(), dataset.classes)?;
@@ -227,12 +257,14 @@ fn interleaved_steps(
     })
 }
 
-/// Median seconds of each phase over the trained epochs of one real run, and its median step.
+/// Median seconds of each phase over the trained epochs of one real run, its median step, and
+/// the wall time of the whole run (`train::run` from start to end).
 struct Phases {
     step_seconds: f64,
     probe_seconds: f64,
     eval_seconds: f64,
     save_seconds: f64,
+    total_seconds: f64,
 }
 
 fn run_phases(
@@ -241,10 +273,12 @@ fn run_phases(
     arch: &str,
     activation: &str,
     epochs: usize,
+    batch: usize,
 ) -> anyhow::Result<Phases> {
     let config = RunConfig {
         epochs,
         arch: arch.to_string(),
+        batch_size: batch,
         ..RunConfig::new(spec.clone(), activation)
     };
     let dir = tempfile::tempdir()?;
@@ -270,7 +304,11 @@ fn run_phases(
         }),
         ..Default::default()
     };
+    // Everything a user waits for: model and manifest, epoch-0 probe, training, evaluations,
+    // probes, records and checkpoints (the dataset is generated before, as it is loaded before).
+    let clock = Instant::now();
     train::run(dataset, &config, dir.path(), options)?;
+    let total_seconds = clock.elapsed().as_secs_f64();
     let trained: Vec<EpochPhases> = phases
         .lock()
         .unwrap()
@@ -286,6 +324,7 @@ fn run_phases(
         probe_seconds: per_epoch(|p| p.probe_seconds),
         eval_seconds: per_epoch(|p| p.eval_seconds),
         save_seconds: per_epoch(|p| p.save_seconds),
+        total_seconds,
     })
 }
 
@@ -303,8 +342,11 @@ fn main() -> anyhow::Result<()> {
         arch,
         image_size,
         channels,
+        batch,
+        parts,
     } = clap::Parser::parse();
     let steps = steps as usize;
+    let batch_size = batch as usize;
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global()?;
@@ -314,7 +356,14 @@ fn main() -> anyhow::Result<()> {
     spec.synthetic_channels = (channels != 1).then_some(channels);
     let dataset = data::load(&spec)?;
     let probe_size = DEFAULT_PROBE_SIZE.min(dataset.train.len());
-    let batch = RunConfig::new(spec.clone(), "relu").batch_size as f64;
+    if parts.contains(&Part::OnOff) || parts.contains(&Part::Versus) {
+        // The interleaved steps cycle through the training set's whole batches.
+        anyhow::ensure!(
+            dataset.train.len() >= batch_size,
+            "--samples {samples} gives fewer training samples than one batch of {batch_size}"
+        );
+    }
+    let batch = batch_size as f64;
     let layers = arch::resolve(&arch, dataset.input_shape(), dataset.classes)?;
     let flops = training_flops_per_image(&layers, dataset.input_shape());
     let peak = cpu_ghz().map(|ghz| ghz * 1e9 * (flops_per_cycle * threads) as f64);
@@ -336,34 +385,50 @@ fn main() -> anyhow::Result<()> {
     )?
     .parameter_count();
     println!(
-        "# {arch} ({parameters} parameters, {:.1} MFLOP per training image), {channels}x{image_size}x{image_size} synthetic, batch 64, {threads} threads; {steps} interleaved steps per copy, then one {epochs}-epoch run on {} samples",
+        "# {arch} ({parameters} parameters, {:.1} MFLOP per training image), {channels}x{image_size}x{image_size} synthetic, batch {batch_size}, {threads} threads; {steps} interleaved steps per copy, then one {epochs}-epoch run on {} samples{}",
         flops / 1e6,
-        dataset.train.len()
+        dataset.train.len(),
+        if parts.len() < 3 {
+            // Say which were left out, so a log does not promise lines it lacks.
+            let names: Vec<_> = parts
+                .iter()
+                .map(|p| clap::ValueEnum::to_possible_value(p).map(|v| v.get_name().to_string()))
+                .map(Option::unwrap_or_default)
+                .collect();
+            format!(" (only {})", names.join(", "))
+        } else {
+            String::new()
+        }
     );
     for activation in &activations {
-        let pair = [(activation.as_str(), false), (activation.as_str(), true)];
-        let on_off = interleaved_steps(&dataset, &spec, &arch, pair, steps)?;
-        for (name, seconds) in [("off", on_off.first), ("on", on_off.second)] {
-            let ips = batch / seconds;
+        if parts.contains(&Part::OnOff) {
+            let pair = [(activation.as_str(), false), (activation.as_str(), true)];
+            let on_off = interleaved_steps(&dataset, &spec, &arch, pair, steps, batch_size)?;
+            for (name, seconds) in [("off", on_off.first), ("on", on_off.second)] {
+                let ips = batch / seconds;
+                println!(
+                    "{activation} instruments={name}: {ips:.1} img/s, {}",
+                    of_peak(ips)
+                );
+            }
             println!(
-                "{activation} instruments={name}: {ips:.1} img/s, {}",
-                of_peak(ips)
+                "{activation} instrument overhead: {:+.1} % of training time (median over steps of on/off − 1)",
+                100.0 * (on_off.ratio - 1.0)
             );
         }
-        println!(
-            "{activation} instrument overhead: {:+.1} % of training time (median over steps of on/off − 1)",
-            100.0 * (on_off.ratio - 1.0)
-        );
-        if activation != "relu" {
+        if activation != "relu" && parts.contains(&Part::Versus) {
             // Against relu in the same interleaved run: what the activation itself costs.
             let pair = [("relu", true), (activation.as_str(), true)];
-            let versus = interleaved_steps(&dataset, &spec, &arch, pair, steps)?;
+            let versus = interleaved_steps(&dataset, &spec, &arch, pair, steps, batch_size)?;
             println!(
                 "{activation} step vs relu (instruments on, interleaved): {:+.1} % (median over steps of {activation}/relu − 1)",
                 100.0 * (versus.ratio - 1.0)
             );
         }
-        let phases = run_phases(&dataset, &spec, &arch, activation, epochs)?;
+        if !parts.contains(&Part::Phases) {
+            continue;
+        }
+        let phases = run_phases(&dataset, &spec, &arch, activation, epochs, batch_size)?;
         let epoch_seconds = |n: usize| n as f64 / batch * phases.step_seconds;
         println!(
             "{activation} run: {:.1} img/s; probe pass ({probe_size} samples) {:.3} s = {:.1} % of this {}-sample epoch, {:.1} % of a 60000-sample (MNIST) epoch; test evaluation {:.3} s; records {:.3} s",
@@ -379,6 +444,15 @@ fn main() -> anyhow::Result<()> {
             "{activation} epoch cost: {:.0} s for 50000 training images (CIFAR), {:.0} s for 60000 (MNIST), probe pass included",
             epoch_seconds(50_000) + phases.probe_seconds,
             epoch_seconds(60_000) + phases.probe_seconds,
+        );
+        // What a user sees of a whole run: the step rate above is diluted by the epoch-0 probe,
+        // the evaluations, the probes, the records and the checkpoints.
+        let trained = dataset.train.len() * epochs;
+        println!(
+            "{activation} whole-run: {:.1} img/s end to end ({trained} training images / {:.2} s wall time of the {epochs}-epoch run; epoch-0 probe, test evaluations ({} samples), probes ({probe_size} samples), records and checkpoints included)",
+            trained as f64 / phases.total_seconds,
+            phases.total_seconds,
+            dataset.test.len(),
         );
     }
     println!(
