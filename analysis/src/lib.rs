@@ -26,13 +26,18 @@ pub mod effect;
 pub mod figures;
 pub mod findings;
 pub mod inspect;
+#[cfg(test)]
+mod intervention_fixtures;
+pub mod interventions;
 pub mod load;
 pub mod measures;
 pub mod outcomes;
 pub mod paired;
 pub mod report;
+pub mod revival_cause;
 pub mod report_tables;
 pub mod report_view;
+pub mod representation;
 pub mod stats;
 pub mod synthetic;
 pub mod worst_case;

@@ -26,6 +26,7 @@ use polars::prelude::*;
 
 use crate::convergence::{convergence_by_run, Convergence};
 use crate::load::RunSet;
+use crate::revival_cause;
 
 /// The dormancy thresholds τ reported (SPEC §3), and the column-name suffix of each.
 pub const DORMANT_TAUS: [(f64, &str); 3] = [(0.0, "0"), (0.025, "0_025"), (0.1, "0_1")];
@@ -63,7 +64,8 @@ pub struct Measures {
     /// `dormant_frac_0`, `dormant_frac_0_025`, `dormant_frac_0_1`, `survival`, `persistence`,
     /// `revived_frac` (alive at e after having been dead before e), `revivals` (dead→alive
     /// transitions into e), `active_frac_mean`, `grad_pre_abs_mean` (mean over neurons; null at
-    /// epoch 0, which has no training).
+    /// epoch 0, which has no training). When some run had an intervention, also
+    /// `natural_revivals` and `intervention_revivals` ([`crate::revival_cause`]).
     pub layer_epoch: DataFrame,
     /// One row per (run, layer, neuron): `time_of_death` (null when alive at E), `dead_at_end`,
     /// `irreversibly_dead`, `ever_dead`, `revived` (ever dead and alive at E), `revivals` (count of
@@ -74,7 +76,9 @@ pub struct Measures {
     /// `revival_rate`, `revival_count`, `mean_time_of_death` (over neurons dead at E).
     pub run_layer: DataFrame,
     /// One row per run: run-level columns, convergence measures and the network's row of
-    /// `run_layer`. The input to the statistics across seeds.
+    /// `run_layer`. The input to the statistics across seeds. When some run had an
+    /// intervention, also `natural_revivals`, `intervention_revivals`, `resets`,
+    /// `resets_of_dead`, `revived_frac` and `revived_by_intervention_frac`.
     pub per_run: DataFrame,
     /// One row per diverged run: its run-level columns and the worst-case values of the
     /// convergence measures ([`crate::worst_case`]); no neuron measure. The statistics count these
@@ -101,6 +105,15 @@ fn compute_measures_in_batches(
     // the scan, the sort and the window expressions to a single pass.
     let mut counts_parts = Vec::new();
     let mut fate_parts = Vec::new();
+    // Revivals are split by cause only when some run had an intervention, so that the tables
+    // of a study without one keep their columns.
+    let resets = crate::interventions::read_resets(runs)?;
+    let split_causes = resets.is_some()
+        || runs
+            .runs
+            .iter()
+            .any(|r| r.intervention != crate::interventions::NO_INTERVENTION);
+    let (mut revival_parts, mut dead_reset_parts) = (Vec::new(), Vec::new());
     for batch in runs.neuron_batches(batch_rows) {
         let rows = neuron_states(batch, opts)?
             .collect()
@@ -129,6 +142,24 @@ fn compute_measures_in_batches(
             .context("counting dead, dormant and surviving neurons")?
             .lazy(),
         );
+        if split_causes {
+            revival_parts.push(
+                revival_cause::revivals_with_cause(rows.clone(), resets.as_ref())?
+                    .collect()
+                    .map_err(anyhow::Error::from)
+                    .context("finding the cause of each revival")?
+                    .lazy(),
+            );
+        }
+        if let Some(resets) = &resets {
+            dead_reset_parts.push(
+                revival_cause::resets_of_dead(rows.clone(), resets)
+                    .collect()
+                    .map_err(anyhow::Error::from)
+                    .context("finding the resets of dead neurons")?
+                    .lazy(),
+            );
+        }
         fate_parts.push(
             neuron_fate(rows, opts.dead_window)
                 .collect()
@@ -142,11 +173,27 @@ fn compute_measures_in_batches(
         .sort(["run", "layer", "neuron"], Default::default())
         .collect()?;
 
-    let layer_epoch = layer_epoch_fractions(counts.clone().lazy())
+    let mut layer_epoch = layer_epoch_fractions(counts.clone().lazy())
         .sort(["run", "layer", "epoch"], Default::default())
         .collect()?;
     let run_layer = run_layer_summary(&layer_epoch, &neuron_fate)?;
-    let per_run = per_run_table(runs, &run_layer, opts)?;
+    let mut per_run = per_run_table(runs, &run_layer, opts)?;
+    if split_causes {
+        let revivals = concat(revival_parts, UnionArgs::default())?.collect()?;
+        let dead_resets = if dead_reset_parts.is_empty() {
+            DataFrame::empty()
+        } else {
+            concat(dead_reset_parts, UnionArgs::default())?.collect()?
+        };
+        layer_epoch = revival_cause::split_layer_epoch(layer_epoch, &revivals)?;
+        per_run = revival_cause::split_per_run(
+            per_run,
+            &neuron_fate,
+            &revivals,
+            resets.as_ref(),
+            &dead_resets,
+        )?;
+    }
     let diverged = crate::worst_case::worst_case_table(runs, opts.target_acc)?;
     Ok(Measures {
         layer_epoch,
