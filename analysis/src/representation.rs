@@ -356,3 +356,141 @@ pub fn with_final_measures(per_run: DataFrame, finals: &DataFrame) -> Result<Dat
         .sort(["run"], Default::default())
         .collect()?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::intervention_fixtures::{add_saturation, write_layers, LayerRecord};
+    use crate::load::load_runs;
+    use crate::synthetic::{write_run, EpochRecord, NeuronRecord, RunSpec};
+
+    /// A run of two sites of two neurons, records for epochs 0..=3.
+    fn write(root: &std::path::Path, activation: &str, seed: u64, completed: u32) -> std::path::PathBuf {
+        let neurons: Vec<NeuronRecord> = (0..=3)
+            .flat_map(|e| (0..2).flat_map(move |l| (0..2).map(move |n| NeuronRecord::alive(e, l, n))))
+            .collect();
+        let epochs: Vec<EpochRecord> = (0..=3)
+            .map(|e| EpochRecord::new(e, 0.2 * e as f64, (e > 0).then_some(1.0)))
+            .collect();
+        let mut spec = RunSpec::new(
+            "representation",
+            "digits",
+            activation,
+            seed,
+            0.05,
+            3,
+            vec![("fc1".into(), 2), ("fc2".into(), 2)],
+        );
+        spec.epochs_completed = Some(completed);
+        write_run(root, &spec, &epochs, &neurons).unwrap()
+    }
+
+    fn value(df: &DataFrame, filter: Expr, name: &str) -> Option<f64> {
+        let rows = df.clone().lazy().filter(filter).collect().unwrap();
+        assert_eq!(rows.height(), 1, "{filter_rows}", filter_rows = rows);
+        rows.column(name).unwrap().cast(&DataType::Float64).unwrap().f64().unwrap().get(0)
+    }
+
+    fn close(a: Option<f64>, b: f64) {
+        let a = a.unwrap_or(f64::NAN);
+        assert!((a - b).abs() < 1e-12 || (a.is_nan() && b.is_nan()), "{a} vs {b}");
+    }
+
+    #[test]
+    fn ranks_and_saturation_are_aggregated_as_derived_by_hand() {
+        let tmp = tempfile::tempdir().unwrap();
+        // Seed 0 completed 2 of its 3 epochs: its rows of epoch 3 are not read.
+        let a = write(tmp.path(), "relu", 0, 2);
+        let b = write(tmp.path(), "relu", 1, 3);
+        let c = write(tmp.path(), "softsign", 0, 3);
+        let rows_a: Vec<LayerRecord> = (0..=3)
+            .flat_map(|e| {
+                [
+                    (e, 0, 2, 1.0 + 0.2 * e as f64, 2, 1, 0.1 * e as f64),
+                    (e, 1, 4, 2.0, 3, 2, 0.5),
+                ]
+            })
+            .collect();
+        // Seed 1 stops at E = 2 in its layers file too, so both relu runs end at epoch 2.
+        let rows_b: Vec<LayerRecord> = (0..=2)
+            .flat_map(|e| [(e, 0, 2, 1.5, 1, 1, 0.2 * e as f64), (e, 1, 4, 3.0, 4, 4, 1.0)])
+            .collect();
+        write_layers(&a, &rows_a);
+        write_layers(&b, &rows_b);
+        // Relu has no output asymptote: its saturated_output_frac is null.
+        add_saturation(&a, |_, l, n| match (l, n) {
+            (0, n) => (Some(0.1 * (n + 1) as f64), None),
+            (_, 0) => (None, None),
+            _ => (Some(0.4), None),
+        });
+        add_saturation(&b, |_, l, _| (Some(if l == 0 { 0.3 } else { 0.5 }), None));
+        add_saturation(&c, |_, _, _| (Some(0.05), Some(0.9)));
+        let runs = load_runs(&[tmp.path().to_path_buf()]).unwrap();
+        let rep = measure_representation(&runs).unwrap();
+
+        let layers = rep.layers.unwrap();
+        // relu: layers 0, 1 × epochs 0..=2 (seed 0's epoch 3 is past its E; seed 1 has none).
+        assert_eq!(layers.height(), 6, "{layers}");
+        let at = |layer: u32, epoch: u32| {
+            col("activation")
+                .eq(lit("relu"))
+                .and(col("layer").eq(lit(layer)))
+                .and(col("epoch").eq(lit(epoch)))
+        };
+        // fc1 at epoch 2: effective rank 1.4 of 2 and 1.5 of 2.
+        close(value(&layers, at(0, 2), "effective_rank_share_mean"), 0.725);
+        close(value(&layers, at(0, 2), "effective_rank_share_min"), 0.7);
+        close(value(&layers, at(0, 2), "effective_rank_share_max"), 0.75);
+        close(value(&layers, at(0, 2), "srank_mean"), 1.5);
+        close(value(&layers, at(0, 2), "weight_drift_mean"), 0.3);
+        close(value(&layers, at(1, 0), "feature_rank_max"), 4.0);
+        close(value(&layers, at(0, 2), "runs"), 2.0);
+
+        let sat = rep.saturation.unwrap();
+        let at = |activation: &str, layer: i64| {
+            col("activation")
+                .eq(lit(activation.to_string()))
+                .and(col("layer").eq(lit(layer)))
+                .and(col("epoch").eq(lit(1u32)))
+        };
+        // Layer 0: 0.1, 0.2 (seed 0), 0.3, 0.3 (seed 1); layer 1: null, 0.4, 0.5, 0.5.
+        close(value(&sat, at("relu", 0), "saturated_deriv_frac"), 0.225);
+        close(value(&sat, at("relu", 1), "saturated_deriv_frac"), 1.4 / 3.0);
+        close(value(&sat, at("relu", NETWORK_LAYER), "saturated_deriv_frac"), 2.3 / 7.0);
+        assert_eq!(value(&sat, at("relu", NETWORK_LAYER), "saturated_output_frac"), None);
+        close(value(&sat, at("softsign", NETWORK_LAYER), "saturated_output_frac"), 0.9);
+
+        // At E, network means over sites: seed 0 (E = 2) (1.4/2 + 2/4)/2, srank (2/2 + 3/4)/2,
+        // feature rank (1/2 + 2/4)/2, drift (0.2 + 0.5)/2; seed 1 (E = 3, no layer row there).
+        let finals = rep.per_run.unwrap();
+        let run = |i: u32| col("run").eq(lit(i));
+        close(value(&finals, run(0), "effective_rank_share_final"), 0.6);
+        close(value(&finals, run(0), "srank_share_final"), 0.875);
+        close(value(&finals, run(0), "feature_rank_share_final"), 0.5);
+        close(value(&finals, run(0), "weight_drift_final"), 0.35);
+        assert_eq!(value(&finals, run(1), "effective_rank_share_final"), None);
+        close(value(&finals, run(0), "saturated_deriv_frac_final"), 0.7 / 3.0);
+        close(value(&finals, run(1), "saturated_deriv_frac_final"), 0.4);
+        assert_eq!(value(&finals, run(0), "saturated_output_frac_final"), None);
+        close(value(&finals, run(2), "saturated_output_frac_final"), 0.9);
+    }
+
+    #[test]
+    fn runs_without_the_records_have_no_representation() {
+        let tmp = tempfile::tempdir().unwrap();
+        write(tmp.path(), "relu", 0, 3);
+        let runs = load_runs(&[tmp.path().to_path_buf()]).unwrap();
+        let rep = measure_representation(&runs).unwrap();
+        assert!(rep.layers.is_none() && rep.saturation.is_none() && rep.per_run.is_none());
+    }
+
+    #[test]
+    fn a_corrupt_layers_file_is_an_error_naming_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = write(tmp.path(), "relu", 0, 3);
+        std::fs::write(dir.join(LAYERS_FILE), b"PAR1 nope").unwrap();
+        let runs = load_runs(&[tmp.path().to_path_buf()]).unwrap();
+        let err = format!("{:#}", measure_representation(&runs).unwrap_err());
+        assert!(err.contains("layers.parquet"), "{err}");
+    }
+}
