@@ -99,9 +99,8 @@ pub fn read_resets(runs: &RunSet) -> Result<Option<DataFrame>> {
         .with_row_index("reset", None)
         .with_columns([
             col("reset").cast(DataType::Int64),
-            (col("epoch").cast(DataType::Int64)
-                + col("at_epoch_end").cast(DataType::Int64))
-            .alias("effect_epoch"),
+            (col("epoch").cast(DataType::Int64) + col("at_epoch_end").cast(DataType::Int64))
+                .alias("effect_epoch"),
         ])
         .collect()?;
     Ok(Some(all))

@@ -84,6 +84,9 @@ pub struct Measures {
     /// convergence measures ([`crate::worst_case`]); no neuron measure. The statistics count these
     /// runs in their condition's sample wherever a worst case is defined.
     pub diverged: DataFrame,
+    /// The rows of every run's `interventions.parquet` up to its E
+    /// ([`crate::interventions::read_resets`]); None when no run has the file.
+    pub resets: Option<DataFrame>,
 }
 
 /// Neuron rows measured at a time: about 200 MB of neuron states.
@@ -201,6 +204,7 @@ fn compute_measures_in_batches(
         run_layer,
         per_run,
         diverged,
+        resets,
     })
 }
 

@@ -105,11 +105,9 @@ fn read_saturation(run: &Run) -> Result<Option<DataFrame>> {
     let present: Vec<&str> = {
         let schema = guarded(&path, || {
             let source = PlRefPath::try_from_path(&path)?;
-            Ok(
-                LazyFrame::scan_parquet(source, ScanArgsParquet::default())?
-                    .limit(0)
-                    .collect()?,
-            )
+            Ok(LazyFrame::scan_parquet(source, ScanArgsParquet::default())?
+                .limit(0)
+                .collect()?)
         })?;
         SATURATION
             .into_iter()
@@ -127,7 +125,12 @@ fn read_saturation(run: &Run) -> Result<Option<DataFrame>> {
             lit(NULL).cast(DataType::Float64)
         };
         aggs.push(value.clone().sum().alias(format!("{c}_sum")));
-        aggs.push(value.count().cast(DataType::Float64).alias(format!("{c}_n")));
+        aggs.push(
+            value
+                .count()
+                .cast(DataType::Float64)
+                .alias(format!("{c}_n")),
+        );
     }
     let frame = guarded(&path, || {
         let source = PlRefPath::try_from_path(&path)?;
@@ -365,9 +368,16 @@ mod tests {
     use crate::synthetic::{write_run, EpochRecord, NeuronRecord, RunSpec};
 
     /// A run of two sites of two neurons, records for epochs 0..=3.
-    fn write(root: &std::path::Path, activation: &str, seed: u64, completed: u32) -> std::path::PathBuf {
+    fn write(
+        root: &std::path::Path,
+        activation: &str,
+        seed: u64,
+        completed: u32,
+    ) -> std::path::PathBuf {
         let neurons: Vec<NeuronRecord> = (0..=3)
-            .flat_map(|e| (0..2).flat_map(move |l| (0..2).map(move |n| NeuronRecord::alive(e, l, n))))
+            .flat_map(|e| {
+                (0..2).flat_map(move |l| (0..2).map(move |n| NeuronRecord::alive(e, l, n)))
+            })
             .collect();
         let epochs: Vec<EpochRecord> = (0..=3)
             .map(|e| EpochRecord::new(e, 0.2 * e as f64, (e > 0).then_some(1.0)))
@@ -388,12 +398,21 @@ mod tests {
     fn value(df: &DataFrame, filter: Expr, name: &str) -> Option<f64> {
         let rows = df.clone().lazy().filter(filter).collect().unwrap();
         assert_eq!(rows.height(), 1, "{filter_rows}", filter_rows = rows);
-        rows.column(name).unwrap().cast(&DataType::Float64).unwrap().f64().unwrap().get(0)
+        rows.column(name)
+            .unwrap()
+            .cast(&DataType::Float64)
+            .unwrap()
+            .f64()
+            .unwrap()
+            .get(0)
     }
 
     fn close(a: Option<f64>, b: f64) {
         let a = a.unwrap_or(f64::NAN);
-        assert!((a - b).abs() < 1e-12 || (a.is_nan() && b.is_nan()), "{a} vs {b}");
+        assert!(
+            (a - b).abs() < 1e-12 || (a.is_nan() && b.is_nan()),
+            "{a} vs {b}"
+        );
     }
 
     #[test]
@@ -413,7 +432,12 @@ mod tests {
             .collect();
         // Seed 1 stops at E = 2 in its layers file too, so both relu runs end at epoch 2.
         let rows_b: Vec<LayerRecord> = (0..=2)
-            .flat_map(|e| [(e, 0, 2, 1.5, 1, 1, 0.2 * e as f64), (e, 1, 4, 3.0, 4, 4, 1.0)])
+            .flat_map(|e| {
+                [
+                    (e, 0, 2, 1.5, 1, 1, 0.2 * e as f64),
+                    (e, 1, 4, 3.0, 4, 4, 1.0),
+                ]
+            })
             .collect();
         write_layers(&a, &rows_a);
         write_layers(&b, &rows_b);
@@ -455,10 +479,22 @@ mod tests {
         };
         // Layer 0: 0.1, 0.2 (seed 0), 0.3, 0.3 (seed 1); layer 1: null, 0.4, 0.5, 0.5.
         close(value(&sat, at("relu", 0), "saturated_deriv_frac"), 0.225);
-        close(value(&sat, at("relu", 1), "saturated_deriv_frac"), 1.4 / 3.0);
-        close(value(&sat, at("relu", NETWORK_LAYER), "saturated_deriv_frac"), 2.3 / 7.0);
-        assert_eq!(value(&sat, at("relu", NETWORK_LAYER), "saturated_output_frac"), None);
-        close(value(&sat, at("softsign", NETWORK_LAYER), "saturated_output_frac"), 0.9);
+        close(
+            value(&sat, at("relu", 1), "saturated_deriv_frac"),
+            1.4 / 3.0,
+        );
+        close(
+            value(&sat, at("relu", NETWORK_LAYER), "saturated_deriv_frac"),
+            2.3 / 7.0,
+        );
+        assert_eq!(
+            value(&sat, at("relu", NETWORK_LAYER), "saturated_output_frac"),
+            None
+        );
+        close(
+            value(&sat, at("softsign", NETWORK_LAYER), "saturated_output_frac"),
+            0.9,
+        );
 
         // At E, network means over sites: seed 0 (E = 2) (1.4/2 + 2/4)/2, srank (2/2 + 3/4)/2,
         // feature rank (1/2 + 2/4)/2, drift (0.2 + 0.5)/2; seed 1 (E = 3, no layer row there).
@@ -469,7 +505,10 @@ mod tests {
         close(value(&finals, run(0), "feature_rank_share_final"), 0.5);
         close(value(&finals, run(0), "weight_drift_final"), 0.35);
         assert_eq!(value(&finals, run(1), "effective_rank_share_final"), None);
-        close(value(&finals, run(0), "saturated_deriv_frac_final"), 0.7 / 3.0);
+        close(
+            value(&finals, run(0), "saturated_deriv_frac_final"),
+            0.7 / 3.0,
+        );
         close(value(&finals, run(1), "saturated_deriv_frac_final"), 0.4);
         assert_eq!(value(&finals, run(0), "saturated_output_frac_final"), None);
         close(value(&finals, run(2), "saturated_output_frac_final"), 0.9);

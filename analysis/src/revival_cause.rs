@@ -114,10 +114,7 @@ pub(crate) fn resets_of_dead(states: LazyFrame, resets: &DataFrame) -> LazyFrame
 /// `revivals`), per layer and for the network, from the `revivals` of
 /// [`revivals_with_cause`].
 pub(crate) fn split_layer_epoch(layer_epoch: DataFrame, revivals: &DataFrame) -> Result<DataFrame> {
-    let caused = revivals
-        .clone()
-        .lazy()
-        .filter(col("by_intervention"));
+    let caused = revivals.clone().lazy().filter(col("by_intervention"));
     let count = || {
         col("by_intervention")
             .cast(DataType::UInt32)
@@ -145,7 +142,9 @@ pub(crate) fn split_layer_epoch(layer_epoch: DataFrame, revivals: &DataFrame) ->
         .lazy()
         .with_column(col("epoch").cast(DataType::Int64).alias("epoch_key"))
         .join(
-            counts.with_column(col("epoch").alias("epoch_key")).drop(cols(["epoch"])),
+            counts
+                .with_column(col("epoch").alias("epoch_key"))
+                .drop(cols(["epoch"])),
             [col("run"), col("layer"), col("epoch_key")],
             [col("run"), col("layer"), col("epoch_key")],
             JoinArgs::new(JoinType::Left),
@@ -181,9 +180,7 @@ pub(crate) fn split_per_run(
                 .alias("intervention_revivals"),
             len().cast(DataType::Float64).alias("all_revivals"),
         ])
-        .with_column(
-            (col("all_revivals") - col("intervention_revivals")).alias("natural_revivals"),
-        )
+        .with_column((col("all_revivals") - col("intervention_revivals")).alias("natural_revivals"))
         .select([
             col("run"),
             col("natural_revivals"),
@@ -217,25 +214,28 @@ pub(crate) fn split_per_run(
             .alias("revived_by_intervention_frac"),
         ]);
     let reset_counts = resets.map(|resets| {
-            let dead = dead_resets.clone().lazy().with_column(lit(true).alias("of_dead"));
-            resets
-                .clone()
-                .lazy()
-                .join(
-                    dead,
-                    [col("reset")],
-                    [col("reset")],
-                    JoinArgs::new(JoinType::Left),
-                )
-                .group_by([col("run")])
-                .agg([
-                    len().cast(DataType::Float64).alias("resets"),
-                    col("of_dead")
-                        .fill_null(lit(false))
-                        .cast(DataType::Float64)
-                        .sum()
-                        .alias("resets_of_dead"),
-                ])
+        let dead = dead_resets
+            .clone()
+            .lazy()
+            .with_column(lit(true).alias("of_dead"));
+        resets
+            .clone()
+            .lazy()
+            .join(
+                dead,
+                [col("reset")],
+                [col("reset")],
+                JoinArgs::new(JoinType::Left),
+            )
+            .group_by([col("run")])
+            .agg([
+                len().cast(DataType::Float64).alias("resets"),
+                col("of_dead")
+                    .fill_null(lit(false))
+                    .cast(DataType::Float64)
+                    .sum()
+                    .alias("resets_of_dead"),
+            ])
     });
     let mut out = per_run
         .lazy()
@@ -356,8 +356,13 @@ mod tests {
         let runs = load_runs(&[tmp.path().to_path_buf()]).unwrap();
         assert_eq!(runs.factors, vec!["intervention".to_string()]);
         let table = runs.run_table();
-        let settings: Vec<Option<&str>> =
-            table.column("intervention").unwrap().str().unwrap().iter().collect();
+        let settings: Vec<Option<&str>> = table
+            .column("intervention")
+            .unwrap()
+            .str()
+            .unwrap()
+            .iter()
+            .collect();
         assert_eq!(settings, vec![Some("redo:0.1:1"), Some("none")]);
         assert_eq!(runs.runs[0].setting, "lr 0.05, intervention redo:0.1:1");
         // A value with ':' is one value in a named contrast.
@@ -416,7 +421,10 @@ mod tests {
         // was an intervention's, of n2 natural.
         assert_eq!(f64s(per_run, "revived_frac"), [0.5, 0.5]);
         let bought = f64s(per_run, "revived_by_intervention_frac");
-        assert!((bought[0] - 2.0 / 6.0).abs() < 1e-12 && bought[1] == 0.0, "{bought:?}");
+        assert!(
+            (bought[0] - 2.0 / 6.0).abs() < 1e-12 && bought[1] == 0.0,
+            "{bought:?}"
+        );
         // Irreversibly dead is unchanged: n4 (dead since 2 ≤ 5 − 2), not n5 (dead since 5).
         let irreversible = f64s(per_run, "irreversibly_dead_frac");
         assert!(irreversible.iter().all(|v| (v - 1.0 / 6.0).abs() < 1e-12));
