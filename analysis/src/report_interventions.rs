@@ -180,8 +180,7 @@ mod tests {
         // (The summary table above has a row that starts alike; the section's comes last.)
         let relu_row = md
             .lines()
-            .filter(|l| l.starts_with("| digits | relu | lr 0.05, intervention redo:0.1:1 | 3 |"))
-            .last()
+            .rfind(|l| l.starts_with("| digits | relu | lr 0.05, intervention redo:0.1:1 | 3 |"))
             .unwrap();
         let cells: Vec<&str> = relu_row.split('|').map(str::trim).collect();
         assert_eq!(cells[10], "3.000", "{relu_row}");

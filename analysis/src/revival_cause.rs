@@ -136,23 +136,16 @@ pub(crate) fn split_layer_epoch(layer_epoch: DataFrame, revivals: &DataFrame) ->
             col("epoch"),
             col("intervention_revivals"),
         ]);
-    let counts = concat([per_layer, network], UnionArgs::default())?;
+    // Revivals carry the epoch as Int64 (to meet the resets' effect epoch); layer_epoch as u32.
+    let counts = concat([per_layer, network], UnionArgs::default())?
+        .with_column(col("epoch").cast(DataType::UInt32));
     let on = || [col("run"), col("layer"), col("epoch")];
     Ok(layer_epoch
         .lazy()
-        .with_column(col("epoch").cast(DataType::Int64).alias("epoch_key"))
-        .join(
-            counts
-                .with_column(col("epoch").alias("epoch_key"))
-                .drop(cols(["epoch"])),
-            [col("run"), col("layer"), col("epoch_key")],
-            [col("run"), col("layer"), col("epoch_key")],
-            JoinArgs::new(JoinType::Left),
-        )
-        .drop(cols(["epoch_key"]))
+        .join(counts, on(), on(), JoinArgs::new(JoinType::Left))
         .with_column(col("intervention_revivals").fill_null(lit(0u32)))
         .with_column((col("revivals") - col("intervention_revivals")).alias("natural_revivals"))
-        .sort_by_exprs(on().to_vec(), Default::default())
+        .sort(["run", "layer", "epoch"], Default::default())
         .collect()?)
 }
 
