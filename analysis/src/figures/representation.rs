@@ -316,3 +316,75 @@ pub(super) fn intervention_figures(ctx: &FigureContext, dataset: &str) -> Result
     }
     Ok(files)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::figures::test_support::Fixture;
+    use crate::intervention_fixtures::set_intervention;
+    use crate::synthetic::{write_run, EpochRecord, NeuronRecord, RunSpec};
+
+    #[test]
+    fn conditions_sharing_an_activation_get_colours_and_labels_of_their_own() {
+        let fixture = Fixture::new(MeasureOptions::default(), |root| {
+            for (activation, seed, intervention) in [
+                ("relu", 0, "none"),
+                ("relu", 1, "redo:0.1:1"),
+                ("softsign", 2, "none"),
+            ] {
+                let epochs: Vec<EpochRecord> = (0..3)
+                    .map(|e| EpochRecord::new(e, 0.5, (e > 0).then_some(1.0)))
+                    .collect();
+                let neurons: Vec<NeuronRecord> =
+                    (0..3).map(|e| NeuronRecord::alive(e, 0, 0)).collect();
+                let spec = RunSpec::new(
+                    "s",
+                    "digits",
+                    activation,
+                    seed,
+                    0.05,
+                    2,
+                    vec![("fc1".into(), 1)],
+                );
+                let dir = write_run(root, &spec, &epochs, &neurons).unwrap();
+                set_intervention(&dir, intervention);
+            }
+        });
+        let ctx = fixture.context();
+        let stats: BTreeMap<SeriesKey, BandPoints> = ctx
+            .runs
+            .runs
+            .iter()
+            .map(|r| {
+                (
+                    SeriesKey {
+                        activation: r.activation.clone(),
+                        setting: r.setting.clone(),
+                    },
+                    vec![(0.0, 1.0, 1.0, 1.0)],
+                )
+            })
+            .collect();
+        let series = ctx.condition_series("digits", stats);
+        assert_eq!(series.len(), 3);
+        for (i, a) in series.iter().enumerate() {
+            for b in &series[i + 1..] {
+                assert!(
+                    (a.colour, a.dash) != (b.colour, b.dash),
+                    "{} and {} look alike",
+                    a.label,
+                    b.label
+                );
+            }
+        }
+        let labels: Vec<&str> = series.iter().map(|s| s.label.as_str()).collect();
+        assert!(
+            labels.contains(&"relu (lr 0.05, intervention redo:0.1:1)"),
+            "{labels:?}"
+        );
+        assert!(
+            labels.contains(&"softsign (lr 0.05, intervention none)"),
+            "{labels:?}"
+        );
+    }
+}
