@@ -26,7 +26,7 @@ use polars::prelude::*;
 
 use crate::convergence::{convergence_by_run, Convergence};
 use crate::load::RunSet;
-use crate::revival_cause;
+use crate::revival_cause::RevivalCauses;
 
 /// The dormancy thresholds τ reported (SPEC §3), and the column-name suffix of each.
 pub const DORMANT_TAUS: [(f64, &str); 3] = [(0.0, "0"), (0.025, "0_025"), (0.1, "0_1")];
@@ -108,15 +108,7 @@ fn compute_measures_in_batches(
     // the scan, the sort and the window expressions to a single pass.
     let mut counts_parts = Vec::new();
     let mut fate_parts = Vec::new();
-    // Revivals are split by cause only when some run had an intervention, so that the tables
-    // of a study without one keep their columns.
-    let resets = crate::interventions::read_resets(runs)?;
-    let split_causes = resets.is_some()
-        || runs
-            .runs
-            .iter()
-            .any(|r| r.intervention != crate::interventions::NO_INTERVENTION);
-    let (mut revival_parts, mut dead_reset_parts) = (Vec::new(), Vec::new());
+    let mut causes = RevivalCauses::new(runs)?;
     for batch in runs.neuron_batches(batch_rows) {
         let rows = neuron_states(batch, opts)?
             .collect()
@@ -145,24 +137,7 @@ fn compute_measures_in_batches(
             .context("counting dead, dormant and surviving neurons")?
             .lazy(),
         );
-        if split_causes {
-            revival_parts.push(
-                revival_cause::revivals_with_cause(rows.clone(), resets.as_ref())?
-                    .collect()
-                    .map_err(anyhow::Error::from)
-                    .context("finding the cause of each revival")?
-                    .lazy(),
-            );
-        }
-        if let Some(resets) = &resets {
-            dead_reset_parts.push(
-                revival_cause::resets_of_dead(rows.clone(), resets)
-                    .collect()
-                    .map_err(anyhow::Error::from)
-                    .context("finding the resets of dead neurons")?
-                    .lazy(),
-            );
-        }
+        causes.add_batch(&rows)?;
         fate_parts.push(
             neuron_fate(rows, opts.dead_window)
                 .collect()
@@ -176,27 +151,12 @@ fn compute_measures_in_batches(
         .sort(["run", "layer", "neuron"], Default::default())
         .collect()?;
 
-    let mut layer_epoch = layer_epoch_fractions(counts.clone().lazy())
+    let layer_epoch = layer_epoch_fractions(counts.clone().lazy())
         .sort(["run", "layer", "epoch"], Default::default())
         .collect()?;
     let run_layer = run_layer_summary(&layer_epoch, &neuron_fate)?;
-    let mut per_run = per_run_table(runs, &run_layer, opts)?;
-    if split_causes {
-        let revivals = concat(revival_parts, UnionArgs::default())?.collect()?;
-        let dead_resets = if dead_reset_parts.is_empty() {
-            DataFrame::empty()
-        } else {
-            concat(dead_reset_parts, UnionArgs::default())?.collect()?
-        };
-        layer_epoch = revival_cause::split_layer_epoch(layer_epoch, &revivals)?;
-        per_run = revival_cause::split_per_run(
-            per_run,
-            &neuron_fate,
-            &revivals,
-            resets.as_ref(),
-            &dead_resets,
-        )?;
-    }
+    let per_run = per_run_table(runs, &run_layer, opts)?;
+    let (layer_epoch, per_run, resets) = causes.split(layer_epoch, per_run, &neuron_fate)?;
     let diverged = crate::worst_case::worst_case_table(runs, opts.target_acc)?;
     Ok(Measures {
         layer_epoch,

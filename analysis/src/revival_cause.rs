@@ -10,18 +10,94 @@
 //! the whole network (shrink-and-perturb). The irreversibly-dead definition is not changed: a
 //! reset neuron that stays dead is still dead.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use polars::prelude::*;
 
+use crate::interventions::{read_resets, NO_INTERVENTION};
+use crate::load::RunSet;
 use crate::measures::NETWORK_LAYER;
+
+/// Gathers the causes of revivals batch by batch of neuron states, as the other measures are
+/// gathered, then adds the split to the measures' tables.
+pub(crate) struct RevivalCauses {
+    resets: Option<DataFrame>,
+    /// Revivals are split by cause only when some run had an intervention, so that the tables
+    /// of a study without one keep their columns.
+    split: bool,
+    revivals: Vec<LazyFrame>,
+    dead_resets: Vec<LazyFrame>,
+}
+
+impl RevivalCauses {
+    /// Reads the resets of `runs` (an error names a damaged `interventions.parquet`).
+    pub(crate) fn new(runs: &RunSet) -> Result<Self> {
+        let resets = read_resets(runs)?;
+        let split = resets.is_some() || runs.runs.iter().any(|r| r.intervention != NO_INTERVENTION);
+        Ok(RevivalCauses {
+            resets,
+            split,
+            revivals: Vec::new(),
+            dead_resets: Vec::new(),
+        })
+    }
+
+    /// The revivals and the resets of dead neurons among one batch of materialised states.
+    pub(crate) fn add_batch(&mut self, states: &LazyFrame) -> Result<()> {
+        if !self.split {
+            return Ok(());
+        }
+        self.revivals.push(
+            revivals_with_cause(states.clone(), self.resets.as_ref())?
+                .collect()
+                .map_err(anyhow::Error::from)
+                .context("finding the cause of each revival")?
+                .lazy(),
+        );
+        if let Some(resets) = &self.resets {
+            self.dead_resets.push(
+                resets_of_dead(states.clone(), resets)
+                    .collect()
+                    .map_err(anyhow::Error::from)
+                    .context("finding the resets of dead neurons")?
+                    .lazy(),
+            );
+        }
+        Ok(())
+    }
+
+    /// `layer_epoch` and `per_run` with the split ([`split_layer_epoch`], [`split_per_run`]) when
+    /// some run had an intervention, unchanged otherwise; and the resets.
+    pub(crate) fn split(
+        self,
+        layer_epoch: DataFrame,
+        per_run: DataFrame,
+        neuron_fate: &DataFrame,
+    ) -> Result<(DataFrame, DataFrame, Option<DataFrame>)> {
+        if !self.split {
+            return Ok((layer_epoch, per_run, self.resets));
+        }
+        let revivals = concat(self.revivals, UnionArgs::default())?.collect()?;
+        let dead_resets = if self.dead_resets.is_empty() {
+            df!("reset" => Vec::<i64>::new())?
+        } else {
+            concat(self.dead_resets, UnionArgs::default())?.collect()?
+        };
+        let layer_epoch = split_layer_epoch(layer_epoch, &revivals)?;
+        let per_run = split_per_run(
+            per_run,
+            neuron_fate,
+            &revivals,
+            self.resets.as_ref(),
+            &dead_resets,
+        )?;
+        Ok((layer_epoch, per_run, self.resets))
+    }
+}
 
 /// The revivals among a batch of neuron states (`crate::measures::neuron_states`): one row per
 /// dead → alive transition, `run`, `layer` (UInt32 site), `neuron`, `epoch` (Int64, the epoch
 /// alive again) and `by_intervention`.
-pub(crate) fn revivals_with_cause(
-    states: LazyFrame,
-    resets: Option<&DataFrame>,
-) -> PolarsResult<LazyFrame> {
+fn revivals_with_cause(states: LazyFrame, resets: Option<&DataFrame>) -> PolarsResult<LazyFrame> {
     let revivals = states
         .filter(col("prev_dead").and(col("dead").not()))
         .select([
@@ -85,7 +161,7 @@ pub(crate) fn revivals_with_cause(
 /// The `reset` numbers of the neuron resets whose neuron was dead at its last record before
 /// the reset: epoch `effect_epoch − 1` (the same epoch for a reset after the probe pass, the one
 /// before for a reset during training).
-pub(crate) fn resets_of_dead(states: LazyFrame, resets: &DataFrame) -> LazyFrame {
+fn resets_of_dead(states: LazyFrame, resets: &DataFrame) -> LazyFrame {
     let before = resets
         .clone()
         .lazy()
@@ -113,7 +189,7 @@ pub(crate) fn resets_of_dead(states: LazyFrame, resets: &DataFrame) -> LazyFrame
 /// `layer_epoch` with `natural_revivals` and `intervention_revivals` (UInt32, summing to
 /// `revivals`), per layer and for the network, from the `revivals` of
 /// [`revivals_with_cause`].
-pub(crate) fn split_layer_epoch(layer_epoch: DataFrame, revivals: &DataFrame) -> Result<DataFrame> {
+fn split_layer_epoch(layer_epoch: DataFrame, revivals: &DataFrame) -> Result<DataFrame> {
     let caused = revivals.clone().lazy().filter(col("by_intervention"));
     let count = || {
         col("by_intervention")
@@ -155,7 +231,7 @@ pub(crate) fn split_layer_epoch(layer_epoch: DataFrame, revivals: &DataFrame) ->
 /// the reset), `revived_frac` (neurons ever dead and alive at E / neurons) and
 /// `revived_by_intervention_frac` (of those, the ones whose last revival an intervention caused
 /// / neurons).
-pub(crate) fn split_per_run(
+fn split_per_run(
     per_run: DataFrame,
     neuron_fate: &DataFrame,
     revivals: &DataFrame,
