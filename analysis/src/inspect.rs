@@ -41,9 +41,9 @@ pub fn inspect_run(dir: &Path) -> Result<String> {
     let extras: Vec<String> = crate::interventions::run_settings(&manifest, &intervention)
         .into_iter()
         .filter(|(k, v)| {
-            !shown.contains(k)
-                && !(*k == crate::interventions::INTERVENTION
-                    && v == crate::interventions::NO_INTERVENTION)
+            let no_intervention = *k == crate::interventions::INTERVENTION
+                && v == crate::interventions::NO_INTERVENTION;
+            !shown.contains(k) && !no_intervention
         })
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
