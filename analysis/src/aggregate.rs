@@ -55,6 +55,32 @@ pub const MEASURES: &[MeasureDef] = &[
     m("dormant_frac_0_final", "0-dormant fraction at E"),
     m("dormant_frac_0_025_final", "0.025-dormant fraction at E"),
     m("dormant_frac_0_1_final", "0.1-dormant fraction at E"),
+    // Issue #14, present only when some run had an intervention or the records of layers and
+    // saturation (crate::revival_cause, crate::representation); all exploratory.
+    m("natural_revivals", "natural revivals"),
+    m(
+        "intervention_revivals",
+        "revivals caused by an intervention",
+    ),
+    m("resets", "resets by the intervention"),
+    m("resets_of_dead", "resets of dead neurons"),
+    m("revived_frac", "revived fraction at E"),
+    m(
+        "revived_by_intervention_frac",
+        "revived-by-intervention fraction at E",
+    ),
+    m(
+        "effective_rank_share_final",
+        "effective rank / neurons at E",
+    ),
+    m("srank_share_final", "srank / neurons at E"),
+    m("feature_rank_share_final", "feature rank / neurons at E"),
+    m("weight_drift_final", "weight drift at E"),
+    m(
+        "saturated_deriv_frac_final",
+        "derivative-saturated share at E",
+    ),
+    m("saturated_output_frac_final", "output-saturated share at E"),
 ];
 
 /// The primary measures (SPEC §4): each is tested in families of its own, one family per
@@ -442,6 +468,7 @@ mod tests {
             run_layer: DataFrame::empty(),
             per_run: df,
             diverged: DataFrame::empty(),
+            resets: None,
         }
     }
 

@@ -10,19 +10,27 @@ use crate::load::RunSet;
 use crate::measures::{compute_measures, Measures};
 use crate::outcomes::{outcomes, ConditionOutcome};
 use crate::report::AnalyzeOptions;
+use crate::representation::{measure_representation, with_final_measures, Representation};
 
 /// Everything the report shows, computed.
 #[derive(Debug, Clone)]
 pub struct Findings {
     pub measures: Measures,
     pub aggregate: Aggregate,
+    /// Rank, weight drift and saturation per condition, layer and epoch (issue #14).
+    pub representation: Representation,
     /// Divergence and collapse per (dataset, setting, activation).
     pub outcomes: Vec<ConditionOutcome>,
 }
 
 /// Measures and compares `runs` (no file is written).
 pub fn analyse(runs: &RunSet, opts: &AnalyzeOptions) -> Result<Findings> {
-    let measures = compute_measures(runs, &opts.measure_options())?;
+    let mut measures = compute_measures(runs, &opts.measure_options())?;
+    let representation = measure_representation(runs)?;
+    // Their values at E are exploratory per-run measures, summarised and compared as the others.
+    if let Some(finals) = &representation.per_run {
+        measures.per_run = with_final_measures(measures.per_run, finals)?;
+    }
     let aggregate = aggregate(&measures, &opts.aggregate_options())?;
     // Each complete run's final accuracy in the order of `runs.runs`, whatever the order of the
     // per-run table.
@@ -39,6 +47,7 @@ pub fn analyse(runs: &RunSet, opts: &AnalyzeOptions) -> Result<Findings> {
     Ok(Findings {
         measures,
         aggregate,
+        representation,
         outcomes,
     })
 }

@@ -34,10 +34,17 @@ pub fn inspect_run(dir: &Path) -> Result<String> {
     );
     // Every other setting, as sweeps and exclusion rules spell it.
     let shown = ["dataset", "activation", "seed", "lr", "epochs"];
-    let extras: Vec<String> = c
-        .factor_values()
+    // The intervention (issue #14) is named only when there is one, so that the summary of
+    // a run without stays as it was.
+    let intervention = crate::interventions::intervention_setting(dir)
+        .unwrap_or_else(|_| crate::interventions::NO_INTERVENTION.into());
+    let extras: Vec<String> = crate::interventions::run_settings(&manifest, &intervention)
         .into_iter()
-        .filter(|(k, _)| !shown.contains(k))
+        .filter(|(k, v)| {
+            let no_intervention = *k == crate::interventions::INTERVENTION
+                && v == crate::interventions::NO_INTERVENTION;
+            !shown.contains(k) && !no_intervention
+        })
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
     let _ = writeln!(out, "config    {}", extras.join(" "));

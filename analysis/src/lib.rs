@@ -7,6 +7,9 @@
 //! - [`load`]: find run directories, read manifests and parquet records into a [`RunSet`];
 //! - [`measures`]: SPEC §3 — dead, gradient-starved, dormant, time of death, revival,
 //!   persistence, survival; [`convergence`]: convergence speed;
+//! - [`interventions`], [`revival_cause`]: an intervention's setting and resets, and revivals
+//!   split into natural ones and those an intervention caused (issue #14);
+//! - [`representation`]: rank, weight drift and saturation per condition, layer and epoch;
 //! - [`worst_case`]: diverged runs at their worst case (chance accuracy, never converged);
 //! - [`aggregate`]: SPEC §4 across seeds — summaries per (dataset, activation, lr) and comparisons
 //!   between activations, using [`stats`];
@@ -26,13 +29,19 @@ pub mod effect;
 pub mod figures;
 pub mod findings;
 pub mod inspect;
+#[cfg(test)]
+mod intervention_fixtures;
+pub mod interventions;
 pub mod load;
 pub mod measures;
 pub mod outcomes;
 pub mod paired;
 pub mod report;
+pub mod report_interventions;
 pub mod report_tables;
 pub mod report_view;
+pub mod representation;
+pub mod revival_cause;
 pub mod stats;
 pub mod synthetic;
 pub mod worst_case;

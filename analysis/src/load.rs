@@ -20,6 +20,8 @@ use necrosis_records::grid::varying_factors;
 use necrosis_records::tables::{epoch_columns as ec, neuron_columns as nc, EpochRow, NeuronRow};
 pub use necrosis_records::{Manifest, RunStatus};
 
+use crate::interventions::{intervention_setting, run_settings, INTERVENTION, NO_INTERVENTION};
+
 /// Columns of `neurons.parquet` the measures use.
 const NEURON_COLUMNS: [&str; 9] = [
     nc::EPOCH,
@@ -89,6 +91,8 @@ pub struct Run {
     /// E: the last epoch whose records are used.
     pub epochs_completed: u32,
     pub manifest: Manifest,
+    /// `config.intervention` of the manifest ("none" without one; [`crate::interventions`]).
+    pub intervention: String,
 }
 
 impl Run {
@@ -125,6 +129,8 @@ pub struct ExcludedRun {
 #[derive(Debug, Clone)]
 pub struct DivergedRecord {
     pub manifest: Manifest,
+    /// `config.intervention` of the manifest, as [`Run::intervention`].
+    pub intervention: String,
     /// (epoch, test accuracy) of epochs 0..=epochs_completed, in epoch order.
     pub test_acc: Vec<(u32, f64)>,
 }
@@ -219,21 +225,25 @@ impl RunSet {
             "epochs" => r.iter().map(|r| r.epochs_completed).collect::<Vec<_>>(),
         )
         .expect("columns of equal length");
-        add_factor_columns(&mut table, r.iter().map(|r| &r.manifest), &self.factors);
+        add_factor_columns(
+            &mut table,
+            r.iter().map(|r| run_settings(&r.manifest, &r.intervention)),
+            &self.factors,
+        );
         table
     }
 }
 
 /// Adds one column per factor (a setting that varies among the loaded runs) to `table`, whose
-/// rows are the runs of `manifests` in order; "n/a" where a run lacks the setting (an option of
-/// another optimiser, say). Columns the table has already are left as they are.
-pub(crate) fn add_factor_columns<'a>(
+/// rows are the runs whose settings ([`run_settings`]) come in order; "n/a" where a run lacks the
+/// setting (an option of another optimiser, say). Columns the table has already are left as they
+/// are.
+pub(crate) fn add_factor_columns(
     table: &mut DataFrame,
-    manifests: impl Iterator<Item = &'a Manifest>,
+    settings: impl Iterator<Item = std::collections::BTreeMap<&'static str, String>>,
     factors: &[String],
 ) {
-    // Each run's settings once, not once per factor column.
-    let settings: Vec<_> = manifests.map(|m| m.config.factor_values()).collect();
+    let settings: Vec<_> = settings.collect();
     for key in factors {
         if table.column(key).is_ok() || key == "data" {
             continue;
@@ -310,7 +320,15 @@ pub fn load_runs(paths: &[PathBuf]) -> Result<RunSet> {
                 // A curve that cannot be read leaves only the area under it undefined.
                 let test_acc =
                     read_test_curve(&dir, manifest.epochs_completed as u32).unwrap_or_default();
-                run.diverged = Some(Box::new(DivergedRecord { manifest, test_acc }));
+                // An unreadable setting leaves the run in the default condition rather than
+                // losing an outcome.
+                let intervention =
+                    intervention_setting(&dir).unwrap_or_else(|_| NO_INTERVENTION.into());
+                run.diverged = Some(Box::new(DivergedRecord {
+                    manifest,
+                    intervention,
+                    test_acc,
+                }));
                 diverged.push(run);
                 continue;
             }
@@ -335,6 +353,13 @@ pub fn load_runs(paths: &[PathBuf]) -> Result<RunSet> {
             skipped.push(exclude("complete but no training epoch recorded".into()));
             continue;
         }
+        let intervention = match intervention_setting(&dir) {
+            Ok(setting) => setting,
+            Err(e) => {
+                skipped.push(exclude(format!("{e:#}")));
+                continue;
+            }
+        };
         let index = runs.len() as u32;
         match read_run_records_guarded(&dir, index, manifest.epochs_completed as u32) {
             Ok((epochs, neurons)) => {
@@ -359,6 +384,7 @@ pub fn load_runs(paths: &[PathBuf]) -> Result<RunSet> {
             status: manifest.status,
             epochs_completed: manifest.epochs_completed as u32,
             manifest,
+            intervention,
         });
     }
 
@@ -400,22 +426,32 @@ fn label_settings(runs: &mut [Run], diverged: &mut [ExcludedRun]) -> Vec<String>
 
 /// The setting label of every run (complete runs, then diverged ones) and the factors.
 fn settings_and_factors(runs: &[Run], diverged: &[ExcludedRun]) -> (Vec<String>, Vec<String>) {
-    let manifests: Vec<&Manifest> = runs
+    let with_setting: Vec<(&Manifest, &str)> = runs
         .iter()
-        .map(|r| &r.manifest)
-        .chain(
-            diverged
-                .iter()
-                .filter_map(|d| Some(&d.diverged.as_ref()?.manifest)),
-        )
+        .map(|r| (&r.manifest, r.intervention.as_str()))
+        .chain(diverged.iter().filter_map(|d| {
+            let d = d.diverged.as_ref()?;
+            Some((&d.manifest, d.intervention.as_str()))
+        }))
         .collect();
-    let values: Vec<std::collections::BTreeMap<&'static str, String>> =
-        manifests.iter().map(|m| m.config.factor_values()).collect();
+    let manifests: Vec<&Manifest> = with_setting.iter().map(|(m, _)| *m).collect();
+    let values: Vec<std::collections::BTreeMap<&'static str, String>> = with_setting
+        .iter()
+        .map(|(m, intervention)| run_settings(m, intervention))
+        .collect();
     let mut factors: Vec<String> = varying_factors(values.iter().cloned())
         .into_iter()
         .map(|(key, _)| key.to_string())
         .filter(|key| key != "seed")
         .collect();
+    // The records crate's list of factors predates the intervention setting (issue #14).
+    let interventions: BTreeSet<&str> = values
+        .iter()
+        .filter_map(|v| v.get(INTERVENTION).map(String::as_str))
+        .collect();
+    if interventions.len() > 1 && !factors.iter().any(|f| f == INTERVENTION) {
+        factors.push(INTERVENTION.into());
+    }
     let checksums: BTreeSet<(&str, &str)> = manifests
         .iter()
         .map(|m| (m.config.dataset.kind.name(), m.data_checksum.as_str()))
@@ -574,7 +610,7 @@ fn read_test_curve(dir: &Path, last_epoch: u32) -> Result<Vec<(u32, f64)>> {
 
 /// A lazy scan of one parquet file holding `columns` (cast to the documented types), or an error
 /// naming the file and what is wrong with it.
-fn scan_checked(path: &Path, columns: &[(&str, DataType)]) -> Result<LazyFrame> {
+pub(crate) fn scan_checked(path: &Path, columns: &[(&str, DataType)]) -> Result<LazyFrame> {
     if !path.is_file() {
         bail!("{}: missing", path.display());
     }

@@ -26,6 +26,7 @@ use polars::prelude::*;
 
 use crate::convergence::{convergence_by_run, Convergence};
 use crate::load::RunSet;
+use crate::revival_cause::RevivalCauses;
 
 /// The dormancy thresholds τ reported (SPEC §3), and the column-name suffix of each.
 pub const DORMANT_TAUS: [(f64, &str); 3] = [(0.0, "0"), (0.025, "0_025"), (0.1, "0_1")];
@@ -63,7 +64,8 @@ pub struct Measures {
     /// `dormant_frac_0`, `dormant_frac_0_025`, `dormant_frac_0_1`, `survival`, `persistence`,
     /// `revived_frac` (alive at e after having been dead before e), `revivals` (dead→alive
     /// transitions into e), `active_frac_mean`, `grad_pre_abs_mean` (mean over neurons; null at
-    /// epoch 0, which has no training).
+    /// epoch 0, which has no training). When some run had an intervention, also
+    /// `natural_revivals` and `intervention_revivals` ([`crate::revival_cause`]).
     pub layer_epoch: DataFrame,
     /// One row per (run, layer, neuron): `time_of_death` (null when alive at E), `dead_at_end`,
     /// `irreversibly_dead`, `ever_dead`, `revived` (ever dead and alive at E), `revivals` (count of
@@ -74,12 +76,17 @@ pub struct Measures {
     /// `revival_rate`, `revival_count`, `mean_time_of_death` (over neurons dead at E).
     pub run_layer: DataFrame,
     /// One row per run: run-level columns, convergence measures and the network's row of
-    /// `run_layer`. The input to the statistics across seeds.
+    /// `run_layer`. The input to the statistics across seeds. When some run had an
+    /// intervention, also `natural_revivals`, `intervention_revivals`, `resets`,
+    /// `resets_of_dead`, `revived_frac` and `revived_by_intervention_frac`.
     pub per_run: DataFrame,
     /// One row per diverged run: its run-level columns and the worst-case values of the
     /// convergence measures ([`crate::worst_case`]); no neuron measure. The statistics count these
     /// runs in their condition's sample wherever a worst case is defined.
     pub diverged: DataFrame,
+    /// The rows of every run's `interventions.parquet` up to its E
+    /// ([`crate::interventions::read_resets`]); None when no run has the file.
+    pub resets: Option<DataFrame>,
 }
 
 /// Neuron rows measured at a time: about 200 MB of neuron states.
@@ -101,6 +108,7 @@ fn compute_measures_in_batches(
     // the scan, the sort and the window expressions to a single pass.
     let mut counts_parts = Vec::new();
     let mut fate_parts = Vec::new();
+    let mut causes = RevivalCauses::new(runs)?;
     for batch in runs.neuron_batches(batch_rows) {
         let rows = neuron_states(batch, opts)?
             .collect()
@@ -129,6 +137,7 @@ fn compute_measures_in_batches(
             .context("counting dead, dormant and surviving neurons")?
             .lazy(),
         );
+        causes.add_batch(&rows)?;
         fate_parts.push(
             neuron_fate(rows, opts.dead_window)
                 .collect()
@@ -147,6 +156,7 @@ fn compute_measures_in_batches(
         .collect()?;
     let run_layer = run_layer_summary(&layer_epoch, &neuron_fate)?;
     let per_run = per_run_table(runs, &run_layer, opts)?;
+    let (layer_epoch, per_run, resets) = causes.split(layer_epoch, per_run, &neuron_fate)?;
     let diverged = crate::worst_case::worst_case_table(runs, opts.target_acc)?;
     Ok(Measures {
         layer_epoch,
@@ -154,6 +164,7 @@ fn compute_measures_in_batches(
         run_layer,
         per_run,
         diverged,
+        resets,
     })
 }
 

@@ -130,6 +130,7 @@ pub fn write_report(runs: &RunSet, opts: &AnalyzeOptions, out: &Path) -> Result<
         measures: &findings.measures,
         aggregate: &findings.aggregate,
         options: &measure_opts,
+        representation: Some(&findings.representation),
         palette,
         out_dir: figures_dir.clone(),
     })?);

@@ -8,12 +8,13 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::aggregate::{measure_label, Aggregate, GroupSummary};
-use crate::figures::{FigureFile, VERDICT_FIGURES};
+use crate::figures::{is_intervention_figure, FigureFile, VERDICT_FIGURES};
 use crate::findings::Findings;
 use crate::load::{ExcludedRun, RunSet};
 use crate::measures::DORMANT_TAUS;
 use crate::outcomes::{OutcomeView, COLLAPSE_FACTOR};
 use crate::report::AnalyzeOptions;
+use crate::report_interventions::{intervention_section, InterventionSection, SectionFigure};
 
 /// A number for people: 4 significant digits, ∞ for never, "n/a" for undefined.
 pub(crate) fn num(v: f64) -> String {
@@ -318,6 +319,8 @@ pub(crate) struct ReportContext {
     diverged_by_activation: Vec<String>,
     outcomes: Vec<OutcomeView>,
     collapse_factor: f64,
+    /// Issue #14's section; None (and not rendered) without interventions or layer records.
+    interventions: Option<InterventionSection>,
 }
 
 impl ReportContext {
@@ -431,7 +434,9 @@ impl ReportContext {
             definitions,
             figures: figures
                 .iter()
-                .filter(|f| !VERDICT_FIGURES.contains(&f.stem.as_str()))
+                .filter(|f| {
+                    !VERDICT_FIGURES.contains(&f.stem.as_str()) && !is_intervention_figure(&f.stem)
+                })
                 .map(FigureView::from)
                 .collect(),
             verdict_figures: figures
@@ -448,6 +453,23 @@ impl ReportContext {
                 .collect(),
             outcomes: findings.outcomes.iter().map(OutcomeView::from).collect(),
             collapse_factor: COLLAPSE_FACTOR,
+            interventions: intervention_section(
+                runs,
+                findings,
+                figures
+                    .iter()
+                    .filter(|f| is_intervention_figure(&f.stem))
+                    .map(|f| {
+                        let view = FigureView::from(f);
+                        SectionFigure {
+                            title: view.title,
+                            caption: view.caption,
+                            svg: view.svg,
+                            png: view.png,
+                        }
+                    })
+                    .collect(),
+            ),
         })
     }
 }

@@ -17,6 +17,7 @@ use anyhow::Result;
 use polars::prelude::*;
 
 use crate::convergence::{convergence, EpochPoint};
+use crate::interventions::run_settings;
 use crate::load::{add_factor_columns, DivergedRecord, RunSet};
 
 /// One row per diverged run of `runs` that left its manifest: the run-level columns of
@@ -40,7 +41,13 @@ pub fn worst_case_table(runs: &RunSet, target_acc: Option<f64>) -> Result<DataFr
         "setting" => diverged.iter().map(|(s, _)| s.to_string()).collect::<Vec<_>>(),
         "epochs" => manifests().map(|m| m.epochs_completed as u32).collect::<Vec<_>>(),
     )?;
-    add_factor_columns(&mut table, manifests(), &runs.factors);
+    add_factor_columns(
+        &mut table,
+        diverged
+            .iter()
+            .map(|(_, d)| run_settings(&d.manifest, &d.intervention)),
+        &runs.factors,
+    );
     let values: Vec<WorstCase> = diverged
         .iter()
         .map(|(_, d)| worst_case(d, target_acc))

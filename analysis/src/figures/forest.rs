@@ -382,6 +382,7 @@ mod tests {
             run_layer: DataFrame::empty(),
             per_run,
             diverged: DataFrame::empty(),
+            resets: None,
         };
         let opts = AggregateOptions {
             baseline: Some("relu".into()),

@@ -27,6 +27,7 @@ mod forest;
 mod histogram;
 mod legend;
 mod raster;
+mod representation;
 mod strip;
 #[cfg(test)]
 mod test_support;
@@ -38,6 +39,7 @@ pub use forest::{effect_panels, improvement_panels, iqm_panels, IntervalPanel, I
 use histogram::*;
 use legend::*;
 use raster::*;
+pub use representation::{is_intervention_figure, INTERVENTION_FIGURES};
 use strip::*;
 
 /// DejaVu Sans (see `assets/DejaVuSans-LICENSE.txt`), embedded so that text renders on machines
@@ -219,6 +221,8 @@ pub struct FigureContext<'a> {
     /// The statistics across seeds, for the verdict's figures.
     pub aggregate: &'a crate::aggregate::Aggregate,
     pub options: &'a MeasureOptions,
+    /// Rank and saturation per condition (issue #14); None: not measured.
+    pub representation: Option<&'a crate::representation::Representation>,
     pub palette: Palette,
     pub out_dir: PathBuf,
 }
@@ -445,6 +449,7 @@ pub fn draw_report_figures(ctx: &FigureContext) -> Result<Vec<FigureFile>> {
         files.push(epochs_to_target(ctx, d)?);
         files.push(status_raster(ctx, d)?);
         files.push(firing_rate_histograms(ctx, d)?);
+        files.extend(representation::intervention_figures(ctx, d)?);
     }
     files.extend(verdict_figures(ctx)?);
     Ok(files)

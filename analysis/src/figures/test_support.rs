@@ -54,6 +54,7 @@ impl Fixture {
             measures: &self.measures,
             aggregate: &self.aggregate,
             options: &self.options,
+            representation: None,
             palette: Palette::new(["relu"]),
             out_dir: self.tmp.path().join("figures"),
         }
