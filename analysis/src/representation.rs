@@ -99,7 +99,8 @@ fn read_layers(run: &Run) -> Result<Option<DataFrame>> {
 }
 
 /// Per (run, layer, epoch) the sum and count of the non-null saturation values of `run`'s
-/// neurons, or None when its `neurons.parquet` has neither column (an older run).
+/// neurons, or None when its `neurons.parquet` has neither column (an older run) or no value in
+/// them.
 fn read_saturation(run: &Run) -> Result<Option<DataFrame>> {
     let path = run.dir.join("neurons.parquet");
     let present: Vec<&str> = {
@@ -144,7 +145,13 @@ fn read_saturation(run: &Run) -> Result<Option<DataFrame>> {
             .with_column(lit(run.index).cast(DataType::UInt32).alias("run"))
             .collect()?)
     })?;
-    Ok(Some(frame))
+    // A run written without the measure (its rows built with the columns but no values, as by
+    // a generator that predates it) has no saturation, rather than a share of nothing.
+    let counted: f64 = SATURATION
+        .iter()
+        .filter_map(|c| frame.column(&format!("{c}_n")).ok()?.f64().ok()?.sum())
+        .sum();
+    Ok((counted > 0.0).then_some(frame))
 }
 
 fn stacked(frames: Vec<DataFrame>) -> Result<Option<DataFrame>> {
