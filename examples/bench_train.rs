@@ -77,6 +77,9 @@ struct Args {
         value_delimiter = ','
     )]
     parts: Vec<Part>,
+    /// Probe samples of the phase run (default: 2048, or the training set if smaller).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    probe_size: Option<u64>,
 }
 
 /// One of the benchmark's measurements (`--parts`).
@@ -274,11 +277,13 @@ fn run_phases(
     activation: &str,
     epochs: usize,
     batch: usize,
+    probe_size: usize,
 ) -> anyhow::Result<Phases> {
     let config = RunConfig {
         epochs,
         arch: arch.to_string(),
         batch_size: batch,
+        probe_size: Some(probe_size),
         ..RunConfig::new(spec.clone(), activation)
     };
     let dir = tempfile::tempdir()?;
@@ -344,6 +349,7 @@ fn main() -> anyhow::Result<()> {
         channels,
         batch,
         parts,
+        probe_size,
     } = clap::Parser::parse();
     let steps = steps as usize;
     let batch_size = batch as usize;
@@ -355,7 +361,8 @@ fn main() -> anyhow::Result<()> {
     spec.image_size = Some(image_size);
     spec.synthetic_channels = (channels != 1).then_some(channels);
     let dataset = data::load(&spec)?;
-    let probe_size = DEFAULT_PROBE_SIZE.min(dataset.train.len());
+    let probe_size = probe_size.map_or(DEFAULT_PROBE_SIZE, |n| n as usize);
+    let probe_size = probe_size.min(dataset.train.len());
     if parts.contains(&Part::OnOff) || parts.contains(&Part::Versus) {
         // The interleaved steps cycle through the training set's whole batches.
         anyhow::ensure!(
@@ -428,7 +435,9 @@ fn main() -> anyhow::Result<()> {
         if !parts.contains(&Part::Phases) {
             continue;
         }
-        let phases = run_phases(&dataset, &spec, &arch, activation, epochs, batch_size)?;
+        let phases = run_phases(
+            &dataset, &spec, &arch, activation, epochs, batch_size, probe_size,
+        )?;
         let epoch_seconds = |n: usize| n as f64 / batch * phases.step_seconds;
         println!(
             "{activation} run: {:.1} img/s; probe pass ({probe_size} samples) {:.3} s = {:.1} % of this {}-sample epoch, {:.1} % of a 60000-sample (MNIST) epoch; test evaluation {:.3} s; records {:.3} s",
