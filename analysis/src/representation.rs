@@ -143,6 +143,9 @@ fn read_saturation(run: &Run) -> Result<Option<DataFrame>> {
             ])
             .agg(aggs)
             .with_column(lit(run.index).cast(DataType::UInt32).alias("run"))
+            // group_by returns its groups in any order; sorted, later sums over these rows add
+            // in one order, so a report regenerates digit for digit.
+            .sort(["epoch", "layer"], Default::default())
             .collect()?)
     })?;
     // A run written without the measure (its rows built with the columns but no values, as by
