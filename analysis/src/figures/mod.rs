@@ -392,16 +392,7 @@ impl FigureContext<'_> {
                 log_y,
             });
         }
-        let title = format!("{title} — {dataset}");
-        let figure = BandFigure {
-            title: title.clone(),
-            x_label: "epoch".into(),
-            panels,
-            y_range,
-        };
-        let stem = self.stem(base, dataset);
-        let paths = save(&figure, &self.out_dir, &stem)?;
-        Ok(self.file(stem, title, caption.into(), paths))
+        self.save_bands(dataset, base, title, caption, panels, y_range)
     }
 }
 

@@ -87,7 +87,8 @@ impl FigureContext<'_> {
             .collect()
     }
 
-    fn save_bands(
+    /// Saves `panels` against epoch as the figure `<base>_<dataset>` titled `title — dataset`.
+    pub(super) fn save_bands(
         &self,
         dataset: &str,
         base: &str,
