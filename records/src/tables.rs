@@ -237,6 +237,15 @@ macro_rules! record_table {
                 let frame = read_parquet(&path)?;
                 Self::from_frame(&frame).map_err(|problem| RecordError::reading(&path, problem))
             }
+
+            /// [`Self::read_all`], or `None` when the run has no such file (a table written only
+            /// by some runs, or added after the run began).
+            pub fn read_if_present(run_dir: &Path) -> Result<Option<Vec<Self>>> {
+                match run_dir.join(Self::FILE).exists() {
+                    true => Self::read_all(run_dir).map(Some),
+                    false => Ok(None),
+                }
+            }
         }
     };
 }

@@ -172,11 +172,7 @@ pub(super) fn restore(
     let mut neurons = NeuronRow::read_all(run_dir)?;
     neurons.retain(|n| (n.epoch as usize) <= completed);
     // An epoch's end-of-epoch changes precede its checkpoint, so they stay with it.
-    let mut interventions = if run_dir.join(InterventionRow::FILE).exists() {
-        InterventionRow::read_all(run_dir)?
-    } else {
-        Vec::new()
-    };
+    let mut interventions = InterventionRow::read_if_present(run_dir)?.unwrap_or_default();
     interventions.retain(|r| (r.epoch as usize) <= completed);
     let hook_state = checkpoint
         .tensors
@@ -189,12 +185,11 @@ pub(super) fn restore(
     // A run begun before layers.parquet existed, or with the instruments off, has none: it
     // continues from the resumed epoch.
     let layers = match instruments {
-        true if run_dir.join(LayerRow::FILE).exists() => {
-            let mut layers = LayerRow::read_all(run_dir)?;
+        true => {
+            let mut layers = LayerRow::read_if_present(run_dir)?.unwrap_or_default();
             layers.retain(|l| (l.epoch as usize) <= completed);
             Some(layers)
         }
-        true => Some(Vec::new()),
         false => None,
     };
     if epochs.len() != completed + 1 {
@@ -280,12 +275,12 @@ pub(super) fn save_epoch(
             ));
         }
     }
-    let hook_names: Vec<String> = hook_state
-        .iter()
-        .map(|(name, _)| format!("{HOOK_STATE_PREFIX}{name}"))
-        .collect();
-    for ((_, values), name) in hook_state.iter().zip(&hook_names) {
-        tensors.push((name.clone(), vec![values.len()], values));
+    for (name, values) in hook_state {
+        tensors.push((
+            format!("{HOOK_STATE_PREFIX}{name}"),
+            vec![values.len()],
+            values,
+        ));
     }
     let checkpoint_meta = HashMap::from([
         (metadata::EPOCH.to_string(), epoch.to_string()),
