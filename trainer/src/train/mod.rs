@@ -176,9 +176,17 @@ pub fn run(
             .then(|| NeuronRecorder::new(state.model.sites.clone(), activation.clone())),
         others,
     );
-    // W₀ from the seed, on a fresh run as on a resumed one (whose model is the checkpoint's).
+    // W₀: a fresh run's model as drawn; a resumed run's model is the checkpoint's, so its
+    // initialisation is drawn again from the seed.
     if options.instruments {
-        let (_, initial) = build_model(config, dataset, activation.clone())?;
+        let rebuilt;
+        let initial = match resumed {
+            true => {
+                rebuilt = build_model(config, dataset, activation.clone())?.1;
+                &rebuilt
+            }
+            false => &state.model,
+        };
         hooks.layers = Some(LayerRecorder::new(
             state.model.sites.clone(),
             &initial.params(),
