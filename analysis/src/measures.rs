@@ -505,12 +505,13 @@ fn per_run_table(runs: &RunSet, run_layer: &DataFrame, opts: &MeasureOptions) ->
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::load::load_runs;
     use crate::synthetic::{EpochRecord, NeuronRecord, RunSpec};
 
-    fn f64s(df: &DataFrame, name: &str) -> Vec<f64> {
+    /// Column `name` of `df` as f64, null as NaN.
+    pub(crate) fn f64s(df: &DataFrame, name: &str) -> Vec<f64> {
         df.column(name)
             .unwrap()
             .cast(&DataType::Float64)

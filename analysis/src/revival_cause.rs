@@ -338,6 +338,7 @@ mod tests {
     use super::*;
     use crate::intervention_fixtures::{redo, set_intervention, write_resets, Reset};
     use crate::load::load_runs;
+    use crate::measures::tests::f64s;
     use crate::measures::{compute_measures, MeasureOptions};
     use crate::synthetic::{write_run, EpochRecord, NeuronRecord, RunSpec};
 
@@ -380,18 +381,6 @@ mod tests {
             vec![("fc1".into(), 6)],
         );
         write_run(root, &spec, &epochs, &neurons).unwrap()
-    }
-
-    fn f64s(df: &DataFrame, name: &str) -> Vec<f64> {
-        df.column(name)
-            .unwrap()
-            .cast(&DataType::Float64)
-            .unwrap()
-            .f64()
-            .unwrap()
-            .iter()
-            .map(|v| v.unwrap_or(f64::NAN))
-            .collect()
     }
 
     #[test]
