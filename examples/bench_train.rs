@@ -3,9 +3,9 @@
 //! reached against the machine's peak, and peak RSS.
 //!
 //! Run: `cargo run --release --example bench_train [-- --threads 2 --steps 384 --samples 8192
-//! --epochs 2 --activations relu,relu-softsign --flops-per-cycle 32 --batch 64]`; another net on
+//! --epochs 2 --activations relu,relu-softsign --flops-per-cycle 64 --batch 64]`; another net on
 //! colour images: `-- --arch resnet20 --image-size 32 --channels 3` (any preset or spec); only
-//! some measurements: `--parts on-off,versus,phases` (all three unless told).
+//! some measurements: `--parts on-off,versus,phases,profile` (the first three unless told).
 //!
 //! Instrument cost: two copies of the network, instruments off and on, train side by side on the
 //! same minibatches, one step each in turn (which goes first alternates), so that a slow spell of
@@ -16,6 +16,8 @@
 //! test evaluation, the probe pass at its default size and the record writing of each epoch, and
 //! its end-to-end speed: training images over the run's whole wall time (`<activation> whole-run:`,
 //! the line scripts/bench_compare.sh sets against scripts/bench_pytorch.py --whole-run).
+//! Profile: where an instrumented step's time goes, phase by phase (`necrosis::profile`): each
+//! op's forward and backward, the instruments' events, dfdx's dense and loss ops, the optimiser.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -52,9 +54,10 @@ struct Args {
     /// Activations, comma-separated.
     #[arg(long, default_value = "relu,relu-softsign", value_delimiter = ',')]
     activations: Vec<String>,
-    /// Peak f32 FLOP per cycle and core (two 256-bit FMA pipes: 32).
-    #[arg(long, default_value_t = 32)]
-    flops_per_cycle: usize,
+    /// Peak f32 FLOP per cycle and core; by default 64 where the CPU has AVX-512 (two 512-bit
+    /// FMA pipes, as on Xeon Gold/Platinum and Zen 5) and 32 otherwise (two 256-bit pipes).
+    #[arg(long)]
+    flops_per_cycle: Option<usize>,
     /// The net: a preset (lenet, cifar, cifar-bn, resnet20) or a layer spec.
     #[arg(long, default_value = "lenet")]
     arch: String,
@@ -68,8 +71,9 @@ struct Args {
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
     batch: u64,
     /// Which measurements to make, comma-separated: `on-off` (instruments off against on),
-    /// `versus` (each activation against relu) and `phases` (the real run). A comparison script
-    /// asks only for what it tabulates, so a round of large nets fits its time budget.
+    /// `versus` (each activation against relu), `phases` (the real run) and `profile` (where a
+    /// step's time goes, by phase). A comparison script asks only for what it tabulates, so a
+    /// round of large nets fits its time budget.
     #[arg(
         long,
         value_enum,
@@ -88,6 +92,7 @@ enum Part {
     OnOff,
     Versus,
     Phases,
+    Profile,
 }
 
 fn peak_rss_mb() -> f64 {
@@ -99,6 +104,17 @@ fn peak_rss_mb() -> f64 {
         .and_then(|kb| kb.parse::<f64>().ok())
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
+}
+
+fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 /// The clock of the first CPU in /proc/cpuinfo, in GHz.
@@ -198,38 +214,14 @@ fn interleaved_steps(
         batch_size: batch,
         ..RunConfig::new(spec.clone(), copies[0].0)
     };
-    let layers = arch::resolve(&config.arch, dataset.input_shape(), dataset.classes)?;
-    let build =
-        |(activation, instruments): (&str, bool)| -> anyhow::Result<(Model, Optimizer, HookSet)> {
-            let f = activation_by_name(activation)?;
-            let model = Model::new(
-                &layers,
-                dataset.input_shape(),
-                dataset.classes,
-                f.clone(),
-                config.seed,
-            )?;
-            let optimizer = Optimizer::new(config.optimizer, model.params());
-            let mut hooks = HookSet::new(
-                instruments.then(|| NeuronRecorder::new(model.sites.clone(), f.clone())),
-                Vec::new(),
-            );
-            hooks.layers =
-                instruments.then(|| LayerRecorder::new(model.sites.clone(), &model.params()));
-            Ok((model, optimizer, hooks))
-        };
-    let mut copies = [build(copies[0])?, build(copies[1])?];
-    let sample_len = dataset.sample_len();
+    let mut copies = [
+        build_copy(dataset, &config, copies[0])?,
+        build_copy(dataset, &config, copies[1])?,
+    ];
     let batch = config.batch_size;
-    let batches = dataset.train.len() / batch;
     let mut seconds = [Vec::new(), Vec::new()];
     for step in 0..steps {
-        let indices = (step % batches) * batch..(step % batches + 1) * batch;
-        let labels: Vec<u32> = dataset.train.labels[indices.clone()].to_vec();
-        let images: Vec<f32> = indices
-            .clone()
-            .flat_map(|i| dataset.train.sample(i, sample_len).iter().copied())
-            .collect();
+        let (images, labels) = minibatch(dataset, step, batch);
         let order = if step % 2 == 0 { [0, 1] } else { [1, 0] };
         for which in order {
             let (model, optimizer, hooks) = &mut copies[which];
@@ -258,6 +250,115 @@ fn interleaved_steps(
         second,
         ratio: median(&mut ratios),
     })
+}
+
+/// A network with its optimiser and, when `instruments`, the recorders a run has.
+fn build_copy(
+    dataset: &data::Dataset,
+    config: &RunConfig,
+    (activation, instruments): (&str, bool),
+) -> anyhow::Result<(Model, Optimizer, HookSet)> {
+    let layers = arch::resolve(&config.arch, dataset.input_shape(), dataset.classes)?;
+    let f = activation_by_name(activation)?;
+    let model = Model::new(
+        &layers,
+        dataset.input_shape(),
+        dataset.classes,
+        f.clone(),
+        config.seed,
+    )?;
+    let optimizer = Optimizer::new(config.optimizer, model.params());
+    let mut hooks = HookSet::new(
+        instruments.then(|| NeuronRecorder::new(model.sites.clone(), f.clone())),
+        Vec::new(),
+    );
+    hooks.layers = instruments.then(|| LayerRecorder::new(model.sites.clone(), &model.params()));
+    Ok((model, optimizer, hooks))
+}
+
+/// The `step`-th minibatch of a cycle through the training set's whole batches, in order.
+fn minibatch(dataset: &data::Dataset, step: usize, batch: usize) -> (Vec<f32>, Vec<u32>) {
+    let sample_len = dataset.sample_len();
+    let batches = dataset.train.len() / batch;
+    let indices = (step % batches) * batch..(step % batches + 1) * batch;
+    let labels = dataset.train.labels[indices.clone()].to_vec();
+    let images = indices
+        .flat_map(|i| dataset.train.sample(i, sample_len).iter().copied())
+        .collect();
+    (images, labels)
+}
+
+/// Where one instrumented step's time goes: `steps` steps of one copy, the first eighth
+/// unprofiled (warm-up), the rest with [`necrosis::profile`] on. Prints each phase's exclusive
+/// milliseconds per step and its share of the mean step.
+fn profile_steps(
+    dataset: &data::Dataset,
+    spec: &DatasetSpec,
+    arch: &str,
+    activation: &str,
+    steps: usize,
+    batch: usize,
+) -> anyhow::Result<()> {
+    let config = RunConfig {
+        arch: arch.to_string(),
+        batch_size: batch,
+        ..RunConfig::new(spec.clone(), activation)
+    };
+    let (mut model, mut optimizer, mut hooks) = build_copy(dataset, &config, (activation, true))?;
+    let warm = steps / 8;
+    let mut step_time = 0.0;
+    necrosis::profile::take();
+    for step in 0..steps {
+        let (images, labels) = minibatch(dataset, step, batch);
+        let ctx = StepContext {
+            seed: 0,
+            epoch: 1,
+            step: optimizer.step,
+            batch_size: batch,
+            lr: config.lr as f32,
+        };
+        necrosis::profile::enable(step >= warm);
+        let clock = Instant::now();
+        train::train_step(
+            &mut model,
+            &mut optimizer,
+            &mut hooks,
+            images,
+            &labels,
+            &ctx,
+        )?;
+        if step >= warm {
+            step_time += clock.elapsed().as_secs_f64();
+        }
+    }
+    necrosis::profile::enable(false);
+    let profiled = (steps - warm) as f64;
+    let mut phases: Vec<(&str, f64)> = necrosis::profile::take()
+        .into_iter()
+        .map(|(phase, total)| (phase, total.time.as_secs_f64() / profiled))
+        .collect();
+    phases.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let step = step_time / profiled;
+    let attributed: f64 = phases.iter().map(|p| p.1).sum();
+    phases.push((
+        "rest of the step (input tensor, logits read-out)",
+        step - attributed,
+    ));
+    println!(
+        "{activation} profile: mean step {:.2} ms over {} steps ({:.1} img/s), instruments on:",
+        1e3 * step,
+        steps - warm,
+        batch as f64 / step
+    );
+    for (phase, seconds) in phases {
+        println!(
+            "{activation} profile:   {:<44} {:>7.3} ms {:>5.1} %",
+            phase,
+            1e3 * seconds,
+            100.0 * seconds / step
+        );
+    }
+    Ok(())
 }
 
 /// Median seconds of each phase over the trained epochs of one real run, its median step, and
@@ -373,6 +474,7 @@ fn main() -> anyhow::Result<()> {
     let batch = batch_size as f64;
     let layers = arch::resolve(&arch, dataset.input_shape(), dataset.classes)?;
     let flops = training_flops_per_image(&layers, dataset.input_shape());
+    let flops_per_cycle = flops_per_cycle.unwrap_or(if has_avx512() { 64 } else { 32 });
     let peak = cpu_ghz().map(|ghz| ghz * 1e9 * (flops_per_cycle * threads) as f64);
     let of_peak = |ips: f64| {
         let achieved = ips * flops;
@@ -395,14 +497,14 @@ fn main() -> anyhow::Result<()> {
         "# {arch} ({parameters} parameters, {:.1} MFLOP per training image), {channels}x{image_size}x{image_size} synthetic, batch {batch_size}, {threads} threads; {steps} interleaved steps per copy, then one {epochs}-epoch run on {} samples{}",
         flops / 1e6,
         dataset.train.len(),
-        if parts.len() < 3 {
+        if parts.len() < 3 || parts.contains(&Part::Profile) {
             // Say which were left out, so a log does not promise lines it lacks.
             let names: Vec<_> = parts
                 .iter()
                 .map(|p| clap::ValueEnum::to_possible_value(p).map(|v| v.get_name().to_string()))
                 .map(Option::unwrap_or_default)
                 .collect();
-            format!(" (only {})", names.join(", "))
+            format!(" (parts: {})", names.join(", "))
         } else {
             String::new()
         }
@@ -431,6 +533,9 @@ fn main() -> anyhow::Result<()> {
                 "{activation} step vs relu (instruments on, interleaved): {:+.1} % (median over steps of {activation}/relu − 1)",
                 100.0 * (versus.ratio - 1.0)
             );
+        }
+        if parts.contains(&Part::Profile) {
+            profile_steps(&dataset, &spec, &arch, activation, steps, batch_size)?;
         }
         if !parts.contains(&Part::Phases) {
             continue;

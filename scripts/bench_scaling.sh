@@ -5,7 +5,9 @@
 #      256 on 1 and 2 threads;
 #   2. the probe pass's cost against the probe size (512 to 8192 samples; 2 threads);
 #   3. the analysis' time and peak memory against the neuron-rows it reads (about 10^5, 10^6 and
-#      10^7; bench_analyze generates the runs first, which is not timed).
+#      10^7; bench_analyze generates the runs first, which is not timed);
+#   4. where a LeNet step's time goes, phase by phase (bench_train --parts profile), for relu and
+#      softplus.
 # Usage: scripts/bench_scaling.sh   (about 10 minutes on 2 cores; CARGO_TARGET_DIR as cargo reads
 # it). Each number is one measurement: the ratios within a table, not the absolute values, are
 # what a shared machine keeps.
@@ -60,5 +62,25 @@ for args in "--seeds 2 --width 1" "--seeds 20 --width 1" "--seeds 20 --width 11"
   report_rss=$(grep '^report of' <<<"$out" | num 'peak RSS \K[0-9.]+ MB')
   echo "| $rows | $analyse | $rss | $report | $report_rss |"
 done
+
+echo
+echo "## where a step's time goes (LeNet, batch 64, 2 threads, instruments on; ms per step, share)"
+echo
+out=$("$ex/bench_train" --parts profile --steps 256 --samples 8192 --activations relu,softplus)
+grep -E '^(relu|softplus) profile: mean step' <<<"$out" | sed 's/^/- /'
+echo
+echo "| phase | relu | softplus |"
+echo "|---|---|---|"
+# Phase lines read "<activation> profile:   <phase>   <ms> ms   <share> %"; joined on the phase.
+awk '
+  / profile:   / {
+    act = $1; line = $0; sub(/^[^:]*: +/, "", line)
+    n = split(line, f, / +/); share = f[n - 1]; ms = f[n - 3]
+    phase = line; sub(/ +[-0-9.]+ ms +[-0-9.]+ %$/, "", phase)
+    if (!(phase in seen)) { seen[phase] = 1; order[++count] = phase }
+    cell[act, phase] = sprintf("%.2f ms (%s %%)", ms, share)
+  }
+  END { for (i = 1; i <= count; i++) printf "| %s | %s | %s |\n", order[i], cell["relu", order[i]], cell["softplus", order[i]] }
+' <<<"$out"
 echo
 echo "Produced by: scripts/bench_scaling.sh on $(nproc) cores, $(date -u +%Y-%m-%d)"

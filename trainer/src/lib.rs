@@ -16,6 +16,7 @@ pub mod model;
 pub mod ops;
 pub mod optim;
 pub mod param;
+pub mod profile;
 pub mod saturation;
 pub mod surgery;
 pub mod sweep;

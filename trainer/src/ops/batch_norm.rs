@@ -290,7 +290,14 @@ pub fn batch_norm<T: StepTape>(
                 }
             });
     };
-    let out = tape_op(x, &[gamma, beta], true, forward, backward);
+    let out = tape_op(
+        ["batch norm forward", "batch norm backward"],
+        x,
+        &[gamma, beta],
+        true,
+        forward,
+        backward,
+    );
     (out, batch_stats)
 }
 

@@ -336,7 +336,14 @@ pub fn conv2d<T: dfdx::tensor::Tape<f32, Cpu>>(
                 accumulate_into(grad_b, b);
             }
         };
-    tape_op(x, &[weight, bias], input_needs_grad, forward, backward)
+    tape_op(
+        ["conv forward", "conv backward"],
+        x,
+        &[weight, bias],
+        input_needs_grad,
+        forward,
+        backward,
+    )
 }
 
 /// Samples per chunk, the unit of parallel work and of the gemm calls: fixed, not derived from

@@ -67,7 +67,14 @@ pub fn dropout<T: StepTape>(x: Activations<T>, p: f32, key: u64) -> Activations<
                 }
             });
     };
-    tape_op(x, &[], true, forward, backward)
+    tape_op(
+        ["dropout forward", "dropout backward"],
+        x,
+        &[],
+        true,
+        forward,
+        backward,
+    )
 }
 
 #[cfg(test)]

@@ -54,7 +54,7 @@ pub fn linear<T: StepTape>(x: Activations<T>, weight: &Param, bias: &Param) -> A
     );
     let units = weight.shape[0];
     Activations {
-        tensor: T::linear(x.tensor, weight, bias),
+        tensor: crate::profile::span("dense forward", || T::linear(x.tensor, weight, bias)),
         sample_shape: [units, 1, 1],
     }
 }

@@ -221,7 +221,14 @@ pub fn pool2d<T: dfdx::tensor::Tape<f32, Cpu>>(
                 }),
         }
     };
-    tape_op(x, &[], true, forward, backward)
+    tape_op(
+        ["pooling forward", "pooling backward"],
+        x,
+        &[],
+        true,
+        forward,
+        backward,
+    )
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use dfdx::prelude::*;
 
 use super::{tensor_values, Activations};
 use crate::param::{Param, ParamTensor};
+use crate::profile;
 
 /// The gradient buffers an op's backward adds into: dfdx's own, lent out whole, so that an op
 /// can write its input's gradient and its parameters' gradients at the same time.
@@ -28,6 +29,7 @@ enum ParamGhost<M, V> {
 
 /// Runs a hand-written op on a batch.
 ///
+/// `phases` names the op's forward and backward in the step profile ([`crate::profile`]).
 /// `forward(x_values, taping)` gets the input's values and whether a backward pass will follow,
 /// and returns the output's values, the output's per-sample shape, and whatever the backward
 /// pass needs (`saved`; anything cheap when not taping). With a tape, `backward(saved,
@@ -35,6 +37,7 @@ enum ParamGhost<M, V> {
 /// gradients into `grads`. dfdx runs it after every op that consumed the output, so `grad_out`
 /// is complete.
 pub fn tape_op<T, S>(
+    phases: [&'static str; 2],
     x: Activations<T>,
     params: &[&Param],
     input_needs_grad: bool,
@@ -45,12 +48,16 @@ where
     T: dfdx::tensor::Tape<f32, Cpu>,
     S: 'static,
 {
+    let [forward_phase, backward_phase] = phases;
     let batch = x.batch();
     let (x_tensor, mut tape) = x.tensor.split_tape();
-    let (out, sample_shape, saved) = forward(tensor_values(&x_tensor), T::OWNS_TAPE);
-    let features: usize = sample_shape.iter().product();
-    assert_eq!(out.len(), batch * features, "op output length");
-    let out_tensor = x_tensor.device().tensor_from_vec(out, (batch, features));
+    let (out_tensor, sample_shape, saved) = profile::span(forward_phase, || {
+        let (out, sample_shape, saved) = forward(tensor_values(&x_tensor), T::OWNS_TAPE);
+        let features: usize = sample_shape.iter().product();
+        assert_eq!(out.len(), batch * features, "op output length");
+        let out_tensor = x_tensor.device().tensor_from_vec(out, (batch, features));
+        (out_tensor, sample_shape, saved)
+    });
     if T::OWNS_TAPE {
         let x_ghost = x_tensor.ghost();
         let out_ghost = out_tensor.ghost();
@@ -62,39 +69,41 @@ where
             })
             .collect();
         tape.add_backward_op(move |grads| {
-            let grad_out = std::mem::take(&mut **grads.get_or_alloc_mut(&out_ghost)?);
-            // dfdx lends one gradient at a time; the op needs several at once. Each buffer is
-            // moved out (no copy), written, and moved back.
-            let mut grad_x = if input_needs_grad {
-                Some(std::mem::take(&mut **grads.get_or_alloc_mut(&x_ghost)?))
-            } else {
-                None
-            };
-            let mut grad_params = Vec::with_capacity(param_ghosts.len());
-            for ghost in &param_ghosts {
-                grad_params.push(std::mem::take(&mut **match ghost {
-                    ParamGhost::Matrix(g) => grads.get_or_alloc_mut(g)?,
-                    ParamGhost::Vector(g) => grads.get_or_alloc_mut(g)?,
-                }));
-            }
-            backward(
-                saved,
-                grad_out,
-                OpGrads {
-                    input: grad_x.as_deref_mut(),
-                    params: grad_params.iter_mut().map(|g| g.as_mut_slice()).collect(),
-                },
-            );
-            if let Some(grad_x) = grad_x {
-                **grads.get_or_alloc_mut(&x_ghost)? = grad_x;
-            }
-            for (ghost, grad) in param_ghosts.iter().zip(grad_params) {
-                **match ghost {
-                    ParamGhost::Matrix(g) => grads.get_or_alloc_mut(g)?,
-                    ParamGhost::Vector(g) => grads.get_or_alloc_mut(g)?,
-                } = grad;
-            }
-            Ok(())
+            profile::span(backward_phase, || {
+                let grad_out = std::mem::take(&mut **grads.get_or_alloc_mut(&out_ghost)?);
+                // dfdx lends one gradient at a time; the op needs several at once. Each buffer is
+                // moved out (no copy), written, and moved back.
+                let mut grad_x = if input_needs_grad {
+                    Some(std::mem::take(&mut **grads.get_or_alloc_mut(&x_ghost)?))
+                } else {
+                    None
+                };
+                let mut grad_params = Vec::with_capacity(param_ghosts.len());
+                for ghost in &param_ghosts {
+                    grad_params.push(std::mem::take(&mut **match ghost {
+                        ParamGhost::Matrix(g) => grads.get_or_alloc_mut(g)?,
+                        ParamGhost::Vector(g) => grads.get_or_alloc_mut(g)?,
+                    }));
+                }
+                backward(
+                    saved,
+                    grad_out,
+                    OpGrads {
+                        input: grad_x.as_deref_mut(),
+                        params: grad_params.iter_mut().map(|g| g.as_mut_slice()).collect(),
+                    },
+                );
+                if let Some(grad_x) = grad_x {
+                    **grads.get_or_alloc_mut(&x_ghost)? = grad_x;
+                }
+                for (ghost, grad) in param_ghosts.iter().zip(grad_params) {
+                    **match ghost {
+                        ParamGhost::Matrix(g) => grads.get_or_alloc_mut(g)?,
+                        ParamGhost::Vector(g) => grads.get_or_alloc_mut(g)?,
+                    } = grad;
+                }
+                Ok(())
+            })
         });
     }
     Activations {

@@ -16,6 +16,7 @@ use crate::layers::{dropout_key, TrainPass};
 use crate::model::Model;
 use crate::ops::{tensor_values, Tape};
 use crate::optim::Optimizer;
+use crate::profile;
 use necrosis_records::config::RunConfig;
 
 use super::*;
@@ -182,29 +183,35 @@ pub fn train_step(
         dropout_key: dropout_key(ctx.seed, ctx.epoch, ctx.step),
         batch_stats: Vec::new(),
     };
-    let logits = model.forward(
-        input,
-        &mut |site, z, h| {
-            if wants_forward {
-                let event = SiteForward {
-                    info: &sites[site],
-                    batch_size: n,
-                    z,
-                    h,
-                };
-                hooks.on_batch_forward(ctx, &event);
-            }
-        },
-        captures.as_deref(),
-        Some(&mut pass),
-    );
+    let logits = profile::span("forward: flatten, bias adds, glue", || {
+        model.forward(
+            input,
+            &mut |site, z, h| {
+                if wants_forward {
+                    let event = SiteForward {
+                        info: &sites[site],
+                        batch_size: n,
+                        z,
+                        h,
+                    };
+                    profile::span("instruments: forward events", || {
+                        hooks.on_batch_forward(ctx, &event)
+                    });
+                }
+            },
+            captures.as_deref(),
+            Some(&mut pass),
+        )
+    });
     let logit_values = tensor_values(&logits);
     let correct = logit_values
         .chunks(classes)
         .zip(labels)
         .filter(|(row, &l)| argmax(row) == l as usize)
         .count();
-    let loss = cross_entropy_with_logits_loss(logits, one_hot(&dev, labels, classes));
+    let loss = profile::span("loss forward", || {
+        cross_entropy_with_logits_loss(logits, one_hot(&dev, labels, classes))
+    });
     let loss_value = loss.array();
     if !loss_value.is_finite() {
         return Ok(StepResult {
@@ -212,14 +219,45 @@ pub fn train_step(
             correct,
         });
     }
-    let mut grads = loss.backward();
-    let param_grads = model
-        .params()
-        .iter()
-        .map(|p| p.take_grad(&mut grads))
-        .collect::<Result<Vec<_>>>()?;
+    // What the tape runs besides our ops: dfdx's dense matmuls and broadcast adds, the loss.
+    let mut grads = profile::span("backward: dense layers, loss (dfdx ops)", || {
+        loss.backward()
+    });
+    let param_grads = profile::span("gradients taken from the tape", || {
+        model
+            .params()
+            .iter()
+            .map(|p| p.take_grad(&mut grads))
+            .collect::<Result<Vec<_>>>()
+    })?;
     drop(grads);
-    for (site, request) in sites.iter().zip(captures.iter().flatten()) {
+    profile::span("instruments: backward and step events", || {
+        site_backward_and_step_events(model, hooks, ctx, n, captures.as_deref(), &param_grads)
+    });
+    profile::span("optimiser", || {
+        optimizer.step(model.params_mut(), &param_grads, ctx.lr)
+    });
+    profile::span("interventions, BN running statistics", || {
+        model.update_running_stats(&pass);
+        hooks.intervene(model, optimizer, ctx, false);
+    });
+    Ok(StepResult {
+        loss: loss_value,
+        correct,
+    })
+}
+
+/// The hooks' backward event of each site whose capture was asked for, then their step event.
+fn site_backward_and_step_events(
+    model: &Model,
+    hooks: &mut HookSet,
+    ctx: &StepContext,
+    n: usize,
+    captures: Option<&[CaptureRequest]>,
+    param_grads: &[Vec<f32>],
+) {
+    let sites = &model.sites;
+    for (site, request) in sites.iter().zip(captures.iter().copied().flatten()) {
         let taken = request.slot.lock().expect("capture slot poisoned").take();
         if let Some(capture) = taken {
             let event = SiteBackward {
@@ -235,7 +273,7 @@ pub fn train_step(
         let views: Vec<ParamView> = model
             .params()
             .into_iter()
-            .zip(&param_grads)
+            .zip(param_grads)
             .map(|(p, g)| ParamView {
                 name: &p.name,
                 shape: &p.shape,
@@ -245,13 +283,6 @@ pub fn train_step(
             .collect();
         hooks.on_step(ctx, &views);
     }
-    optimizer.step(model.params_mut(), &param_grads, ctx.lr);
-    model.update_running_stats(&pass);
-    hooks.intervene(model, optimizer, ctx, false);
-    Ok(StepResult {
-        loss: loss_value,
-        correct,
-    })
 }
 
 /// Mean cross-entropy and accuracy on a split, in evaluation mode (no tape).
