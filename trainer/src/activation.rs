@@ -75,7 +75,10 @@ impl SliceSums {
     }
 }
 
-#[multiversion(targets("x86_64+avx2+fma"))]
+#[multiversion(targets(
+    "x86_64+avx2+fma+avx512f+avx512vl+avx512bw+avx512dq",
+    "x86_64+avx2+fma"
+))]
 fn slice_sums(z: &[f32], grad_h: &[f32], grad_z: &[f32]) -> SliceSums {
     SliceSums {
         active: z.iter().filter(|&&v| v > 0.0).count() as u32,
@@ -401,10 +404,14 @@ impl ActivationFunction for Builtin {
     }
 }
 
-// The element-wise loops are compiled once more for AVX2 + FMA and chosen at run time, so one
-// portable binary (a cluster's nodes differ) still gets 8-wide vectors where the CPU has them.
+// The element-wise loops are compiled twice more, for AVX-512 and for AVX2 + FMA, and the best the
+// CPU has is chosen at run time, so one portable binary (a cluster's nodes differ) still gets 16-
+// or 8-wide vectors. Element-wise code gives the same values at every width.
 
-#[multiversion(targets("x86_64+avx2+fma"))]
+#[multiversion(targets(
+    "x86_64+avx2+fma+avx512f+avx512vl+avx512bw+avx512dq",
+    "x86_64+avx2+fma"
+))]
 fn builtin_forward(b: Builtin, z: &[f32], h: &mut [f32]) {
     for_each_builtin!(b, b => {
         for (h, &z) in h.iter_mut().zip(z) {
@@ -413,7 +420,10 @@ fn builtin_forward(b: Builtin, z: &[f32], h: &mut [f32]) {
     })
 }
 
-#[multiversion(targets("x86_64+avx2+fma"))]
+#[multiversion(targets(
+    "x86_64+avx2+fma+avx512f+avx512vl+avx512bw+avx512dq",
+    "x86_64+avx2+fma"
+))]
 fn builtin_backward(b: Builtin, z: &[f32], grad_h: &[f32], grad_z: &mut [f32]) {
     for_each_builtin!(b, b => {
         for ((gz, &gh), &z) in grad_z.iter_mut().zip(grad_h).zip(z) {
@@ -546,7 +556,14 @@ pub fn activate<T: dfdx::tensor::Tape<f32, Cpu>>(
         });
         *request.slot.lock().expect("capture slot poisoned") = Some(SiteCapture { sums, arrays });
     };
-    tape_op(z, &[], true, forward, backward)
+    tape_op(
+        ["activation forward", "activation backward"],
+        z,
+        &[],
+        true,
+        forward,
+        backward,
+    )
 }
 
 /// The backward pass of a site together with each neuron's sums over the batch.

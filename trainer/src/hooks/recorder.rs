@@ -96,7 +96,10 @@ struct ProbeSlice {
 
 /// [`ProbeSlice`] of z, h = f(z) and f'(z), over 8 lanes of independent accumulators so that
 /// the loop is vector code rather than eight chains of dependent operations.
-#[multiversion(targets("x86_64+avx2+fma"))]
+#[multiversion(targets(
+    "x86_64+avx2+fma+avx512f+avx512vl+avx512bw+avx512dq",
+    "x86_64+avx2+fma"
+))]
 fn probe_slice(
     z: &[f32],
     h: &[f32],
@@ -158,7 +161,10 @@ fn probe_slice(
 
 /// Σ v² in f64, over lanes of independent sums so that the loop is vector code rather than one
 /// chain of dependent adds (this runs on every weight gradient, every step).
-#[multiversion(targets("x86_64+avx2+fma"))]
+#[multiversion(targets(
+    "x86_64+avx2+fma+avx512f+avx512vl+avx512bw+avx512dq",
+    "x86_64+avx2+fma"
+))]
 fn sum_of_squares(values: &[f32]) -> f64 {
     lane_sum_of(values, |v| (v as f64) * (v as f64))
 }

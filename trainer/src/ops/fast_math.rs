@@ -4,10 +4,10 @@
 //! Why hand-written: libm's `exp`, `ln_1p`, `exp_m1` and `tanh` are opaque scalar calls, so a loop
 //! over a slice runs one element at a time (softplus cost 100× relu). SIMD crates such as `wide`
 //! pick their instructions with `cfg(target_feature)` at compile time, so in our portable binary
-//! (no `-C target-cpu`) their 8-lane types would be two SSE halves; the `multiversion` AVX2+FMA
-//! clones of our loops would not reach them. Written as ordinary scalar code with selects instead
-//! of branches on the data, these functions are inlined into those loops and auto-vectorised for
-//! whichever target the clone is compiled for. No `mul_add`: without FMA it is a libm call.
+//! (no `-C target-cpu`) their 8-lane types would be two SSE halves; the `multiversion` AVX-512 and
+//! AVX2+FMA clones of our loops would not reach them. Written as ordinary scalar code with selects
+//! instead of branches on the data, these functions are inlined into those loops and
+//! auto-vectorised for whichever target the clone is compiled for. No `mul_add`: without FMA it is a libm call.
 //!
 //! The method is Cephes' `expf` and `logf` (S. L. Moshier): Cody–Waite range reduction
 //! x = n·ln 2 + r with |r| ≤ ln 2 / 2 and ln 2 split into an exact high part and a correction, then

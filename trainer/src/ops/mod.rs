@@ -120,7 +120,10 @@ pub fn matmul(dst: &mut [f32], a: MatRef, b: MatRef, accumulate: bool) {
 
 /// Σ values, over 8 lanes of independent sums: one sequential chain of adds is bound by the
 /// add latency (a bias gradient sums ~10⁴ values per row).
-#[multiversion::multiversion(targets("x86_64+avx2+fma"))]
+#[multiversion::multiversion(targets(
+    "x86_64+avx2+fma+avx512f+avx512vl+avx512bw+avx512dq",
+    "x86_64+avx2+fma"
+))]
 pub fn lane_sum(values: &[f32]) -> f32 {
     lane_sum_of(values, |v| v)
 }
