@@ -8,7 +8,7 @@
 use anyhow::{anyhow, Result};
 use dfdx::prelude::*;
 
-use crate::ops::{Tape, Tensor2};
+use crate::ops::Tensor2;
 
 /// The dfdx tensor behind a parameter: a matrix (weights) or a vector (biases).
 #[derive(Debug, Clone)]
@@ -68,22 +68,6 @@ impl Param {
 
     pub fn is_empty(&self) -> bool {
         self.value.is_empty()
-    }
-
-    /// The weight matrix, traced so that ops on it record onto the step's tape.
-    pub fn traced_matrix(&self) -> Tensor2<Tape> {
-        match &self.tensor {
-            ParamTensor::Matrix(t) => t.retaped::<Tape>(),
-            ParamTensor::Vector(_) => panic!("{} is a vector, not a matrix", self.name),
-        }
-    }
-
-    /// The bias vector, traced.
-    pub fn traced_vector(&self) -> Tensor<(usize,), f32, Cpu, Tape> {
-        match &self.tensor {
-            ParamTensor::Vector(t) => t.retaped::<Tape>(),
-            ParamTensor::Matrix(_) => panic!("{} is a matrix, not a vector", self.name),
-        }
     }
 
     /// The tensor's id, the key of its gradient.

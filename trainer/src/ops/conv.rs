@@ -1,9 +1,9 @@
 //! 2-D convolution as a dfdx tape op: im2col + gemm forward, and a backward that writes dL/dW,
 //! dL/db and (unless the input is the data) dL/dx into dfdx's gradients.
 //!
-//! Work is split over fixed chunks of samples with rayon, one single-threaded gemm per chunk:
-//! a chunk's matrices are large enough for gemm to run near its peak, and there are enough
-//! chunks in a batch to keep the cores busy.
+//! Work is split over chunks of samples with rayon, one single-threaded gemm per chunk: a
+//! chunk's matrices are large enough for gemm to run near its peak, small enough to stay in a
+//! core's cache, and there are enough chunks in a batch to keep the cores busy.
 
 use std::mem::MaybeUninit;
 
@@ -76,6 +76,27 @@ impl ConvGeometry {
     }
     pub fn out_shape(&self) -> [usize; 3] {
         [self.out_channels, self.out_height(), self.out_width()]
+    }
+
+    /// Samples per chunk: as many as keep the chunk's columns within [`CHUNK_COLUMN_FLOATS`],
+    /// 1 to [`SAMPLE_CHUNK`]; a function of the shapes alone.
+    pub fn chunk_samples(&self) -> usize {
+        let per_sample = (self.patch_len() * self.out_positions()).max(1);
+        (CHUNK_COLUMN_FLOATS / per_sample).clamp(1, SAMPLE_CHUNK)
+    }
+
+    /// The `[patch_len, samples·out_positions]` columns of a chunk of samples.
+    fn unfold(&self, x: &[f32]) -> Vec<f32> {
+        let positions = self.out_positions();
+        let width = x.len() / self.in_len() * positions;
+        let mut cols: Vec<f32> = Vec::with_capacity(self.patch_len() * width);
+        let spare = cols.spare_capacity_mut();
+        for (j, sample) in x.chunks(self.in_len()).enumerate() {
+            self.im2col(sample, spare, width, j * positions);
+        }
+        // SAFETY: im2col wrote every column of every sample, so all patch·width elements.
+        unsafe { cols.set_len(self.patch_len() * width) };
+        cols
     }
 
     /// The output columns `[lo, hi)` whose input column `ox·stride + kj − padding` lies inside
@@ -223,95 +244,99 @@ pub fn conv2d<T: dfdx::tensor::Tape<f32, Cpu>>(
     );
     let batch = x.batch();
     let (patch, positions, oc) = (g.patch_len(), g.out_positions(), g.out_channels);
-    let (chunk_in, chunk_cols, chunk_out) = (
-        SAMPLE_CHUNK * g.in_len(),
-        SAMPLE_CHUNK * patch * positions,
-        SAMPLE_CHUNK * g.out_len(),
-    );
+    // Parallel tasks of SAMPLE_CHUNK samples, each worked through in chunks of `samples`.
+    let samples = g.chunk_samples();
+    let (task_in, task_out) = (SAMPLE_CHUNK * g.in_len(), SAMPLE_CHUNK * g.out_len());
+    let (chunk_in, chunk_out) = (samples * g.in_len(), samples * g.out_len());
     let forward = |x_values: Vec<f32>, taping: bool| {
-        // A chunk's columns form one `[patch, samples·positions]` matrix, so each chunk is one
-        // gemm with the weights packed once, not one small gemm per sample. `cols` and `out`
-        // are written exactly once (from uninitialised memory): zero-filling them cost a memset
-        // of ~18 MB per LeNet step.
-        let mut cols: Vec<f32> = Vec::with_capacity(batch * patch * positions);
-        cols.spare_capacity_mut()
-            .par_chunks_mut(chunk_cols)
-            .zip(x_values.par_chunks(chunk_in))
-            .for_each(|(cols, samples)| {
-                let width = samples.len() / g.in_len() * positions;
-                for (j, x) in samples.chunks(g.in_len()).enumerate() {
-                    g.im2col(x, cols, width, j * positions);
-                }
-            });
-        // SAFETY: every chunk's columns went to im2col, which writes all of them.
-        unsafe { cols.set_len(batch * patch * positions) };
-        drop(x_values);
+        // Each chunk's columns form one `[patch, samples·positions]` matrix, unfolded into a
+        // buffer of the chunk's own that stays in cache, multiplied by the weights in one gemm
+        // and dropped: the backward pass unfolds them again from x, which is `patch` times
+        // smaller to keep (a 32×32 net's columns are ~75 MB a layer at batch 64).
         let w = &weight.value;
         let mut out: Vec<f32> = Vec::with_capacity(batch * g.out_len());
         out.spare_capacity_mut()
-            .par_chunks_mut(chunk_out)
-            .zip(cols.par_chunks(chunk_cols))
-            .for_each(|(out, cols)| {
-                let width = cols.len() / patch;
-                // The bias, broadcast, is what gemm accumulates onto.
-                let mut product: Vec<f32> = Vec::with_capacity(oc * width);
-                for &b in &bias.value {
-                    product.extend(std::iter::repeat_n(b, width));
-                }
-                matmul(
-                    &mut product,
-                    MatRef::new(w, oc, patch),
-                    MatRef::new(cols, patch, width),
-                    true,
-                );
-                // `[oc, samples·positions]` back to NCHW.
-                for (j, sample) in out.chunks_mut(g.out_len()).enumerate() {
-                    for (o, channel) in sample.chunks_mut(positions).enumerate() {
-                        let from = &product[o * width + j * positions..][..positions];
-                        for (d, v) in channel.iter_mut().zip(from) {
-                            d.write(*v);
+            .par_chunks_mut(task_out)
+            .zip(x_values.par_chunks(task_in))
+            .for_each(|(out, x)| {
+                for (out, x) in out.chunks_mut(chunk_out).zip(x.chunks(chunk_in)) {
+                    let cols = g.unfold(x);
+                    let width = cols.len() / patch;
+                    // The bias, broadcast, is what gemm accumulates onto.
+                    let mut product: Vec<f32> = Vec::with_capacity(oc * width);
+                    for &b in &bias.value {
+                        product.extend(std::iter::repeat_n(b, width));
+                    }
+                    matmul(
+                        &mut product,
+                        MatRef::new(w, oc, patch),
+                        MatRef::new(&cols, patch, width),
+                        true,
+                    );
+                    // `[oc, samples·positions]` back to NCHW, writing every element.
+                    for (j, sample) in out.chunks_mut(g.out_len()).enumerate() {
+                        for (o, channel) in sample.chunks_mut(positions).enumerate() {
+                            let from = &product[o * width + j * positions..][..positions];
+                            for (d, v) in channel.iter_mut().zip(from) {
+                                d.write(*v);
+                            }
                         }
                     }
                 }
             });
-        // SAFETY: every chunk of `out` was written in full by the loop above.
+        // SAFETY: every chunk of every task of `out` was written in full by the loop above.
         unsafe { out.set_len(batch * g.out_len()) };
-        // The backward pass needs the columns and the weights as they were in this step.
-        let saved = taping.then(|| (cols, weight.value.clone()));
+        // The backward pass needs the input and the weights as they were in this step.
+        let saved = taping.then(|| (x_values, weight.value.clone()));
         (out, g.out_shape(), saved)
     };
     let backward =
         move |saved: Option<(Vec<f32>, Vec<f32>)>, grad_out: Vec<f32>, grads: OpGrads| {
-            let (cols, w_values) = saved.expect("saved when taping");
-            let chunk_backward = |c: usize, grad_x: Option<&mut [f32]>| {
-                let grad_out = &grad_out[c * chunk_out..((c + 1) * chunk_out).min(grad_out.len())];
-                let cols = &cols[c * chunk_cols..((c + 1) * chunk_cols).min(cols.len())];
-                let width = cols.len() / patch;
-                // dL/dOut of the chunk as one `[oc, samples·positions]` matrix.
-                let mut gathered: Vec<f32> = Vec::with_capacity(oc * width);
-                for o in 0..oc {
-                    for sample in grad_out.chunks(g.out_len()) {
-                        gathered.extend_from_slice(&sample[o * positions..(o + 1) * positions]);
-                    }
-                }
+            let (x_values, w_values) = saved.expect("saved when taping");
+            // One task's dL/dW and dL/db, its chunks added in order; dL/dx into `grad_x`.
+            let task_backward = |t: usize, mut grad_x: Option<&mut [f32]>| {
+                let span = |len: usize, total: usize| t * len..((t + 1) * len).min(total);
+                let grad_out = &grad_out[span(task_out, grad_out.len())];
+                let x = &x_values[span(task_in, x_values.len())];
                 let mut grad_w = vec![0.0f32; oc * patch];
-                matmul(
-                    &mut grad_w,
-                    MatRef::new(&gathered, oc, width),
-                    MatRef::t(cols, width, patch),
-                    false,
-                );
-                let grad_b: Vec<f32> = gathered.chunks(width).map(lane_sum).collect();
-                if let Some(grad_x) = grad_x {
-                    let mut grad_cols = vec![0.0f32; patch * width];
+                let mut grad_b = vec![0.0f32; oc];
+                for (c, (grad_out, x)) in grad_out
+                    .chunks(chunk_out)
+                    .zip(x.chunks(chunk_in))
+                    .enumerate()
+                {
+                    let cols = g.unfold(x);
+                    let width = cols.len() / patch;
+                    // dL/dOut of the chunk as one `[oc, samples·positions]` matrix.
+                    let mut gathered: Vec<f32> = Vec::with_capacity(oc * width);
+                    for o in 0..oc {
+                        for sample in grad_out.chunks(g.out_len()) {
+                            gathered.extend_from_slice(&sample[o * positions..(o + 1) * positions]);
+                        }
+                    }
                     matmul(
-                        &mut grad_cols,
-                        MatRef::t(&w_values, patch, oc),
+                        &mut grad_w,
                         MatRef::new(&gathered, oc, width),
-                        false,
+                        MatRef::t(&cols, width, patch),
+                        c > 0,
                     );
-                    for (j, grad_x) in grad_x.chunks_mut(g.in_len()).enumerate() {
-                        g.col2im_add(&grad_cols, width, j * positions, grad_x);
+                    for (b, row) in grad_b.iter_mut().zip(gathered.chunks(width)) {
+                        *b += lane_sum(row);
+                    }
+                    if let Some(grad_x) = grad_x.as_deref_mut() {
+                        // The columns' gradient reuses their buffer: every element is
+                        // overwritten.
+                        let mut grad_cols = cols;
+                        matmul(
+                            &mut grad_cols,
+                            MatRef::t(&w_values, patch, oc),
+                            MatRef::new(&gathered, oc, width),
+                            false,
+                        );
+                        let grad_x = &mut grad_x[c * chunk_in..][..x.len()];
+                        for (j, grad_x) in grad_x.chunks_mut(g.in_len()).enumerate() {
+                            g.col2im_add(&grad_cols, width, j * positions, grad_x);
+                        }
                     }
                 }
                 (grad_w, grad_b)
@@ -320,16 +345,16 @@ pub fn conv2d<T: dfdx::tensor::Tape<f32, Cpu>>(
             let partials: Vec<(Vec<f32>, Vec<f32>)> = match input {
                 // col2im adds straight into dfdx's gradient of x.
                 Some(grad_x) => grad_x
-                    .par_chunks_mut(chunk_in)
+                    .par_chunks_mut(task_in)
                     .enumerate()
-                    .map(|(c, grad_x)| chunk_backward(c, Some(grad_x)))
+                    .map(|(t, grad_x)| task_backward(t, Some(grad_x)))
                     .collect(),
                 None => (0..batch.div_ceil(SAMPLE_CHUNK))
                     .into_par_iter()
-                    .map(|c| chunk_backward(c, None))
+                    .map(|t| task_backward(t, None))
                     .collect(),
             };
-            // Summed in chunk order: the same bits on every run, whatever the thread count.
+            // Summed in task order: the same bits on every run, whatever the thread count.
             let [grad_w, grad_b] = <[&mut [f32]; 2]>::try_from(params).expect("weight and bias");
             for (w, b) in &partials {
                 accumulate_into(grad_w, w);
@@ -346,10 +371,14 @@ pub fn conv2d<T: dfdx::tensor::Tape<f32, Cpu>>(
     )
 }
 
-/// Samples per chunk, the unit of parallel work and of the gemm calls: fixed, not derived from
-/// the thread count, so that the floating-point sums of the gradients come out the same on
-/// every machine and run.
+/// Samples per parallel task, and the most in a chunk (the unit of the gemm calls). Fixed, and
+/// the chunks fixed by the shapes, so that the floating-point sums of the gradients come out
+/// the same on every machine and run, whatever the thread count.
 const SAMPLE_CHUNK: usize = 16;
+/// A chunk's unfolded columns stay within this many floats (1 MiB), so that they are written
+/// and read in a core's cache rather than in memory; a sample whose columns are larger is a
+/// chunk alone.
+const CHUNK_COLUMN_FLOATS: usize = 1 << 18;
 
 #[cfg(test)]
 mod tests {
@@ -439,6 +468,8 @@ mod tests {
             ([2, 10, 7], 6, 4, 3, 1, 2),
             // Three chunks of samples, the last one partial.
             ([2, 6, 5], 3, 3, 1, 1, 2 * SAMPLE_CHUNK + 5),
+            // Columns of 576 × 256 floats: a sample alone is a chunk.
+            ([64, 16, 16], 2, 3, 1, 1, 3),
         ];
         for (seed, (input, out, k, s, p, batch)) in shapes.into_iter().enumerate() {
             let g = ConvGeometry::new(input, out, k, s, p).unwrap();
@@ -512,12 +543,21 @@ mod tests {
     }
 
     /// The gradients of a batch that spans several chunks (the last one partial) equal those of
-    /// its samples one at a time, which the finite-difference test above checks.
+    /// its samples one at a time, which the finite-difference test above checks: for chunks of
+    /// 16 samples, of 7 (columns of 144 × 256 floats) and of one (576 × 256).
     #[test]
     fn gradients_of_a_chunked_batch_equal_per_sample_gradients() {
+        for (input, chunk) in [([2, 6, 5], 16), ([16, 16, 16], 7), ([64, 16, 16], 1)] {
+            let g = ConvGeometry::new(input, 3, 3, 1, 1).unwrap();
+            // 2¹⁸ / (patch · positions), at most 16: 2¹⁸ / 36864 = 7.1, 2¹⁸ / 147456 = 1.8.
+            assert_eq!(g.chunk_samples(), chunk, "{input:?}");
+            check_chunked_gradients(g, 2 * chunk + chunk.div_ceil(2));
+        }
+    }
+
+    fn check_chunked_gradients(g: ConvGeometry, batch: usize) {
         let dev = Cpu::default();
-        let g = ConvGeometry::new([2, 6, 5], 3, 3, 1, 1).unwrap();
-        let batch = 2 * SAMPLE_CHUNK + 5;
+        let input = [g.in_channels, g.in_height, g.in_width];
         let (w, b) = params(&dev, &g, 8);
         let x = pseudo_random(batch * g.in_len(), 9);
         let probe = pseudo_random(batch * g.out_len(), 10);
@@ -526,7 +566,7 @@ mod tests {
             let x_tensor = dev.tensor_from_vec(x.to_vec(), (n, g.in_len()));
             let traced = Activations {
                 tensor: x_tensor.retaped::<Tape>(),
-                sample_shape: [2, 6, 5],
+                sample_shape: input,
             };
             let out_t = conv2d(traced, &w, &b, g, true).tensor;
             let probe_t = dev.tensor_from_vec(probe.to_vec(), (n, g.out_len()));

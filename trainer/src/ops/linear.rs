@@ -1,50 +1,40 @@
-//! Dense layers through dfdx's own matmul and broadcast-add, so their backward pass is dfdx's.
+//! Dense layers as a tape op on our `gemm` (its run-time AVX-512 kernels; dfdx's own matmul is
+//! gemm 0.15's AVX2). The weight is stored `[out, in]` (the layout of model.safetensors) and
+//! used transposed.
 //!
-//! The weight is stored `[out, in]` (the layout of model.safetensors) and used transposed.
+//! Work is split over fixed blocks of the weights' rows or columns, one single-threaded gemm per
+//! block, so each block reads its part of the weights once (a 32×32 net's first dense layer is
+//! 8 MB), and every element of an output or gradient comes from exactly one gemm: the values do
+//! not depend on the thread count.
 
 use dfdx::prelude::*;
+use rayon::prelude::*;
 
-use super::{Activations, Tape, Tensor2};
+use super::tape_op::{tape_op, OpGrads};
+use super::{matmul, Activations, MatRef, Tape};
 use crate::param::Param;
 
-/// The two tapes a forward pass runs with: a training step's, and none (evaluation). A dense
-/// layer must trace its parameters only in the former, which needs a per-tape implementation.
-pub trait StepTape: dfdx::tensor::Tape<f32, Cpu> + Merge<Self> + Default + 'static {
-    /// `x · Wᵀ + b` for a batch `x` of shape `(n, in)`.
-    fn linear(x: Tensor2<Self>, weight: &Param, bias: &Param) -> Tensor2<Self>;
-}
+/// The two tapes a forward pass runs with: a training step's, and none (evaluation).
+pub trait StepTape: dfdx::tensor::Tape<f32, Cpu> + Merge<Self> + Default + 'static {}
 
-impl StepTape for NoneTape {
-    fn linear(x: Tensor2<Self>, weight: &Param, bias: &Param) -> Tensor2<Self> {
-        let (n, _) = *x.shape();
-        let out = weight.shape[0];
-        let w_t = weight
-            .matrix_tensor()
-            .clone()
-            .permute::<(usize, usize), Axes2<1, 0>>();
-        x.matmul(w_t)
-            + bias
-                .vector_tensor()
-                .clone()
-                .broadcast_like::<(usize, usize), Axis<0>>(&(n, out))
+impl StepTape for NoneTape {}
+impl StepTape for Tape {}
+
+/// Output units per block of the forward pass and of dL/dW.
+const UNIT_BLOCK: usize = 32;
+/// Inputs per block of dL/dx.
+const INPUT_BLOCK: usize = 256;
+
+/// The `cols × rows` transpose of a row-major `rows × cols` matrix.
+fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = Vec::with_capacity(rows * cols);
+    for c in 0..cols {
+        t.extend((0..rows).map(|r| m[r * cols + c]));
     }
+    t
 }
 
-impl StepTape for Tape {
-    fn linear(x: Tensor2<Self>, weight: &Param, bias: &Param) -> Tensor2<Self> {
-        let (n, _) = *x.shape();
-        let out = weight.shape[0];
-        let w_t = weight
-            .traced_matrix()
-            .permute::<(usize, usize), Axes2<1, 0>>();
-        x.matmul(w_t)
-            + bias
-                .traced_vector()
-                .broadcast_like::<(usize, usize), Axis<0>>(&(n, out))
-    }
-}
-
-/// A dense layer on a batch; the input is read flat, whatever its sample shape.
+/// A dense layer on a batch, `x · Wᵀ + b`; the input is read flat, whatever its sample shape.
 pub fn linear<T: StepTape>(x: Activations<T>, weight: &Param, bias: &Param) -> Activations<T> {
     assert_eq!(
         x.features(),
@@ -52,11 +42,87 @@ pub fn linear<T: StepTape>(x: Activations<T>, weight: &Param, bias: &Param) -> A
         "dense layer {} input width",
         weight.name
     );
-    let units = weight.shape[0];
-    Activations {
-        tensor: crate::profile::span("dense forward", || T::linear(x.tensor, weight, bias)),
-        sample_shape: [units, 1, 1],
-    }
+    let (units, inputs) = (weight.shape[0], weight.shape[1]);
+    let forward = |x_values: Vec<f32>, taping: bool| {
+        let w = &weight.value;
+        let batch = x_values.len() / inputs;
+        // yᵀ = W · xᵀ by blocks of units (rows of W), so each block reads its rows of W once;
+        // bias rows are what gemm accumulates onto. Then y, a small matrix, is yᵀ transposed.
+        let mut y_t: Vec<f32> = Vec::with_capacity(units * batch);
+        for &b in &bias.value {
+            y_t.extend(std::iter::repeat_n(b, batch));
+        }
+        y_t.par_chunks_mut(UNIT_BLOCK * batch)
+            .zip(w.par_chunks(UNIT_BLOCK * inputs))
+            .for_each(|(y_t, w)| {
+                let rows = w.len() / inputs;
+                matmul(
+                    y_t,
+                    MatRef::new(w, rows, inputs),
+                    MatRef::t(&x_values, inputs, batch),
+                    true,
+                );
+            });
+        let out = transpose(&y_t, units, batch);
+        let saved = taping.then(|| (x_values, w.clone()));
+        (out, [units, 1, 1], saved)
+    };
+    let backward =
+        move |saved: Option<(Vec<f32>, Vec<f32>)>, grad_out: Vec<f32>, grads: OpGrads| {
+            let (x_values, w) = saved.expect("saved when taping");
+            let batch = x_values.len() / inputs;
+            let OpGrads { input, params } = grads;
+            let [grad_w, grad_b] = <[&mut [f32]; 2]>::try_from(params).expect("weight and bias");
+            if let Some(grad_x) = input {
+                // dL/dxᵀ = Wᵀ · dL/dyᵀ by blocks of inputs (columns of W), then transposed and
+                // added to what dfdx holds.
+                let mut grad_x_t = vec![0.0f32; inputs * batch];
+                grad_x_t
+                    .par_chunks_mut(INPUT_BLOCK * batch)
+                    .enumerate()
+                    .for_each(|(block, grad_x_t)| {
+                        let rows = grad_x_t.len() / batch;
+                        let w_block = MatRef::t(&w[block * INPUT_BLOCK..], rows, units)
+                            .with_row_stride(inputs);
+                        matmul(grad_x_t, w_block, MatRef::t(&grad_out, units, batch), false);
+                    });
+                for (i, row) in grad_x.chunks_mut(inputs).enumerate() {
+                    for (k, g) in row.iter_mut().enumerate() {
+                        *g += grad_x_t[k * batch + i];
+                    }
+                }
+            }
+            // dL/dW = dL/dyᵀ · x, a block of units (of dL/dy's columns) at a time.
+            grad_w
+                .par_chunks_mut(UNIT_BLOCK * inputs)
+                .enumerate()
+                .for_each(|(block, grad_w)| {
+                    let first = block * UNIT_BLOCK;
+                    let rows = grad_w.len() / inputs;
+                    let grad_out_block =
+                        MatRef::t(&grad_out[first..], rows, batch).with_row_stride(units);
+                    matmul(
+                        grad_w,
+                        grad_out_block,
+                        MatRef::new(&x_values, batch, inputs),
+                        true,
+                    );
+                });
+            // dL/db: the column sums of dL/dy, sample by sample.
+            for row in grad_out.chunks(units) {
+                for (b, g) in grad_b.iter_mut().zip(row) {
+                    *b += g;
+                }
+            }
+        };
+    tape_op(
+        ["dense forward", "dense backward"],
+        x,
+        &[weight, bias],
+        true,
+        forward,
+        backward,
+    )
 }
 
 #[cfg(test)]
@@ -127,5 +193,73 @@ mod tests {
         );
         assert_param_gradient_matches(&w, &grad_w, &|w2| objective(eval(&x, w2, &b)), 1e-2, 1e-3);
         assert_param_gradient_matches(&b, &grad_b, &|b2| objective(eval(&x, &w, b2)), 1e-2, 1e-3);
+    }
+
+    /// Several blocks of inputs and of units, the last ones partial: forward and every
+    /// gradient against the sums written out in f64 (y = x·Wᵀ + b; for L = Σ probe ⊙ y,
+    /// dL/dx = probe·W, dL/dW = probeᵀ·x, dL/db = Σ over samples of probe).
+    #[test]
+    fn blocks_of_inputs_and_units_match_the_sums_written_out() {
+        let dev = Cpu::default();
+        let (n, inp, out) = (37, 2 * INPUT_BLOCK + 9, 2 * UNIT_BLOCK + 6);
+        let w = Param::matrix(
+            &dev,
+            "fc.weight".into(),
+            vec![out, inp],
+            out,
+            inp,
+            pseudo_random(out * inp, 11),
+        );
+        let b = Param::vector(&dev, "fc.bias".into(), pseudo_random(out, 12));
+        let x = pseudo_random(n * inp, 13);
+        let probe = pseudo_random(n * out, 14);
+        let x_tensor = dev.tensor_from_vec(x.clone(), (n, inp));
+        let a = Activations {
+            tensor: x_tensor.retaped::<Tape>(),
+            sample_shape: [inp, 1, 1],
+        };
+        let y_t = linear(a, &w, &b).tensor;
+        let y = tensor_values(&y_t);
+        let mut grads = (y_t * dev.tensor_from_vec(probe.clone(), (n, out)))
+            .sum()
+            .backward();
+        let grad_x = grads.get(&x_tensor).as_vec();
+        let grad_w = w.take_grad(&mut grads).unwrap();
+        let grad_b = b.take_grad(&mut grads).unwrap();
+        let close = |what: &str, got: f32, want: f64| {
+            assert!(
+                (got as f64 - want).abs() < 1e-5 * (1.0 + want.abs()),
+                "{what}: {got} vs {want}"
+            );
+        };
+        let (xv, wv, bv) = (
+            |i: usize, k: usize| x[i * inp + k] as f64,
+            |o: usize, k: usize| w.value[o * inp + k] as f64,
+            |o: usize| b.value[o] as f64,
+        );
+        let pv = |i: usize, o: usize| probe[i * out + o] as f64;
+        for i in 0..n {
+            for o in 0..out {
+                let want = (0..inp).map(|k| xv(i, k) * wv(o, k)).sum::<f64>() + bv(o);
+                close("y", y[i * out + o], want);
+            }
+            for k in 0..inp {
+                close(
+                    "dx",
+                    grad_x[i * inp + k],
+                    (0..out).map(|o| pv(i, o) * wv(o, k)).sum(),
+                );
+            }
+        }
+        for o in 0..out {
+            for k in 0..inp {
+                close(
+                    "dW",
+                    grad_w[o * inp + k],
+                    (0..n).map(|i| pv(i, o) * xv(i, k)).sum(),
+                );
+            }
+            close("db", grad_b[o], (0..n).map(|i| pv(i, o)).sum());
+        }
     }
 }

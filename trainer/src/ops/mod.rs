@@ -46,7 +46,8 @@ pub fn tensor_values<T>(t: &Tensor2<T>) -> Vec<f32> {
     out
 }
 
-/// A row-major matrix operand: `rows × cols`, optionally read transposed from storage.
+/// A row-major matrix operand: `rows × cols`, optionally read transposed from storage, and
+/// optionally a block of columns of a wider stored matrix.
 #[derive(Clone, Copy)]
 pub struct MatRef<'a> {
     pub data: &'a [f32],
@@ -54,6 +55,8 @@ pub struct MatRef<'a> {
     pub cols: usize,
     /// When true, `data` holds the `cols × rows` matrix and this operand is its transpose.
     pub transposed: bool,
+    /// The distance between the starts of two stored rows (the stored width unless a block).
+    pub row_stride: usize,
 }
 
 impl<'a> MatRef<'a> {
@@ -63,6 +66,7 @@ impl<'a> MatRef<'a> {
             rows,
             cols,
             transposed: false,
+            row_stride: cols,
         }
     }
     pub fn t(data: &'a [f32], rows: usize, cols: usize) -> Self {
@@ -71,14 +75,37 @@ impl<'a> MatRef<'a> {
             rows,
             cols,
             transposed: true,
+            row_stride: rows,
+        }
+    }
+    /// The same operand read from stored rows `row_stride` apart: `data` starts at the block's
+    /// first element.
+    pub fn with_row_stride(self, row_stride: usize) -> Self {
+        Self { row_stride, ..self }
+    }
+    /// (stored rows, stored columns).
+    fn stored(&self) -> (usize, usize) {
+        if self.transposed {
+            (self.cols, self.rows)
+        } else {
+            (self.rows, self.cols)
+        }
+    }
+    /// The elements of `data` the operand spans.
+    fn span(&self) -> usize {
+        let (rows, cols) = self.stored();
+        if rows == 0 || cols == 0 {
+            0
+        } else {
+            (rows - 1) * self.row_stride + cols
         }
     }
     fn strides(&self) -> (isize, isize) {
         // (column stride, row stride) in elements, as gemm wants them.
         if self.transposed {
-            (self.rows as isize, 1)
+            (self.row_stride as isize, 1)
         } else {
-            (1, self.cols as isize)
+            (1, self.row_stride as isize)
         }
     }
 }
@@ -88,7 +115,13 @@ impl<'a> MatRef<'a> {
 pub fn matmul(dst: &mut [f32], a: MatRef, b: MatRef, accumulate: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(k, b.rows, "inner dimensions");
-    assert!(a.data.len() >= m * k && b.data.len() >= k * n && dst.len() >= m * n);
+    let (_, a_width) = a.stored();
+    let (_, b_width) = b.stored();
+    assert!(
+        a.row_stride >= a_width && b.row_stride >= b_width,
+        "row strides"
+    );
+    assert!(a.data.len() >= a.span() && b.data.len() >= b.span() && dst.len() >= m * n);
     let (a_cs, a_rs) = a.strides();
     let (b_cs, b_rs) = b.strides();
     // SAFETY: the asserts above keep every index gemm forms (row·rs + col·cs, within the
@@ -247,5 +280,14 @@ pub(crate) mod testing {
         // a·bᵀ accumulated onto the previous result
         matmul(&mut out, MatRef::new(&a, 2, 2), MatRef::t(&b, 2, 2), true);
         assert_eq!(out, [26.0 + 17.0, 30.0 + 23.0, 38.0 + 39.0, 44.0 + 53.0]);
+        // Blocks of columns of a stored 2×3 matrix c = [[1,2,3],[4,5,6]]: its last two columns
+        // [[2,3],[5,6]] times b, and the transpose of its first two, [[1,4],[2,5]], times b.
+        let c = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let block = MatRef::new(&c[1..], 2, 2).with_row_stride(3);
+        matmul(&mut out, block, MatRef::new(&b, 2, 2), false);
+        assert_eq!(out, [31.0, 36.0, 67.0, 78.0]);
+        let block_t = MatRef::t(&c, 2, 2).with_row_stride(3);
+        matmul(&mut out, block_t, MatRef::new(&b, 2, 2), false);
+        assert_eq!(out, [33.0, 38.0, 45.0, 52.0]);
     }
 }

@@ -183,7 +183,7 @@ pub fn train_step(
         dropout_key: dropout_key(ctx.seed, ctx.epoch, ctx.step),
         batch_stats: Vec::new(),
     };
-    let logits = profile::span("forward: flatten, bias adds, glue", || {
+    let logits = profile::span("forward: glue (flatten, residual adds)", || {
         model.forward(
             input,
             &mut |site, z, h| {
@@ -219,10 +219,8 @@ pub fn train_step(
             correct,
         });
     }
-    // What the tape runs besides our ops: dfdx's dense matmuls and broadcast adds, the loss.
-    let mut grads = profile::span("backward: dense layers, loss (dfdx ops)", || {
-        loss.backward()
-    });
+    // What the tape runs besides our ops: the loss's backward and dfdx's own bookkeeping.
+    let mut grads = profile::span("backward: loss, dfdx's tape", || loss.backward());
     let param_grads = profile::span("gradients taken from the tape", || {
         model
             .params()
