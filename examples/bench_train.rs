@@ -225,13 +225,7 @@ fn interleaved_steps(
         let order = if step % 2 == 0 { [0, 1] } else { [1, 0] };
         for which in order {
             let (model, optimizer, hooks) = &mut copies[which];
-            let ctx = StepContext {
-                seed: 0,
-                epoch: 1,
-                step: optimizer.step,
-                batch_size: batch,
-                lr: config.lr as f32,
-            };
+            let ctx = step_context(optimizer, batch, &config);
             let clock = Instant::now();
             train::train_step(model, optimizer, hooks, images.clone(), &labels, &ctx)?;
             seconds[which].push(clock.elapsed().as_secs_f64());
@@ -276,6 +270,17 @@ fn build_copy(
     Ok((model, optimizer, hooks))
 }
 
+/// The context of the optimiser's next step on a minibatch of `batch` (epoch 1, seed 0).
+fn step_context(optimizer: &Optimizer, batch: usize, config: &RunConfig) -> StepContext {
+    StepContext {
+        seed: 0,
+        epoch: 1,
+        step: optimizer.step,
+        batch_size: batch,
+        lr: config.lr as f32,
+    }
+}
+
 /// The `step`-th minibatch of a cycle through the training set's whole batches, in order.
 fn minibatch(dataset: &data::Dataset, step: usize, batch: usize) -> (Vec<f32>, Vec<u32>) {
     let sample_len = dataset.sample_len();
@@ -310,13 +315,7 @@ fn profile_steps(
     necrosis::profile::take();
     for step in 0..steps {
         let (images, labels) = minibatch(dataset, step, batch);
-        let ctx = StepContext {
-            seed: 0,
-            epoch: 1,
-            step: optimizer.step,
-            batch_size: batch,
-            lr: config.lr as f32,
-        };
+        let ctx = step_context(&optimizer, batch, &config);
         necrosis::profile::enable(step >= warm);
         let clock = Instant::now();
         train::train_step(

@@ -133,19 +133,52 @@ mod tests {
         assert_gradient_matches, assert_param_gradient_matches, pseudo_random,
     };
 
-    #[test]
-    fn forward_and_gradients_match_hand_and_finite_differences() {
-        let dev = Cpu::default();
-        let (n, inp, out) = (3, 4, 2);
+    /// An `out × inp` layer's weight and bias, pseudo-random from `seed`.
+    fn layer(dev: &Cpu, out: usize, inp: usize, seed: u64) -> (Param, Param) {
         let w = Param::matrix(
-            &dev,
+            dev,
             "fc.weight".into(),
             vec![out, inp],
             out,
             inp,
-            pseudo_random(out * inp, 1),
+            pseudo_random(out * inp, seed),
         );
-        let b = Param::vector(&dev, "fc.bias".into(), pseudo_random(out, 2));
+        let b = Param::vector(dev, "fc.bias".into(), pseudo_random(out, seed + 1));
+        (w, b)
+    }
+
+    /// The layer's output on `x` (`n × inp`), and dL/dx, dL/dW, dL/db of L = Σ probe ⊙ y
+    /// through dfdx's tape.
+    #[allow(clippy::type_complexity)]
+    fn traced(
+        dev: &Cpu,
+        x: &[f32],
+        (n, inp): (usize, usize),
+        (w, b): (&Param, &Param),
+        probe: &[f32],
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+        let x_tensor = dev.tensor_from_vec(x.to_vec(), (n, inp));
+        let a = Activations {
+            tensor: x_tensor.retaped::<Tape>(),
+            sample_shape: [inp, 1, 1],
+        };
+        let y_t = linear(a, w, b).tensor;
+        let y = tensor_values(&y_t);
+        let out = w.shape[0];
+        let mut grads = (y_t * dev.tensor_from_vec(probe.to_vec(), (n, out)))
+            .sum()
+            .backward();
+        let grad_x = grads.get(&x_tensor).as_vec();
+        let grad_w = w.take_grad(&mut grads).unwrap();
+        let grad_b = b.take_grad(&mut grads).unwrap();
+        (y, grad_x, grad_w, grad_b)
+    }
+
+    #[test]
+    fn forward_and_gradients_match_hand_and_finite_differences() {
+        let dev = Cpu::default();
+        let (n, inp, out) = (3, 4, 2);
+        let (w, b) = layer(&dev, out, inp, 1);
         let x = pseudo_random(n * inp, 3);
         let eval = |x: &[f32], w: &Param, b: &Param| {
             let a = Activations {
@@ -165,18 +198,7 @@ mod tests {
             }
         }
         let probe = pseudo_random(n * out, 4);
-        let x_tensor = dev.tensor_from_vec(x.clone(), (n, inp));
-        let a = Activations {
-            tensor: x_tensor.retaped::<Tape>(),
-            sample_shape: [inp, 1, 1],
-        };
-        let out_t = linear(a, &w, &b).tensor;
-        let mut grads = (out_t * dev.tensor_from_vec(probe.clone(), (n, out)))
-            .sum()
-            .backward();
-        let grad_x = grads.get(&x_tensor).as_vec();
-        let grad_w = w.take_grad(&mut grads).unwrap();
-        let grad_b = b.take_grad(&mut grads).unwrap();
+        let (_, grad_x, grad_w, grad_b) = traced(&dev, &x, (n, inp), (&w, &b), &probe);
         let objective = |y: Vec<f32>| {
             y.iter()
                 .zip(&probe)
@@ -202,30 +224,10 @@ mod tests {
     fn blocks_of_inputs_and_units_match_the_sums_written_out() {
         let dev = Cpu::default();
         let (n, inp, out) = (37, 2 * INPUT_BLOCK + 9, 2 * UNIT_BLOCK + 6);
-        let w = Param::matrix(
-            &dev,
-            "fc.weight".into(),
-            vec![out, inp],
-            out,
-            inp,
-            pseudo_random(out * inp, 11),
-        );
-        let b = Param::vector(&dev, "fc.bias".into(), pseudo_random(out, 12));
+        let (w, b) = layer(&dev, out, inp, 11);
         let x = pseudo_random(n * inp, 13);
         let probe = pseudo_random(n * out, 14);
-        let x_tensor = dev.tensor_from_vec(x.clone(), (n, inp));
-        let a = Activations {
-            tensor: x_tensor.retaped::<Tape>(),
-            sample_shape: [inp, 1, 1],
-        };
-        let y_t = linear(a, &w, &b).tensor;
-        let y = tensor_values(&y_t);
-        let mut grads = (y_t * dev.tensor_from_vec(probe.clone(), (n, out)))
-            .sum()
-            .backward();
-        let grad_x = grads.get(&x_tensor).as_vec();
-        let grad_w = w.take_grad(&mut grads).unwrap();
-        let grad_b = b.take_grad(&mut grads).unwrap();
+        let (y, grad_x, grad_w, grad_b) = traced(&dev, &x, (n, inp), (&w, &b), &probe);
         let close = |what: &str, got: f32, want: f64| {
             assert!(
                 (got as f64 - want).abs() < 1e-5 * (1.0 + want.abs()),
