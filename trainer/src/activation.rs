@@ -243,35 +243,30 @@ impl Builtin {
         )
     }
 
+    /// `v`, or 0 where `flushes` and |v| < `bound`.
     #[inline(always)]
-    fn f(self, x: f32) -> f32 {
-        let v = self.f_exact(x);
+    fn flushed(self, v: f32, bound: f32) -> f32 {
         if self.flushes() {
-            flush_below(v, NEGLIGIBLE)
+            flush_below(v, bound)
         } else {
             v
         }
     }
 
     #[inline(always)]
+    fn f(self, x: f32) -> f32 {
+        self.flushed(self.f_exact(x), NEGLIGIBLE)
+    }
+
+    #[inline(always)]
     fn df(self, x: f32) -> f32 {
-        let d = self.df_exact(x);
-        if self.flushes() {
-            flush_below(d, NEGLIGIBLE)
-        } else {
-            d
-        }
+        self.flushed(self.df_exact(x), NEGLIGIBLE)
     }
 
     /// dL/dz's term gh · f′(z); for the flushing activations, 0 where it would be subnormal.
     #[inline(always)]
     fn grad_term(self, gh: f32, x: f32) -> f32 {
-        let g = gh * self.df(x);
-        if self.flushes() {
-            flush_below(g, f32::MIN_POSITIVE)
-        } else {
-            g
-        }
+        self.flushed(gh * self.df(x), f32::MIN_POSITIVE)
     }
 
     #[inline(always)]
