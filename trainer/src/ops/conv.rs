@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::tape_op::{tape_op, OpGrads};
-use super::{accumulate_into, lane_sum, matmul, Activations, MatRef};
+use super::{accumulate_into, bias_rows, lane_sum, matmul, Activations, MatRef};
 use crate::param::Param;
 
 /// The shape arithmetic of one convolution.
@@ -262,11 +262,7 @@ pub fn conv2d<T: dfdx::tensor::Tape<f32, Cpu>>(
                 for (out, x) in out.chunks_mut(chunk_out).zip(x.chunks(chunk_in)) {
                     let cols = g.unfold(x);
                     let width = cols.len() / patch;
-                    // The bias, broadcast, is what gemm accumulates onto.
-                    let mut product: Vec<f32> = Vec::with_capacity(oc * width);
-                    for &b in &bias.value {
-                        product.extend(std::iter::repeat_n(b, width));
-                    }
+                    let mut product = bias_rows(&bias.value, width);
                     matmul(
                         &mut product,
                         MatRef::new(w, oc, patch),

@@ -11,7 +11,7 @@ use dfdx::prelude::*;
 use rayon::prelude::*;
 
 use super::tape_op::{tape_op, OpGrads};
-use super::{matmul, Activations, MatRef, Tape};
+use super::{accumulate_into, bias_rows, matmul, Activations, MatRef, Tape};
 use crate::param::Param;
 
 /// The two tapes a forward pass runs with: a training step's, and none (evaluation).
@@ -46,12 +46,9 @@ pub fn linear<T: StepTape>(x: Activations<T>, weight: &Param, bias: &Param) -> A
     let forward = |x_values: Vec<f32>, taping: bool| {
         let w = &weight.value;
         let batch = x_values.len() / inputs;
-        // yᵀ = W · xᵀ by blocks of units (rows of W), so each block reads its rows of W once;
-        // bias rows are what gemm accumulates onto. Then y, a small matrix, is yᵀ transposed.
-        let mut y_t: Vec<f32> = Vec::with_capacity(units * batch);
-        for &b in &bias.value {
-            y_t.extend(std::iter::repeat_n(b, batch));
-        }
+        // yᵀ = W · xᵀ by blocks of units (rows of W), so each block reads its rows of W once,
+        // onto the bias rows. Then y, a small matrix, is yᵀ transposed.
+        let mut y_t = bias_rows(&bias.value, batch);
         y_t.par_chunks_mut(UNIT_BLOCK * batch)
             .zip(w.par_chunks(UNIT_BLOCK * inputs))
             .for_each(|(y_t, w)| {
@@ -110,9 +107,7 @@ pub fn linear<T: StepTape>(x: Activations<T>, weight: &Param, bias: &Param) -> A
                 });
             // dL/db: the column sums of dL/dy, sample by sample.
             for row in grad_out.chunks(units) {
-                for (b, g) in grad_b.iter_mut().zip(row) {
-                    *b += g;
-                }
+                accumulate_into(grad_b, row);
             }
         };
     tape_op(

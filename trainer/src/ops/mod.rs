@@ -182,6 +182,16 @@ where
     lanes.into_iter().sum::<T>() + tail
 }
 
+/// `[bias.len(), width]`, each row its bias repeated: the matrix a layer's gemm accumulates its
+/// product onto (a bias per output unit or channel, broadcast over samples and positions).
+pub fn bias_rows(bias: &[f32], width: usize) -> Vec<f32> {
+    let mut rows = Vec::with_capacity(bias.len() * width);
+    for &b in bias {
+        rows.extend(std::iter::repeat_n(b, width));
+    }
+    rows
+}
+
 /// Adds `src` into a gradient buffer element-wise.
 pub fn accumulate_into(grad: &mut [f32], src: &[f32]) {
     for (g, s) in grad.iter_mut().zip(src) {
