@@ -11,7 +11,7 @@ use dfdx::prelude::*;
 use rayon::prelude::*;
 
 use super::tape_op::{tape_op, OpGrads};
-use super::{accumulate_into, bias_rows, matmul, Activations, MatRef, Tape};
+use super::{accumulate_into, bias_rows, matmul, transpose, Activations, MatRef, Tape};
 use crate::param::Param;
 
 /// The two tapes a forward pass runs with: a training step's, and none (evaluation).
@@ -24,15 +24,6 @@ impl StepTape for Tape {}
 const UNIT_BLOCK: usize = 32;
 /// Inputs per block of dL/dx.
 const INPUT_BLOCK: usize = 256;
-
-/// The `cols × rows` transpose of a row-major `rows × cols` matrix.
-fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut t = Vec::with_capacity(rows * cols);
-    for c in 0..cols {
-        t.extend((0..rows).map(|r| m[r * cols + c]));
-    }
-    t
-}
 
 /// A dense layer on a batch, `x · Wᵀ + b`; the input is read flat, whatever its sample shape.
 pub fn linear<T: StepTape>(x: Activations<T>, weight: &Param, bias: &Param) -> Activations<T> {

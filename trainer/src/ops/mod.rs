@@ -192,6 +192,15 @@ pub fn bias_rows(bias: &[f32], width: usize) -> Vec<f32> {
     rows
 }
 
+/// The `cols × rows` transpose of a row-major `rows × cols` matrix.
+pub fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = Vec::with_capacity(rows * cols);
+    for c in 0..cols {
+        t.extend((0..rows).map(|r| m[r * cols + c]));
+    }
+    t
+}
+
 /// Adds `src` into a gradient buffer element-wise.
 pub fn accumulate_into(grad: &mut [f32], src: &[f32]) {
     for (g, s) in grad.iter_mut().zip(src) {
