@@ -586,7 +586,7 @@ pub fn activate<T: dfdx::tensor::Tape<f32, Cpu>>(
     capture: Option<CaptureRequest>,
 ) -> Activations<T> {
     let sample_shape = z.sample_shape;
-    let forward = |z_values: Vec<f32>, _taping: bool| {
+    let forward = |z_values: Arc<Vec<f32>>, _taping: bool| {
         let mut h = vec![0.0f32; z_values.len()];
         h.par_chunks_mut(ELEMENTWISE_CHUNK)
             .zip(z_values.par_chunks(ELEMENTWISE_CHUNK))
@@ -595,7 +595,7 @@ pub fn activate<T: dfdx::tensor::Tape<f32, Cpu>>(
         (h, sample_shape, z_values)
     };
     let f = f.clone();
-    let backward = move |z_values: Vec<f32>, grad_h: Vec<f32>, grads: OpGrads| {
+    let backward = move |z_values: Arc<Vec<f32>>, grad_h: Vec<f32>, grads: OpGrads| {
         // Accumulated straight into dfdx's gradient of z. z comes from a conv or dense layer and
         // this site is its only consumer, so that buffer then holds exactly dL/dz.
         let grad_z = grads
@@ -615,7 +615,7 @@ pub fn activate<T: dfdx::tensor::Tape<f32, Cpu>>(
         let sums = backward_with_sums(&*f, sample_shape, &z_values, &grad_h, grad_z);
         let arrays = request.keep_arrays.then(|| SiteArrays {
             grad_z: grad_z.to_vec(),
-            z: z_values,
+            z: Arc::unwrap_or_clone(z_values),
             grad_h,
         });
         *request.slot.lock().expect("capture slot poisoned") = Some(SiteCapture { sums, arrays });

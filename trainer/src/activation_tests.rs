@@ -327,10 +327,7 @@ fn site_op_backward_matches_finite_differences_and_captures() {
         };
         let mut seen = 0;
         let h = activate(
-            Activations {
-                tensor: z_tensor.retaped::<Tape>(),
-                sample_shape: [features, 1, 1],
-            },
+            Activations::new(z_tensor.retaped::<Tape>(), [features, 1, 1]),
             &f,
             &mut |zs, hs| {
                 seen += 1;
@@ -431,10 +428,7 @@ fn captured_sums_match_the_arrays_for_conv_and_dense_sites() {
             };
             let z_tensor = dev.tensor_from_vec(z.clone(), (n, features));
             let h = activate(
-                Activations {
-                    tensor: z_tensor.retaped::<Tape>(),
-                    sample_shape,
-                },
+                Activations::new(z_tensor.retaped::<Tape>(), sample_shape),
                 f,
                 &mut |_, _| {},
                 Some(request.clone()),
@@ -486,10 +480,7 @@ fn sums_are_only_captured_without_arrays_when_arrays_are_not_asked_for() {
     let z = dev.tensor_from_vec(vec![1.0f32, -2.0, 3.0, 0.5], (2, 2));
     let f: Activation = Arc::new(Builtin::Relu);
     let h = activate(
-        Activations {
-            tensor: z.retaped::<Tape>(),
-            sample_shape: [2, 1, 1],
-        },
+        Activations::new(z.retaped::<Tape>(), [2, 1, 1]),
         &f,
         &mut |_, _| {},
         Some(request.clone()),

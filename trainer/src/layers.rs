@@ -175,10 +175,8 @@ impl ActivationSite {
         // Seen as [neurons, positions], so that the statistics are per channel even after
         // flatten (a sample keeps each channel's values together).
         let shape = x.sample_shape;
-        let viewed = Activations {
-            sample_shape: [self.neurons, x.features() / self.neurons, 1],
-            tensor: x.tensor,
-        };
+        let positions = x.features() / self.neurons;
+        let viewed = x.reshaped([self.neurons, positions, 1]);
         let site = self.site;
         let capture = pass.captures.map(|c| c[site].clone());
         let observe = &mut *pass.observe;
@@ -292,19 +290,7 @@ pub struct ResidualBlock {
 
 impl ResidualBlock {
     pub fn forward<T: StepTape>(&self, x: Activations<T>, pass: &mut Pass) -> Activations<T> {
-        // The input feeds two paths. dfdx keys gradients by tensor id, so the shortcut reads
-        // the same tensor on a fresh tape; the add merges the tapes again and x's gradient
-        // sums both paths.
-        let sample_shape = x.sample_shape;
-        let (tensor, tape) = x.tensor.split_tape();
-        let shortcut_in = Activations {
-            tensor: tensor.clone().retaped::<T>(),
-            sample_shape,
-        };
-        let main = Activations {
-            tensor: tensor.put_tape(tape),
-            sample_shape,
-        };
+        let (main, shortcut_in) = x.branch();
         let main = self.conv1.forward(main);
         let main = self.bn1.forward(main, pass);
         let main = self.act1.forward(main, pass);
@@ -315,10 +301,7 @@ impl ResidualBlock {
             None => shortcut_in,
         };
         assert_eq!(main.sample_shape, shortcut.sample_shape, "residual shapes");
-        let sum = Activations {
-            sample_shape: main.sample_shape,
-            tensor: main.tensor + shortcut.tensor,
-        };
+        let sum = Activations::new(main.tensor + shortcut.tensor, main.sample_shape);
         self.act2.forward(sum, pass)
     }
 
@@ -356,10 +339,10 @@ impl Layer {
             Layer::Conv(conv) => conv.forward(x),
             Layer::Linear(dense) => dense.forward(x),
             Layer::Pool(pool) => pool.forward(x),
-            Layer::Flatten => Activations {
-                sample_shape: [x.features(), 1, 1],
-                tensor: x.tensor,
-            },
+            Layer::Flatten => {
+                let features = x.features();
+                x.reshaped([features, 1, 1])
+            }
             Layer::Act(site) => site.forward(x, pass),
             Layer::Norm(bn) => bn.forward(x, pass),
             Layer::Dropout(d) => d.forward(x, pass),

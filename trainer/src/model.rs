@@ -351,10 +351,7 @@ impl Model {
             captures,
             training,
         };
-        let mut x = Activations {
-            tensor: input,
-            sample_shape: self.input_shape,
-        };
+        let mut x = Activations::new(input, self.input_shape);
         for layer in &self.layers {
             x = layer.forward(x, &mut pass);
         }

@@ -7,6 +7,8 @@
 //! batch statistics (mean, unbiased variance) for the running averages; evaluation normalises
 //! with the running statistics.
 
+use std::sync::Arc;
+
 use rayon::prelude::*;
 
 use super::linear::StepTape;
@@ -142,7 +144,8 @@ pub fn batch_norm<T: StepTape>(
     }
     let sample_shape = x.sample_shape;
     let mut batch_stats = None;
-    let forward = |mut values: Vec<f32>, taping: bool| {
+    let forward = |values: Arc<Vec<f32>>, taping: bool| {
+        let mut values = Arc::unwrap_or_clone(values);
         // Per channel: the mean and 1/√(var + eps) that normalise it.
         let (mean, inv_std): (Vec<f32>, Vec<f32>) = match stats {
             NormStats::Batch => {

@@ -28,10 +28,7 @@ fn run_eval(
     stats: NormStats,
 ) -> (Vec<f32>, Option<BatchStats>) {
     let len: usize = shape.iter().product();
-    let a = Activations {
-        tensor: dev.tensor_from_vec(x.to_vec(), (x.len() / len, len)),
-        sample_shape: shape,
-    };
+    let a = Activations::new(dev.tensor_from_vec(x.to_vec(), (x.len() / len, len)), shape);
     let (out, stats) = batch_norm(a, gamma, beta, stats);
     assert_eq!(out.sample_shape, shape);
     (tensor_values(&out.tensor), stats)
@@ -199,10 +196,7 @@ fn a_single_value_per_channel_gives_beta() {
     assert_eq!(stats.var_unbiased, vec![0.0; 3]);
 
     let x_tensor = dev.tensor_from_vec(x, (1, 3));
-    let a = Activations {
-        tensor: x_tensor.retaped::<Tape>(),
-        sample_shape: [3, 1, 1],
-    };
+    let a = Activations::new(x_tensor.retaped::<Tape>(), [3, 1, 1]);
     let (out, _) = batch_norm(a, &gamma, &beta, NormStats::Batch);
     let probe = dev.tensor_from_vec(vec![1.0, -2.0, 0.5], (1, 3));
     let mut grads = (out.tensor * probe).sum().backward();
@@ -239,10 +233,7 @@ fn check_gradients(shape: [usize; 3], batch: usize, running: bool) {
     };
 
     let x_tensor = dev.tensor_from_vec(x.clone(), (batch, len));
-    let a = Activations {
-        tensor: x_tensor.retaped::<Tape>(),
-        sample_shape: shape,
-    };
+    let a = Activations::new(x_tensor.retaped::<Tape>(), shape);
     let (out, _) = batch_norm(a, &gamma, &beta, stats());
     let probe_t = dev.tensor_from_vec(probe.clone(), (batch, len));
     let mut grads = (out.tensor * probe_t).sum().backward();

@@ -6,6 +6,7 @@
 //! core's cache, and there are enough chunks in a batch to keep the cores busy.
 
 use std::mem::MaybeUninit;
+use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use dfdx::prelude::*;
@@ -13,7 +14,9 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::tape_op::{tape_op, OpGrads};
-use super::{accumulate_into, bias_rows, lane_sum, matmul, transpose, Activations, MatRef};
+use super::{
+    accumulate_into, bias_rows, lane_sum, matmul, transpose, write_copy, Activations, MatRef,
+};
 use crate::param::Param;
 
 /// The shape arithmetic of one convolution.
@@ -170,7 +173,7 @@ impl ConvGeometry {
                         let (a, b) = self.same_copy_range(ki, shift);
                         if a < b {
                             let from = (a as isize + shift) as usize;
-                            dst[a..b].write_copy_of_slice(&plane[from..from + (b - a)]);
+                            write_copy(&mut dst[a..b], &plane[from..from + (b - a)]);
                         }
                         let (before, rest) = dst.split_at_mut(a);
                         for d in before.iter_mut().chain(&mut rest[b - a..]) {
@@ -317,7 +320,7 @@ pub fn conv2d<T: dfdx::tensor::Tape<f32, Cpu>>(
     let samples = g.chunk_samples();
     let (task_in, task_out) = (SAMPLE_CHUNK * g.in_len(), SAMPLE_CHUNK * g.out_len());
     let (chunk_in, chunk_out) = (samples * g.in_len(), samples * g.out_len());
-    let forward = |x_values: Vec<f32>, taping: bool| {
+    let forward = |x_values: Arc<Vec<f32>>, taping: bool| {
         // Each chunk's columns form one `[patch, samples·positions]` matrix, unfolded into a
         // buffer of the chunk's own that stays in cache, multiplied by the weights in one gemm
         // and dropped: the backward pass unfolds them again from x, which is `patch` times
@@ -356,7 +359,7 @@ pub fn conv2d<T: dfdx::tensor::Tape<f32, Cpu>>(
         (out, g.out_shape(), saved)
     };
     let backward =
-        move |saved: Option<(Vec<f32>, Vec<f32>)>, grad_out: Vec<f32>, grads: OpGrads| {
+        move |saved: Option<(Arc<Vec<f32>>, Vec<f32>)>, grad_out: Vec<f32>, grads: OpGrads| {
             let (x_values, w_values) = saved.expect("saved when taping");
             // One task's dL/dW and dL/db, its chunks added in order; dL/dx into `grad_x`.
             let task_backward = |t: usize, mut grad_x: Option<&mut [f32]>| {
@@ -518,10 +521,10 @@ mod tests {
         b: &Param,
         batch: usize,
     ) -> Vec<f32> {
-        let x = Activations {
-            tensor: dev.tensor_from_vec(x.to_vec(), (batch, g.in_len())),
-            sample_shape: [g.in_channels, g.in_height, g.in_width],
-        };
+        let x = Activations::new(
+            dev.tensor_from_vec(x.to_vec(), (batch, g.in_len())),
+            [g.in_channels, g.in_height, g.in_width],
+        );
         tensor_values(&conv2d(x, w, b, *g, false).tensor)
     }
 
@@ -576,10 +579,7 @@ mod tests {
             let probe = pseudo_random(batch * g.out_len(), 5);
 
             let x_tensor = dev.tensor_from_vec(x.clone(), (batch, g.in_len()));
-            let traced = Activations {
-                tensor: x_tensor.retaped::<Tape>(),
-                sample_shape: input,
-            };
+            let traced = Activations::new(x_tensor.retaped::<Tape>(), input);
             let out_t = conv2d(traced, &w, &b, g, true).tensor;
             let probe_t = dev.tensor_from_vec(probe.clone(), (batch, g.out_len()));
             let mut grads = (out_t * probe_t).sum().backward();
@@ -640,10 +640,7 @@ mod tests {
         let gradients = |x: &[f32], probe: &[f32]| {
             let n = x.len() / g.in_len();
             let x_tensor = dev.tensor_from_vec(x.to_vec(), (n, g.in_len()));
-            let traced = Activations {
-                tensor: x_tensor.retaped::<Tape>(),
-                sample_shape: input,
-            };
+            let traced = Activations::new(x_tensor.retaped::<Tape>(), input);
             let out_t = conv2d(traced, &w, &b, g, true).tensor;
             let probe_t = dev.tensor_from_vec(probe.to_vec(), (n, g.out_len()));
             let mut grads = (out_t * probe_t).sum().backward();

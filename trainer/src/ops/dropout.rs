@@ -6,6 +6,8 @@
 //! drop the same values: value `i` of the batch (row-major, `(batch, features)`) is dropped when
 //! the `i`-th 32-bit draw, read as a 24-bit fraction in [0, 1), is below `p`.
 
+use std::sync::Arc;
+
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -45,7 +47,8 @@ pub fn dropout<T: StepTape>(x: Activations<T>, p: f32, key: u64) -> Activations<
         return x;
     }
     let sample_shape = x.sample_shape;
-    let forward = |mut values: Vec<f32>, _taping: bool| {
+    let forward = |values: Arc<Vec<f32>>, _taping: bool| {
+        let mut values = Arc::unwrap_or_clone(values);
         let mask = mask(values.len(), p, key);
         values
             .par_chunks_mut(DROPOUT_TASK_ELEMENTS)
@@ -104,10 +107,7 @@ mod tests {
     ) -> (Vec<f32>, Vec<f32>) {
         let dev = Cpu::default();
         let x_tensor = dev.tensor_from_vec(x.to_vec(), shape);
-        let a = Activations {
-            tensor: x_tensor.retaped::<Tape>(),
-            sample_shape: [shape.1, 1, 1],
-        };
+        let a = Activations::new(x_tensor.retaped::<Tape>(), [shape.1, 1, 1]);
         let out = dropout(a, p, key);
         assert_eq!(out.sample_shape, [shape.1, 1, 1]);
         let (out_t, tape) = out.tensor.split_tape();
@@ -121,10 +121,7 @@ mod tests {
     fn without_a_tape_it_is_the_identity() {
         let dev = Cpu::default();
         let x = input(24, 1);
-        let a = Activations {
-            tensor: dev.tensor_from_vec(x.clone(), (2, 12)),
-            sample_shape: [3, 2, 2],
-        };
+        let a = Activations::new(dev.tensor_from_vec(x.clone(), (2, 12)), [3, 2, 2]);
         let out = dropout(a, 0.5, 7);
         assert_eq!(out.sample_shape, [3, 2, 2]);
         assert_eq!(tensor_values(&out.tensor), x);
@@ -218,10 +215,8 @@ mod tests {
     #[should_panic(expected = "dropout probability")]
     fn p_of_one_is_rejected() {
         let dev = Cpu::default();
-        let a: Activations<NoneTape> = Activations {
-            tensor: dev.tensor_from_vec(vec![1.0; 4], (1, 4)),
-            sample_shape: [4, 1, 1],
-        };
+        let a: Activations<NoneTape> =
+            Activations::new(dev.tensor_from_vec(vec![1.0; 4], (1, 4)), [4, 1, 1]);
         dropout(a, 1.0, 0);
     }
 }

@@ -7,11 +7,13 @@
 //! 8 MB), and every element of an output or gradient comes from exactly one gemm: the values do
 //! not depend on the thread count.
 
+use std::sync::Arc;
+
 use dfdx::prelude::*;
 use rayon::prelude::*;
 
 use super::tape_op::{tape_op, OpGrads};
-use super::{accumulate_into, bias_rows, matmul, transpose, Activations, MatRef, Tape};
+use super::{accumulate_into, matmul, Activations, MatRef, Tape};
 use crate::param::Param;
 
 /// The two tapes a forward pass runs with: a training step's, and none (evaluation).
@@ -20,8 +22,12 @@ pub trait StepTape: dfdx::tensor::Tape<f32, Cpu> + Merge<Self> + Default + 'stat
 impl StepTape for NoneTape {}
 impl StepTape for Tape {}
 
-/// Output units per block of the forward pass and of dL/dW.
+/// Output units per block of the forward pass, and of dL/dW. Measured on one AVX-512 core for
+/// a 4096 → 512 layer at batch 64: the forward as y[:, block] = x · W[block]ᵀ runs at 110
+/// GFLOP/s in blocks of 32 against 68 as yᵀ[block] = W[block] · xᵀ; dL/dW at 163 GFLOP/s in
+/// blocks of 64 against 113 in blocks of 32.
 const UNIT_BLOCK: usize = 32;
+const GRAD_UNIT_BLOCK: usize = 64;
 /// Inputs per block of dL/dx.
 const INPUT_BLOCK: usize = 256;
 
@@ -34,73 +40,95 @@ pub fn linear<T: StepTape>(x: Activations<T>, weight: &Param, bias: &Param) -> A
         weight.name
     );
     let (units, inputs) = (weight.shape[0], weight.shape[1]);
-    let forward = |x_values: Vec<f32>, taping: bool| {
+    let forward = |x_values: Arc<Vec<f32>>, taping: bool| {
         let w = &weight.value;
         let batch = x_values.len() / inputs;
-        // yᵀ = W · xᵀ by blocks of units (rows of W), so each block reads its rows of W once,
-        // onto the bias rows. Then y, a small matrix, is yᵀ transposed.
-        let mut y_t = bias_rows(&bias.value, batch);
-        y_t.par_chunks_mut(UNIT_BLOCK * batch)
-            .zip(w.par_chunks(UNIT_BLOCK * inputs))
-            .for_each(|(y_t, w)| {
-                let rows = w.len() / inputs;
+        // y[:, block] = x · W[block]ᵀ by blocks of units (rows of W), so each block reads its
+        // rows of W once, onto the block's biases; then the blocks' columns side by side.
+        let blocks: Vec<Vec<f32>> = w
+            .par_chunks(UNIT_BLOCK * inputs)
+            .zip(bias.value.par_chunks(UNIT_BLOCK))
+            .map(|(w, b)| {
+                let rows = b.len();
+                let mut y_block = Vec::with_capacity(batch * rows);
+                for _ in 0..batch {
+                    y_block.extend_from_slice(b);
+                }
                 matmul(
-                    y_t,
-                    MatRef::new(w, rows, inputs),
-                    MatRef::t(&x_values, inputs, batch),
+                    &mut y_block,
+                    MatRef::new(&x_values, batch, inputs),
+                    MatRef::t(w, inputs, rows),
                     true,
                 );
-            });
-        let out = transpose(&y_t, units, batch);
+                y_block
+            })
+            .collect();
+        let mut out = Vec::with_capacity(batch * units);
+        for i in 0..batch {
+            for y_block in &blocks {
+                let rows = y_block.len() / batch;
+                out.extend_from_slice(&y_block[i * rows..(i + 1) * rows]);
+            }
+        }
         let saved = taping.then(|| (x_values, w.clone()));
         (out, [units, 1, 1], saved)
     };
-    let backward =
-        move |saved: Option<(Vec<f32>, Vec<f32>)>, grad_out: Vec<f32>, grads: OpGrads| {
-            let (x_values, w) = saved.expect("saved when taping");
-            let batch = x_values.len() / inputs;
-            let OpGrads { input, params } = grads;
-            let [grad_w, grad_b] = <[&mut [f32]; 2]>::try_from(params).expect("weight and bias");
-            if let Some(grad_x) = input {
-                // dL/dxᵀ = Wᵀ · dL/dyᵀ by blocks of inputs (columns of W), then transposed and
-                // added to what dfdx holds.
-                let mut grad_x_t = vec![0.0f32; inputs * batch];
-                grad_x_t
-                    .par_chunks_mut(INPUT_BLOCK * batch)
-                    .enumerate()
-                    .for_each(|(block, grad_x_t)| {
-                        let rows = grad_x_t.len() / batch;
-                        let w_block = MatRef::t(&w[block * INPUT_BLOCK..], rows, units)
-                            .with_row_stride(inputs);
-                        matmul(grad_x_t, w_block, MatRef::t(&grad_out, units, batch), false);
-                    });
-                for (i, row) in grad_x.chunks_mut(inputs).enumerate() {
-                    for (k, g) in row.iter_mut().enumerate() {
-                        *g += grad_x_t[k * batch + i];
-                    }
+    let backward = move |saved: Option<(Arc<Vec<f32>>, Vec<f32>)>,
+                         grad_out: Vec<f32>,
+                         grads: OpGrads| {
+        let (x_values, w) = saved.expect("saved when taping");
+        let batch = x_values.len() / inputs;
+        let OpGrads { input, params } = grads;
+        let [grad_w, grad_b] = <[&mut [f32]; 2]>::try_from(params).expect("weight and bias");
+        if let Some(grad_x) = input {
+            // dL/dx[:, block] = dL/dy · W[:, block] by blocks of inputs (columns of W), then
+            // added to what dfdx holds. 127 GFLOP/s on one AVX-512 core for a 4096 → 512
+            // layer at batch 64, against 83 for dL/dxᵀ = Wᵀ · dL/dyᵀ and its transpose.
+            let blocks: Vec<Vec<f32>> = (0..inputs.div_ceil(INPUT_BLOCK))
+                .into_par_iter()
+                .map(|block| {
+                    let first = block * INPUT_BLOCK;
+                    let columns = INPUT_BLOCK.min(inputs - first);
+                    let w_block = MatRef::new(&w[first..], units, columns).with_row_stride(inputs);
+                    let mut grad_x_block = vec![0.0f32; batch * columns];
+                    matmul(
+                        &mut grad_x_block,
+                        MatRef::new(&grad_out, batch, units),
+                        w_block,
+                        false,
+                    );
+                    grad_x_block
+                })
+                .collect();
+            for (block, grad_x_block) in blocks.iter().enumerate() {
+                let columns = grad_x_block.len() / batch;
+                for (row, block_row) in grad_x.chunks_mut(inputs).zip(grad_x_block.chunks(columns))
+                {
+                    accumulate_into(&mut row[block * INPUT_BLOCK..][..columns], block_row);
                 }
             }
-            // dL/dW = dL/dyᵀ · x, a block of units (of dL/dy's columns) at a time.
-            grad_w
-                .par_chunks_mut(UNIT_BLOCK * inputs)
-                .enumerate()
-                .for_each(|(block, grad_w)| {
-                    let first = block * UNIT_BLOCK;
-                    let rows = grad_w.len() / inputs;
-                    let grad_out_block =
-                        MatRef::t(&grad_out[first..], rows, batch).with_row_stride(units);
-                    matmul(
-                        grad_w,
-                        grad_out_block,
-                        MatRef::new(&x_values, batch, inputs),
-                        true,
-                    );
-                });
-            // dL/db: the column sums of dL/dy, sample by sample.
-            for row in grad_out.chunks(units) {
-                accumulate_into(grad_b, row);
-            }
-        };
+        }
+        // dL/dW = dL/dyᵀ · x, a block of units (of dL/dy's columns) at a time.
+        grad_w
+            .par_chunks_mut(GRAD_UNIT_BLOCK * inputs)
+            .enumerate()
+            .for_each(|(block, grad_w)| {
+                let first = block * GRAD_UNIT_BLOCK;
+                let rows = grad_w.len() / inputs;
+                let grad_out_block =
+                    MatRef::t(&grad_out[first..], rows, batch).with_row_stride(units);
+                matmul(
+                    grad_w,
+                    grad_out_block,
+                    MatRef::new(&x_values, batch, inputs),
+                    true,
+                );
+            });
+        // dL/db: the column sums of dL/dy, sample by sample.
+        for row in grad_out.chunks(units) {
+            accumulate_into(grad_b, row);
+        }
+    };
     tape_op(
         ["dense forward", "dense backward"],
         x,
@@ -144,10 +172,7 @@ mod tests {
         probe: &[f32],
     ) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
         let x_tensor = dev.tensor_from_vec(x.to_vec(), (n, inp));
-        let a = Activations {
-            tensor: x_tensor.retaped::<Tape>(),
-            sample_shape: [inp, 1, 1],
-        };
+        let a = Activations::new(x_tensor.retaped::<Tape>(), [inp, 1, 1]);
         let y_t = linear(a, w, b).tensor;
         let y = tensor_values(&y_t);
         let out = w.shape[0];
@@ -167,10 +192,7 @@ mod tests {
         let (w, b) = layer(&dev, out, inp, 1);
         let x = pseudo_random(n * inp, 3);
         let eval = |x: &[f32], w: &Param, b: &Param| {
-            let a = Activations {
-                tensor: dev.tensor_from_vec(x.to_vec(), (n, inp)),
-                sample_shape: [inp, 1, 1],
-            };
+            let a = Activations::new(dev.tensor_from_vec(x.to_vec(), (n, inp)), [inp, 1, 1]);
             tensor_values(&linear(a, w, b).tensor)
         };
         let y = eval(&x, &w, &b);

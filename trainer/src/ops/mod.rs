@@ -13,7 +13,11 @@ pub mod linear;
 pub mod pool;
 pub mod tape_op;
 
+use std::mem::MaybeUninit;
+use std::sync::Arc;
+
 use dfdx::prelude::*;
+use rayon::prelude::*;
 
 /// A batch of activations, `(batch, channels·height·width)`.
 pub type Tensor2<T = NoneTape> = Tensor<(usize, usize), f32, Cpu, T>;
@@ -26,15 +30,95 @@ pub struct Activations<T> {
     pub tensor: Tensor2<T>,
     /// `[channels, height, width]`; a dense layer's output is `[units, 1, 1]`.
     pub sample_shape: [usize; 3],
+    /// The tensor's values, where the op that made it still holds them: dfdx 0.13 lends a
+    /// tensor's values only as a copy (`copy_into`, one thread, into a buffer that must be
+    /// initialised first), which cost a 32×32 net ~8 % of its step when every op copied its
+    /// input out. Our ops hand their output to the next op here instead.
+    host: Option<Arc<Vec<f32>>>,
 }
 
 impl<T> Activations<T> {
+    /// A batch whose values only the tensor holds.
+    pub fn new(tensor: Tensor2<T>, sample_shape: [usize; 3]) -> Self {
+        Self {
+            tensor,
+            sample_shape,
+            host: None,
+        }
+    }
+    /// A batch made by one of our ops: `values` are the tensor's values.
+    fn with_host(tensor: Tensor2<T>, sample_shape: [usize; 3], values: Arc<Vec<f32>>) -> Self {
+        debug_assert_eq!(values.len(), tensor.shape().0 * tensor.shape().1);
+        Self {
+            tensor,
+            sample_shape,
+            host: Some(values),
+        }
+    }
+    /// The same values read with another per-sample shape of as many features (flatten, or
+    /// a site's `[neurons, positions]` view).
+    pub fn reshaped(self, sample_shape: [usize; 3]) -> Self {
+        assert_eq!(
+            sample_shape.iter().product::<usize>(),
+            self.features(),
+            "a reshape keeps the features"
+        );
+        Self {
+            sample_shape,
+            ..self
+        }
+    }
+    /// The batch as two paths, (main, shortcut), for a residual block. dfdx keys gradients
+    /// by tensor id, so the shortcut reads the same tensor on a fresh tape and the add that
+    /// joins the paths merges the tapes again: x's gradient sums both paths. The values are
+    /// shared, not copied.
+    pub fn branch(self) -> (Self, Self)
+    where
+        T: dfdx::tensor::Tape<f32, Cpu>,
+    {
+        let (tensor, tape) = self.tensor.split_tape();
+        let shortcut = Self {
+            tensor: tensor.clone().retaped::<T>(),
+            sample_shape: self.sample_shape,
+            host: self.host.clone(),
+        };
+        let main = Self {
+            tensor: tensor.put_tape(tape),
+            ..self
+        };
+        (main, shortcut)
+    }
     pub fn batch(&self) -> usize {
         self.tensor.shape().0
     }
     pub fn features(&self) -> usize {
         self.tensor.shape().1
     }
+}
+
+/// `dst = src` into memory that may be uninitialised (`<[MaybeUninit]>::write_copy_of_slice`
+/// is newer than the crate's MSRV, 1.89); the compiler makes it a vector copy.
+pub fn write_copy(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
+    assert_eq!(dst.len(), src.len(), "copy lengths");
+    for (d, s) in dst.iter_mut().zip(src) {
+        d.write(*s);
+    }
+}
+
+/// A copy of `values` for a dfdx tensor, made on all cores and without first filling the
+/// buffer with zeros.
+pub fn parallel_copy(values: &[f32]) -> Vec<f32> {
+    const CHUNK: usize = 1 << 16;
+    let mut out = Vec::with_capacity(values.len());
+    out.spare_capacity_mut()
+        .par_chunks_mut(CHUNK)
+        .zip(values.par_chunks(CHUNK))
+        .for_each(|(dst, src)| {
+            write_copy(dst, src);
+        });
+    // SAFETY: the chunks above cover the whole length, each written in full.
+    unsafe { out.set_len(values.len()) };
+    out
 }
 
 /// Copies a tensor's values out. Our tensors are always contiguous (we create them from vectors
@@ -278,6 +362,56 @@ pub(crate) mod testing {
             eps,
             tolerance,
         );
+    }
+
+    /// Our ops hand their output values to the next op beside the tensor; those values must be
+    /// the tensor's own, through reshapes and a residual branch, with and without a tape.
+    #[test]
+    fn an_ops_values_travel_beside_its_tensor() {
+        use super::conv::{conv2d, ConvGeometry};
+        use super::pool::{pool2d, PoolGeometry, PoolKind};
+        use crate::param::Param;
+
+        fn beside<T>(a: &Activations<T>) -> Arc<Vec<f32>> {
+            let host = a.host.clone().expect("an op's output keeps its values");
+            assert_eq!(*host, tensor_values(&a.tensor));
+            host
+        }
+        let dev = Cpu::default();
+        let g = ConvGeometry::new([2, 6, 6], 3, 3, 1, 1).unwrap();
+        let w = Param::matrix(
+            &dev,
+            "w".into(),
+            vec![3, 2, 3, 3],
+            3,
+            18,
+            pseudo_random(54, 1),
+        );
+        let b = Param::vector(&dev, "b".into(), pseudo_random(3, 2));
+        let input = dev.tensor_from_vec(pseudo_random(2 * 72, 3), (2, 72));
+        let x = Activations::new(input.clone(), [2, 6, 6]);
+        assert!(
+            x.host.is_none(),
+            "the data's values live in its tensor only"
+        );
+        let y = conv2d(x, &w, &b, g, false);
+        beside(&y);
+        let pooled = pool2d(
+            y,
+            PoolGeometry::new(PoolKind::Max, [3, 6, 6], 2, 2).unwrap(),
+        );
+        let before = beside(&pooled);
+        let flat = pooled.reshaped([27, 1, 1]);
+        assert!(
+            Arc::ptr_eq(&before, &beside(&flat)),
+            "a reshape copies nothing"
+        );
+        let (main, shortcut) = flat.branch();
+        assert!(Arc::ptr_eq(&beside(&main), &beside(&shortcut)));
+        // With a tape, the same.
+        let traced = Activations::new(input.retaped::<Tape>(), [2, 6, 6]);
+        let (main, shortcut) = conv2d(traced, &w, &b, g, true).branch();
+        assert_eq!(*beside(&main), *beside(&shortcut));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Max and average pooling as dfdx tape ops (no padding; PyTorch's floor mode for the output
 //! size). Max pooling remembers the winning input of every window for its backward pass.
 
+use std::sync::Arc;
+
 use anyhow::{bail, Result};
 use dfdx::prelude::*;
 use rayon::prelude::*;
@@ -141,7 +143,7 @@ pub fn pool2d<T: dfdx::tensor::Tape<f32, Cpu>>(
     let (oh, ow, k, s) = (g.out_height(), g.out_width(), g.kernel, g.stride);
     let planes = batch * g.channels;
     let window_scale = 1.0 / (k * k) as f32;
-    let forward = |x_values: Vec<f32>, _taping: bool| {
+    let forward = |x_values: Arc<Vec<f32>>, _taping: bool| {
         let mut out = vec![0.0f32; planes * g.out_plane()];
         // For max pooling, the index within its plane of each window's maximum.
         let mut winners = match g.kind {
@@ -262,10 +264,10 @@ mod tests {
     }
 
     fn run_eval(dev: &Cpu, g: &PoolGeometry, x: &[f32], batch: usize) -> Vec<f32> {
-        let x = Activations {
-            tensor: dev.tensor_from_vec(x.to_vec(), (batch, g.channels * g.in_plane())),
-            sample_shape: [g.channels, g.in_height, g.in_width],
-        };
+        let x = Activations::new(
+            dev.tensor_from_vec(x.to_vec(), (batch, g.channels * g.in_plane())),
+            [g.channels, g.in_height, g.in_width],
+        );
         tensor_values(&pool2d(x, *g).tensor)
     }
 
@@ -344,10 +346,7 @@ mod tests {
                 let out_len = g.channels * g.out_plane();
                 let probe = pseudo_random(batch * out_len, 8);
                 let x_tensor = dev.tensor_from_vec(x.clone(), (batch, g.channels * g.in_plane()));
-                let traced = Activations {
-                    tensor: x_tensor.retaped::<Tape>(),
-                    sample_shape: input,
-                };
+                let traced = Activations::new(x_tensor.retaped::<Tape>(), input);
                 let out_t = pool2d(traced, g).tensor;
                 let probe_t = dev.tensor_from_vec(probe.clone(), (batch, out_len));
                 let grads = (out_t * probe_t).sum().backward();

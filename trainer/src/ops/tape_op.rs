@@ -6,9 +6,11 @@
 //! (`split_tape`, `ghost`, `add_backward_op`, `put_tape`), and its own conv and pooling sit behind
 //! the `nightly` feature, which no longer builds.
 
+use std::sync::Arc;
+
 use dfdx::prelude::*;
 
-use super::{tensor_values, Activations};
+use super::{parallel_copy, tensor_values, Activations};
 use crate::param::{Param, ParamTensor};
 use crate::profile;
 
@@ -30,8 +32,9 @@ enum ParamGhost<M, V> {
 /// Runs a hand-written op on a batch.
 ///
 /// `phases` names the op's forward and backward in the step profile ([`crate::profile`]).
-/// `forward(x_values, taping)` gets the input's values and whether a backward pass will follow,
-/// and returns the output's values, the output's per-sample shape, and whatever the backward
+/// `forward(x_values, taping)` gets the input's values (shared with whoever else holds them:
+/// [`Arc::unwrap_or_clone`] gives an op that works in place its own copy only when it must)
+/// and whether a backward pass will follow, and returns the output's values, the output's per-sample shape, and whatever the backward
 /// pass needs (`saved`; anything cheap when not taping). With a tape, `backward(saved,
 /// grad_out, grads)` is recorded: it gets dL/d(output) and adds the input's and parameters'
 /// gradients into `grads`. dfdx runs it after every op that consumed the output, so `grad_out`
@@ -41,7 +44,7 @@ pub fn tape_op<T, S>(
     x: Activations<T>,
     params: &[&Param],
     input_needs_grad: bool,
-    forward: impl FnOnce(Vec<f32>, bool) -> (Vec<f32>, [usize; 3], S),
+    forward: impl FnOnce(Arc<Vec<f32>>, bool) -> (Vec<f32>, [usize; 3], S),
     backward: impl FnOnce(S, Vec<f32>, OpGrads) + 'static,
 ) -> Activations<T>
 where
@@ -51,12 +54,20 @@ where
     let [forward_phase, backward_phase] = phases;
     let batch = x.batch();
     let (x_tensor, mut tape) = x.tensor.split_tape();
-    let (out_tensor, sample_shape, saved) = profile::span(forward_phase, || {
-        let (out, sample_shape, saved) = forward(tensor_values(&x_tensor), T::OWNS_TAPE);
-        let features: usize = sample_shape.iter().product();
-        assert_eq!(out.len(), batch * features, "op output length");
-        let out_tensor = x_tensor.device().tensor_from_vec(out, (batch, features));
-        (out_tensor, sample_shape, saved)
+    let x_values = x.host.unwrap_or_else(|| {
+        Arc::new(profile::span("values copied out of dfdx", || {
+            tensor_values(&x_tensor)
+        }))
+    });
+    let (out, sample_shape, saved) =
+        profile::span(forward_phase, || forward(x_values, T::OWNS_TAPE));
+    let features: usize = sample_shape.iter().product();
+    assert_eq!(out.len(), batch * features, "op output length");
+    // dfdx takes a vector of its own; the next op reads `out` itself.
+    let out_tensor = profile::span("values copied into dfdx", || {
+        x_tensor
+            .device()
+            .tensor_from_vec(parallel_copy(&out), (batch, features))
     });
     if T::OWNS_TAPE {
         let x_ghost = x_tensor.ghost();
@@ -106,8 +117,5 @@ where
             })
         });
     }
-    Activations {
-        tensor: out_tensor.put_tape(tape),
-        sample_shape,
-    }
+    Activations::with_host(out_tensor.put_tape(tape), sample_shape, Arc::new(out))
 }
