@@ -5,6 +5,7 @@
 //! chunk's matrices are large enough for gemm to run near its peak, small enough to stay in a
 //! core's cache, and there are enough chunks in a batch to keep the cores busy.
 
+use std::borrow::Cow;
 use std::mem::MaybeUninit;
 use std::sync::Arc;
 
@@ -179,14 +180,20 @@ impl ConvGeometry {
                         for d in before.iter_mut().chain(&mut rest[b - a..]) {
                             d.write(0.0);
                         }
-                        // Rows from the one holding a (whose start is already padding).
-                        for row in dst[a - a % ow..b].chunks_mut(ow).filter(|r| r.len() >= lo) {
-                            let (left, rest) = row.split_at_mut(lo);
-                            for d in left
-                                .iter_mut()
-                                .chain(rest.get_mut(hi - lo..).unwrap_or_default())
-                            {
-                                d.write(0.0);
+                        // The row ends inside [a, b) that read a neighbouring row: none for the
+                        // kernel's middle column.
+                        if lo > 0 || hi < ow {
+                            for row_start in (a - a % ow..b).step_by(ow) {
+                                let left = row_start.max(a)..(row_start + lo).min(b).max(a);
+                                let right = (row_start + hi).max(a)..(row_start + ow).min(b).max(a);
+                                for d in dst[left].iter_mut() {
+                                    d.write(0.0);
+                                }
+                                if right.start < right.end {
+                                    for d in dst[right].iter_mut() {
+                                        d.write(0.0);
+                                    }
+                                }
                             }
                         }
                         continue;
@@ -258,11 +265,13 @@ impl ConvGeometry {
                         // The adjoint of im2col's shifted copy: whole rows added at once, with
                         // the row ends that read padding left out.
                         let (a, b) = self.same_copy_range(ki, shift);
-                        for row in src[a - a % ow..b].chunks_mut(ow).filter(|r| r.len() >= lo) {
-                            let (left, rest) = row.split_at_mut(lo);
-                            left.fill(0.0);
-                            if let Some(right) = rest.get_mut(hi - lo..) {
-                                right.fill(0.0);
+                        if lo > 0 || hi < ow {
+                            for row_start in (a - a % ow..b).step_by(ow) {
+                                src[row_start.max(a)..(row_start + lo).min(b)].fill(0.0);
+                                let right = (row_start + hi).max(a)..(row_start + ow).min(b);
+                                if !right.is_empty() {
+                                    src[right].fill(0.0);
+                                }
                             }
                         }
                         if a < b {
@@ -358,80 +367,87 @@ pub fn conv2d<T: dfdx::tensor::Tape<f32, Cpu>>(
         let saved = taping.then(|| (x_values, weight.value.clone()));
         (out, g.out_shape(), saved)
     };
-    let backward =
-        move |saved: Option<(Arc<Vec<f32>>, Vec<f32>)>, grad_out: Vec<f32>, grads: OpGrads| {
-            let (x_values, w_values) = saved.expect("saved when taping");
-            // One task's dL/dW and dL/db, its chunks added in order; dL/dx into `grad_x`.
-            let task_backward = |t: usize, mut grad_x: Option<&mut [f32]>| {
-                let span = |len: usize, total: usize| t * len..((t + 1) * len).min(total);
-                let grad_out = &grad_out[span(task_out, grad_out.len())];
-                let x = &x_values[span(task_in, x_values.len())];
-                // dL/dWᵀ, `[patch, oc]`: gemm runs this orientation 2–2.5× faster than
-                // `[oc, patch]` when oc is small (32 output channels: 67 against 177 GFLOP/s on
-                // one AVX-512 core), so the task accumulates it and transposes it once.
-                let mut grad_w_t = vec![0.0f32; patch * oc];
-                let mut grad_b = vec![0.0f32; oc];
-                for (c, (grad_out, x)) in grad_out
-                    .chunks(chunk_out)
-                    .zip(x.chunks(chunk_in))
-                    .enumerate()
-                {
-                    let cols = g.unfold(x);
-                    let width = cols.len() / patch;
-                    // dL/dOut of the chunk as one `[oc, samples·positions]` matrix.
-                    let mut gathered: Vec<f32> = Vec::with_capacity(oc * width);
+    let backward = move |saved: Option<(Arc<Vec<f32>>, Vec<f32>)>,
+                         grad_out: Vec<f32>,
+                         grads: OpGrads| {
+        let (x_values, w_values) = saved.expect("saved when taping");
+        // One task's dL/dW and dL/db, its chunks added in order; dL/dx into `grad_x`.
+        let task_backward = |t: usize, mut grad_x: Option<&mut [f32]>| {
+            let span = |len: usize, total: usize| t * len..((t + 1) * len).min(total);
+            let grad_out = &grad_out[span(task_out, grad_out.len())];
+            let x = &x_values[span(task_in, x_values.len())];
+            // dL/dWᵀ, `[patch, oc]`: gemm runs this orientation 2–2.5× faster than
+            // `[oc, patch]` when oc is small (32 output channels: 67 against 177 GFLOP/s on
+            // one AVX-512 core), so the task accumulates it and transposes it once.
+            let mut grad_w_t = vec![0.0f32; patch * oc];
+            let mut grad_b = vec![0.0f32; oc];
+            for (c, (grad_out, x)) in grad_out
+                .chunks(chunk_out)
+                .zip(x.chunks(chunk_in))
+                .enumerate()
+            {
+                let cols = g.unfold(x);
+                let width = cols.len() / patch;
+                // dL/dOut of the chunk as one `[oc, samples·positions]` matrix: a single
+                // sample's is that already.
+                let gathered: Cow<[f32]> = if grad_out.len() == g.out_len() {
+                    Cow::Borrowed(grad_out)
+                } else {
+                    let mut gathered = Vec::with_capacity(oc * width);
                     for o in 0..oc {
                         for sample in grad_out.chunks(g.out_len()) {
                             gathered.extend_from_slice(&sample[o * positions..(o + 1) * positions]);
                         }
                     }
+                    Cow::Owned(gathered)
+                };
+                matmul(
+                    &mut grad_w_t,
+                    MatRef::new(&cols, patch, width),
+                    MatRef::t(&gathered, width, oc),
+                    c > 0,
+                );
+                for (b, row) in grad_b.iter_mut().zip(gathered.chunks(width)) {
+                    *b += lane_sum(row);
+                }
+                if let Some(grad_x) = grad_x.as_deref_mut() {
+                    // The columns' gradient reuses their buffer: every element is
+                    // overwritten.
+                    let mut grad_cols = cols;
                     matmul(
-                        &mut grad_w_t,
-                        MatRef::new(&cols, patch, width),
-                        MatRef::t(&gathered, width, oc),
-                        c > 0,
+                        &mut grad_cols,
+                        MatRef::t(&w_values, patch, oc),
+                        MatRef::new(&gathered, oc, width),
+                        false,
                     );
-                    for (b, row) in grad_b.iter_mut().zip(gathered.chunks(width)) {
-                        *b += lane_sum(row);
-                    }
-                    if let Some(grad_x) = grad_x.as_deref_mut() {
-                        // The columns' gradient reuses their buffer: every element is
-                        // overwritten.
-                        let mut grad_cols = cols;
-                        matmul(
-                            &mut grad_cols,
-                            MatRef::t(&w_values, patch, oc),
-                            MatRef::new(&gathered, oc, width),
-                            false,
-                        );
-                        let grad_x = &mut grad_x[c * chunk_in..][..x.len()];
-                        for (j, grad_x) in grad_x.chunks_mut(g.in_len()).enumerate() {
-                            g.col2im_add(&mut grad_cols, width, j * positions, grad_x);
-                        }
+                    let grad_x = &mut grad_x[c * chunk_in..][..x.len()];
+                    for (j, grad_x) in grad_x.chunks_mut(g.in_len()).enumerate() {
+                        g.col2im_add(&mut grad_cols, width, j * positions, grad_x);
                     }
                 }
-                (transpose(&grad_w_t, patch, oc), grad_b)
-            };
-            let OpGrads { input, params } = grads;
-            let partials: Vec<(Vec<f32>, Vec<f32>)> = match input {
-                // col2im adds straight into dfdx's gradient of x.
-                Some(grad_x) => grad_x
-                    .par_chunks_mut(task_in)
-                    .enumerate()
-                    .map(|(t, grad_x)| task_backward(t, Some(grad_x)))
-                    .collect(),
-                None => (0..batch.div_ceil(SAMPLE_CHUNK))
-                    .into_par_iter()
-                    .map(|t| task_backward(t, None))
-                    .collect(),
-            };
-            // Summed in task order: the same bits on every run, whatever the thread count.
-            let [grad_w, grad_b] = <[&mut [f32]; 2]>::try_from(params).expect("weight and bias");
-            for (w, b) in &partials {
-                accumulate_into(grad_w, w);
-                accumulate_into(grad_b, b);
             }
+            (transpose(&grad_w_t, patch, oc), grad_b)
         };
+        let OpGrads { input, params } = grads;
+        let partials: Vec<(Vec<f32>, Vec<f32>)> = match input {
+            // col2im adds straight into dfdx's gradient of x.
+            Some(grad_x) => grad_x
+                .par_chunks_mut(task_in)
+                .enumerate()
+                .map(|(t, grad_x)| task_backward(t, Some(grad_x)))
+                .collect(),
+            None => (0..batch.div_ceil(SAMPLE_CHUNK))
+                .into_par_iter()
+                .map(|t| task_backward(t, None))
+                .collect(),
+        };
+        // Summed in task order: the same bits on every run, whatever the thread count.
+        let [grad_w, grad_b] = <[&mut [f32]; 2]>::try_from(params).expect("weight and bias");
+        for (w, b) in &partials {
+            accumulate_into(grad_w, w);
+            accumulate_into(grad_b, b);
+        }
+    };
     tape_op(
         ["conv forward", "conv backward"],
         x,
