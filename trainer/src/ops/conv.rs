@@ -15,6 +15,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::tape_op::{tape_op, OpGrads};
+use super::winograd::{self, Winograd};
 use super::{
     accumulate_into, bias_rows, lane_sum, matmul, transpose, write_copy, Activations, MatRef,
 };
@@ -80,6 +81,33 @@ impl ConvGeometry {
     }
     pub fn out_shape(&self) -> [usize; 3] {
         [self.out_channels, self.out_height(), self.out_width()]
+    }
+
+    /// The Winograd F(2×2, 3×3) correlation of this convolution, where one applies: a 3×3
+    /// kernel, stride 1, padding 1, at least [`winograd::MIN_CHANNELS`] input channels.
+    pub fn winograd(&self) -> Option<Winograd> {
+        (self.kernel == 3
+            && self.stride == 1
+            && self.padding == 1
+            && self.in_channels >= winograd::MIN_CHANNELS)
+            .then_some(Winograd {
+                channels: self.in_channels,
+                filters: self.out_channels,
+                height: self.in_height,
+                width: self.in_width,
+            })
+    }
+
+    /// The correlation that gives dL/dx from dL/d(output) by Winograd, where one applies: the
+    /// same shapes with the channels swapped, its kernels [`winograd::flipped`].
+    fn winograd_adjoint(&self) -> Option<Winograd> {
+        let forward = self.winograd();
+        let adjoint = forward.map(|w| Winograd {
+            channels: w.filters,
+            filters: w.channels,
+            ..w
+        });
+        adjoint.filter(|a| a.channels >= winograd::MIN_CHANNELS)
     }
 
     /// Samples per chunk: as many as keep the chunk's columns within [`CHUNK_COLUMN_FLOATS`],
@@ -336,10 +364,21 @@ pub fn conv2d<T: dfdx::tensor::Tape<f32, Cpu>>(
         // smaller to keep (a 32×32 net's columns are ~75 MB a layer at batch 64).
         let w = &weight.value;
         let mut out: Vec<f32> = Vec::with_capacity(batch * g.out_len());
+        let winograd = g.winograd().map(|wg| (wg, wg.transform_kernels(w)));
         out.spare_capacity_mut()
             .par_chunks_mut(task_out)
             .zip(x_values.par_chunks(task_in))
             .for_each(|(out, x)| {
+                if let Some((wg, u)) = &winograd {
+                    // Every output row once, with its channel's bias.
+                    wg.correlate(x, u, |o, start, row| {
+                        let b = bias.value[o];
+                        for (d, v) in out[start..start + row.len()].iter_mut().zip(row) {
+                            d.write(v + b);
+                        }
+                    });
+                    return;
+                }
                 for (out, x) in out.chunks_mut(chunk_out).zip(x.chunks(chunk_in)) {
                     let cols = g.unfold(x);
                     let width = cols.len() / patch;
@@ -371,6 +410,12 @@ pub fn conv2d<T: dfdx::tensor::Tape<f32, Cpu>>(
                          grad_out: Vec<f32>,
                          grads: OpGrads| {
         let (x_values, w_values) = saved.expect("saved when taping");
+        let adjoint = g.winograd_adjoint().map(|a| {
+            (
+                a,
+                a.transform_kernels(&winograd::flipped(&w_values, oc, g.in_channels)),
+            )
+        });
         // One task's dL/dW and dL/db, its chunks added in order; dL/dx into `grad_x`.
         let task_backward = |t: usize, mut grad_x: Option<&mut [f32]>| {
             let span = |len: usize, total: usize| t * len..((t + 1) * len).min(total);
@@ -410,7 +455,7 @@ pub fn conv2d<T: dfdx::tensor::Tape<f32, Cpu>>(
                 for (b, row) in grad_b.iter_mut().zip(gathered.chunks(width)) {
                     *b += lane_sum(row);
                 }
-                if let Some(grad_x) = grad_x.as_deref_mut() {
+                if let (Some(grad_x), None) = (grad_x.as_deref_mut(), &adjoint) {
                     // The columns' gradient reuses their buffer: every element is
                     // overwritten.
                     let mut grad_cols = cols;
@@ -425,6 +470,11 @@ pub fn conv2d<T: dfdx::tensor::Tape<f32, Cpu>>(
                         g.col2im_add(&mut grad_cols, width, j * positions, grad_x);
                     }
                 }
+            }
+            if let (Some(grad_x), Some((adjoint, u))) = (grad_x, &adjoint) {
+                adjoint.correlate(grad_out, u, |_, start, row| {
+                    accumulate_into(&mut grad_x[start..start + row.len()], row)
+                });
             }
             (transpose(&grad_w_t, patch, oc), grad_b)
         };
@@ -563,6 +613,9 @@ mod tests {
             ([1, 5, 1], 2, 3, 1, 1, 2),
             ([2, 2, 3], 2, 5, 1, 2, 2),
             ([1, 1, 1], 2, 5, 1, 2, 1),
+            // Winograd F(2×2, 3×3) (3×3, stride 1, padding 1, ≥ 8 channels), odd and even planes.
+            ([9, 5, 6], 8, 3, 1, 1, 2),
+            ([8, 4, 4], 10, 3, 1, 1, 3),
         ];
         for (seed, (input, out, k, s, p, batch)) in shapes.into_iter().enumerate() {
             let g = ConvGeometry::new(input, out, k, s, p).unwrap();
@@ -587,6 +640,8 @@ mod tests {
             ([1, 5, 5], 2, 4, 3, 2),
             ([2, 1, 4], 2, 3, 1, 1),
             ([1, 3, 2], 2, 5, 1, 2),
+            // Winograd both ways: the forward pass, and dL/dx with 8 output channels.
+            ([8, 3, 5], 8, 3, 1, 1),
         ] {
             let g = ConvGeometry::new(input, out, k, s, p).unwrap();
             let batch = 2;
@@ -645,6 +700,10 @@ mod tests {
             assert_eq!(g.chunk_samples(), chunk, "{input:?}");
             check_chunked_gradients(g, 2 * chunk + chunk.div_ceil(2));
         }
+        // Winograd both ways, over three tasks of samples (the last one partial).
+        let g = ConvGeometry::new([8, 6, 5], 9, 3, 1, 1).unwrap();
+        assert!(g.winograd().is_some() && g.winograd_adjoint().is_some());
+        check_chunked_gradients(g, 2 * SAMPLE_CHUNK + 3);
     }
 
     fn check_chunked_gradients(g: ConvGeometry, batch: usize) {

@@ -12,6 +12,7 @@ pub mod fast_math;
 pub mod linear;
 pub mod pool;
 pub mod tape_op;
+pub mod winograd;
 
 use std::mem::MaybeUninit;
 use std::sync::Arc;

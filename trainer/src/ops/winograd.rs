@@ -1,0 +1,360 @@
+//! Winograd's minimal filtering F(2×2, 3×3) (Lavin & Gray, "Fast Algorithms for Convolutional
+//! Neural Networks", 2016) for the 3×3 "same" convolutions (stride 1, padding 1) of the 32×32
+//! presets: each 2×2 block of outputs comes from a 4×4 input tile with 16 multiplications per
+//! channel pair instead of 36, done as 16 gemms of `(filters × channels) · (channels × tiles)`.
+//!
+//! The conv's forward pass uses it, and so does its dL/dx, which is the same kind of correlation
+//! of dL/d(output) with the kernel turned by 180° and its channels swapped ([`flipped`]); dL/dW
+//! stays im2col. The transforms run over whole rows of tiles, so that they are vector code.
+//!
+//! Hand-written: no maintained Rust crate offers a CPU Winograd convolution, and dfdx 0.13's
+//! own convolution (im2col, behind the broken `nightly` feature) has none.
+
+use super::{matmul, MatRef};
+
+/// The shapes of one correlation: `channels` in, `filters` out, on `height × width` planes, a
+/// 3×3 kernel, stride 1 and padding 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Winograd {
+    pub channels: usize,
+    pub filters: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+/// Below this many input channels (the gemms' inner dimension) the 16 small gemms cost more than
+/// im2col's one: the first layer of a colour net has 3.
+pub const MIN_CHANNELS: usize = 8;
+/// The transformed inputs and products of a chunk of samples stay within this many floats each
+/// (1 MiB), so that they are written and read in a core's cache.
+const CHUNK_FLOATS: usize = 1 << 18;
+
+impl Winograd {
+    /// The transformed kernels, `[16, filters, channels]`, of `weight` (`[filters, channels, 3,
+    /// 3]`): U = G g Gᵀ for each kernel g.
+    pub fn transform_kernels(&self, weight: &[f32]) -> Vec<f32> {
+        let (f, c) = (self.filters, self.channels);
+        assert_eq!(weight.len(), f * c * 9, "3×3 kernels");
+        // G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]], applied to rows, then columns.
+        let g_rows = |a: f32, b: f32, c: f32| [a, (a + b + c) * 0.5, (a - b + c) * 0.5, c];
+        let mut u = vec![0.0f32; 16 * f * c];
+        for (k, g) in weight.chunks(9).enumerate() {
+            // G·g: 4 rows of 3, one column of g at a time.
+            let mut gg = [[0.0f32; 3]; 4];
+            for j in 0..3 {
+                let col = g_rows(g[j], g[3 + j], g[6 + j]);
+                for i in 0..4 {
+                    gg[i][j] = col[i];
+                }
+            }
+            // (G·g)·Gᵀ: each row of 3 becomes 4.
+            for (i, row) in gg.iter().enumerate() {
+                for (l, value) in g_rows(row[0], row[1], row[2]).into_iter().enumerate() {
+                    u[(i * 4 + l) * f * c + k] = value;
+                }
+            }
+        }
+        u
+    }
+
+    fn tile_rows(&self) -> usize {
+        self.height.div_ceil(2)
+    }
+    fn tile_cols(&self) -> usize {
+        self.width.div_ceil(2)
+    }
+    /// Tiles a sample takes in V and M: each tile row carries one spare tile, so that a plane's
+    /// transforms run as single loops over all its tiles (rows of tiles laid end to end) rather
+    /// than a short loop per tile row. The spare tiles' values are never stored.
+    fn tiles_per_sample(&self) -> usize {
+        self.tile_rows() * (self.tile_cols() + 1)
+    }
+    fn in_len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+    fn out_len(&self) -> usize {
+        self.filters * self.height * self.width
+    }
+
+    /// Samples per chunk: as many as keep a chunk's transformed inputs and products within
+    /// [`CHUNK_FLOATS`] each, at least one; a function of the shapes alone.
+    pub fn chunk_samples(&self) -> usize {
+        let per_sample = 16 * self.channels.max(self.filters) * self.tiles_per_sample();
+        (CHUNK_FLOATS / per_sample.max(1)).max(1)
+    }
+
+    /// Correlates the samples in `x` (`[samples, channels, height, width]`) with the kernels
+    /// `u` ([`Self::transform_kernels`]) and hands each output row to `store(filter, start,
+    /// values)`, `start` being the row's first index in `[samples, filters, height, width]`.
+    /// Every output row is stored exactly once.
+    pub fn correlate(&self, x: &[f32], u: &[f32], mut store: impl FnMut(usize, usize, &[f32])) {
+        assert_eq!(x.len() % self.in_len().max(1), 0, "whole samples");
+        assert_eq!(
+            u.len(),
+            16 * self.filters * self.channels,
+            "transformed kernels"
+        );
+        let (c, f) = (self.channels, self.filters);
+        let samples = x.len() / self.in_len().max(1);
+        let chunk = self.chunk_samples().min(samples.max(1));
+        // One buffer of each for all the chunks: V is overwritten in full, M by gemm.
+        let most_tiles = chunk * self.tiles_per_sample();
+        let mut v = vec![0.0f32; 16 * c * most_tiles];
+        let mut m = vec![0.0f32; 16 * f * most_tiles];
+        let mut scratch = Scratch::new(self);
+        for first in (0..samples).step_by(chunk) {
+            let n = chunk.min(samples - first);
+            let tiles = n * self.tiles_per_sample();
+            let (v, m) = (&mut v[..16 * c * tiles], &mut m[..16 * f * tiles]);
+            let x = &x[first * self.in_len()..][..n * self.in_len()];
+            self.transform_input(x, v, &mut scratch);
+            for xi in 0..16 {
+                matmul(
+                    &mut m[xi * f * tiles..][..f * tiles],
+                    MatRef::new(&u[xi * f * c..][..f * c], f, c),
+                    MatRef::new(&v[xi * c * tiles..][..c * tiles], c, tiles),
+                    false,
+                );
+            }
+            self.transform_output(m, n, &mut scratch, |filter, start, values| {
+                store(filter, first * self.out_len() + start, values)
+            });
+        }
+    }
+
+    /// V = Bᵀ d B for every 4×4 input tile d, into `v` (`[16, channels, tiles]`), with
+    /// Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]]. Tile (ty, tx) reads input
+    /// rows 2ty − 1 … 2ty + 2 and columns 2tx − 1 … 2tx + 2, zero outside the plane.
+    fn transform_input(&self, x: &[f32], v: &mut [f32], scratch: &mut Scratch) {
+        let (h, w, c) = (self.height, self.width, self.channels);
+        let per_sample = self.tiles_per_sample();
+        let samples = x.len() / self.in_len();
+        let tiles = samples * per_sample;
+        let padded = 2 * (self.tile_cols() + 1);
+        for s in 0..samples {
+            for ch in 0..c {
+                let plane = &x[(s * c + ch) * h * w..][..h * w];
+                // The odd input rows −1, 1, 3, … and the even rows 0, 2, …, each zero-padded to
+                // `padded` columns (input column j − 1 at j); rows outside the plane stay zero.
+                for (y, row) in plane.chunks(w).enumerate() {
+                    let (rows, k) = if y % 2 == 1 {
+                        (&mut scratch.odd_rows, y.div_ceil(2))
+                    } else {
+                        (&mut scratch.even_rows, y / 2)
+                    };
+                    rows[k * padded + 1..][..w].copy_from_slice(row);
+                }
+                let outs: [&mut [f32]; 16] =
+                    disjoint_rows(v, |xi| ((xi * c + ch) * tiles + s * per_sample, per_sample));
+                input_transform(
+                    &scratch.odd_rows,
+                    &scratch.even_rows,
+                    &mut scratch.columns,
+                    outs,
+                );
+            }
+        }
+    }
+
+    /// Y = Aᵀ M A for every tile's 4×4 products M, with Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]],
+    /// handed to `store` a whole output row at a time (the last tile's second column or row is
+    /// left out where the plane's width or height is odd).
+    fn transform_output(
+        &self,
+        m: &[f32],
+        samples: usize,
+        scratch: &mut Scratch,
+        mut store: impl FnMut(usize, usize, &[f32]),
+    ) {
+        let (h, w, f) = (self.height, self.width, self.filters);
+        let (th, tw) = (self.tile_rows(), self.tile_cols());
+        let per_sample = self.tiles_per_sample();
+        let tiles = samples * per_sample;
+        let mut row = vec![0.0f32; 2 * tw];
+        for s in 0..samples {
+            for filter in 0..f {
+                let products: [&[f32]; 16] = std::array::from_fn(|xi| {
+                    &m[(xi * f + filter) * tiles + s * per_sample..][..per_sample]
+                });
+                output_transform(&products, &mut scratch.outputs);
+                let [y00, y01, y10, y11] = &scratch.outputs;
+                for ty in 0..th {
+                    let tile_row = ty * (tw + 1)..ty * (tw + 1) + tw;
+                    for (dy, (left, right)) in [(y00, y01), (y10, y11)].into_iter().enumerate() {
+                        let y = 2 * ty + dy;
+                        if y >= h {
+                            continue;
+                        }
+                        for (pair, (l, r)) in row
+                            .chunks_exact_mut(2)
+                            .zip(left[tile_row.clone()].iter().zip(&right[tile_row.clone()]))
+                        {
+                            pair[0] = *l;
+                            pair[1] = *r;
+                        }
+                        store(filter, ((s * f + filter) * h + y) * w, &row[..w]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Scratch planes of one correlation, reused for every plane of every chunk.
+struct Scratch {
+    /// Input rows −1, 1, 3, … and 0, 2, 4, …: `tile_rows + 1` zero-padded rows each.
+    odd_rows: Vec<f32>,
+    even_rows: Vec<f32>,
+    /// Bᵀ·d down the columns (`[4, tile_rows · padded]`) and their even and odd columns.
+    columns: Columns,
+    /// The four outputs of every tile, `[4, tiles]`: Y₀₀, Y₀₁, Y₁₀, Y₁₁.
+    outputs: [Vec<f32>; 4],
+}
+
+struct Columns {
+    combined: [Vec<f32>; 4],
+    even: Vec<f32>,
+    odd: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(wg: &Winograd) -> Self {
+        let (th, tw) = (wg.tile_rows(), wg.tile_cols());
+        let padded = 2 * (tw + 1);
+        let tiles = th * (tw + 1);
+        Self {
+            odd_rows: vec![0.0; (th + 1) * padded],
+            even_rows: vec![0.0; (th + 1) * padded],
+            columns: Columns {
+                combined: std::array::from_fn(|_| vec![0.0; th * padded]),
+                // One spare element: the last (spare) tile reads one past its row.
+                even: vec![0.0; tiles + 1],
+                odd: vec![0.0; tiles + 1],
+            },
+            outputs: std::array::from_fn(|_| vec![0.0; tiles]),
+        }
+    }
+}
+
+/// Sixteen disjoint `&mut` runs of `v`, the run `xi` at `place(xi) = (start, len)`; the starts
+/// must increase with `xi` and the runs not overlap.
+fn disjoint_rows(v: &mut [f32], place: impl Fn(usize) -> (usize, usize)) -> [&mut [f32]; 16] {
+    let mut outs: [&mut [f32]; 16] = Default::default();
+    let mut rest = v;
+    let mut taken = 0;
+    for (xi, out) in outs.iter_mut().enumerate() {
+        let (start, len) = place(xi);
+        let (_, tail) = std::mem::take(&mut rest).split_at_mut(start - taken);
+        let (head, tail) = tail.split_at_mut(len);
+        *out = head;
+        rest = tail;
+        taken = start + len;
+    }
+    outs
+}
+
+/// The input transform of one plane. Tile row ty reads d₀ = odd[ty], d₁ = even[ty],
+/// d₂ = odd[ty + 1], d₃ = even[ty + 1]; Bᵀ down the columns gives d₀ − d₂, d₁ + d₂, d₂ − d₁,
+/// d₁ − d₃ for all tile rows in one loop each, and Bᵀ along the rows, from each combined row's
+/// even (e) and odd (o) columns, gives tile t's e[t] − e[t+1], o[t] + e[t+1], e[t+1] − o[t],
+/// o[t] − o[t+1] into `outs[4r + l]`.
+#[multiversion::multiversion(targets(
+    "x86_64+avx2+fma+avx512f+avx512vl+avx512bw+avx512dq",
+    "x86_64+avx2+fma"
+))]
+fn input_transform(odd: &[f32], even: &[f32], columns: &mut Columns, outs: [&mut [f32]; 16]) {
+    let n = columns.combined[0].len();
+    let padded = odd.len() - n;
+    let (d0, d1, d2, d3) = (
+        &odd[..n],
+        &even[..n],
+        &odd[padded..][..n],
+        &even[padded..][..n],
+    );
+    let [t0, t1, t2, t3] = &mut columns.combined;
+    let (t0, t1, t2, t3) = (&mut t0[..n], &mut t1[..n], &mut t2[..n], &mut t3[..n]);
+    for i in 0..n {
+        t0[i] = d0[i] - d2[i];
+        t1[i] = d1[i] + d2[i];
+        t2[i] = d2[i] - d1[i];
+        t3[i] = d1[i] - d3[i];
+    }
+    let [o00, o01, o02, o03, o10, o11, o12, o13, o20, o21, o22, o23, o30, o31, o32, o33] = outs;
+    let groups = [
+        [o00, o01, o02, o03],
+        [o10, o11, o12, o13],
+        [o20, o21, o22, o23],
+        [o30, o31, o32, o33],
+    ];
+    for (combined, [v0, v1, v2, v3]) in columns.combined.iter().zip(groups) {
+        let tiles = v0.len();
+        for ((e, o), pair) in columns
+            .even
+            .iter_mut()
+            .zip(columns.odd.iter_mut())
+            .zip(combined.chunks_exact(2))
+        {
+            *e = pair[0];
+            *o = pair[1];
+        }
+        let (e0, e1) = (&columns.even[..tiles], &columns.even[1..=tiles]);
+        let (o0, o1) = (&columns.odd[..tiles], &columns.odd[1..=tiles]);
+        let (v0, v1, v2, v3) = (
+            &mut v0[..tiles],
+            &mut v1[..tiles],
+            &mut v2[..tiles],
+            &mut v3[..tiles],
+        );
+        for t in 0..tiles {
+            v0[t] = e0[t] - e1[t];
+            v1[t] = o0[t] + e1[t];
+            v2[t] = e1[t] - o0[t];
+            v3[t] = o0[t] - o1[t];
+        }
+    }
+}
+
+/// The output transform of one plane's tiles: with a_r = M_r0 + M_r1 + M_r2 and
+/// b_r = M_r1 − M_r2 − M_r3 (Aᵀ along row r of a tile's products), Y₀₀ = a₀ + a₁ + a₂,
+/// Y₀₁ = b₀ + b₁ + b₂, Y₁₀ = a₁ − a₂ − a₃, Y₁₁ = b₁ − b₂ − b₃, one loop over all tiles.
+#[multiversion::multiversion(targets(
+    "x86_64+avx2+fma+avx512f+avx512vl+avx512bw+avx512dq",
+    "x86_64+avx2+fma"
+))]
+fn output_transform(products: &[&[f32]; 16], outputs: &mut [Vec<f32>; 4]) {
+    let n = outputs[0].len();
+    let m: [&[f32]; 16] = std::array::from_fn(|xi| &products[xi][..n]);
+    let [y00, y01, y10, y11] = outputs;
+    let (y00, y01, y10, y11) = (&mut y00[..n], &mut y01[..n], &mut y10[..n], &mut y11[..n]);
+    for t in 0..n {
+        let a = |r: usize| m[4 * r][t] + m[4 * r + 1][t] + m[4 * r + 2][t];
+        let b = |r: usize| m[4 * r + 1][t] - m[4 * r + 2][t] - m[4 * r + 3][t];
+        let (a0, a1, a2, a3) = (a(0), a(1), a(2), a(3));
+        let (b0, b1, b2, b3) = (b(0), b(1), b(2), b(3));
+        y00[t] = a0 + a1 + a2;
+        y01[t] = b0 + b1 + b2;
+        y10[t] = a1 - a2 - a3;
+        y11[t] = b1 - b2 - b3;
+    }
+}
+
+/// The kernels of the correlation that gives dL/dx from dL/d(output): `[channels, filters, 3,
+/// 3]` from `[filters, channels, 3, 3]`, each kernel turned by 180°.
+pub fn flipped(weight: &[f32], filters: usize, channels: usize) -> Vec<f32> {
+    assert_eq!(weight.len(), filters * channels * 9, "3×3 kernels");
+    let mut out = vec![0.0f32; weight.len()];
+    for o in 0..filters {
+        for c in 0..channels {
+            let from = &weight[(o * channels + c) * 9..][..9];
+            let to = &mut out[(c * filters + o) * 9..][..9];
+            for (i, v) in from.iter().enumerate() {
+                to[8 - i] = *v;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[path = "winograd_tests.rs"]
+mod tests;

@@ -1,0 +1,134 @@
+//! Tests of the Winograd correlation against the definition, written out in f64.
+
+use super::*;
+use crate::ops::testing::pseudo_random;
+
+/// The 3×3 correlation with padding 1, as nested loops in f64: out[s, o, y, x] =
+/// Σ_c Σ_ki Σ_kj w[o, c, ki, kj] · x[s, c, y + ki − 1, x + kj − 1].
+fn direct(wg: &Winograd, x: &[f32], weight: &[f32]) -> Vec<f64> {
+    let (c, f, h, w) = (wg.channels, wg.filters, wg.height, wg.width);
+    let samples = x.len() / (c * h * w);
+    let mut out = vec![0.0f64; samples * f * h * w];
+    for s in 0..samples {
+        for o in 0..f {
+            for y in 0..h {
+                for xx in 0..w {
+                    let mut acc = 0.0f64;
+                    for ch in 0..c {
+                        for ki in 0..3 {
+                            for kj in 0..3 {
+                                let (iy, ix) = (y + ki, xx + kj);
+                                if iy >= 1 && ix >= 1 && iy - 1 < h && ix - 1 < w {
+                                    let v = x[((s * c + ch) * h + iy - 1) * w + ix - 1];
+                                    acc +=
+                                        v as f64 * weight[((o * c + ch) * 3 + ki) * 3 + kj] as f64;
+                                }
+                            }
+                        }
+                    }
+                    out[((s * f + o) * h + y) * w + xx] = acc;
+                }
+            }
+        }
+    }
+    out
+}
+
+fn run(wg: &Winograd, x: &[f32], weight: &[f32]) -> Vec<f32> {
+    let samples = x.len() / (wg.channels * wg.height * wg.width);
+    let mut out = vec![f32::NAN; samples * wg.filters * wg.height * wg.width];
+    let mut stored = vec![0u32; out.len()];
+    wg.correlate(x, &wg.transform_kernels(weight), |_, start, row| {
+        out[start..start + row.len()].copy_from_slice(row);
+        stored[start..start + row.len()]
+            .iter_mut()
+            .for_each(|n| *n += 1);
+    });
+    assert!(
+        stored.iter().all(|&n| n == 1),
+        "every output stored exactly once"
+    );
+    out
+}
+
+#[test]
+fn correlation_matches_the_definition() {
+    // Even and odd planes, a 1×1 plane (only the kernel's centre reads input), and a batch of
+    // 8 samples in chunks of 3, 3 and 2 (16 · 64 channels · 8 · 9 tiles = 73728 floats a
+    // sample, at most 2¹⁸ a chunk).
+    for (seed, (channels, filters, height, width, samples)) in [
+        (3, 4, 6, 6, 2),
+        (2, 3, 5, 7, 3),
+        (1, 2, 1, 1, 1),
+        (4, 2, 2, 3, 2),
+        (64, 5, 16, 16, 8),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let wg = Winograd {
+            channels,
+            filters,
+            height,
+            width,
+        };
+        if channels == 64 {
+            assert_eq!(wg.chunk_samples(), 3, "2¹⁸ / 73728");
+        }
+        let x = pseudo_random(samples * channels * height * width, seed as u64);
+        let weight = pseudo_random(filters * channels * 9, 100 + seed as u64);
+        let ours = run(&wg, &x, &weight);
+        let expected = direct(&wg, &x, &weight);
+        for (i, (a, e)) in ours.iter().zip(&expected).enumerate() {
+            // Inputs and weights in [-1, 1): each output sums 9·channels products.
+            let bound = 1e-5 * (9 * channels) as f64;
+            assert!(
+                (*a as f64 - e).abs() <= bound,
+                "{wg:?} output {i}: {a} vs {e}"
+            );
+        }
+    }
+}
+
+/// dL/dx of the correlation is the correlation of dL/dy with the flipped kernels: for any x
+/// and g, ⟨corr(x, w), g⟩ = ⟨x, corr(g, flipped(w))⟩ (the adjoint identity), in f64.
+#[test]
+fn flipped_kernels_give_the_adjoint() {
+    for (channels, filters, height, width) in [(3, 5, 6, 7), (2, 2, 1, 4), (4, 3, 5, 5)] {
+        let forward = Winograd {
+            channels,
+            filters,
+            height,
+            width,
+        };
+        let adjoint = Winograd {
+            channels: filters,
+            filters: channels,
+            height,
+            width,
+        };
+        let x = pseudo_random(2 * channels * height * width, 1);
+        let g = pseudo_random(2 * filters * height * width, 2);
+        let weight = pseudo_random(filters * channels * 9, 3);
+        let y = direct(&forward, &x, &weight);
+        let back = direct(&adjoint, &g, &flipped(&weight, filters, channels));
+        let lhs: f64 = y.iter().zip(&g).map(|(a, b)| a * *b as f64).sum();
+        let rhs: f64 = x.iter().zip(&back).map(|(a, b)| *a as f64 * b).sum();
+        assert!(
+            (lhs - rhs).abs() < 1e-9 * (1.0 + lhs.abs()),
+            "{lhs} vs {rhs}"
+        );
+    }
+}
+
+#[test]
+fn a_kernel_turned_twice_is_itself() {
+    let weight = pseudo_random(2 * 3 * 9, 4);
+    assert_eq!(flipped(&flipped(&weight, 2, 3), 3, 2), weight);
+    // The 180° turn of one kernel, by hand.
+    let one: Vec<f32> = (1..=9).map(|v| v as f32).collect();
+    assert_eq!(
+        flipped(&one, 1, 1),
+        [9.0, 8.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0]
+    );
+}
