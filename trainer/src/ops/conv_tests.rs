@@ -1,0 +1,244 @@
+//! The convolution against its definition: the forward pass against direct loops (im2col,
+//! "same" shifted copies and Winograd), the gradients against finite differences and a chunked
+//! batch against per-sample gradients.
+
+use super::*;
+use crate::ops::tensor_values;
+use crate::ops::testing::{assert_gradient_matches, assert_param_gradient_matches, pseudo_random};
+use crate::ops::Tape;
+
+/// The definition, as four nested loops over a zero-padded input.
+fn naive_conv(g: &ConvGeometry, x: &[f32], w: &[f32], b: &[f32], batch: usize) -> Vec<f32> {
+    let (oh, ow, k) = (g.out_height(), g.out_width(), g.kernel);
+    let mut out = vec![0.0; batch * g.out_len()];
+    for n in 0..batch {
+        for o in 0..g.out_channels {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut acc = b[o] as f64;
+                    for c in 0..g.in_channels {
+                        for ki in 0..k {
+                            for kj in 0..k {
+                                let iy = (oy * g.stride + ki) as isize - g.padding as isize;
+                                let ix = (ox * g.stride + kj) as isize - g.padding as isize;
+                                if iy >= 0
+                                    && ix >= 0
+                                    && (iy as usize) < g.in_height
+                                    && (ix as usize) < g.in_width
+                                {
+                                    let xi = n * g.in_len()
+                                        + (c * g.in_height + iy as usize) * g.in_width
+                                        + ix as usize;
+                                    let wi = ((o * g.in_channels + c) * k + ki) * k + kj;
+                                    acc += x[xi] as f64 * w[wi] as f64;
+                                }
+                            }
+                        }
+                    }
+                    out[n * g.out_len() + (o * oh + oy) * ow + ox] = acc as f32;
+                }
+            }
+        }
+    }
+    out
+}
+
+fn params(dev: &Cpu, g: &ConvGeometry, seed: u64) -> (Param, Param) {
+    let w = Param::matrix(
+        dev,
+        "conv.weight".into(),
+        vec![g.out_channels, g.in_channels, g.kernel, g.kernel],
+        g.out_channels,
+        g.patch_len(),
+        pseudo_random(g.out_channels * g.patch_len(), seed),
+    );
+    let b = Param::vector(
+        dev,
+        "conv.bias".into(),
+        pseudo_random(g.out_channels, seed + 1),
+    );
+    (w, b)
+}
+
+fn run_eval(
+    dev: &Cpu,
+    g: &ConvGeometry,
+    x: &[f32],
+    w: &Param,
+    b: &Param,
+    batch: usize,
+) -> Vec<f32> {
+    let x = Activations::new(
+        dev.tensor_from_vec(x.to_vec(), (batch, g.in_len())),
+        [g.in_channels, g.in_height, g.in_width],
+    );
+    tensor_values(&conv2d(x, w, b, *g, false).tensor)
+}
+
+#[test]
+fn forward_matches_direct_loops() {
+    let dev = Cpu::default();
+    let shapes = [
+        ([1, 8, 8], 4, 3, 1, 1, 2),
+        ([3, 7, 9], 5, 3, 2, 0, 3),
+        ([2, 6, 6], 3, 5, 1, 2, 1),
+        ([4, 5, 5], 2, 1, 1, 0, 2),
+        ([2, 10, 7], 6, 4, 3, 1, 2),
+        // Three chunks of samples, the last one partial.
+        ([2, 6, 5], 3, 3, 1, 1, 2 * SAMPLE_CHUNK + 5),
+        // Columns of 576 × 256 floats: a sample alone is a chunk.
+        ([64, 16, 16], 2, 3, 1, 1, 3),
+        // "Same" convolutions (one shifted copy per kernel position) on thin planes, where
+        // most kernel positions read padding and some no input row at all.
+        ([2, 1, 4], 3, 3, 1, 1, 2),
+        ([1, 5, 1], 2, 3, 1, 1, 2),
+        ([2, 2, 3], 2, 5, 1, 2, 2),
+        ([1, 1, 1], 2, 5, 1, 2, 1),
+        // Winograd F(2×2, 3×3) (3×3, stride 1, padding 1, ≥ 8 channels), odd and even planes.
+        ([9, 5, 6], 8, 3, 1, 1, 2),
+        ([8, 4, 4], 10, 3, 1, 1, 3),
+    ];
+    for (seed, (input, out, k, s, p, batch)) in shapes.into_iter().enumerate() {
+        let g = ConvGeometry::new(input, out, k, s, p).unwrap();
+        let (w, b) = params(&dev, &g, seed as u64 * 10);
+        let x = pseudo_random(batch * g.in_len(), seed as u64 * 10 + 5);
+        let ours = run_eval(&dev, &g, &x, &w, &b, batch);
+        let naive = naive_conv(&g, &x, &w.value, &b.value, batch);
+        assert_eq!(ours.len(), naive.len());
+        for (a, e) in ours.iter().zip(&naive) {
+            assert!((a - e).abs() < 1e-4, "{input:?} k{k} s{s} p{p}: {a} vs {e}");
+        }
+    }
+}
+
+#[test]
+fn gradients_match_finite_differences() {
+    let dev = Cpu::default();
+    for (input, out, k, s, p) in [
+        ([2, 5, 5], 3, 3, 1, 1),
+        ([1, 7, 6], 2, 3, 2, 0),
+        ([2, 6, 7], 2, 3, 2, 1),
+        ([1, 5, 5], 2, 4, 3, 2),
+        ([2, 1, 4], 2, 3, 1, 1),
+        ([1, 3, 2], 2, 5, 1, 2),
+        // Winograd both ways: the forward pass, and dL/dx with 8 output channels.
+        ([8, 3, 5], 8, 3, 1, 1),
+    ] {
+        let g = ConvGeometry::new(input, out, k, s, p).unwrap();
+        let batch = 2;
+        let (w, b) = params(&dev, &g, 3);
+        let x = pseudo_random(batch * g.in_len(), 4);
+        let probe = pseudo_random(batch * g.out_len(), 5);
+
+        let x_tensor = dev.tensor_from_vec(x.clone(), (batch, g.in_len()));
+        let traced = Activations::new(x_tensor.retaped::<Tape>(), input);
+        let out_t = conv2d(traced, &w, &b, g, true).tensor;
+        let probe_t = dev.tensor_from_vec(probe.clone(), (batch, g.out_len()));
+        let mut grads = (out_t * probe_t).sum().backward();
+        let grad_x = grads.get(&x_tensor).as_vec();
+        let grad_w = w.take_grad(&mut grads).unwrap();
+        let grad_b = b.take_grad(&mut grads).unwrap();
+
+        let objective = |out: Vec<f32>| {
+            out.iter()
+                .zip(&probe)
+                .map(|(o, p)| *o as f64 * *p as f64)
+                .sum::<f64>()
+        };
+        assert_gradient_matches(
+            "dx",
+            &x,
+            &grad_x,
+            &|xp| objective(run_eval(&dev, &g, xp, &w, &b, batch)),
+            1e-2,
+            2e-3,
+        );
+        assert_param_gradient_matches(
+            &w,
+            &grad_w,
+            &|w2| objective(run_eval(&dev, &g, &x, w2, &b, batch)),
+            1e-2,
+            2e-3,
+        );
+        assert_param_gradient_matches(
+            &b,
+            &grad_b,
+            &|b2| objective(run_eval(&dev, &g, &x, &w, b2, batch)),
+            1e-2,
+            2e-3,
+        );
+    }
+}
+
+/// The gradients of a batch that spans several chunks (the last one partial) equal those of
+/// its samples one at a time, which the finite-difference test above checks: for chunks of
+/// 16 samples, of 7 (columns of 144 × 256 floats) and of one (576 × 256).
+#[test]
+fn gradients_of_a_chunked_batch_equal_per_sample_gradients() {
+    for (input, chunk) in [([2, 6, 5], 16), ([16, 16, 16], 7), ([64, 16, 16], 1)] {
+        let g = ConvGeometry::new(input, 3, 3, 1, 1).unwrap();
+        // 2¹⁸ / (patch · positions), at most 16: 2¹⁸ / 36864 = 7.1, 2¹⁸ / 147456 = 1.8.
+        assert_eq!(g.chunk_samples(), chunk, "{input:?}");
+        check_chunked_gradients(g, 2 * chunk + chunk.div_ceil(2));
+    }
+    // Winograd both ways, over three tasks of samples (the last one partial).
+    let g = ConvGeometry::new([8, 6, 5], 9, 3, 1, 1).unwrap();
+    assert!(g.winograd().is_some() && g.winograd_adjoint().is_some());
+    check_chunked_gradients(g, 2 * SAMPLE_CHUNK + 3);
+}
+
+fn check_chunked_gradients(g: ConvGeometry, batch: usize) {
+    let dev = Cpu::default();
+    let input = [g.in_channels, g.in_height, g.in_width];
+    let (w, b) = params(&dev, &g, 8);
+    let x = pseudo_random(batch * g.in_len(), 9);
+    let probe = pseudo_random(batch * g.out_len(), 10);
+    let gradients = |x: &[f32], probe: &[f32]| {
+        let n = x.len() / g.in_len();
+        let x_tensor = dev.tensor_from_vec(x.to_vec(), (n, g.in_len()));
+        let traced = Activations::new(x_tensor.retaped::<Tape>(), input);
+        let out_t = conv2d(traced, &w, &b, g, true).tensor;
+        let probe_t = dev.tensor_from_vec(probe.to_vec(), (n, g.out_len()));
+        let mut grads = (out_t * probe_t).sum().backward();
+        (
+            grads.get(&x_tensor).as_vec(),
+            w.take_grad(&mut grads).unwrap(),
+            b.take_grad(&mut grads).unwrap(),
+        )
+    };
+    let (grad_x, grad_w, grad_b) = gradients(&x, &probe);
+    let mut summed_w = vec![0.0f64; grad_w.len()];
+    let mut summed_b = vec![0.0f64; grad_b.len()];
+    for n in 0..batch {
+        let (gx, gw, gb) = gradients(
+            &x[n * g.in_len()..(n + 1) * g.in_len()],
+            &probe[n * g.out_len()..(n + 1) * g.out_len()],
+        );
+        for (a, e) in grad_x[n * g.in_len()..(n + 1) * g.in_len()].iter().zip(&gx) {
+            assert!((a - e).abs() < 1e-5, "dx of sample {n}: {a} vs {e}");
+        }
+        summed_w
+            .iter_mut()
+            .zip(&gw)
+            .for_each(|(s, v)| *s += *v as f64);
+        summed_b
+            .iter_mut()
+            .zip(&gb)
+            .for_each(|(s, v)| *s += *v as f64);
+    }
+    for (a, e) in grad_w
+        .iter()
+        .zip(&summed_w)
+        .chain(grad_b.iter().zip(&summed_b))
+    {
+        assert!((*a as f64 - e).abs() < 1e-4 * (1.0 + e.abs()), "{a} vs {e}");
+    }
+}
+
+#[test]
+fn oversized_kernels_are_rejected() {
+    let err = ConvGeometry::new([1, 2, 2], 4, 5, 1, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("larger than its padded input"), "{err}");
+}
