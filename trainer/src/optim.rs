@@ -5,11 +5,17 @@
 //! weight decay is L2 added to the gradient; SGD's velocity is `v = μ·v + g`, `w -= lr·v`; Adam
 //! bias-corrects both moments and adds ε after the square root.
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::param::Param;
 
 pub use necrosis_records::config::OptimizerConfig;
+
+/// Parameter elements per rayon task of an update: each element's update is independent of
+/// the others, so splitting changes no value; a 32×32 net's first dense layer (2 M weights)
+/// took 2.6 ms a step on one core.
+const UPDATE_CHUNK: usize = 1 << 15;
 
 /// Optimiser state: one or two moment buffers per parameter and the step count.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,11 +65,18 @@ impl Optimizer {
                 for ((param, grad), velocity) in
                     params.iter_mut().zip(grads).zip(&mut self.first_moment)
                 {
-                    for ((w, &g), v) in param.value.iter_mut().zip(grad).zip(velocity.iter_mut()) {
-                        let g = g + weight_decay * *w;
-                        *v = momentum * *v + g;
-                        *w -= lr * *v;
-                    }
+                    param
+                        .value
+                        .par_chunks_mut(UPDATE_CHUNK)
+                        .zip(grad.par_chunks(UPDATE_CHUNK))
+                        .zip(velocity.par_chunks_mut(UPDATE_CHUNK))
+                        .for_each(|((w, g), v)| {
+                            for ((w, &g), v) in w.iter_mut().zip(g).zip(v) {
+                                let g = g + weight_decay * *w;
+                                *v = momentum * *v + g;
+                                *w -= lr * *v;
+                            }
+                        });
                     param.upload();
                 }
             }
@@ -78,14 +91,24 @@ impl Optimizer {
                 let correction2 = 1.0 - beta2.powi(t);
                 for (i, (param, grad)) in params.iter_mut().zip(grads).enumerate() {
                     let (m, v) = (&mut self.first_moment[i], &mut self.second_moment[i]);
-                    for (j, (w, &g)) in param.value.iter_mut().zip(grad).enumerate() {
-                        let g = g + weight_decay * *w;
-                        m[j] = beta1 * m[j] + (1.0 - beta1) * g;
-                        v[j] = beta2 * v[j] + (1.0 - beta2) * g * g;
-                        let m_hat = m[j] / correction1;
-                        let v_hat = v[j] / correction2;
-                        *w -= lr * m_hat / (v_hat.sqrt() + eps);
-                    }
+                    param
+                        .value
+                        .par_chunks_mut(UPDATE_CHUNK)
+                        .zip(grad.par_chunks(UPDATE_CHUNK))
+                        .zip(
+                            m.par_chunks_mut(UPDATE_CHUNK)
+                                .zip(v.par_chunks_mut(UPDATE_CHUNK)),
+                        )
+                        .for_each(|((w, g), (m, v))| {
+                            for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m).zip(v) {
+                                let g = g + weight_decay * *w;
+                                *m = beta1 * *m + (1.0 - beta1) * g;
+                                *v = beta2 * *v + (1.0 - beta2) * g * g;
+                                let m_hat = *m / correction1;
+                                let v_hat = *v / correction2;
+                                *w -= lr * m_hat / (v_hat.sqrt() + eps);
+                            }
+                        });
                     param.upload();
                 }
             }
