@@ -13,6 +13,7 @@ use crate::ops::conv::{conv2d, ConvGeometry};
 use crate::ops::dropout::dropout;
 use crate::ops::linear::{linear, StepTape};
 use crate::ops::pool::{pool2d, PoolGeometry};
+use crate::ops::residual::residual_add;
 use crate::ops::Activations;
 use crate::param::Param;
 use necrosis_records::init::{BiasInit, InitScheme};
@@ -300,8 +301,7 @@ impl ResidualBlock {
             Some((conv, bn)) => bn.forward(conv.forward(shortcut_in), pass),
             None => shortcut_in,
         };
-        assert_eq!(main.sample_shape, shortcut.sample_shape, "residual shapes");
-        let sum = Activations::new(main.tensor + shortcut.tensor, main.sample_shape);
+        let sum = residual_add(main, shortcut);
         self.act2.forward(sum, pass)
     }
 

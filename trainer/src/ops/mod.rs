@@ -11,6 +11,7 @@ pub mod dropout;
 pub mod fast_math;
 pub mod linear;
 pub mod pool;
+pub mod residual;
 pub mod tape_op;
 pub mod winograd;
 
