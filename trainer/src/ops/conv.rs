@@ -84,28 +84,33 @@ impl ConvGeometry {
     }
 
     /// The Winograd F(2×2, 3×3) correlation of this convolution, where one applies: a 3×3
-    /// kernel, stride 1, padding 1, at least [`winograd::MIN_CHANNELS`] input channels.
+    /// kernel, stride 1, padding 0 to 2, at least [`winograd::MIN_CHANNELS`] input channels and
+    /// output planes of at least [`winograd::MIN_POSITIONS`].
     pub fn winograd(&self) -> Option<Winograd> {
         (self.kernel == 3
             && self.stride == 1
-            && self.padding == 1
-            && self.in_channels >= winograd::MIN_CHANNELS)
+            && self.padding <= 2
+            && self.in_channels >= winograd::MIN_CHANNELS
+            && self.out_positions() >= winograd::MIN_POSITIONS)
             .then_some(Winograd {
                 channels: self.in_channels,
                 filters: self.out_channels,
                 height: self.in_height,
                 width: self.in_width,
+                padding: self.padding,
             })
     }
 
-    /// The correlation that gives dL/dx from dL/d(output) by Winograd, where one applies: the
-    /// same shapes with the channels swapped, its kernels [`winograd::flipped`].
+    /// The correlation that gives dL/dx from dL/d(output) by Winograd, where one applies: on
+    /// the output planes with the channels swapped and padding 2 − p, its kernels
+    /// [`winograd::flipped`].
     fn winograd_adjoint(&self) -> Option<Winograd> {
-        let forward = self.winograd();
-        let adjoint = forward.map(|w| Winograd {
+        let adjoint = self.winograd().map(|w| Winograd {
             channels: w.filters,
             filters: w.channels,
-            ..w
+            height: w.out_height(),
+            width: w.out_width(),
+            padding: 2 - w.padding,
         });
         adjoint.filter(|a| a.channels >= winograd::MIN_CHANNELS)
     }

@@ -97,6 +97,9 @@ fn forward_matches_direct_loops() {
         // Winograd F(2×2, 3×3) (3×3, stride 1, padding 1, ≥ 8 channels), odd and even planes.
         ([9, 5, 6], 8, 3, 1, 1, 2),
         ([8, 4, 4], 10, 3, 1, 1, 3),
+        // Winograd without padding (LeNet's second conv) and with padding 2.
+        ([8, 7, 6], 9, 3, 1, 0, 2),
+        ([8, 4, 5], 8, 3, 1, 2, 2),
     ];
     for (seed, (input, out, k, s, p, batch)) in shapes.into_iter().enumerate() {
         let g = ConvGeometry::new(input, out, k, s, p).unwrap();
@@ -123,6 +126,7 @@ fn gradients_match_finite_differences() {
         ([1, 3, 2], 2, 5, 1, 2),
         // Winograd both ways: the forward pass, and dL/dx with 8 output channels.
         ([8, 3, 5], 8, 3, 1, 1),
+        ([8, 4, 4], 8, 3, 1, 0),
     ] {
         let g = ConvGeometry::new(input, out, k, s, p).unwrap();
         let batch = 2;

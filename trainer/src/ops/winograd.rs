@@ -1,6 +1,6 @@
 //! Winograd's minimal filtering F(2×2, 3×3) (Lavin & Gray, "Fast Algorithms for Convolutional
-//! Neural Networks", 2016) for the 3×3 "same" convolutions (stride 1, padding 1) of the 32×32
-//! presets: each 2×2 block of outputs comes from a 4×4 input tile with 16 multiplications per
+//! Neural Networks", 2016) for 3×3 convolutions of stride 1 (padding 0 to 2: LeNet's, the 32×32
+//! presets'): each 2×2 block of outputs comes from a 4×4 input tile with 16 multiplications per
 //! channel pair instead of 36, done as 16 gemms of `(filters × channels) · (channels × tiles)`.
 //!
 //! The conv's forward pass uses it, and so does its dL/dx, which is the same kind of correlation
@@ -12,19 +12,25 @@
 
 use super::{matmul, MatRef};
 
-/// The shapes of one correlation: `channels` in, `filters` out, on `height × width` planes, a
-/// 3×3 kernel, stride 1 and padding 1.
+/// The shapes of one correlation: `channels` in, `filters` out, on `height × width` input
+/// planes, a 3×3 kernel, stride 1 and `padding` (0 to 2) zeros around the input, so that the
+/// output planes are `height + 2·padding − 2` high and as much wider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Winograd {
     pub channels: usize,
     pub filters: usize,
     pub height: usize,
     pub width: usize,
+    pub padding: usize,
 }
 
 /// Below this many input channels (the gemms' inner dimension) the 16 small gemms cost more than
 /// im2col's one: the first layer of a colour net has 3.
 pub const MIN_CHANNELS: usize = 8;
+/// Below this many output positions a plane's transforms cost more than the multiplications
+/// they save (measured on 2 AVX-512 cores): on LeNet's 11×11 planes its step went from 11 to
+/// 13 ms, on resnet20's 8×8 planes from 162 to 172 ms; 16×16 and 32×32 planes gain.
+pub const MIN_POSITIONS: usize = 256;
 /// The transformed inputs and products of a chunk of samples stay within this many floats each
 /// (1 MiB), so that they are written and read in a core's cache.
 const CHUNK_FLOATS: usize = 1 << 18;
@@ -57,11 +63,17 @@ impl Winograd {
         u
     }
 
+    pub fn out_height(&self) -> usize {
+        self.height + 2 * self.padding - 2
+    }
+    pub fn out_width(&self) -> usize {
+        self.width + 2 * self.padding - 2
+    }
     fn tile_rows(&self) -> usize {
-        self.height.div_ceil(2)
+        self.out_height().div_ceil(2)
     }
     fn tile_cols(&self) -> usize {
-        self.width.div_ceil(2)
+        self.out_width().div_ceil(2)
     }
     /// Tiles a sample takes in V and M: each tile row carries one spare tile, so that a plane's
     /// transforms run as single loops over all its tiles (rows of tiles laid end to end) rather
@@ -73,7 +85,7 @@ impl Winograd {
         self.channels * self.height * self.width
     }
     fn out_len(&self) -> usize {
-        self.filters * self.height * self.width
+        self.filters * self.out_height() * self.out_width()
     }
 
     /// Samples per chunk: as many as keep a chunk's transformed inputs and products within
@@ -85,7 +97,8 @@ impl Winograd {
 
     /// Correlates the samples in `x` (`[samples, channels, height, width]`) with the kernels
     /// `u` ([`Self::transform_kernels`]) and hands each output row to `store(filter, start,
-    /// values)`, `start` being the row's first index in `[samples, filters, height, width]`.
+    /// values)`, `start` being the row's first index in `[samples, filters, out_height,
+    /// out_width]`.
     /// Every output row is stored exactly once.
     pub fn correlate(&self, x: &[f32], u: &[f32], mut store: impl FnMut(usize, usize, &[f32])) {
         assert_eq!(x.len() % self.in_len().max(1), 0, "whole samples");
@@ -124,31 +137,36 @@ impl Winograd {
 
     /// V = Bᵀ d B for every 4×4 input tile d, into `v` (`[16, channels, tiles]`), with
     /// Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]]. Tile (ty, tx) reads input
-    /// rows 2ty − 1 … 2ty + 2 and columns 2tx − 1 … 2tx + 2, zero outside the plane.
+    /// rows 2ty − p … 2ty − p + 3 and columns 2tx − p … 2tx − p + 3 (p the padding), zero
+    /// outside the plane.
     fn transform_input(&self, x: &[f32], v: &mut [f32], scratch: &mut Scratch) {
-        let (h, w, c) = (self.height, self.width, self.channels);
+        let (h, w, c, p) = (self.height, self.width, self.channels, self.padding);
         let per_sample = self.tiles_per_sample();
         let samples = x.len() / self.in_len();
         let tiles = samples * per_sample;
         let padded = 2 * (self.tile_cols() + 1);
+        let rows_kept = self.tile_rows() + 1;
         for s in 0..samples {
             for ch in 0..c {
                 let plane = &x[(s * c + ch) * h * w..][..h * w];
-                // The odd input rows −1, 1, 3, … and the even rows 0, 2, …, each zero-padded to
-                // `padded` columns (input column j − 1 at j); rows outside the plane stay zero.
+                // Input rows 2k − p and 2k + 1 − p (k = 0 … tile rows), zero-padded to `padded`
+                // columns (input column j − p at j); rows outside the plane stay zero.
                 for (y, row) in plane.chunks(w).enumerate() {
-                    let (rows, k) = if y % 2 == 1 {
-                        (&mut scratch.odd_rows, y.div_ceil(2))
-                    } else {
-                        (&mut scratch.even_rows, y / 2)
-                    };
-                    rows[k * padded + 1..][..w].copy_from_slice(row);
+                    let k = (y + p) / 2;
+                    if k < rows_kept {
+                        let rows = if (y + p) % 2 == 0 {
+                            &mut scratch.first_rows
+                        } else {
+                            &mut scratch.second_rows
+                        };
+                        rows[k * padded + p..][..w].copy_from_slice(row);
+                    }
                 }
                 let outs: [&mut [f32]; 16] =
                     disjoint_rows(v, |xi| ((xi * c + ch) * tiles + s * per_sample, per_sample));
                 input_transform(
-                    &scratch.odd_rows,
-                    &scratch.even_rows,
+                    &scratch.first_rows,
+                    &scratch.second_rows,
                     &mut scratch.columns,
                     outs,
                 );
@@ -166,7 +184,7 @@ impl Winograd {
         scratch: &mut Scratch,
         mut store: impl FnMut(usize, usize, &[f32]),
     ) {
-        let (h, w, f) = (self.height, self.width, self.filters);
+        let (h, w, f) = (self.out_height(), self.out_width(), self.filters);
         let (th, tw) = (self.tile_rows(), self.tile_cols());
         let per_sample = self.tiles_per_sample();
         let tiles = samples * per_sample;
@@ -202,9 +220,9 @@ impl Winograd {
 
 /// Scratch planes of one correlation, reused for every plane of every chunk.
 struct Scratch {
-    /// Input rows −1, 1, 3, … and 0, 2, 4, …: `tile_rows + 1` zero-padded rows each.
-    odd_rows: Vec<f32>,
-    even_rows: Vec<f32>,
+    /// Input rows 2k − p and 2k + 1 − p: `tile_rows + 1` zero-padded rows each.
+    first_rows: Vec<f32>,
+    second_rows: Vec<f32>,
     /// Bᵀ·d down the columns (`[4, tile_rows · padded]`) and their even and odd columns.
     columns: Columns,
     /// The four outputs of every tile, `[4, tiles]`: Y₀₀, Y₀₁, Y₁₀, Y₁₁.
@@ -223,8 +241,8 @@ impl Scratch {
         let padded = 2 * (tw + 1);
         let tiles = th * (tw + 1);
         Self {
-            odd_rows: vec![0.0; (th + 1) * padded],
-            even_rows: vec![0.0; (th + 1) * padded],
+            first_rows: vec![0.0; (th + 1) * padded],
+            second_rows: vec![0.0; (th + 1) * padded],
             columns: Columns {
                 combined: std::array::from_fn(|_| vec![0.0; th * padded]),
                 // One spare element: the last (spare) tile reads one past its row.
@@ -253,8 +271,8 @@ fn disjoint_rows(v: &mut [f32], place: impl Fn(usize) -> (usize, usize)) -> [&mu
     outs
 }
 
-/// The input transform of one plane. Tile row ty reads d₀ = odd[ty], d₁ = even[ty],
-/// d₂ = odd[ty + 1], d₃ = even[ty + 1]; Bᵀ down the columns gives d₀ − d₂, d₁ + d₂, d₂ − d₁,
+/// The input transform of one plane. Tile row ty reads d₀ = first[ty], d₁ = second[ty],
+/// d₂ = first[ty + 1], d₃ = second[ty + 1] (input rows 2ty − p … 2ty − p + 3); Bᵀ down the columns gives d₀ − d₂, d₁ + d₂, d₂ − d₁,
 /// d₁ − d₃ for all tile rows in one loop each, and Bᵀ along the rows, from each combined row's
 /// even (e) and odd (o) columns, gives tile t's e[t] − e[t+1], o[t] + e[t+1], e[t+1] − o[t],
 /// o[t] − o[t+1] into `outs[4r + l]`.
@@ -262,14 +280,14 @@ fn disjoint_rows(v: &mut [f32], place: impl Fn(usize) -> (usize, usize)) -> [&mu
     "x86_64+avx2+fma+avx512f+avx512vl+avx512bw+avx512dq",
     "x86_64+avx2+fma"
 ))]
-fn input_transform(odd: &[f32], even: &[f32], columns: &mut Columns, outs: [&mut [f32]; 16]) {
+fn input_transform(first: &[f32], second: &[f32], columns: &mut Columns, outs: [&mut [f32]; 16]) {
     let n = columns.combined[0].len();
-    let padded = odd.len() - n;
+    let padded = first.len() - n;
     let (d0, d1, d2, d3) = (
-        &odd[..n],
-        &even[..n],
-        &odd[padded..][..n],
-        &even[padded..][..n],
+        &first[..n],
+        &second[..n],
+        &first[padded..][..n],
+        &second[padded..][..n],
     );
     let [t0, t1, t2, t3] = &mut columns.combined;
     let (t0, t1, t2, t3) = (&mut t0[..n], &mut t1[..n], &mut t2[..n], &mut t3[..n]);

@@ -3,30 +3,31 @@
 use super::*;
 use crate::ops::testing::pseudo_random;
 
-/// The 3×3 correlation with padding 1, as nested loops in f64: out[s, o, y, x] =
-/// Σ_c Σ_ki Σ_kj w[o, c, ki, kj] · x[s, c, y + ki − 1, x + kj − 1].
+/// The 3×3 correlation with padding p, as nested loops in f64: out[s, o, y, x] =
+/// Σ_c Σ_ki Σ_kj w[o, c, ki, kj] · x[s, c, y + ki − p, x + kj − p], zero outside the input.
 fn direct(wg: &Winograd, x: &[f32], weight: &[f32]) -> Vec<f64> {
-    let (c, f, h, w) = (wg.channels, wg.filters, wg.height, wg.width);
+    let (c, f, h, w, p) = (wg.channels, wg.filters, wg.height, wg.width, wg.padding);
+    let (oh, ow) = (h + 2 * p - 2, w + 2 * p - 2);
     let samples = x.len() / (c * h * w);
-    let mut out = vec![0.0f64; samples * f * h * w];
+    let mut out = vec![0.0f64; samples * f * oh * ow];
     for s in 0..samples {
         for o in 0..f {
-            for y in 0..h {
-                for xx in 0..w {
+            for y in 0..oh {
+                for xx in 0..ow {
                     let mut acc = 0.0f64;
                     for ch in 0..c {
                         for ki in 0..3 {
                             for kj in 0..3 {
                                 let (iy, ix) = (y + ki, xx + kj);
-                                if iy >= 1 && ix >= 1 && iy - 1 < h && ix - 1 < w {
-                                    let v = x[((s * c + ch) * h + iy - 1) * w + ix - 1];
-                                    acc +=
-                                        v as f64 * weight[((o * c + ch) * 3 + ki) * 3 + kj] as f64;
+                                if iy >= p && ix >= p && iy - p < h && ix - p < w {
+                                    let v = x[((s * c + ch) * h + iy - p) * w + ix - p];
+                                    let k = weight[((o * c + ch) * 3 + ki) * 3 + kj];
+                                    acc += v as f64 * k as f64;
                                 }
                             }
                         }
                     }
-                    out[((s * f + o) * h + y) * w + xx] = acc;
+                    out[((s * f + o) * oh + y) * ow + xx] = acc;
                 }
             }
         }
@@ -36,7 +37,7 @@ fn direct(wg: &Winograd, x: &[f32], weight: &[f32]) -> Vec<f64> {
 
 fn run(wg: &Winograd, x: &[f32], weight: &[f32]) -> Vec<f32> {
     let samples = x.len() / (wg.channels * wg.height * wg.width);
-    let mut out = vec![f32::NAN; samples * wg.filters * wg.height * wg.width];
+    let mut out = vec![f32::NAN; samples * wg.filters * wg.out_height() * wg.out_width()];
     let mut stored = vec![0u32; out.len()];
     wg.correlate(x, &wg.transform_kernels(weight), |_, start, row| {
         out[start..start + row.len()].copy_from_slice(row);
@@ -53,15 +54,20 @@ fn run(wg: &Winograd, x: &[f32], weight: &[f32]) -> Vec<f32> {
 
 #[test]
 fn correlation_matches_the_definition() {
-    // Even and odd planes, a 1×1 plane (only the kernel's centre reads input), and a batch of
-    // 8 samples in chunks of 3, 3 and 2 (16 · 64 channels · 8 · 9 tiles = 73728 floats a
-    // sample, at most 2¹⁸ a chunk).
-    for (seed, (channels, filters, height, width, samples)) in [
-        (3, 4, 6, 6, 2),
-        (2, 3, 5, 7, 3),
-        (1, 2, 1, 1, 1),
-        (4, 2, 2, 3, 2),
-        (64, 5, 16, 16, 8),
+    // Even and odd planes, a 1×1 plane (only the kernel's centre reads input), a batch of 8
+    // samples in chunks of 3, 3 and 2 (16 · 64 channels · 8 · 9 tiles = 73728 floats a sample,
+    // at most 2¹⁸ a chunk); no padding (LeNet's 13×13 → 11×11) and padding 2 (its dL/dx,
+    // 11×11 → 13×13).
+    for (seed, (channels, filters, height, width, padding, samples)) in [
+        (3, 4, 6, 6, 1, 2),
+        (2, 3, 5, 7, 1, 3),
+        (1, 2, 1, 1, 1, 1),
+        (4, 2, 2, 3, 1, 2),
+        (64, 5, 16, 16, 1, 8),
+        (3, 4, 13, 13, 0, 2),
+        (2, 3, 4, 3, 0, 1),
+        (3, 2, 11, 11, 2, 2),
+        (2, 2, 1, 2, 2, 1),
     ]
     .into_iter()
     .enumerate()
@@ -71,6 +77,7 @@ fn correlation_matches_the_definition() {
             filters,
             height,
             width,
+            padding,
         };
         if channels == 64 {
             assert_eq!(wg.chunk_samples(), 3, "2¹⁸ / 73728");
@@ -79,6 +86,7 @@ fn correlation_matches_the_definition() {
         let weight = pseudo_random(filters * channels * 9, 100 + seed as u64);
         let ours = run(&wg, &x, &weight);
         let expected = direct(&wg, &x, &weight);
+        assert_eq!(ours.len(), expected.len());
         for (i, (a, e)) in ours.iter().zip(&expected).enumerate() {
             // Inputs and weights in [-1, 1): each output sums 9·channels products.
             let bound = 1e-5 * (9 * channels) as f64;
@@ -90,25 +98,35 @@ fn correlation_matches_the_definition() {
     }
 }
 
-/// dL/dx of the correlation is the correlation of dL/dy with the flipped kernels: for any x
-/// and g, ⟨corr(x, w), g⟩ = ⟨x, corr(g, flipped(w))⟩ (the adjoint identity), in f64.
+/// dL/dx of the correlation is the correlation of dL/dy with the flipped kernels, on the output
+/// planes with padding 2 − p: for any x and g, ⟨corr(x, w), g⟩ = ⟨x, corr(g, flipped(w))⟩ (the
+/// adjoint identity), in f64.
 #[test]
 fn flipped_kernels_give_the_adjoint() {
-    for (channels, filters, height, width) in [(3, 5, 6, 7), (2, 2, 1, 4), (4, 3, 5, 5)] {
+    for (channels, filters, height, width, padding) in [
+        (3, 5, 6, 7, 1),
+        (2, 2, 1, 4, 1),
+        (4, 3, 5, 5, 1),
+        (3, 2, 6, 5, 0),
+        (2, 3, 4, 4, 2),
+    ] {
         let forward = Winograd {
             channels,
             filters,
             height,
             width,
+            padding,
         };
         let adjoint = Winograd {
             channels: filters,
             filters: channels,
-            height,
-            width,
+            height: forward.out_height(),
+            width: forward.out_width(),
+            padding: 2 - padding,
         };
+        assert_eq!((adjoint.out_height(), adjoint.out_width()), (height, width));
         let x = pseudo_random(2 * channels * height * width, 1);
-        let g = pseudo_random(2 * filters * height * width, 2);
+        let g = pseudo_random(2 * filters * forward.out_height() * forward.out_width(), 2);
         let weight = pseudo_random(filters * channels * 9, 3);
         let y = direct(&forward, &x, &weight);
         let back = direct(&adjoint, &g, &flipped(&weight, filters, channels));
