@@ -1,7 +1,8 @@
 //! Winograd's minimal filtering F(2×2, 3×3) (Lavin & Gray, "Fast Algorithms for Convolutional
-//! Neural Networks", 2016) for 3×3 convolutions of stride 1 (padding 0 to 2: LeNet's, the 32×32
-//! presets'): each 2×2 block of outputs comes from a 4×4 input tile with 16 multiplications per
-//! channel pair instead of 36, done as 16 gemms of `(filters × channels) · (channels × tiles)`.
+//! Neural Networks", 2016) for 3×3 convolutions of stride 1 and padding 0 to 2 on planes large
+//! enough to pay for the transforms (the 32×32 presets'): each 2×2 block of outputs comes from a
+//! 4×4 input tile with 16 multiplications per channel pair instead of 36, done as 16 gemms of
+//! `(filters × channels) · (channels × tiles)`.
 //!
 //! The conv's forward pass uses it, and so does its dL/dx, which is the same kind of correlation
 //! of dL/d(output) with the kernel turned by 180° and its channels swapped ([`flipped`]); dL/dW
