@@ -129,15 +129,7 @@ fn gradients_match_finite_differences() {
         let (w, b) = params(&dev, &g, 3);
         let x = pseudo_random(batch * g.in_len(), 4);
         let probe = pseudo_random(batch * g.out_len(), 5);
-
-        let x_tensor = dev.tensor_from_vec(x.clone(), (batch, g.in_len()));
-        let traced = Activations::new(x_tensor.retaped::<Tape>(), input);
-        let out_t = conv2d(traced, &w, &b, g, true).tensor;
-        let probe_t = dev.tensor_from_vec(probe.clone(), (batch, g.out_len()));
-        let mut grads = (out_t * probe_t).sum().backward();
-        let grad_x = grads.get(&x_tensor).as_vec();
-        let grad_w = w.take_grad(&mut grads).unwrap();
-        let grad_b = b.take_grad(&mut grads).unwrap();
+        let (grad_x, grad_w, grad_b) = taped_gradients(&dev, &g, (&w, &b), &x, &probe);
 
         let objective = |out: Vec<f32>| {
             out.iter()
@@ -205,14 +197,7 @@ fn winograd_gradients_match_their_definitions() {
         let (w, b) = params(&dev, &g, 11);
         let x = pseudo_random(batch * g.in_len(), 12);
         let probe = pseudo_random(batch * g.out_len(), 13);
-        let x_tensor = dev.tensor_from_vec(x.clone(), (batch, g.in_len()));
-        let traced = Activations::new(x_tensor.retaped::<Tape>(), input);
-        let out_t = conv2d(traced, &w, &b, g, true).tensor;
-        let probe_t = dev.tensor_from_vec(probe.clone(), (batch, g.out_len()));
-        let mut grads = (out_t * probe_t).sum().backward();
-        let grad_x = grads.get(&x_tensor).as_vec();
-        let grad_w = w.take_grad(&mut grads).unwrap();
-        let grad_b = b.take_grad(&mut grads).unwrap();
+        let (grad_x, grad_w, grad_b) = taped_gradients(&dev, &g, (&w, &b), &x, &probe);
 
         let [c_in, h, wd] = input;
         let (oh, ow) = (g.out_height(), g.out_width());
@@ -258,25 +243,34 @@ fn winograd_gradients_match_their_definitions() {
     }
 }
 
+/// dL/dx, dL/dW and dL/db from the tape for the loss Σ probe · conv(x) over the samples in `x`.
+fn taped_gradients(
+    dev: &Cpu,
+    g: &ConvGeometry,
+    (w, b): (&Param, &Param),
+    x: &[f32],
+    probe: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let n = x.len() / g.in_len();
+    let x_tensor = dev.tensor_from_vec(x.to_vec(), (n, g.in_len()));
+    let input = [g.in_channels, g.in_height, g.in_width];
+    let traced = Activations::new(x_tensor.retaped::<Tape>(), input);
+    let out_t = conv2d(traced, w, b, *g, true).tensor;
+    let probe_t = dev.tensor_from_vec(probe.to_vec(), (n, g.out_len()));
+    let mut grads = (out_t * probe_t).sum().backward();
+    (
+        grads.get(&x_tensor).as_vec(),
+        w.take_grad(&mut grads).unwrap(),
+        b.take_grad(&mut grads).unwrap(),
+    )
+}
+
 fn check_chunked_gradients(g: ConvGeometry, batch: usize) {
     let dev = Cpu::default();
-    let input = [g.in_channels, g.in_height, g.in_width];
     let (w, b) = params(&dev, &g, 8);
     let x = pseudo_random(batch * g.in_len(), 9);
     let probe = pseudo_random(batch * g.out_len(), 10);
-    let gradients = |x: &[f32], probe: &[f32]| {
-        let n = x.len() / g.in_len();
-        let x_tensor = dev.tensor_from_vec(x.to_vec(), (n, g.in_len()));
-        let traced = Activations::new(x_tensor.retaped::<Tape>(), input);
-        let out_t = conv2d(traced, &w, &b, g, true).tensor;
-        let probe_t = dev.tensor_from_vec(probe.to_vec(), (n, g.out_len()));
-        let mut grads = (out_t * probe_t).sum().backward();
-        (
-            grads.get(&x_tensor).as_vec(),
-            w.take_grad(&mut grads).unwrap(),
-            b.take_grad(&mut grads).unwrap(),
-        )
-    };
+    let gradients = |x: &[f32], probe: &[f32]| taped_gradients(&dev, &g, (&w, &b), x, probe);
     let (grad_x, grad_w, grad_b) = gradients(&x, &probe);
     let mut summed_w = vec![0.0f64; grad_w.len()];
     let mut summed_b = vec![0.0f64; grad_b.len()];
