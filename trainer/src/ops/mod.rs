@@ -2,8 +2,9 @@
 //! `nightly` feature, which no longer builds on stable Rust).
 //!
 //! Every activation between layers is a 2-D dfdx tensor `(batch, features)` in NCHW order, with
-//! the per-sample shape `[channels, height, width]` carried beside it in [`Activations`]: flatten
-//! is then free, and dense layers use dfdx's matmul directly.
+//! the per-sample shape `[channels, height, width]` carried beside it in [`Activations`], so that
+//! flatten is free, and with the values the op that made it still holds, so that the next op
+//! reads them without copying them out of dfdx.
 
 pub mod batch_norm;
 pub mod conv;
@@ -124,7 +125,7 @@ pub fn parallel_copy(values: &[f32]) -> Vec<f32> {
 }
 
 /// Copies a tensor's values out. Our tensors are always contiguous (we create them from vectors
-/// and dfdx's matmul/add produce contiguous outputs), which `copy_into` requires.
+/// and dfdx's own ops produce contiguous outputs), which `copy_into` requires.
 pub fn tensor_values<T>(t: &Tensor2<T>) -> Vec<f32> {
     let (rows, cols) = *t.shape();
     let mut out = vec![0.0; rows * cols];

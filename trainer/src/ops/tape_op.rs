@@ -34,8 +34,9 @@ enum ParamGhost<M, V> {
 /// `phases` names the op's forward and backward in the step profile ([`crate::profile`]).
 /// `forward(x_values, taping)` gets the input's values (shared with whoever else holds them:
 /// [`Arc::unwrap_or_clone`] gives an op that works in place its own copy only when it must)
-/// and whether a backward pass will follow, and returns the output's values, the output's per-sample shape, and whatever the backward
-/// pass needs (`saved`; anything cheap when not taping). With a tape, `backward(saved,
+/// and whether a backward pass will follow, and returns the output's values, the output's
+/// per-sample shape, and whatever the backward pass needs (`saved`; anything cheap when not
+/// taping). The output values go on to the next op beside the tensor ([`Activations`]). With a tape, `backward(saved,
 /// grad_out, grads)` is recorded: it gets dL/d(output) and adds the input's and parameters'
 /// gradients into `grads`. dfdx runs it after every op that consumed the output, so `grad_out`
 /// is complete.
