@@ -99,6 +99,24 @@ impl<T> Activations<T> {
     }
 }
 
+/// The values of an op's input: those its maker handed on, or else (the data, or the output of
+/// a dfdx op) a copy out of the tensor.
+pub fn input_values(host: Option<Arc<Vec<f32>>>, tensor: &Tensor2) -> Arc<Vec<f32>> {
+    host.unwrap_or_else(|| {
+        Arc::new(crate::profile::span("values copied out of dfdx", || {
+            tensor_values(tensor)
+        }))
+    })
+}
+
+/// The dfdx tensor of an op's output `values`, `(batch, features)`: dfdx takes a vector of its
+/// own, while the next op reads `values` themselves.
+pub fn dfdx_tensor(device: &Cpu, values: &[f32], batch: usize, features: usize) -> Tensor2 {
+    crate::profile::span("values copied into dfdx", || {
+        device.tensor_from_vec(parallel_copy(values), (batch, features))
+    })
+}
+
 /// `dst = src` into memory that may be uninitialised (`<[MaybeUninit]>::write_copy_of_slice`
 /// is newer than the crate's MSRV, 1.89); the compiler makes it a vector copy.
 pub fn write_copy(dst: &mut [MaybeUninit<f32>], src: &[f32]) {

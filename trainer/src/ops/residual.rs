@@ -12,7 +12,7 @@ use dfdx::prelude::*;
 use rayon::prelude::*;
 
 use super::linear::StepTape;
-use super::{accumulate_into, parallel_copy, tensor_values, Activations, Tensor2};
+use super::{accumulate_into, dfdx_tensor, input_values, Activations};
 use crate::profile;
 
 /// Elements per rayon task of the sum and of its backward.
@@ -26,23 +26,17 @@ pub fn residual_add<T: StepTape>(main: Activations<T>, shortcut: Activations<T>)
     let (a_tensor, a_tape) = main.tensor.split_tape();
     let (b_tensor, b_tape) = shortcut.tensor.split_tape();
     let mut tape = a_tape.merge(b_tape);
+    let a = input_values(main.host, &a_tensor);
+    let b = input_values(shortcut.host, &b_tensor);
     let sum = profile::span("residual add forward", || {
-        let values = |host: Option<Arc<Vec<f32>>>, t: &Tensor2| {
-            host.unwrap_or_else(|| Arc::new(tensor_values(t)))
-        };
         // The sum goes into main's buffer where main was its only holder.
-        let mut sum = Arc::unwrap_or_clone(values(main.host, &a_tensor));
-        let b = values(shortcut.host, &b_tensor);
+        let mut sum = Arc::unwrap_or_clone(a);
         sum.par_chunks_mut(ADD_CHUNK)
             .zip(b.par_chunks(ADD_CHUNK))
             .for_each(|(s, b)| accumulate_into(s, b));
         sum
     });
-    let out_tensor = profile::span("values copied into dfdx", || {
-        a_tensor
-            .device()
-            .tensor_from_vec(parallel_copy(&sum), (batch, features))
-    });
+    let out_tensor = dfdx_tensor(a_tensor.device(), &sum, batch, features);
     if T::OWNS_TAPE {
         let (a_ghost, b_ghost, out_ghost) =
             (a_tensor.ghost(), b_tensor.ghost(), out_tensor.ghost());
@@ -66,7 +60,7 @@ pub fn residual_add<T: StepTape>(main: Activations<T>, shortcut: Activations<T>)
 mod tests {
     use super::*;
     use crate::ops::testing::pseudo_random;
-    use crate::ops::Tape;
+    use crate::ops::{tensor_values, Tape};
 
     /// The sum and both gradients against dfdx's own `+` on the same tape: the values must be
     /// the same bits (one f32 add each), and for a loss Σ probe·(a + b) each input's gradient is

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use dfdx::prelude::*;
 
-use super::{parallel_copy, tensor_values, Activations};
+use super::{dfdx_tensor, input_values, Activations};
 use crate::param::{Param, ParamTensor};
 use crate::profile;
 
@@ -36,10 +36,10 @@ enum ParamGhost<M, V> {
 /// [`Arc::unwrap_or_clone`] gives an op that works in place its own copy only when it must)
 /// and whether a backward pass will follow, and returns the output's values, the output's
 /// per-sample shape, and whatever the backward pass needs (`saved`; anything cheap when not
-/// taping). The output values go on to the next op beside the tensor ([`Activations`]). With a tape, `backward(saved,
-/// grad_out, grads)` is recorded: it gets dL/d(output) and adds the input's and parameters'
-/// gradients into `grads`. dfdx runs it after every op that consumed the output, so `grad_out`
-/// is complete.
+/// taping). The output values go on to the next op beside the tensor ([`Activations`]). With
+/// a tape, `backward(saved, grad_out, grads)` is recorded: it gets dL/d(output) and adds the
+/// input's and parameters' gradients into `grads`. dfdx runs it after every op that consumed
+/// the output, so `grad_out` is complete.
 pub fn tape_op<T, S>(
     phases: [&'static str; 2],
     x: Activations<T>,
@@ -55,21 +55,12 @@ where
     let [forward_phase, backward_phase] = phases;
     let batch = x.batch();
     let (x_tensor, mut tape) = x.tensor.split_tape();
-    let x_values = x.host.unwrap_or_else(|| {
-        Arc::new(profile::span("values copied out of dfdx", || {
-            tensor_values(&x_tensor)
-        }))
-    });
+    let x_values = input_values(x.host, &x_tensor);
     let (out, sample_shape, saved) =
         profile::span(forward_phase, || forward(x_values, T::OWNS_TAPE));
     let features: usize = sample_shape.iter().product();
     assert_eq!(out.len(), batch * features, "op output length");
-    // dfdx takes a vector of its own; the next op reads `out` itself.
-    let out_tensor = profile::span("values copied into dfdx", || {
-        x_tensor
-            .device()
-            .tensor_from_vec(parallel_copy(&out), (batch, features))
-    });
+    let out_tensor = dfdx_tensor(x_tensor.device(), &out, batch, features);
     if T::OWNS_TAPE {
         let x_ghost = x_tensor.ghost();
         let out_ghost = out_tensor.ghost();
