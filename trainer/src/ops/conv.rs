@@ -213,20 +213,9 @@ impl ConvGeometry {
                         for d in before.iter_mut().chain(&mut rest[b - a..]) {
                             d.write(0.0);
                         }
-                        // The row ends inside [a, b) that read a neighbouring row: none for the
-                        // kernel's middle column.
-                        if lo > 0 || hi < ow {
-                            for row_start in (a - a % ow..b).step_by(ow) {
-                                let left = row_start.max(a)..(row_start + lo).min(b).max(a);
-                                let right = (row_start + hi).max(a)..(row_start + ow).min(b).max(a);
-                                for d in dst[left].iter_mut() {
-                                    d.write(0.0);
-                                }
-                                if right.start < right.end {
-                                    for d in dst[right].iter_mut() {
-                                        d.write(0.0);
-                                    }
-                                }
+                        for run in wrapped_row_ends((a, b), ow, (lo, hi)) {
+                            for d in &mut dst[run] {
+                                d.write(0.0);
                             }
                         }
                         continue;
@@ -298,14 +287,8 @@ impl ConvGeometry {
                         // The adjoint of im2col's shifted copy: whole rows added at once, with
                         // the row ends that read padding left out.
                         let (a, b) = self.same_copy_range(ki, shift);
-                        if lo > 0 || hi < ow {
-                            for row_start in (a - a % ow..b).step_by(ow) {
-                                src[row_start.max(a)..(row_start + lo).min(b)].fill(0.0);
-                                let right = (row_start + hi).max(a)..(row_start + ow).min(b);
-                                if !right.is_empty() {
-                                    src[right].fill(0.0);
-                                }
-                            }
+                        for run in wrapped_row_ends((a, b), ow, (lo, hi)) {
+                            src[run].fill(0.0);
                         }
                         if a < b {
                             let into = (a as isize + shift) as usize;
@@ -337,6 +320,26 @@ impl ConvGeometry {
             }
         }
     }
+}
+
+/// The runs of a "same" convolution's shifted block `[a, b)` (rows `ow` long) whose output
+/// columns lie outside `[lo, hi)`: there the shifted copy read a neighbouring row's end where
+/// the convolution reads padding. None for the kernel's middle column (`[lo, hi)` the whole
+/// row).
+fn wrapped_row_ends(
+    (a, b): (usize, usize),
+    ow: usize,
+    (lo, hi): (usize, usize),
+) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let rows = if lo > 0 || hi < ow {
+        a - a % ow..b
+    } else {
+        b..b
+    };
+    rows.step_by(ow)
+        .flat_map(move |start| [start..start + lo, start + hi..start + ow])
+        .map(move |run| run.start.max(a)..run.end.min(b))
+        .filter(|run| run.start < run.end)
 }
 
 /// Applies a convolution with `weight` (`[out, in·k·k]`) and `bias` (`[out]`) to a batch.
