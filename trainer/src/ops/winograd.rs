@@ -99,8 +99,7 @@ impl Winograd {
     /// Correlates the samples in `x` (`[samples, channels, height, width]`) with the kernels
     /// `u` ([`Self::transform_kernels`]) and hands each output row to `store(filter, start,
     /// values)`, `start` being the row's first index in `[samples, filters, out_height,
-    /// out_width]`.
-    /// Every output row is stored exactly once.
+    /// out_width]`. Every output row is stored exactly once.
     pub fn correlate(&self, x: &[f32], u: &[f32], mut store: impl FnMut(usize, usize, &[f32])) {
         assert_eq!(x.len() % self.in_len().max(1), 0, "whole samples");
         assert_eq!(
