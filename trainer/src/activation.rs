@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{bail, Result};
 use dfdx::prelude::*;
 use multiversion::multiversion;
+use multiversion::target::target_cfg;
 use rayon::prelude::*;
 
 use crate::ops::fast_math::{self, clamp};
@@ -136,36 +137,36 @@ const GELU_CUBIC: f32 = 0.044_715;
 
 /// σ(x) = 1 / (1 + e⁻ˣ), with e = e^-|x| so that exp never overflows.
 #[inline(always)]
-fn sigmoid(x: f32) -> f32 {
-    fast_math::sigmoid_from(x, fast_math::exp_neg_abs(x))
+fn sigmoid<const FMA: bool>(x: f32) -> f32 {
+    fast_math::sigmoid_from(x, fast_math::exp_neg_abs::<FMA>(x))
 }
 
 /// σ'(x) = σ(x)(1 − σ(x)), as e / (1 + e)² with e = e^-|x|: accurate in both tails, where
 /// 1 − σ would cancel.
 #[inline(always)]
-fn sigmoid_derivative(x: f32) -> f32 {
-    fast_math::sigmoid_derivative_from(fast_math::exp_neg_abs(x))
+fn sigmoid_derivative<const FMA: bool>(x: f32) -> f32 {
+    fast_math::sigmoid_derivative_from(fast_math::exp_neg_abs::<FMA>(x))
 }
 
 /// ln(1 + e^x) = max(x, 0) + ln(1 + e^-|x|): no overflow for large x, no loss of precision for
 /// very negative x.
 #[inline(always)]
-fn softplus(x: f32) -> f32 {
-    fast_math::softplus_from(x, fast_math::exp_neg_abs(x))
+fn softplus<const FMA: bool>(x: f32) -> f32 {
+    fast_math::softplus_from::<FMA>(x, fast_math::exp_neg_abs::<FMA>(x))
 }
 
 /// tanh x = sign(x)·(1 − e^-2|x|) / (1 + e^-2|x|) = −sign(x)·m / (2 + m) with m = expm1(−2|x|):
 /// relative accuracy near 0 (where 1 − 2/(e^2x + 1) would cancel), ±1 beyond |x| ≈ 9.
 #[inline(always)]
-fn tanh(x: f32) -> f32 {
-    let m = fast_math::expm1(-2.0 * x.abs());
+fn tanh<const FMA: bool>(x: f32) -> f32 {
+    let m = fast_math::expm1::<FMA>(-2.0 * x.abs());
     (-m / (2.0 + m)).copysign(x)
 }
 
 /// tanh' x = 1 − tanh² x = 4e / (1 + e)² with e = e^-2|x|: no cancellation as tanh → ±1.
 #[inline(always)]
-fn tanh_derivative(x: f32) -> f32 {
-    4.0 * fast_math::sigmoid_derivative_from(fast_math::exp_neg_abs(2.0 * x))
+fn tanh_derivative<const FMA: bool>(x: f32) -> f32 {
+    4.0 * fast_math::sigmoid_derivative_from(fast_math::exp_neg_abs::<FMA>(2.0 * x))
 }
 
 /// 2⁻⁶⁴ ≈ 5.4e-20: below it, an activation on exp reports 0 ([`Builtin::flushes`]).
@@ -190,14 +191,10 @@ fn finite(x: f32) -> f32 {
 /// GELU's tanh form rewritten with 1 + tanh u = 2σ(2u), which does not cancel for negative x:
 /// returns σ(v) and σ'(v), v = 2u, for |x| ≤ 10 (beyond, the callers select relu's values).
 #[inline(always)]
-fn gelu_parts(x: f32) -> (f32, f32) {
+fn gelu_parts<const FMA: bool>(x: f32) -> (f32, f32) {
     let x = clamp(x, -10.0, 10.0);
-    let v = 2.0 * SQRT_2_OVER_PI * (x + GELU_CUBIC * x * x * x);
-    let e = fast_math::exp_neg_abs(v);
-    (
-        fast_math::sigmoid_from(v, e),
-        fast_math::sigmoid_derivative_from(e),
-    )
+    let v = 2.0 * SQRT_2_OVER_PI * fast_math::madd::<FMA>(GELU_CUBIC * x * x, x, x);
+    fast_math::sigmoid_pair_from(v, fast_math::exp_neg_abs::<FMA>(v))
 }
 
 impl Builtin {
@@ -254,29 +251,29 @@ impl Builtin {
     }
 
     #[inline(always)]
-    fn f(self, x: f32) -> f32 {
-        self.flushed(self.f_exact(x), NEGLIGIBLE)
+    fn f<const FMA: bool>(self, x: f32) -> f32 {
+        self.flushed(self.f_exact::<FMA>(x), NEGLIGIBLE)
     }
 
     #[inline(always)]
-    fn df(self, x: f32) -> f32 {
-        self.flushed(self.df_exact(x), NEGLIGIBLE)
+    fn df<const FMA: bool>(self, x: f32) -> f32 {
+        self.flushed(self.df_exact::<FMA>(x), NEGLIGIBLE)
     }
 
     /// dL/dz's term gh · f′(z); for the flushing activations, 0 where it would be subnormal.
     #[inline(always)]
-    fn grad_term(self, gh: f32, x: f32) -> f32 {
-        self.flushed(gh * self.df(x), f32::MIN_POSITIVE)
+    fn grad_term<const FMA: bool>(self, gh: f32, x: f32) -> f32 {
+        self.flushed(gh * self.df::<FMA>(x), f32::MIN_POSITIVE)
     }
 
     #[inline(always)]
-    fn f_exact(self, x: f32) -> f32 {
+    fn f_exact<const FMA: bool>(self, x: f32) -> f32 {
         match self {
             Builtin::Relu => x.max(0.0),
-            Builtin::Softplus => softplus(x),
+            Builtin::Softplus => softplus::<FMA>(x),
             Builtin::Softsign => x / (1.0 + x.abs()),
             Builtin::ReluSoftplus => {
-                let negative = softplus(x) - std::f32::consts::LN_2;
+                let negative = softplus::<FMA>(x) - std::f32::consts::LN_2;
                 if x > 0.0 {
                     x
                 } else {
@@ -299,20 +296,20 @@ impl Builtin {
                 }
             }
             Builtin::Elu => {
-                let m = fast_math::expm1(x);
+                let m = fast_math::expm1::<FMA>(x);
                 if x > 0.0 {
                     x
                 } else {
                     m
                 }
             }
-            Builtin::Tanh => tanh(x),
-            Builtin::Sigmoid => sigmoid(x),
+            Builtin::Tanh => tanh::<FMA>(x),
+            Builtin::Sigmoid => sigmoid::<FMA>(x),
             // The tanh approximation (as PyTorch's approximate="tanh"), so f and f' are exact
             // analytic pairs of each other: 0.5·x·(1 + tanh u) = x·σ(2u).
             // Beyond |x| = 10 it has saturated in f32, and x³ would overflow for huge x.
             Builtin::Gelu => {
-                let (s, _) = gelu_parts(x);
+                let (s, _) = gelu_parts::<FMA>(x);
                 let inner = x * s;
                 if x.abs() > 10.0 {
                     x.max(0.0)
@@ -321,12 +318,12 @@ impl Builtin {
                 }
             }
             // x·σ(x) → 0 as x → −∞, where σ is 0 and −∞·0 would be NaN.
-            Builtin::Swish => clamp(x, f32::MIN, f32::INFINITY) * sigmoid(x),
+            Builtin::Swish => clamp(x, f32::MIN, f32::INFINITY) * sigmoid::<FMA>(x),
         }
     }
 
     #[inline(always)]
-    fn df_exact(self, x: f32) -> f32 {
+    fn df_exact<const FMA: bool>(self, x: f32) -> f32 {
         match self {
             Builtin::Relu => {
                 if x > 0.0 {
@@ -335,13 +332,13 @@ impl Builtin {
                     0.0
                 }
             }
-            Builtin::Softplus => sigmoid(x),
+            Builtin::Softplus => sigmoid::<FMA>(x),
             Builtin::Softsign => {
                 let d = 1.0 + x.abs();
                 1.0 / (d * d)
             }
             Builtin::ReluSoftplus => {
-                let s = sigmoid(x);
+                let s = sigmoid::<FMA>(x);
                 if x > 0.0 {
                     1.0
                 } else {
@@ -364,21 +361,21 @@ impl Builtin {
                 }
             }
             Builtin::Elu => {
-                let e = fast_math::exp(x);
+                let e = fast_math::exp::<FMA>(x);
                 if x > 0.0 {
                     1.0
                 } else {
                     e
                 }
             }
-            Builtin::Tanh => tanh_derivative(x),
-            Builtin::Sigmoid => sigmoid_derivative(x),
+            Builtin::Tanh => tanh_derivative::<FMA>(x),
+            Builtin::Sigmoid => sigmoid_derivative::<FMA>(x),
             // d/dx x·σ(v) = σ(v) + x·σ'(v)·dv/dx, v = 2u.
             Builtin::Gelu => {
-                let (s, ds) = gelu_parts(x);
+                let (s, ds) = gelu_parts::<FMA>(x);
                 let xc = clamp(x, -10.0, 10.0);
                 let dv = 2.0 * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_CUBIC * xc * xc);
-                let inner = s + xc * ds * dv;
+                let inner = fast_math::madd::<FMA>(xc * ds, dv, s);
                 let outer = if x > 0.0 { 1.0 } else { 0.0 };
                 if x.abs() > 10.0 {
                     outer
@@ -386,7 +383,10 @@ impl Builtin {
                     inner
                 }
             }
-            Builtin::Swish => sigmoid(x) + finite(x) * sigmoid_derivative(x),
+            Builtin::Swish => {
+                let (s, ds) = fast_math::sigmoid_pair_from(x, fast_math::exp_neg_abs::<FMA>(x));
+                fast_math::madd::<FMA>(finite(x), ds, s)
+            }
         }
     }
 }
@@ -448,11 +448,17 @@ impl ActivationFunction for Builtin {
     fn name(&self) -> &str {
         Builtin::name(*self)
     }
+    // One element through the slice loops, so that a figure draws the values the training and
+    // the probe record (the loops' fused multiply-adds round differently from the baseline's).
     fn value(&self, x: f32) -> f32 {
-        self.f(x)
+        let mut h = [0.0];
+        builtin_forward(*self, &[x], &mut h);
+        h[0]
     }
     fn derivative(&self, x: f32) -> f32 {
-        self.df(x)
+        let mut d = [0.0];
+        builtin_derivative(*self, &[x], &mut d);
+        d[0]
     }
     fn forward_slice(&self, z: &[f32], h: &mut [f32]) {
         builtin_forward(*self, z, h)
@@ -470,16 +476,21 @@ impl ActivationFunction for Builtin {
 
 // The element-wise loops are compiled twice more, for AVX-512 and for AVX2 + FMA, and the best the
 // CPU has is chosen at run time, so one portable binary (a cluster's nodes differ) still gets 16-
-// or 8-wide vectors. Element-wise code gives the same values at every width.
+// or 8-wide vectors. Both clones fuse multiply-adds, so they give the same values at every width;
+// the baseline (no FMA) rounds its polynomials differently, within the same stated error.
 
 #[multiversion(targets(
     "x86_64+avx2+fma+avx512f+avx512vl+avx512bw+avx512dq",
     "x86_64+avx2+fma"
 ))]
 fn builtin_forward(b: Builtin, z: &[f32], h: &mut [f32]) {
+    #[target_cfg(target_feature = "fma")]
+    const FMA: bool = true;
+    #[target_cfg(not(target_feature = "fma"))]
+    const FMA: bool = false;
     for_each_builtin!(b, b => {
         for (h, &z) in h.iter_mut().zip(z) {
-            *h = b.f(z);
+            *h = b.f::<FMA>(z);
         }
     })
 }
@@ -489,11 +500,30 @@ fn builtin_forward(b: Builtin, z: &[f32], h: &mut [f32]) {
     "x86_64+avx2+fma"
 ))]
 fn builtin_backward(b: Builtin, z: &[f32], grad_h: &[f32], grad_z: &mut [f32]) {
+    #[target_cfg(target_feature = "fma")]
+    const FMA: bool = true;
+    #[target_cfg(not(target_feature = "fma"))]
+    const FMA: bool = false;
     for_each_builtin!(b, b => {
         for ((gz, &gh), &z) in grad_z.iter_mut().zip(grad_h).zip(z) {
-            *gz += b.grad_term(gh, z);
+            *gz += b.grad_term::<FMA>(gh, z);
         }
     })
+}
+
+/// f′ at each z, for [`ActivationFunction::derivative`].
+#[multiversion(targets(
+    "x86_64+avx2+fma+avx512f+avx512vl+avx512bw+avx512dq",
+    "x86_64+avx2+fma"
+))]
+fn builtin_derivative(b: Builtin, z: &[f32], df: &mut [f32]) {
+    #[target_cfg(target_feature = "fma")]
+    const FMA: bool = true;
+    #[target_cfg(not(target_feature = "fma"))]
+    const FMA: bool = false;
+    for (df, &z) in df.iter_mut().zip(z) {
+        *df = b.df::<FMA>(z);
+    }
 }
 
 /// The built-in activation called `name`; the error lists the valid names.
