@@ -16,7 +16,7 @@ use rayon::prelude::*;
 
 use crate::ops::fast_math::{self, clamp};
 use crate::ops::tape_op::{tape_op, OpGrads};
-use crate::ops::{lane_sum_of, Activations};
+use crate::ops::{filled_by_chunks, lane_sum_of, Activations};
 use crate::saturation;
 
 /// A scalar activation function with its analytic derivative.
@@ -617,10 +617,9 @@ pub fn activate<T: dfdx::tensor::Tape<f32, Cpu>>(
 ) -> Activations<T> {
     let sample_shape = z.sample_shape;
     let forward = |z_values: Arc<Vec<f32>>, _taping: bool| {
-        let mut h = vec![0.0f32; z_values.len()];
-        h.par_chunks_mut(ELEMENTWISE_CHUNK)
-            .zip(z_values.par_chunks(ELEMENTWISE_CHUNK))
-            .for_each(|(h, z)| f.forward_slice(z, h));
+        let h = filled_by_chunks(z_values.len(), ELEMENTWISE_CHUNK, |i, h| {
+            f.forward_slice(&z_values[i * ELEMENTWISE_CHUNK..][..h.len()], h)
+        });
         observe(&z_values, &h);
         (h, sample_shape, z_values)
     };

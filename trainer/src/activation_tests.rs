@@ -262,7 +262,12 @@ fn no_negligible_value_leaves_the_activations_on_exp() {
         }
         for (i, &x) in z.iter().enumerate() {
             assert!(!negligible(h[i]), "{} f({x}) = {:e}", b.name(), h[i]);
-            assert!(!negligible(b.derivative(x)), "{} f'({x}) = {:e}", b.name(), b.derivative(x));
+            assert!(
+                !negligible(b.derivative(x)),
+                "{} f'({x}) = {:e}",
+                b.name(),
+                b.derivative(x)
+            );
         }
     }
     // gelu at −9.9: f′ = −2.6e-35 by the f64 formula (σ(v) + x·σ′(v)·v′, v = 2u); at −9

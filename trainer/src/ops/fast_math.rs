@@ -74,7 +74,13 @@ fn reduce<const FMA: bool>(x: f32) -> (i32, f32, f32) {
     let nf = t - ROUNDING_MAGIC;
     let r = madd::<FMA>(-nf, LN2_LOW, madd::<FMA>(-nf, LN2_HIGH, x));
     let mut p = 1.987_569_1e-4f32;
-    for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5] {
+    for c in [
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        1.666_666_5e-1,
+        0.5,
+    ] {
         p = madd::<FMA>(p, r, c);
     }
     (n, r, p)

@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::tape_op::{tape_op, OpGrads};
-use super::Activations;
+use super::{zeroed, Activations};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -144,12 +144,14 @@ pub fn pool2d<T: dfdx::tensor::Tape<f32, Cpu>>(
     let planes = batch * g.channels;
     let window_scale = 1.0 / (k * k) as f32;
     let forward = |x_values: Arc<Vec<f32>>, _taping: bool| {
-        let mut out = vec![0.0f32; planes * g.out_plane()];
+        let len = planes * g.out_plane();
+        // Both written by the tasks below, each chunk zeroed by its task ([`zeroed`]).
+        let mut out = Vec::with_capacity(len);
         // For max pooling, the index within its plane of each window's maximum.
-        let mut winners = match g.kind {
-            PoolKind::Max => vec![0u32; planes * g.out_plane()],
-            PoolKind::Avg => Vec::new(),
-        };
+        let mut winners = Vec::with_capacity(match g.kind {
+            PoolKind::Max => len,
+            PoolKind::Avg => 0,
+        });
         // Several planes per rayon task: one 2×2 pooling of a small plane is far less work
         // than a task costs.
         let planes_per_task = (POOL_TASK_ELEMENTS / g.in_plane()).max(1);
@@ -158,11 +160,12 @@ pub fn pool2d<T: dfdx::tensor::Tape<f32, Cpu>>(
             planes_per_task * g.in_plane(),
         );
         match g.kind {
-            PoolKind::Max => out
+            PoolKind::Max => out.spare_capacity_mut()[..len]
                 .par_chunks_mut(out_task)
-                .zip(winners.par_chunks_mut(out_task))
+                .zip(winners.spare_capacity_mut()[..len].par_chunks_mut(out_task))
                 .zip(x_values.par_chunks(in_task))
                 .for_each(|((out, winners), planes)| {
+                    let (out, winners) = (zeroed(out), zeroed(winners));
                     let planes = planes.chunks(g.in_plane());
                     let outs = out.chunks_mut(g.out_plane());
                     for ((plane, out), winners) in
@@ -171,11 +174,11 @@ pub fn pool2d<T: dfdx::tensor::Tape<f32, Cpu>>(
                         g.max_pool_plane(plane, out, winners);
                     }
                 }),
-            PoolKind::Avg => out
+            PoolKind::Avg => out.spare_capacity_mut()[..len]
                 .par_chunks_mut(out_task)
                 .zip(x_values.par_chunks(in_task))
                 .for_each(|(out, planes)| {
-                    for (out, plane) in out
+                    for (out, plane) in zeroed(out)
                         .chunks_mut(g.out_plane())
                         .zip(planes.chunks(g.in_plane()))
                     {
@@ -191,6 +194,14 @@ pub fn pool2d<T: dfdx::tensor::Tape<f32, Cpu>>(
                         }
                     }
                 }),
+        }
+        // SAFETY: the tasks' chunks cover the first `len` elements (of `winners` too, for max
+        // pooling), each zeroed in full.
+        unsafe {
+            out.set_len(len);
+            if g.kind == PoolKind::Max {
+                winners.set_len(len);
+            }
         }
         (out, g.out_shape(), winners)
     };
