@@ -159,7 +159,7 @@ fn softplus<const FMA: bool>(x: f32) -> f32 {
 /// relative accuracy near 0 (where 1 − 2/(e^2x + 1) would cancel), ±1 beyond |x| ≈ 9.
 #[inline(always)]
 fn tanh<const FMA: bool>(x: f32) -> f32 {
-    let m = fast_math::expm1::<FMA>(-2.0 * x.abs());
+    let m = fast_math::expm1_nonpositive::<FMA>(-2.0 * x.abs());
     (-m / (2.0 + m)).copysign(x)
 }
 
@@ -296,7 +296,7 @@ impl Builtin {
                 }
             }
             Builtin::Elu => {
-                let m = fast_math::expm1::<FMA>(x);
+                let m = fast_math::expm1_nonpositive::<FMA>(x);
                 if x > 0.0 {
                     x
                 } else {
@@ -360,8 +360,9 @@ impl Builtin {
                     LEAKY_SLOPE
                 }
             }
+            // eˣ = e^-|x| on the side it is kept.
             Builtin::Elu => {
-                let e = fast_math::exp::<FMA>(x);
+                let e = fast_math::exp_neg_abs::<FMA>(x);
                 if x > 0.0 {
                     1.0
                 } else {

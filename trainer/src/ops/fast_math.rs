@@ -68,11 +68,22 @@ fn pow2(n: i32) -> (f32, f32) {
 /// Range reduction: x = n·ln 2 + r, |r| ≤ ln 2 / 2 (plus rounding), and p(r) = (eʳ − 1 − r) / r².
 #[inline(always)]
 fn reduce<const FMA: bool>(x: f32) -> (i32, f32, f32) {
-    let x = clamp(x, EXP_LOWEST, EXP_HIGHEST);
+    let (n, r) = reduce_unclamped::<FMA>(clamp(x, EXP_LOWEST, EXP_HIGHEST));
+    (n, r, polynomial::<FMA>(r))
+}
+
+/// x = n·ln 2 + r for |x| below 2²² (beyond, n and r are garbage for the caller to discard).
+#[inline(always)]
+fn reduce_unclamped<const FMA: bool>(x: f32) -> (i32, f32) {
     let t = madd::<FMA>(x, LOG2_E, ROUNDING_MAGIC);
     let n = (t.to_bits() as i32).wrapping_sub(ROUNDING_MAGIC.to_bits() as i32);
     let nf = t - ROUNDING_MAGIC;
-    let r = madd::<FMA>(-nf, LN2_LOW, madd::<FMA>(-nf, LN2_HIGH, x));
+    (n, madd::<FMA>(-nf, LN2_LOW, madd::<FMA>(-nf, LN2_HIGH, x)))
+}
+
+/// p(r) = (eʳ − 1 − r) / r² for |r| ≤ ln 2 / 2 (Cephes' minimax coefficients).
+#[inline(always)]
+fn polynomial<const FMA: bool>(r: f32) -> f32 {
     let mut p = 1.987_569_1e-4f32;
     for c in [
         1.398_199_9e-3,
@@ -83,7 +94,7 @@ fn reduce<const FMA: bool>(x: f32) -> (i32, f32, f32) {
     ] {
         p = madd::<FMA>(p, r, c);
     }
-    (n, r, p)
+    p
 }
 
 /// eˣ; 0 below -105, +∞ above 88.72 only through the clamp's bound (e^88.72 ≈ f32::MAX).
@@ -135,10 +146,47 @@ pub fn log1p_unit<const FMA: bool>(u: f32) -> f32 {
     madd::<FMA>(e, LN2_HIGH, f + y)
 }
 
+/// At or above this, e^x is at least 2⁻¹²⁶ (n ≥ −126): one normal power of two scales it.
+const EXP_NORMAL_LOWEST: f32 = -87.0;
+
 /// e^-|x|, the one exponential the logistic-based functions need; it never overflows.
+///
+/// Equal to [`exp`] of −|x| for |x| ≤ 87, and 0 beyond, where exp is below 2⁻¹²⁵: every caller
+/// multiplies it by at most |x|·(1 + e) and reports values below 2⁻⁶⁴ as 0 (the activations'
+/// flush of negligible values), so only exp's clamp and second power of two are saved, a
+/// quarter of its instructions.
 #[inline(always)]
 pub fn exp_neg_abs<const FMA: bool>(x: f32) -> f32 {
-    exp::<FMA>(-x.abs())
+    let x = -x.abs();
+    // Below the bound, n and so 2ⁿ's bits are garbage, which the select discards (a NaN x
+    // fails the comparison and stays NaN).
+    let (n, r) = reduce_unclamped::<FMA>(x);
+    let scale = f32::from_bits((n.wrapping_add(127) << 23) as u32);
+    let e = (madd::<FMA>(polynomial::<FMA>(r) * r, r, r) + 1.0) * scale;
+    if x < EXP_NORMAL_LOWEST {
+        0.0
+    } else {
+        e
+    }
+}
+
+/// eˣ − 1 for x ≤ 0, the side elu and tanh need: [`expm1`] bit for bit, with the same saving
+/// as [`exp_neg_abs`] (below −87 it is −1, as expm1 rounds to there). For x > 0 the value is
+/// garbage, which the callers discard.
+#[inline(always)]
+pub fn expm1_nonpositive<const FMA: bool>(x: f32) -> f32 {
+    let (n, r) = reduce_unclamped::<FMA>(x);
+    let scale = f32::from_bits((n.wrapping_add(127) << 23) as u32);
+    let m = madd::<FMA>(
+        madd::<FMA>(polynomial::<FMA>(r) * r, r, r),
+        scale,
+        scale - 1.0,
+    );
+    if x < EXP_NORMAL_LOWEST {
+        -1.0
+    } else {
+        m
+    }
 }
 
 /// σ(x) = 1 / (1 + e⁻ˣ) from e = e^-|x|: 1/(1+e) for x ≥ 0, e/(1+e) below.
@@ -226,6 +274,45 @@ mod tests {
         assert!(worst_exp < 2.5e-7, "exp {worst_exp:e}");
         assert!(worst_expm1 < 2.5e-7, "expm1 {worst_expm1:e}");
         assert!(worst_log1p < 2.5e-7, "log1p {worst_log1p:e}");
+    }
+
+    /// exp_neg_abs is exp(−|x|) bit for bit down to −87 and 0 below; NaN stays NaN.
+    #[test]
+    fn exp_neg_abs_is_exp_down_to_its_bound_and_zero_below() {
+        for fma in [false, true] {
+            let (e, reference): (fn(f32) -> f32, fn(f32) -> f32) = if fma {
+                (exp_neg_abs::<true>, exp::<true>)
+            } else {
+                (exp_neg_abs::<false>, exp::<false>)
+            };
+            for i in 0..=(87 << 12) {
+                let x = i as f32 / 4096.0;
+                assert_eq!(e(x).to_bits(), reference(-x).to_bits(), "FMA {fma}, {x}");
+                assert_eq!(e(-x).to_bits(), reference(-x).to_bits(), "FMA {fma}, {x}");
+            }
+            for x in [87.001f32, 90.0, 104.0, 1e30, f32::MAX, f32::INFINITY] {
+                assert_eq!(e(x), 0.0, "FMA {fma}, {x}");
+                assert_eq!(e(-x), 0.0, "FMA {fma}, {x}");
+            }
+            assert!(e(f32::NAN).is_nan());
+        }
+    }
+
+    /// expm1_nonpositive is expm1 bit for bit over every 2⁻¹² step of [−110, 0] and beyond.
+    #[test]
+    fn expm1_nonpositive_is_expm1() {
+        for fma in [false, true] {
+            let (m, reference): (fn(f32) -> f32, fn(f32) -> f32) = if fma {
+                (expm1_nonpositive::<true>, expm1::<true>)
+            } else {
+                (expm1_nonpositive::<false>, expm1::<false>)
+            };
+            let far = [-1e30f32, f32::MIN, f32::NEG_INFINITY, -0.0];
+            for x in (0..=(110 << 12)).map(|i| -(i as f32) / 4096.0).chain(far) {
+                assert_eq!(m(x).to_bits(), reference(x).to_bits(), "FMA {fma}, {x}");
+            }
+            assert!(m(f32::NAN).is_nan());
+        }
     }
 
     #[test]
