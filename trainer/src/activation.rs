@@ -190,11 +190,15 @@ fn finite(x: f32) -> f32 {
 
 /// GELU's tanh form rewritten with 1 + tanh u = 2σ(2u), which does not cancel for negative x:
 /// returns σ(v) and σ'(v), v = 2u, for |x| ≤ 10 (beyond, the callers select relu's values).
+/// There |v| ≤ 87.32, where e^-v is a normal float, so σ = 1 / (1 + e^-v) and σ' = e^-v·σ²
+/// need no branch on v's sign and no cancellation.
 #[inline(always)]
 fn gelu_parts<const FMA: bool>(x: f32) -> (f32, f32) {
     let x = clamp(x, -10.0, 10.0);
     let v = 2.0 * SQRT_2_OVER_PI * fast_math::madd::<FMA>(GELU_CUBIC * x * x, x, x);
-    fast_math::sigmoid_pair_from(v, fast_math::exp_neg_abs::<FMA>(v))
+    let e = fast_math::exp_normal_range::<FMA>(-v);
+    let s = 1.0 / (1.0 + e);
+    (s, e * s * s)
 }
 
 impl Builtin {

@@ -146,6 +146,16 @@ pub fn log1p_unit<const FMA: bool>(u: f32) -> f32 {
     madd::<FMA>(e, LN2_HIGH, f + y)
 }
 
+/// eˣ for |x| ≤ 126·ln 2 ≈ 87.34, where n is within ±126 and one normal power of two scales the
+/// polynomial: [`exp`] bit for bit, without its clamp and its split scale. Outside that range
+/// the value is garbage (NaN stays NaN), so callers bound x first or discard the result.
+#[inline(always)]
+pub fn exp_normal_range<const FMA: bool>(x: f32) -> f32 {
+    let (n, r) = reduce_unclamped::<FMA>(x);
+    let scale = f32::from_bits((n.wrapping_add(127) << 23) as u32);
+    (madd::<FMA>(polynomial::<FMA>(r) * r, r, r) + 1.0) * scale
+}
+
 /// At or above this, e^x is at least 2⁻¹²⁶ (n ≥ −126): one normal power of two scales it.
 const EXP_NORMAL_LOWEST: f32 = -87.0;
 
@@ -158,11 +168,9 @@ const EXP_NORMAL_LOWEST: f32 = -87.0;
 #[inline(always)]
 pub fn exp_neg_abs<const FMA: bool>(x: f32) -> f32 {
     let x = -x.abs();
-    // Below the bound, n and so 2ⁿ's bits are garbage, which the select discards (a NaN x
-    // fails the comparison and stays NaN).
-    let (n, r) = reduce_unclamped::<FMA>(x);
-    let scale = f32::from_bits((n.wrapping_add(127) << 23) as u32);
-    let e = (madd::<FMA>(polynomial::<FMA>(r) * r, r, r) + 1.0) * scale;
+    // Below the bound the value is garbage, which the select discards (a NaN x fails the
+    // comparison and stays NaN).
+    let e = exp_normal_range::<FMA>(x);
     if x < EXP_NORMAL_LOWEST {
         0.0
     } else {
@@ -293,6 +301,27 @@ mod tests {
             for x in [87.001f32, 90.0, 104.0, 1e30, f32::MAX, f32::INFINITY] {
                 assert_eq!(e(x), 0.0, "FMA {fma}, {x}");
                 assert_eq!(e(-x), 0.0, "FMA {fma}, {x}");
+            }
+            assert!(e(f32::NAN).is_nan());
+        }
+    }
+
+    /// exp_normal_range is exp bit for bit over its range, to both ends.
+    #[test]
+    fn exp_normal_range_is_exp() {
+        let bound = 126.0 * std::f32::consts::LN_2;
+        for fma in [false, true] {
+            let (e, reference): (fn(f32) -> f32, fn(f32) -> f32) = if fma {
+                (exp_normal_range::<true>, exp::<true>)
+            } else {
+                (exp_normal_range::<false>, exp::<false>)
+            };
+            let ends = [bound, -bound, 87.33, -87.33];
+            for x in (-(87 << 12)..=(87 << 12))
+                .map(|i| i as f32 / 4096.0)
+                .chain(ends)
+            {
+                assert_eq!(e(x).to_bits(), reference(x).to_bits(), "FMA {fma}, {x}");
             }
             assert!(e(f32::NAN).is_nan());
         }
