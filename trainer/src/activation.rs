@@ -6,7 +6,7 @@
 //! tensor, and the backward receives dL/dh directly as the gradient of its output.
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use dfdx::prelude::*;
@@ -16,8 +16,12 @@ use rayon::prelude::*;
 
 use crate::ops::fast_math::{self, clamp};
 use crate::ops::tape_op::{tape_op, OpGrads};
-use crate::ops::{filled_by_chunks, lane_sum_of, Activations};
+use crate::ops::{filled_by_chunks, Activations};
 use crate::saturation;
+use crate::site_capture::backward_with_sums;
+pub use crate::site_capture::{
+    CaptureRequest, CaptureSlot, NeuronBatchSums, SiteArrays, SiteCapture, SliceSums,
+};
 
 /// A scalar activation function with its analytic derivative.
 ///
@@ -53,38 +57,6 @@ pub trait ActivationFunction: Send + Sync + fmt::Debug {
     /// a bound from unbounded growth.
     fn asymptotes(&self) -> saturation::Asymptotes {
         saturation::Asymptotes::default()
-    }
-}
-
-/// Sums over a slice of observations of one neuron, in f32 (a slice is at most one sample's
-/// positions, so f32 loses nothing the analysis could see).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct SliceSums {
-    /// Observations with z > 0.
-    pub active: u32,
-    /// Σ |dL/dh|.
-    pub abs_grad_h: f32,
-    /// Σ |dL/dz|.
-    pub abs_grad_z: f32,
-}
-
-impl SliceSums {
-    /// The sums of a slice just written by the backward pass, so still in cache: a second pass
-    /// over it is cheaper than one fused loop, which the compiler does not vectorise well.
-    pub fn of(z: &[f32], grad_h: &[f32], grad_z: &[f32]) -> Self {
-        slice_sums(z, grad_h, grad_z)
-    }
-}
-
-#[multiversion(targets(
-    "x86_64+avx2+fma+avx512f+avx512vl+avx512bw+avx512dq",
-    "x86_64+avx2+fma"
-))]
-fn slice_sums(z: &[f32], grad_h: &[f32], grad_z: &[f32]) -> SliceSums {
-    SliceSums {
-        active: z.iter().filter(|&&v| v > 0.0).count() as u32,
-        abs_grad_h: lane_sum_of(grad_h, f32::abs),
-        abs_grad_z: lane_sum_of(grad_z, f32::abs),
     }
 }
 
@@ -547,65 +519,8 @@ pub fn builtin_names() -> Vec<&'static str> {
     BUILTINS.iter().map(|b| b.name()).collect()
 }
 
-/// One neuron's sums over a minibatch's observations at a site: the SPEC §2 training statistics
-/// before they are divided, computed in the site's own backward pass.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct NeuronBatchSums {
-    /// Observations with z > 0.
-    pub active: u64,
-    /// Σ |dL/dh|.
-    pub abs_grad_h: f64,
-    /// Σ |dL/dz|.
-    pub abs_grad_z: f64,
-}
-
-impl NeuronBatchSums {
-    fn add_slice(&mut self, slice: SliceSums) {
-        self.active += slice.active as u64;
-        self.abs_grad_h += slice.abs_grad_h as f64;
-        self.abs_grad_z += slice.abs_grad_z as f64;
-    }
-
-    fn add(&mut self, other: &NeuronBatchSums) {
-        self.active += other.active;
-        self.abs_grad_h += other.abs_grad_h;
-        self.abs_grad_z += other.abs_grad_z;
-    }
-}
-
-/// A site's values of one minibatch, laid out `[batch, neurons, positions]`.
-#[derive(Debug, Default)]
-pub struct SiteArrays {
-    pub z: Vec<f32>,
-    /// dL/dh.
-    pub grad_h: Vec<f32>,
-    /// dL/dz = dL/dh · f'(z).
-    pub grad_z: Vec<f32>,
-}
-
-/// What an activation site hands back after the backward pass, for the instruments.
-#[derive(Debug, Default)]
-pub struct SiteCapture {
-    /// One entry per neuron.
-    pub sums: Vec<NeuronBatchSums>,
-    /// Only when the request asked for them: keeping them costs a copy of dL/dz per step.
-    pub arrays: Option<SiteArrays>,
-}
-
-/// Where a site's backward op leaves its [`SiteCapture`]; the training loop takes it after
-/// `backward()` (tape closures must be `'static`, so they cannot call the hooks themselves).
-pub type CaptureSlot = Arc<Mutex<Option<SiteCapture>>>;
-
-/// What a site's backward op captures, and where it leaves it.
-#[derive(Debug, Clone, Default)]
-pub struct CaptureRequest {
-    pub slot: CaptureSlot,
-    /// Also keep z, dL/dh and dL/dz, for hooks that read every observation.
-    pub keep_arrays: bool,
-}
-
 /// Elements per rayon task for the element-wise passes: large enough to amortise scheduling.
-const ELEMENTWISE_CHUNK: usize = 1 << 14;
+pub(crate) const ELEMENTWISE_CHUNK: usize = 1 << 14;
 
 /// Applies `f` at an activation site.
 ///
@@ -662,63 +577,6 @@ pub fn activate<T: dfdx::tensor::Tape<f32, Cpu>>(
         forward,
         backward,
     )
-}
-
-/// The backward pass of a site together with each neuron's sums over the batch.
-///
-/// Tasks cover whole samples and are fixed by the shapes alone, and their partial sums are
-/// added in sample order, so the result does not depend on how rayon schedules them.
-fn backward_with_sums(
-    f: &dyn ActivationFunction,
-    sample_shape: [usize; 3],
-    z: &[f32],
-    grad_h: &[f32],
-    grad_z: &mut [f32],
-) -> Vec<NeuronBatchSums> {
-    let neurons = sample_shape[0];
-    let positions = sample_shape[1] * sample_shape[2];
-    let sample_len = neurons * positions;
-    let task_len = (ELEMENTWISE_CHUNK / sample_len).max(1) * sample_len;
-    let partials: Vec<Vec<NeuronBatchSums>> = grad_z
-        .par_chunks_mut(task_len)
-        .zip(grad_h.par_chunks(task_len).zip(z.par_chunks(task_len)))
-        .map(|(gz, (gh, z))| {
-            let mut sums = vec![NeuronBatchSums::default(); neurons];
-            if positions == 1 {
-                // A dense site: a sample is one row across the neurons, so the derivative pass
-                // runs over whole rows and the sums are added column-wise.
-                f.backward_slice(z, gh, gz);
-                for ((z, gh), gz) in z
-                    .chunks(neurons)
-                    .zip(gh.chunks(neurons))
-                    .zip(gz.chunks(neurons))
-                {
-                    for (c, sums) in sums.iter_mut().enumerate() {
-                        sums.active += (z[c] > 0.0) as u64;
-                        sums.abs_grad_h += gh[c].abs() as f64;
-                        sums.abs_grad_z += gz[c].abs() as f64;
-                    }
-                }
-            } else {
-                let slices = z
-                    .chunks(positions)
-                    .zip(gh.chunks(positions))
-                    .zip(gz.chunks_mut(positions));
-                for (i, ((z, gh), gz)) in slices.enumerate() {
-                    f.backward_slice(z, gh, gz);
-                    sums[i % neurons].add_slice(SliceSums::of(z, gh, gz));
-                }
-            }
-            sums
-        })
-        .collect();
-    let mut total = vec![NeuronBatchSums::default(); neurons];
-    for partial in &partials {
-        for (t, p) in total.iter_mut().zip(partial) {
-            t.add(p);
-        }
-    }
-    total
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ pub mod optim;
 pub mod param;
 pub mod profile;
 pub mod saturation;
+pub mod site_capture;
 pub mod surgery;
 pub mod sweep;
 pub mod train;

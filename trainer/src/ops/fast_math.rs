@@ -241,6 +241,9 @@ pub fn softplus_from<const FMA: bool>(x: f32, e: f32) -> f32 {
 mod tests {
     use super::*;
 
+    /// One variant (with or without FMA) of a function under test.
+    type Scalar = fn(f32) -> f32;
+
     fn relative_error(got: f32, want: f64) -> f64 {
         if want == 0.0 {
             got.abs() as f64
@@ -288,7 +291,7 @@ mod tests {
     #[test]
     fn exp_neg_abs_is_exp_down_to_its_bound_and_zero_below() {
         for fma in [false, true] {
-            let (e, reference): (fn(f32) -> f32, fn(f32) -> f32) = if fma {
+            let (e, reference): (Scalar, Scalar) = if fma {
                 (exp_neg_abs::<true>, exp::<true>)
             } else {
                 (exp_neg_abs::<false>, exp::<false>)
@@ -311,7 +314,7 @@ mod tests {
     fn exp_normal_range_is_exp() {
         let bound = 126.0 * std::f32::consts::LN_2;
         for fma in [false, true] {
-            let (e, reference): (fn(f32) -> f32, fn(f32) -> f32) = if fma {
+            let (e, reference): (Scalar, Scalar) = if fma {
                 (exp_normal_range::<true>, exp::<true>)
             } else {
                 (exp_normal_range::<false>, exp::<false>)
@@ -331,7 +334,7 @@ mod tests {
     #[test]
     fn expm1_nonpositive_is_expm1() {
         for fma in [false, true] {
-            let (m, reference): (fn(f32) -> f32, fn(f32) -> f32) = if fma {
+            let (m, reference): (Scalar, Scalar) = if fma {
                 (expm1_nonpositive::<true>, expm1::<true>)
             } else {
                 (expm1_nonpositive::<false>, expm1::<false>)

@@ -1,0 +1,251 @@
+//! What an activation site's backward pass captures for the instruments (SPEC §2): each
+//! neuron's sums over the minibatch (observations with z > 0, Σ |dL/dh|, Σ |dL/dz|) and, on
+//! request, the site's arrays; and the backward pass that computes the sums with dL/dz.
+//!
+//! A slice's sums are 8-lane f32 sums in element order, the order the records have always held.
+
+use std::sync::{Arc, Mutex};
+
+use multiversion::multiversion;
+use rayon::prelude::*;
+
+use crate::activation::{ActivationFunction, ELEMENTWISE_CHUNK};
+
+/// Sums over a slice of observations of one neuron, in f32 (a slice is at most one sample's
+/// positions, so f32 loses nothing the analysis could see).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SliceSums {
+    /// Observations with z > 0.
+    pub active: u32,
+    /// Σ |dL/dh|.
+    pub abs_grad_h: f32,
+    /// Σ |dL/dz|.
+    pub abs_grad_z: f32,
+}
+
+impl SliceSums {
+    /// The sums of one slice.
+    pub fn of(z: &[f32], grad_h: &[f32], grad_z: &[f32]) -> Self {
+        let mut out = [SliceSums::default()];
+        slice_sums(z, grad_h, grad_z, z.len(), &mut out);
+        out[0]
+    }
+}
+
+/// Lanes of a slice's running sums: the order the records' values were always summed in.
+const LANES: usize = 8;
+
+/// The sums of one slice, in one pass over its three arrays.
+#[inline(always)]
+fn sums_of(z: &[f32], grad_h: &[f32], grad_z: &[f32]) -> SliceSums {
+    assert!(grad_h.len() == z.len() && grad_z.len() == z.len());
+    let full = z.len() / LANES * LANES;
+    let mut active = [0u32; LANES];
+    let mut abs_h = [0f32; LANES];
+    let mut abs_z = [0f32; LANES];
+    let lanes = z[..full]
+        .chunks_exact(LANES)
+        .zip(grad_h[..full].chunks_exact(LANES))
+        .zip(grad_z[..full].chunks_exact(LANES));
+    for ((zc, hc), gc) in lanes {
+        // Fixed-size views, so the lane loop has no bounds checks and becomes vector code.
+        let (zc, hc, gc): (&[f32; LANES], &[f32; LANES], &[f32; LANES]) = (
+            zc.try_into().expect("a lane chunk"),
+            hc.try_into().expect("a lane chunk"),
+            gc.try_into().expect("a lane chunk"),
+        );
+        for i in 0..LANES {
+            active[i] += (zc[i] > 0.0) as u32;
+            abs_h[i] += hc[i].abs();
+            abs_z[i] += gc[i].abs();
+        }
+    }
+    let tail_abs = |v: &[f32]| v[full..].iter().map(|x| x.abs()).sum::<f32>();
+    SliceSums {
+        active: active.iter().sum::<u32>() + z[full..].iter().filter(|&&v| v > 0.0).count() as u32,
+        abs_grad_h: abs_h.into_iter().sum::<f32>() + tail_abs(grad_h),
+        abs_grad_z: abs_z.into_iter().sum::<f32>() + tail_abs(grad_z),
+    }
+}
+
+/// `out[i]` = the sums of the i-th slice of `len` elements of z, dL/dh and dL/dz.
+#[multiversion(targets(
+    "x86_64+avx2+fma+avx512f+avx512vl+avx512bw+avx512dq",
+    "x86_64+avx2+fma"
+))]
+fn slice_sums(z: &[f32], grad_h: &[f32], grad_z: &[f32], len: usize, out: &mut [SliceSums]) {
+    assert!(
+        z.len() == out.len() * len && grad_h.len() == z.len() && grad_z.len() == z.len(),
+        "slice sums' lengths"
+    );
+    for (i, sums) in out.iter_mut().enumerate() {
+        let slice = i * len..(i + 1) * len;
+        *sums = sums_of(&z[slice.clone()], &grad_h[slice.clone()], &grad_z[slice]);
+    }
+}
+
+/// One neuron's sums over a minibatch's observations at a site: the SPEC §2 training statistics
+/// before they are divided, computed in the site's own backward pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct NeuronBatchSums {
+    /// Observations with z > 0.
+    pub active: u64,
+    /// Σ |dL/dh|.
+    pub abs_grad_h: f64,
+    /// Σ |dL/dz|.
+    pub abs_grad_z: f64,
+}
+
+impl NeuronBatchSums {
+    fn add_slice(&mut self, slice: &SliceSums) {
+        self.active += slice.active as u64;
+        self.abs_grad_h += slice.abs_grad_h as f64;
+        self.abs_grad_z += slice.abs_grad_z as f64;
+    }
+
+    fn add(&mut self, other: &NeuronBatchSums) {
+        self.active += other.active;
+        self.abs_grad_h += other.abs_grad_h;
+        self.abs_grad_z += other.abs_grad_z;
+    }
+}
+
+/// A site's values of one minibatch, laid out `[batch, neurons, positions]`.
+#[derive(Debug, Default)]
+pub struct SiteArrays {
+    pub z: Vec<f32>,
+    /// dL/dh.
+    pub grad_h: Vec<f32>,
+    /// dL/dz = dL/dh · f'(z).
+    pub grad_z: Vec<f32>,
+}
+
+/// What an activation site hands back after the backward pass, for the instruments.
+#[derive(Debug, Default)]
+pub struct SiteCapture {
+    /// One entry per neuron.
+    pub sums: Vec<NeuronBatchSums>,
+    /// Only when the request asked for them: keeping them costs a copy of dL/dz per step.
+    pub arrays: Option<SiteArrays>,
+}
+
+/// Where a site's backward op leaves its [`SiteCapture`]; the training loop takes it after
+/// `backward()` (tape closures must be `'static`, so they cannot call the hooks themselves).
+pub type CaptureSlot = Arc<Mutex<Option<SiteCapture>>>;
+
+/// What a site's backward op captures, and where it leaves it.
+#[derive(Debug, Clone, Default)]
+pub struct CaptureRequest {
+    pub slot: CaptureSlot,
+    /// Also keep z, dL/dh and dL/dz, for hooks that read every observation.
+    pub keep_arrays: bool,
+}
+
+/// The backward pass of a site together with each neuron's sums over the batch.
+///
+/// Tasks cover whole samples and are fixed by the shapes alone, and their partial sums are
+/// added in sample order, so the result does not depend on how rayon schedules them.
+pub(crate) fn backward_with_sums(
+    f: &dyn ActivationFunction,
+    sample_shape: [usize; 3],
+    z: &[f32],
+    grad_h: &[f32],
+    grad_z: &mut [f32],
+) -> Vec<NeuronBatchSums> {
+    let neurons = sample_shape[0];
+    let positions = sample_shape[1] * sample_shape[2];
+    let sample_len = neurons * positions;
+    let task_len = (ELEMENTWISE_CHUNK / sample_len).max(1) * sample_len;
+    let partials: Vec<Vec<NeuronBatchSums>> = grad_z
+        .par_chunks_mut(task_len)
+        .zip(grad_h.par_chunks(task_len).zip(z.par_chunks(task_len)))
+        .map(|(gz, (gh, z))| {
+            let mut sums = vec![NeuronBatchSums::default(); neurons];
+            if positions == 1 {
+                // A dense site: a sample is one row across the neurons, so the derivative pass
+                // runs over whole rows and the sums are added column-wise.
+                f.backward_slice(z, gh, gz);
+                for ((z, gh), gz) in z
+                    .chunks(neurons)
+                    .zip(gh.chunks(neurons))
+                    .zip(gz.chunks(neurons))
+                {
+                    for (c, sums) in sums.iter_mut().enumerate() {
+                        sums.active += (z[c] > 0.0) as u64;
+                        sums.abs_grad_h += gh[c].abs() as f64;
+                        sums.abs_grad_z += gz[c].abs() as f64;
+                    }
+                }
+            } else {
+                // The task's derivative pass in one call (a conv site's planes can be as small
+                // as 11×11, where a call per plane costs its loop's tail each time), then its
+                // planes' sums while the task is still in cache.
+                f.backward_slice(z, gh, gz);
+                let mut planes = vec![SliceSums::default(); z.len() / positions];
+                slice_sums(z, gh, gz, positions, &mut planes);
+                for (i, plane) in planes.iter().enumerate() {
+                    sums[i % neurons].add_slice(plane);
+                }
+            }
+            sums
+        })
+        .collect();
+    let mut total = vec![NeuronBatchSums::default(); neurons];
+    for partial in &partials {
+        for (t, p) in total.iter_mut().zip(partial) {
+            t.add(p);
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Σ |v| as the records have always summed it: 8 lanes, lane i taking elements i, i + 8, …
+    /// in order, the lanes added first to last, then the tail left to right.
+    fn eight_lane_abs_sum(v: &[f32]) -> f32 {
+        let mut lanes = [0f32; 8];
+        let full = v.len() / 8 * 8;
+        for (k, x) in v[..full].iter().enumerate() {
+            lanes[k % 8] += x.abs();
+        }
+        let mut total = 0f32;
+        for lane in lanes {
+            total += lane;
+        }
+        let mut tail = 0f32;
+        for x in &v[full..] {
+            tail += x.abs();
+        }
+        total + tail
+    }
+
+    /// Each slice's sums are, bit for bit, those of the records' order, for slice lengths with
+    /// and without a tail and any number of slices.
+    #[test]
+    fn slice_sums_keep_the_records_summation_order_bit_for_bit() {
+        for len in [0usize, 1, 7, 8, 9, 17, 121, 676] {
+            for count in 1..=9 {
+                let n = len * count;
+                let value = |i: usize, scale: f32| ((i as f32 * 0.618_034).fract() - 0.4) * scale;
+                let z: Vec<f32> = (0..n).map(|i| value(i, 3.0)).collect();
+                let grad_h: Vec<f32> = (0..n).map(|i| value(i + 7, 1e-3)).collect();
+                let grad_z: Vec<f32> = (0..n).map(|i| value(i + 13, 0.5)).collect();
+                let mut out = vec![SliceSums::default(); count];
+                slice_sums(&z, &grad_h, &grad_z, len, &mut out);
+                for (i, got) in out.iter().enumerate() {
+                    let range = i * len..(i + 1) * len;
+                    let active = z[range.clone()].iter().filter(|&&v| v > 0.0).count() as u32;
+                    let context = format!("slice {i} of {count}, length {len}");
+                    assert_eq!(got.active, active, "{context}");
+                    let want_h = eight_lane_abs_sum(&grad_h[range.clone()]);
+                    let want_z = eight_lane_abs_sum(&grad_z[range]);
+                    assert_eq!(got.abs_grad_h.to_bits(), want_h.to_bits(), "{context}");
+                    assert_eq!(got.abs_grad_z.to_bits(), want_z.to_bits(), "{context}");
+                }
+            }
+        }
+    }
+}
