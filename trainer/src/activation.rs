@@ -16,7 +16,7 @@ use rayon::prelude::*;
 
 use crate::ops::fast_math::{self, clamp};
 use crate::ops::tape_op::{tape_op, OpGrads};
-use crate::ops::{filled_by_chunks, Activations};
+use crate::ops::{filled_by_chunks, Activations, Values};
 use crate::saturation;
 use crate::site_capture::backward_with_sums;
 pub use crate::site_capture::{
@@ -536,7 +536,7 @@ pub fn activate<T: dfdx::tensor::Tape<f32, Cpu>>(
     capture: Option<CaptureRequest>,
 ) -> Activations<T> {
     let sample_shape = z.sample_shape;
-    let forward = |z_values: Arc<Vec<f32>>, _taping: bool| {
+    let forward = |z_values: Values, _taping: bool| {
         let h = filled_by_chunks(z_values.len(), ELEMENTWISE_CHUNK, |i, h| {
             f.forward_slice(&z_values[i * ELEMENTWISE_CHUNK..][..h.len()], h)
         });
@@ -544,7 +544,7 @@ pub fn activate<T: dfdx::tensor::Tape<f32, Cpu>>(
         (h, sample_shape, z_values)
     };
     let f = f.clone();
-    let backward = move |z_values: Arc<Vec<f32>>, grad_h: Vec<f32>, grads: OpGrads| {
+    let backward = move |z_values: Values, grad_h: Vec<f32>, grads: OpGrads| {
         // Accumulated straight into dfdx's gradient of z. z comes from a conv or dense layer and
         // this site is its only consumer, so that buffer then holds exactly dL/dz.
         let grad_z = grads
@@ -564,7 +564,7 @@ pub fn activate<T: dfdx::tensor::Tape<f32, Cpu>>(
         let sums = backward_with_sums(&*f, sample_shape, &z_values, &grad_h, grad_z);
         let arrays = request.keep_arrays.then(|| SiteArrays {
             grad_z: grad_z.to_vec(),
-            z: Arc::unwrap_or_clone(z_values),
+            z: z_values.to_vec(),
             grad_h,
         });
         *request.slot.lock().expect("capture slot poisoned") = Some(SiteCapture { sums, arrays });

@@ -7,13 +7,11 @@
 //! batch statistics (mean, unbiased variance) for the running averages; evaluation normalises
 //! with the running statistics.
 
-use std::sync::Arc;
-
 use rayon::prelude::*;
 
 use super::linear::StepTape;
 use super::tape_op::{tape_op, OpGrads};
-use super::{lane_sum_of, Activations};
+use super::{lane_sum_of, Activations, Values};
 use crate::param::Param;
 
 /// Added to the variance before its square root, as PyTorch's default.
@@ -167,8 +165,7 @@ pub fn batch_norm<T: StepTape>(
     }
     let sample_shape = x.sample_shape;
     let mut batch_stats = None;
-    let forward = |values: Arc<Vec<f32>>, taping: bool| {
-        let mut values = Arc::unwrap_or_clone(values);
+    let forward = |values: Values, taping: bool| {
         // Per channel: the mean and 1/√(var + eps) that normalise it.
         let (mean, inv_std): (Vec<f32>, Vec<f32>) = match stats {
             NormStats::Batch => {
@@ -208,7 +205,7 @@ pub fn batch_norm<T: StepTape>(
                     .collect(),
             ),
         };
-        // x̂ in place of x; the output is γ·x̂ + β, written over x̂ when no backward pass needs it.
+        // Without a backward pass (evaluation), the output γ·x̂ + β in place, over a copy of x.
         let (g, b) = (&gamma.value, &beta.value);
         let normalise = |values: &mut [f32], affine: bool| {
             values
@@ -229,36 +226,53 @@ pub fn batch_norm<T: StepTape>(
                 })
         };
         if taping {
-            // One pass: x̂ in place (the backward pass keeps it) and γ·x̂ + β into the output.
-            let mut out: Vec<f32> = Vec::with_capacity(values.len());
+            // One pass over x (shared with its tensor, so read only): x̂, which the backward pass
+            // keeps, and γ·x̂ + β, the output.
+            let n = values.len();
+            let (mut x_hat, mut out): (Vec<f32>, Vec<f32>) =
+                (Vec::with_capacity(n), Vec::with_capacity(n));
             let task = layout.task_len();
             values
-                .par_chunks_mut(task)
-                .zip(out.spare_capacity_mut().par_chunks_mut(task))
-                .for_each(|(samples, outs)| {
+                .par_chunks(task)
+                .zip(x_hat.spare_capacity_mut()[..n].par_chunks_mut(task))
+                .zip(out.spare_capacity_mut()[..n].par_chunks_mut(task))
+                .for_each(|((samples, x_hats), outs)| {
                     let sample = layout.sample_len();
-                    for (x, y) in samples.chunks_mut(sample).zip(outs.chunks_mut(sample)) {
-                        let planes = x.chunks_mut(layout.plane).zip(y.chunks_mut(layout.plane));
-                        for (c, (x, y)) in planes.enumerate() {
+                    let samples = samples
+                        .chunks(sample)
+                        .zip(x_hats.chunks_mut(sample))
+                        .zip(outs.chunks_mut(sample));
+                    for ((x, x_hat), y) in samples {
+                        let planes = x
+                            .chunks(layout.plane)
+                            .zip(x_hat.chunks_mut(layout.plane))
+                            .zip(y.chunks_mut(layout.plane));
+                        for (c, ((x, x_hat), y)) in planes.enumerate() {
                             let (m, s) = (mean[c], inv_std[c]);
-                            for (x, y) in x.iter_mut().zip(y) {
-                                *x = (*x - m) * s;
-                                y.write(*x * g[c] + b[c]);
+                            for ((x, x_hat), y) in x.iter().zip(x_hat).zip(y) {
+                                let v = (*x - m) * s;
+                                x_hat.write(v);
+                                y.write(v * g[c] + b[c]);
                             }
                         }
                     }
                 });
-            // SAFETY: the tasks cover `values` whole, and each wrote its part of `out` in full.
-            unsafe { out.set_len(values.len()) };
+            // SAFETY: the tasks cover all n values, and each wrote its part of `x_hat` and of
+            // `out` in full.
+            unsafe {
+                x_hat.set_len(n);
+                out.set_len(n);
+            }
             let saved = Saved {
                 layout,
-                x_hat: values,
+                x_hat,
                 inv_std,
                 gamma: g.clone(),
                 batch_stats: matches!(stats, NormStats::Batch),
             };
             (out, sample_shape, Some(saved))
         } else {
+            let mut values = values.into_vec();
             normalise(&mut values, true);
             (values, sample_shape, None)
         }

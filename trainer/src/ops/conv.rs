@@ -7,7 +7,6 @@
 
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
-use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use dfdx::prelude::*;
@@ -18,6 +17,7 @@ use super::tape_op::{tape_op, OpGrads};
 use super::winograd::{self, Winograd};
 use super::{
     accumulate_into, bias_rows, lane_sum, matmul, transpose, write_copy, Activations, MatRef,
+    Values,
 };
 use crate::param::Param;
 
@@ -365,7 +365,7 @@ pub fn conv2d<T: dfdx::tensor::Tape<f32, Cpu>>(
     let samples = g.chunk_samples();
     let (task_in, task_out) = (SAMPLE_CHUNK * g.in_len(), SAMPLE_CHUNK * g.out_len());
     let (chunk_in, chunk_out) = (samples * g.in_len(), samples * g.out_len());
-    let forward = |x_values: Arc<Vec<f32>>, taping: bool| {
+    let forward = |x_values: Values, taping: bool| {
         // Each chunk's columns form one `[patch, samples·positions]` matrix, unfolded into a
         // buffer of the chunk's own that stays in cache, multiplied by the weights in one gemm
         // and dropped: the backward pass unfolds them again from x, which is `patch` times
@@ -414,9 +414,7 @@ pub fn conv2d<T: dfdx::tensor::Tape<f32, Cpu>>(
         let saved = taping.then(|| (x_values, weight.value.clone()));
         (out, g.out_shape(), saved)
     };
-    let backward = move |saved: Option<(Arc<Vec<f32>>, Vec<f32>)>,
-                         grad_out: Vec<f32>,
-                         grads: OpGrads| {
+    let backward = move |saved: Option<(Values, Vec<f32>)>, grad_out: Vec<f32>, grads: OpGrads| {
         let (x_values, w_values) = saved.expect("saved when taping");
         let adjoint = g.winograd_adjoint().map(|a| {
             (

@@ -6,15 +6,13 @@
 //! drop the same values: value `i` of the batch (row-major, `(batch, features)`) is dropped when
 //! the `i`-th 32-bit draw, read as a 24-bit fraction in [0, 1), is below `p`.
 
-use std::sync::Arc;
-
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use super::linear::StepTape;
 use super::tape_op::{tape_op, OpGrads};
-use super::Activations;
+use super::{filled_by_chunks, Activations, Values};
 
 /// Elements per rayon task of the element-wise passes.
 const DROPOUT_TASK_ELEMENTS: usize = 1 << 14;
@@ -47,16 +45,15 @@ pub fn dropout<T: StepTape>(x: Activations<T>, p: f32, key: u64) -> Activations<
         return x;
     }
     let sample_shape = x.sample_shape;
-    let forward = |values: Arc<Vec<f32>>, _taping: bool| {
-        let mut values = Arc::unwrap_or_clone(values);
+    let forward = |values: Values, _taping: bool| {
         let mask = mask(values.len(), p, key);
-        values
-            .par_chunks_mut(DROPOUT_TASK_ELEMENTS)
-            .zip(mask.par_chunks(DROPOUT_TASK_ELEMENTS))
-            .for_each(|(values, mask)| {
-                values.iter_mut().zip(mask).for_each(|(v, m)| *v *= m);
-            });
-        (values, sample_shape, mask)
+        let out = filled_by_chunks(values.len(), DROPOUT_TASK_ELEMENTS, |i, out| {
+            let at = i * DROPOUT_TASK_ELEMENTS..i * DROPOUT_TASK_ELEMENTS + out.len();
+            for ((o, v), m) in out.iter_mut().zip(&values[at.clone()]).zip(&mask[at]) {
+                *o = v * m;
+            }
+        });
+        (out, sample_shape, mask)
     };
     let backward = |mask: Vec<f32>, grad_out: Vec<f32>, grads: OpGrads| {
         let grad_x = grads.input.expect("dropout passes its gradient on");

@@ -7,13 +7,11 @@
 //! 8 MB), and every element of an output or gradient comes from exactly one gemm: the values do
 //! not depend on the thread count.
 
-use std::sync::Arc;
-
 use dfdx::prelude::*;
 use rayon::prelude::*;
 
 use super::tape_op::{tape_op, OpGrads};
-use super::{accumulate_into, matmul, Activations, MatRef, Tape};
+use super::{accumulate_into, matmul, Activations, MatRef, Tape, Values};
 use crate::param::Param;
 
 /// The two tapes a forward pass runs with: a training step's, and none (evaluation).
@@ -40,7 +38,7 @@ pub fn linear<T: StepTape>(x: Activations<T>, weight: &Param, bias: &Param) -> A
         weight.name
     );
     let (units, inputs) = (weight.shape[0], weight.shape[1]);
-    let forward = |x_values: Arc<Vec<f32>>, taping: bool| {
+    let forward = |x_values: Values, taping: bool| {
         let w = &weight.value;
         let batch = x_values.len() / inputs;
         // y[:, block] = x · W[block]ᵀ by blocks of units (rows of W), so each block reads its
@@ -73,9 +71,7 @@ pub fn linear<T: StepTape>(x: Activations<T>, weight: &Param, bias: &Param) -> A
         let saved = taping.then(|| (x_values, w.clone()));
         (out, [units, 1, 1], saved)
     };
-    let backward = move |saved: Option<(Arc<Vec<f32>>, Vec<f32>)>,
-                         grad_out: Vec<f32>,
-                         grads: OpGrads| {
+    let backward = move |saved: Option<(Values, Vec<f32>)>, grad_out: Vec<f32>, grads: OpGrads| {
         let (x_values, w) = saved.expect("saved when taping");
         let batch = x_values.len() / inputs;
         let OpGrads { input, params } = grads;

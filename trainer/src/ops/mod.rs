@@ -3,8 +3,8 @@
 //!
 //! Every activation between layers is a 2-D dfdx tensor `(batch, features)` in NCHW order, with
 //! the per-sample shape `[channels, height, width]` carried beside it in [`Activations`], so that
-//! flatten is free, and with the values the op that made it still holds, so that the next op
-//! reads them without copying them out of dfdx.
+//! flatten is free, and with its values readable in place ([`Values`]: the tensor's own buffer),
+//! so that no op copies its output into dfdx or its input out of it.
 
 pub mod batch_norm;
 pub mod conv;
@@ -14,13 +14,14 @@ pub mod linear;
 pub mod pool;
 pub mod residual;
 pub mod tape_op;
+pub mod values;
 pub mod winograd;
 
 use std::mem::MaybeUninit;
-use std::sync::Arc;
 
 use dfdx::prelude::*;
 use rayon::prelude::*;
+pub use values::Values;
 
 /// A batch of activations, `(batch, channels·height·width)`.
 pub type Tensor2<T = NoneTape> = Tensor<(usize, usize), f32, Cpu, T>;
@@ -33,11 +34,11 @@ pub struct Activations<T> {
     pub tensor: Tensor2<T>,
     /// `[channels, height, width]`; a dense layer's output is `[units, 1, 1]`.
     pub sample_shape: [usize; 3],
-    /// The tensor's values, where the op that made it still holds them: dfdx 0.13 lends a
-    /// tensor's values only as a copy (`copy_into`, one thread, into a buffer that must be
-    /// initialised first), which cost a 32×32 net ~8 % of its step when every op copied its
-    /// input out. Our ops hand their output to the next op here instead.
-    host: Option<Arc<Vec<f32>>>,
+    /// The tensor's values, where one of our ops made it ([`Values`]: the tensor's own buffer):
+    /// dfdx 0.13 lends a tensor's values only as a copy (`copy_into`, one thread, into a buffer
+    /// that must be initialised first), which cost a 32×32 net ~8 % of its step when every op
+    /// copied its input out.
+    host: Option<Values>,
 }
 
 impl<T> Activations<T> {
@@ -50,7 +51,7 @@ impl<T> Activations<T> {
         }
     }
     /// A batch made by one of our ops: `values` are the tensor's values.
-    fn with_host(tensor: Tensor2<T>, sample_shape: [usize; 3], values: Arc<Vec<f32>>) -> Self {
+    fn with_host(tensor: Tensor2<T>, sample_shape: [usize; 3], values: Values) -> Self {
         debug_assert_eq!(values.len(), tensor.shape().0 * tensor.shape().1);
         Self {
             tensor,
@@ -101,20 +102,8 @@ impl<T> Activations<T> {
 
 /// The values of an op's input: those its maker handed on, or else (the data, or the output of
 /// a dfdx op) a copy out of the tensor.
-pub fn input_values(host: Option<Arc<Vec<f32>>>, tensor: &Tensor2) -> Arc<Vec<f32>> {
-    host.unwrap_or_else(|| {
-        Arc::new(crate::profile::span("values copied out of dfdx", || {
-            tensor_values(tensor)
-        }))
-    })
-}
-
-/// The dfdx tensor of an op's output `values`, `(batch, features)`: dfdx takes a vector of its
-/// own, while the next op reads `values` themselves.
-pub fn dfdx_tensor(device: &Cpu, values: &[f32], batch: usize, features: usize) -> Tensor2 {
-    crate::profile::span("values copied into dfdx", || {
-        device.tensor_from_vec(parallel_copy(values), (batch, features))
-    })
+pub fn input_values(host: Option<Values>, tensor: &Tensor2) -> Values {
+    host.unwrap_or_else(|| Values::copied_out(tensor))
 }
 
 /// `dst = src` into memory that may be uninitialised (`<[MaybeUninit]>::write_copy_of_slice`
@@ -126,8 +115,7 @@ pub fn write_copy(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
     }
 }
 
-/// A copy of `values` for a dfdx tensor, made on all cores and without first filling the
-/// buffer with zeros.
+/// A copy of `values`, made on all cores and without first filling the buffer with zeros.
 pub fn parallel_copy(values: &[f32]) -> Vec<f32> {
     const CHUNK: usize = 1 << 16;
     let mut out = Vec::with_capacity(values.len());
@@ -425,7 +413,7 @@ pub(crate) mod testing {
         use super::pool::{pool2d, PoolGeometry, PoolKind};
         use crate::param::Param;
 
-        fn beside<T>(a: &Activations<T>) -> Arc<Vec<f32>> {
+        fn beside<T>(a: &Activations<T>) -> Values {
             let host = a.host.clone().expect("an op's output keeps its values");
             assert_eq!(*host, tensor_values(&a.tensor));
             host
@@ -456,11 +444,14 @@ pub(crate) mod testing {
         let before = beside(&pooled);
         let flat = pooled.reshaped([27, 1, 1]);
         assert!(
-            Arc::ptr_eq(&before, &beside(&flat)),
+            std::ptr::eq(before.as_ptr(), beside(&flat).as_ptr()),
             "a reshape copies nothing"
         );
         let (main, shortcut) = flat.branch();
-        assert!(Arc::ptr_eq(&beside(&main), &beside(&shortcut)));
+        assert!(std::ptr::eq(
+            beside(&main).as_ptr(),
+            beside(&shortcut).as_ptr()
+        ));
         // With a tape, the same.
         let traced = Activations::new(input.retaped::<Tape>(), [2, 6, 6]);
         let (main, shortcut) = conv2d(traced, &w, &b, g, true).branch();

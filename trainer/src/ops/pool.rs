@@ -1,15 +1,13 @@
 //! Max and average pooling as dfdx tape ops (no padding; PyTorch's floor mode for the output
 //! size). Max pooling remembers the winning input of every window for its backward pass.
 
-use std::sync::Arc;
-
 use anyhow::{bail, Result};
 use dfdx::prelude::*;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::tape_op::{tape_op, OpGrads};
-use super::{zeroed, Activations};
+use super::{zeroed, Activations, Values};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -143,7 +141,7 @@ pub fn pool2d<T: dfdx::tensor::Tape<f32, Cpu>>(
     let (oh, ow, k, s) = (g.out_height(), g.out_width(), g.kernel, g.stride);
     let planes = batch * g.channels;
     let window_scale = 1.0 / (k * k) as f32;
-    let forward = |x_values: Arc<Vec<f32>>, _taping: bool| {
+    let forward = |x_values: Values, _taping: bool| {
         let len = planes * g.out_plane();
         // Both written by the tasks below, each chunk zeroed by its task ([`zeroed`]).
         let mut out = Vec::with_capacity(len);

@@ -6,13 +6,11 @@
 //! Hand-written for the reason of every op here: [`super::tape_op`] is for one input, and dfdx
 //! 0.13 offers no custom op beyond its tape primitives.
 
-use std::sync::Arc;
-
 use dfdx::prelude::*;
 use rayon::prelude::*;
 
 use super::linear::StepTape;
-use super::{accumulate_into, dfdx_tensor, input_values, Activations};
+use super::{accumulate_into, filled_by_chunks, input_values, Activations, Values};
 use crate::profile;
 
 /// Elements per rayon task of the sum and of its backward.
@@ -29,14 +27,14 @@ pub fn residual_add<T: StepTape>(main: Activations<T>, shortcut: Activations<T>)
     let a = input_values(main.host, &a_tensor);
     let b = input_values(shortcut.host, &b_tensor);
     let sum = profile::span("residual add forward", || {
-        // The sum goes into main's buffer where main was its only holder.
-        let mut sum = Arc::unwrap_or_clone(a);
-        sum.par_chunks_mut(ADD_CHUNK)
-            .zip(b.par_chunks(ADD_CHUNK))
-            .for_each(|(s, b)| accumulate_into(s, b));
-        sum
+        filled_by_chunks(a.len(), ADD_CHUNK, |i, sum| {
+            let at = i * ADD_CHUNK..i * ADD_CHUNK + sum.len();
+            for ((s, x), y) in sum.iter_mut().zip(&a[at.clone()]).zip(&b[at]) {
+                *s = x + y;
+            }
+        })
     });
-    let out_tensor = dfdx_tensor(a_tensor.device(), &sum, batch, features);
+    let (out_tensor, sum) = Values::into_tensor(a_tensor.device(), sum, batch, features);
     if T::OWNS_TAPE {
         let (a_ghost, b_ghost, out_ghost) =
             (a_tensor.ghost(), b_tensor.ghost(), out_tensor.ghost());
@@ -53,7 +51,7 @@ pub fn residual_add<T: StepTape>(main: Activations<T>, shortcut: Activations<T>)
             })
         });
     }
-    Activations::with_host(out_tensor.put_tape(tape), sample_shape, Arc::new(sum))
+    Activations::with_host(out_tensor.put_tape(tape), sample_shape, sum)
 }
 
 #[cfg(test)]

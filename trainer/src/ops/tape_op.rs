@@ -6,11 +6,9 @@
 //! (`split_tape`, `ghost`, `add_backward_op`, `put_tape`), and its own conv and pooling sit behind
 //! the `nightly` feature, which no longer builds.
 
-use std::sync::Arc;
-
 use dfdx::prelude::*;
 
-use super::{dfdx_tensor, input_values, Activations};
+use super::{input_values, Activations, Values};
 use crate::param::{Param, ParamTensor};
 use crate::profile;
 
@@ -32,11 +30,12 @@ enum ParamGhost<M, V> {
 /// Runs a hand-written op on a batch.
 ///
 /// `phases` names the op's forward and backward in the step profile ([`crate::profile`]).
-/// `forward(x_values, taping)` gets the input's values (shared with whoever else holds them:
-/// [`Arc::unwrap_or_clone`] gives an op that works in place its own copy only when it must)
-/// and whether a backward pass will follow, and returns the output's values, the output's
-/// per-sample shape, and whatever the backward pass needs (`saved`; anything cheap when not
-/// taping). The output values go on to the next op beside the tensor ([`Activations`]). With
+/// `forward(x_values, taping)` gets the input's values (shared with the input's tensor:
+/// [`Values::into_vec`] gives an op that works in place its own copy) and whether a backward
+/// pass will follow, and returns the output's values, the output's per-sample shape, and
+/// whatever the backward pass needs (`saved`; anything cheap when not taping). The output
+/// values become the output tensor's buffer and go on to the next op beside it
+/// ([`Activations`]). With
 /// a tape, `backward(saved, grad_out, grads)` is recorded: it gets dL/d(output) and adds the
 /// input's and parameters' gradients into `grads`. dfdx runs it after every op that consumed
 /// the output, so `grad_out` is complete.
@@ -45,7 +44,7 @@ pub fn tape_op<T, S>(
     x: Activations<T>,
     params: &[&Param],
     input_needs_grad: bool,
-    forward: impl FnOnce(Arc<Vec<f32>>, bool) -> (Vec<f32>, [usize; 3], S),
+    forward: impl FnOnce(Values, bool) -> (Vec<f32>, [usize; 3], S),
     backward: impl FnOnce(S, Vec<f32>, OpGrads) + 'static,
 ) -> Activations<T>
 where
@@ -60,7 +59,7 @@ where
         profile::span(forward_phase, || forward(x_values, T::OWNS_TAPE));
     let features: usize = sample_shape.iter().product();
     assert_eq!(out.len(), batch * features, "op output length");
-    let out_tensor = dfdx_tensor(x_tensor.device(), &out, batch, features);
+    let (out_tensor, out_values) = Values::into_tensor(x_tensor.device(), out, batch, features);
     if T::OWNS_TAPE {
         let x_ghost = x_tensor.ghost();
         let out_ghost = out_tensor.ghost();
@@ -109,5 +108,5 @@ where
             })
         });
     }
-    Activations::with_host(out_tensor.put_tape(tape), sample_shape, Arc::new(out))
+    Activations::with_host(out_tensor.put_tape(tape), sample_shape, out_values)
 }
