@@ -161,7 +161,8 @@ fn finite(x: f32) -> f32 {
 }
 
 /// GELU's tanh form rewritten with 1 + tanh u = 2σ(2u), which does not cancel for negative x:
-/// returns σ(v) and σ'(v), v = 2u, for |x| ≤ 10 (beyond, the callers select relu's values).
+/// returns σ(v) and σ'(v), v = 2u, with x clamped to [−10, 10] (beyond, gelu has relu's values
+/// and slopes in f32; `f_exact` and `df_exact` say how they reach them).
 /// There |v| ≤ 87.32, where e^-v is a normal float, so σ = 1 / (1 + e^-v) and σ' = e^-v·σ²
 /// need no branch on v's sign and no cancellation.
 #[inline(always)]

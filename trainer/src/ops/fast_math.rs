@@ -55,21 +55,24 @@ pub fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
     }
 }
 
+/// 2ⁿ for n in [-126, 127], a normal float built from its exponent bits (outside, garbage).
+#[inline(always)]
+fn pow2_normal(n: i32) -> f32 {
+    f32::from_bits((n.wrapping_add(127) << 23) as u32)
+}
+
 /// 2ⁿ for n in [-151, 128], as the product of two normal powers of two so that the result can
 /// be subnormal.
 #[inline(always)]
 fn pow2(n: i32) -> (f32, f32) {
     let half = n >> 1;
-    let rest = n - half;
-    let bits = |k: i32| f32::from_bits(((k + 127) << 23) as u32);
-    (bits(half), bits(rest))
+    (pow2_normal(half), pow2_normal(n - half))
 }
 
-/// Range reduction: x = n·ln 2 + r, |r| ≤ ln 2 / 2 (plus rounding), and p(r) = (eʳ − 1 − r) / r².
+/// Range reduction of x clamped to exp's range: x = n·ln 2 + r, |r| ≤ ln 2 / 2 (plus rounding).
 #[inline(always)]
-fn reduce<const FMA: bool>(x: f32) -> (i32, f32, f32) {
-    let (n, r) = reduce_unclamped::<FMA>(clamp(x, EXP_LOWEST, EXP_HIGHEST));
-    (n, r, polynomial::<FMA>(r))
+fn reduce<const FMA: bool>(x: f32) -> (i32, f32) {
+    reduce_unclamped::<FMA>(clamp(x, EXP_LOWEST, EXP_HIGHEST))
 }
 
 /// x = n·ln 2 + r for |x| below 2²² (beyond, n and r are garbage for the caller to discard).
@@ -97,12 +100,18 @@ fn polynomial<const FMA: bool>(r: f32) -> f32 {
     p
 }
 
+/// eʳ − 1 = r + r²·p(r) for the reduced argument r, which every exponential here scales by 2ⁿ.
+#[inline(always)]
+fn expm1_reduced<const FMA: bool>(r: f32) -> f32 {
+    madd::<FMA>(polynomial::<FMA>(r) * r, r, r)
+}
+
 /// eˣ; 0 below -105, +∞ above 88.72 only through the clamp's bound (e^88.72 ≈ f32::MAX).
 #[inline(always)]
 pub fn exp<const FMA: bool>(x: f32) -> f32 {
-    let (n, r, p) = reduce::<FMA>(x);
+    let (n, r) = reduce::<FMA>(x);
     let (s1, s2) = pow2(n);
-    (madd::<FMA>(p * r, r, r) + 1.0) * s1 * s2
+    (expm1_reduced::<FMA>(r) + 1.0) * s1 * s2
 }
 
 /// eˣ − 1, accurate relative to its value as x → 0 (for |x| ≤ ln 2 / 2, n = 0 and this is
@@ -111,10 +120,10 @@ pub fn exp<const FMA: bool>(x: f32) -> f32 {
 /// negative side, tanh on −2|x|), or discard it for x > 0.
 #[inline(always)]
 pub fn expm1<const FMA: bool>(x: f32) -> f32 {
-    let (n, r, p) = reduce::<FMA>(x);
+    let (n, r) = reduce::<FMA>(x);
     let (s1, s2) = pow2(n);
     let scale = s1 * s2;
-    madd::<FMA>(madd::<FMA>(p * r, r, r), scale, scale - 1.0)
+    madd::<FMA>(expm1_reduced::<FMA>(r), scale, scale - 1.0)
 }
 
 /// Below this, ln(1 + u) is u in f32: the next term, u²/2, is under a quarter of u's last place.
@@ -168,8 +177,7 @@ pub fn log1p_unit<const FMA: bool>(u: f32) -> f32 {
 #[inline(always)]
 pub fn exp_normal_range<const FMA: bool>(x: f32) -> f32 {
     let (n, r) = reduce_unclamped::<FMA>(x);
-    let scale = f32::from_bits((n.wrapping_add(127) << 23) as u32);
-    (madd::<FMA>(polynomial::<FMA>(r) * r, r, r) + 1.0) * scale
+    (expm1_reduced::<FMA>(r) + 1.0) * pow2_normal(n)
 }
 
 /// At or above this, e^x is at least 2⁻¹²⁶ (n ≥ −126): one normal power of two scales it.
@@ -200,12 +208,8 @@ pub fn exp_neg_abs<const FMA: bool>(x: f32) -> f32 {
 #[inline(always)]
 pub fn expm1_nonpositive<const FMA: bool>(x: f32) -> f32 {
     let (n, r) = reduce_unclamped::<FMA>(x);
-    let scale = f32::from_bits((n.wrapping_add(127) << 23) as u32);
-    let m = madd::<FMA>(
-        madd::<FMA>(polynomial::<FMA>(r) * r, r, r),
-        scale,
-        scale - 1.0,
-    );
+    let scale = pow2_normal(n);
+    let m = madd::<FMA>(expm1_reduced::<FMA>(r), scale, scale - 1.0);
     if x < EXP_NORMAL_LOWEST {
         -1.0
     } else {
@@ -257,9 +261,6 @@ pub fn softplus_from<const FMA: bool>(x: f32, e: f32) -> f32 {
 mod tests {
     use super::*;
 
-    /// One variant (with or without FMA) of a function under test.
-    type Scalar = fn(f32) -> f32;
-
     fn relative_error(got: f32, want: f64) -> f64 {
         if want == 0.0 {
             got.abs() as f64
@@ -307,81 +308,80 @@ mod tests {
     /// polynomial (checked against libm in `exp_expm1_and_log1p_are_within_a_few_ulp`).
     #[test]
     fn log1p_of_a_tiny_u_is_u() {
-        for fma in [false, true] {
-            let log1p: Scalar = if fma {
-                log1p_unit::<true>
-            } else {
-                log1p_unit::<false>
-            };
-            let mut u = LOG1P_IS_U;
-            while u > 0.0 {
-                u = f32::from_bits(u.to_bits() - 1);
-                assert_eq!(log1p(u).to_bits(), u.to_bits(), "FMA {fma}, {u:e}");
-                u *= 0.9;
-            }
-            let at = LOG1P_IS_U as f64;
-            assert!((log1p(LOG1P_IS_U) as f64 / at.ln_1p() - 1.0).abs() < 1.2e-7);
+        tiny_u_is_u::<false>();
+        tiny_u_is_u::<true>();
+    }
+
+    fn tiny_u_is_u<const FMA: bool>() {
+        let mut u = LOG1P_IS_U;
+        while u > 0.0 {
+            u = f32::from_bits(u.to_bits() - 1);
+            assert_eq!(
+                log1p_unit::<FMA>(u).to_bits(),
+                u.to_bits(),
+                "FMA {FMA}, {u:e}"
+            );
+            u *= 0.9;
         }
+        let at = LOG1P_IS_U as f64;
+        assert!((log1p_unit::<FMA>(LOG1P_IS_U) as f64 / at.ln_1p() - 1.0).abs() < 1.2e-7);
     }
 
     /// exp_neg_abs is exp(−|x|) bit for bit down to −87 and 0 below; NaN stays NaN.
     #[test]
     fn exp_neg_abs_is_exp_down_to_its_bound_and_zero_below() {
-        for fma in [false, true] {
-            let (e, reference): (Scalar, Scalar) = if fma {
-                (exp_neg_abs::<true>, exp::<true>)
-            } else {
-                (exp_neg_abs::<false>, exp::<false>)
-            };
-            for i in 0..=(87 << 12) {
-                let x = i as f32 / 4096.0;
-                assert_eq!(e(x).to_bits(), reference(-x).to_bits(), "FMA {fma}, {x}");
-                assert_eq!(e(-x).to_bits(), reference(-x).to_bits(), "FMA {fma}, {x}");
-            }
-            for x in [87.001f32, 90.0, 104.0, 1e30, f32::MAX, f32::INFINITY] {
-                assert_eq!(e(x), 0.0, "FMA {fma}, {x}");
-                assert_eq!(e(-x), 0.0, "FMA {fma}, {x}");
-            }
-            assert!(e(f32::NAN).is_nan());
+        neg_abs_is_exp::<false>();
+        neg_abs_is_exp::<true>();
+    }
+
+    fn neg_abs_is_exp<const FMA: bool>() {
+        let (e, reference) = (exp_neg_abs::<FMA>, exp::<FMA>);
+        for i in 0..=(87 << 12) {
+            let x = i as f32 / 4096.0;
+            assert_eq!(e(x).to_bits(), reference(-x).to_bits(), "FMA {FMA}, {x}");
+            assert_eq!(e(-x).to_bits(), reference(-x).to_bits(), "FMA {FMA}, {x}");
         }
+        for x in [87.001f32, 90.0, 104.0, 1e30, f32::MAX, f32::INFINITY] {
+            assert_eq!(e(x), 0.0, "FMA {FMA}, {x}");
+            assert_eq!(e(-x), 0.0, "FMA {FMA}, {x}");
+        }
+        assert!(e(f32::NAN).is_nan());
     }
 
     /// exp_normal_range is exp bit for bit over its range, to both ends.
     #[test]
     fn exp_normal_range_is_exp() {
+        normal_range_is_exp::<false>();
+        normal_range_is_exp::<true>();
+    }
+
+    fn normal_range_is_exp<const FMA: bool>() {
         let bound = 126.0 * std::f32::consts::LN_2;
-        for fma in [false, true] {
-            let (e, reference): (Scalar, Scalar) = if fma {
-                (exp_normal_range::<true>, exp::<true>)
-            } else {
-                (exp_normal_range::<false>, exp::<false>)
-            };
-            let ends = [bound, -bound, 87.33, -87.33];
-            for x in (-(87 << 12)..=(87 << 12))
-                .map(|i| i as f32 / 4096.0)
-                .chain(ends)
-            {
-                assert_eq!(e(x).to_bits(), reference(x).to_bits(), "FMA {fma}, {x}");
-            }
-            assert!(e(f32::NAN).is_nan());
+        let ends = [bound, -bound, 87.33, -87.33];
+        for x in (-(87 << 12)..=(87 << 12))
+            .map(|i| i as f32 / 4096.0)
+            .chain(ends)
+        {
+            let (got, want) = (exp_normal_range::<FMA>(x), exp::<FMA>(x));
+            assert_eq!(got.to_bits(), want.to_bits(), "FMA {FMA}, {x}");
         }
+        assert!(exp_normal_range::<FMA>(f32::NAN).is_nan());
     }
 
     /// expm1_nonpositive is expm1 bit for bit over every 2⁻¹² step of [−110, 0] and beyond.
     #[test]
     fn expm1_nonpositive_is_expm1() {
-        for fma in [false, true] {
-            let (m, reference): (Scalar, Scalar) = if fma {
-                (expm1_nonpositive::<true>, expm1::<true>)
-            } else {
-                (expm1_nonpositive::<false>, expm1::<false>)
-            };
-            let far = [-1e30f32, f32::MIN, f32::NEG_INFINITY, -0.0];
-            for x in (0..=(110 << 12)).map(|i| -(i as f32) / 4096.0).chain(far) {
-                assert_eq!(m(x).to_bits(), reference(x).to_bits(), "FMA {fma}, {x}");
-            }
-            assert!(m(f32::NAN).is_nan());
+        nonpositive_is_expm1::<false>();
+        nonpositive_is_expm1::<true>();
+    }
+
+    fn nonpositive_is_expm1<const FMA: bool>() {
+        let far = [-1e30f32, f32::MIN, f32::NEG_INFINITY, -0.0];
+        for x in (0..=(110 << 12)).map(|i| -(i as f32) / 4096.0).chain(far) {
+            let (got, want) = (expm1_nonpositive::<FMA>(x), expm1::<FMA>(x));
+            assert_eq!(got.to_bits(), want.to_bits(), "FMA {FMA}, {x}");
         }
+        assert!(expm1_nonpositive::<FMA>(f32::NAN).is_nan());
     }
 
     #[test]
