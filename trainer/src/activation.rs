@@ -536,8 +536,8 @@ pub fn activate<T: dfdx::tensor::Tape<f32, Cpu>>(
 ) -> Activations<T> {
     let sample_shape = z.sample_shape;
     let forward = |z_values: Values, _taping: bool| {
-        let h = filled_by_chunks(z_values.len(), ELEMENTWISE_CHUNK, |i, h| {
-            f.forward_slice(&z_values[i * ELEMENTWISE_CHUNK..][..h.len()], h)
+        let h = filled_by_chunks(z_values.len(), ELEMENTWISE_CHUNK, |at, h| {
+            f.forward_slice(&z_values[at], h)
         });
         observe(&z_values, &h);
         (h, sample_shape, z_values)

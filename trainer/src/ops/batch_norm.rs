@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use super::linear::StepTape;
 use super::tape_op::{tape_op, OpGrads};
-use super::{lane_sum_of, Activations, Values};
+use super::{filled_by_chunks, lane_sum_of, Activations, Values};
 use crate::param::Param;
 
 /// Added to the variance before its square root, as PyTorch's default.
@@ -205,26 +205,7 @@ pub fn batch_norm<T: StepTape>(
                     .collect(),
             ),
         };
-        // Without a backward pass (evaluation), the output γ·x̂ + β in place, over a copy of x.
         let (g, b) = (&gamma.value, &beta.value);
-        let normalise = |values: &mut [f32], affine: bool| {
-            values
-                .par_chunks_mut(layout.task_len())
-                .for_each(|samples| {
-                    for sample in samples.chunks_mut(layout.sample_len()) {
-                        for (c, plane) in sample.chunks_mut(layout.plane).enumerate() {
-                            let (m, s) = (mean[c], inv_std[c]);
-                            if affine {
-                                plane
-                                    .iter_mut()
-                                    .for_each(|v| *v = (*v - m) * s * g[c] + b[c]);
-                            } else {
-                                plane.iter_mut().for_each(|v| *v = (*v - m) * s);
-                            }
-                        }
-                    }
-                })
-        };
         if taping {
             // One pass over x (shared with its tensor, so read only): x̂, which the backward pass
             // keeps, and γ·x̂ + β, the output.
@@ -272,9 +253,20 @@ pub fn batch_norm<T: StepTape>(
             };
             (out, sample_shape, Some(saved))
         } else {
-            let mut values = values.into_vec();
-            normalise(&mut values, true);
-            (values, sample_shape, None)
+            // Without a backward pass (evaluation), only the output γ·x̂ + β.
+            let sample = layout.sample_len();
+            let out = filled_by_chunks(values.len(), layout.task_len(), |at, out| {
+                for (x, y) in values[at].chunks(sample).zip(out.chunks_mut(sample)) {
+                    let planes = x.chunks(layout.plane).zip(y.chunks_mut(layout.plane));
+                    for (c, (x, y)) in planes.enumerate() {
+                        let (m, s) = (mean[c], inv_std[c]);
+                        for (x, y) in x.iter().zip(y) {
+                            *y = (*x - m) * s * g[c] + b[c];
+                        }
+                    }
+                }
+            });
+            (out, sample_shape, None)
         }
     };
     let backward = |saved: Option<Saved>, grad_out: Vec<f32>, grads: OpGrads| {

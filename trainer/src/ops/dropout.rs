@@ -47,8 +47,7 @@ pub fn dropout<T: StepTape>(x: Activations<T>, p: f32, key: u64) -> Activations<
     let sample_shape = x.sample_shape;
     let forward = |values: Values, _taping: bool| {
         let mask = mask(values.len(), p, key);
-        let out = filled_by_chunks(values.len(), DROPOUT_TASK_ELEMENTS, |i, out| {
-            let at = i * DROPOUT_TASK_ELEMENTS..i * DROPOUT_TASK_ELEMENTS + out.len();
+        let out = filled_by_chunks(values.len(), DROPOUT_TASK_ELEMENTS, |at, out| {
             for ((o, v), m) in out.iter_mut().zip(&values[at.clone()]).zip(&mask[at]) {
                 *o = v * m;
             }

@@ -18,6 +18,7 @@ pub mod values;
 pub mod winograd;
 
 use std::mem::MaybeUninit;
+use std::ops::Range;
 
 use dfdx::prelude::*;
 use rayon::prelude::*;
@@ -115,21 +116,6 @@ pub fn write_copy(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
     }
 }
 
-/// A copy of `values`, made on all cores and without first filling the buffer with zeros.
-pub fn parallel_copy(values: &[f32]) -> Vec<f32> {
-    const CHUNK: usize = 1 << 16;
-    let mut out = Vec::with_capacity(values.len());
-    out.spare_capacity_mut()
-        .par_chunks_mut(CHUNK)
-        .zip(values.par_chunks(CHUNK))
-        .for_each(|(dst, src)| {
-            write_copy(dst, src);
-        });
-    // SAFETY: the chunks above cover the whole length, each written in full.
-    unsafe { out.set_len(values.len()) };
-    out
-}
-
 /// Memory that may be uninitialised, zeroed and lent out as initialised values.
 ///
 /// Why: an op's new output buffer from `vec![0.0; len]` is cleared by one core before the
@@ -145,18 +131,19 @@ pub fn zeroed<T: Copy + Default>(dst: &mut [MaybeUninit<T>]) -> &mut [T] {
     unsafe { &mut *(dst as *mut [MaybeUninit<T>] as *mut [T]) }
 }
 
-/// A new vector of `len` values that `fill(index, chunk)` writes, chunk by chunk on all cores;
-/// each chunk of `chunk` elements (the last may be shorter) is [`zeroed`] first.
+/// A new vector of `len` values that `fill(at, values)` writes, chunk by chunk on all cores:
+/// `values` are the vector's elements `at`, a chunk of `chunk` (the last may be shorter),
+/// [`zeroed`] first.
 pub fn filled_by_chunks<T: Copy + Default + Send + Sync>(
     len: usize,
     chunk: usize,
-    fill: impl Fn(usize, &mut [T]) + Sync + Send,
+    fill: impl Fn(Range<usize>, &mut [T]) + Sync + Send,
 ) -> Vec<T> {
     let mut out = Vec::with_capacity(len);
     out.spare_capacity_mut()[..len]
         .par_chunks_mut(chunk)
         .enumerate()
-        .for_each(|(i, dst)| fill(i, zeroed(dst)));
+        .for_each(|(i, dst)| fill(i * chunk..i * chunk + dst.len(), zeroed(dst)));
     // SAFETY: the chunks cover the first `len` elements, each zeroed in full.
     unsafe { out.set_len(len) };
     out

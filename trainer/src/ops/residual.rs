@@ -27,8 +27,7 @@ pub fn residual_add<T: StepTape>(main: Activations<T>, shortcut: Activations<T>)
     let a = input_values(main.host, &a_tensor);
     let b = input_values(shortcut.host, &b_tensor);
     let sum = profile::span("residual add forward", || {
-        filled_by_chunks(a.len(), ADD_CHUNK, |i, sum| {
-            let at = i * ADD_CHUNK..i * ADD_CHUNK + sum.len();
+        filled_by_chunks(a.len(), ADD_CHUNK, |at, sum| {
             for ((s, x), y) in sum.iter_mut().zip(&a[at.clone()]).zip(&b[at]) {
                 *s = x + y;
             }

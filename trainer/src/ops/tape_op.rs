@@ -30,15 +30,14 @@ enum ParamGhost<M, V> {
 /// Runs a hand-written op on a batch.
 ///
 /// `phases` names the op's forward and backward in the step profile ([`crate::profile`]).
-/// `forward(x_values, taping)` gets the input's values (shared with the input's tensor:
-/// [`Values::into_vec`] gives an op that works in place its own copy) and whether a backward
-/// pass will follow, and returns the output's values, the output's per-sample shape, and
-/// whatever the backward pass needs (`saved`; anything cheap when not taping). The output
-/// values become the output tensor's buffer and go on to the next op beside it
-/// ([`Activations`]). With
-/// a tape, `backward(saved, grad_out, grads)` is recorded: it gets dL/d(output) and adds the
-/// input's and parameters' gradients into `grads`. dfdx runs it after every op that consumed
-/// the output, so `grad_out` is complete.
+/// `forward(x_values, taping)` gets the input's values (shared with the input's tensor, so
+/// read only: an op writes its output to a buffer of its own) and whether a backward pass will
+/// follow, and returns the output's values, the output's per-sample shape, and whatever the
+/// backward pass needs (`saved`; anything cheap when not taping). The output values become the
+/// output tensor's buffer and go on to the next op beside it ([`Activations`]). With a tape,
+/// `backward(saved, grad_out, grads)` is recorded: it gets dL/d(output) and adds the input's
+/// and parameters' gradients into `grads`. dfdx runs it after every op that consumed the
+/// output, so `grad_out` is complete.
 pub fn tape_op<T, S>(
     phases: [&'static str; 2],
     x: Activations<T>,
