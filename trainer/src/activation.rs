@@ -544,9 +544,10 @@ pub fn activate<T: dfdx::tensor::Tape<f32, Cpu>>(
     };
     let f = f.clone();
     let backward = move |z_values: Values, grad_h: Vec<f32>, grads: OpGrads| {
-        // Accumulated straight into dfdx's gradient of z. z comes from a conv or dense layer and
-        // this site is its only consumer, so that buffer then holds exactly dL/dz.
-        let grad_z = grads
+        // Accumulated straight into z's gradient (new, zeroed chunk by chunk as it is written).
+        // z comes from a conv or dense layer and this site is its only consumer, so that buffer
+        // then holds exactly dL/dz.
+        let mut grad_z = grads
             .input
             .expect("an activation site passes its gradient on");
         let Some(request) = capture else {
@@ -560,9 +561,9 @@ pub fn activate<T: dfdx::tensor::Tape<f32, Cpu>>(
                 .for_each(|(gz, (gh, z))| f.backward_slice(z, gh, gz));
             return;
         };
-        let sums = backward_with_sums(&*f, sample_shape, &z_values, &grad_h, grad_z);
+        let sums = backward_with_sums(&*f, sample_shape, &z_values, &grad_h, &mut grad_z);
         let arrays = request.keep_arrays.then(|| SiteArrays {
-            grad_z: grad_z.to_vec(),
+            grad_z: grad_z.as_slice().to_vec(),
             z: z_values.to_vec(),
             grad_h,
         });

@@ -342,7 +342,7 @@ fn site_op_backward_matches_finite_differences_and_captures() {
             Some(request.clone()),
         );
         assert_eq!(seen, 1);
-        let grads = (h.tensor * dev.tensor_from_vec(probe.clone(), (n, features)))
+        let grads = (h.into_tensor() * dev.tensor_from_vec(probe.clone(), (n, features)))
             .sum()
             .backward();
         let grad_z = grads.get(&z_tensor).as_vec();
@@ -438,7 +438,7 @@ fn captured_sums_match_the_arrays_for_conv_and_dense_sites() {
                 &mut |_, _| {},
                 Some(request.clone()),
             );
-            let _ = (h.tensor * dev.tensor_from_vec(upstream.clone(), (n, features)))
+            let _ = (h.into_tensor() * dev.tensor_from_vec(upstream.clone(), (n, features)))
                 .sum()
                 .backward();
             let captured = request.slot.lock().unwrap().take().unwrap();
@@ -490,7 +490,7 @@ fn sums_are_only_captured_without_arrays_when_arrays_are_not_asked_for() {
         &mut |_, _| {},
         Some(request.clone()),
     );
-    let _ = h.tensor.sum().backward();
+    let _ = h.into_tensor().sum().backward();
     let captured = request.slot.lock().unwrap().take().unwrap();
     assert!(captured.arrays.is_none());
     assert_eq!(captured.sums[0].active, 2);

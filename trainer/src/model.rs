@@ -355,7 +355,7 @@ impl Model {
         for layer in &self.layers {
             x = layer.forward(x, &mut pass);
         }
-        x.tensor
+        x.into_tensor()
     }
 
     /// Every parameter, in layer order (the order of model.safetensors, the checkpoint and the

@@ -10,6 +10,7 @@ use multiversion::multiversion;
 use rayon::prelude::*;
 
 use crate::activation::{ActivationFunction, ELEMENTWISE_CHUNK};
+use crate::ops::GradInput;
 
 /// Sums over a slice of observations of one neuron, in f32 (a slice is at most one sample's
 /// positions, so f32 loses nothing the analysis could see).
@@ -128,7 +129,7 @@ pub(crate) fn backward_with_sums(
     sample_shape: [usize; 3],
     z: &[f32],
     grad_h: &[f32],
-    grad_z: &mut [f32],
+    grad_z: &mut GradInput,
 ) -> Vec<NeuronBatchSums> {
     let neurons = sample_shape[0];
     let positions = sample_shape[1] * sample_shape[2];

@@ -294,7 +294,7 @@ pub fn batch_norm<T: StepTape>(
             params[0][c] += *dg as f32;
             params[1][c] += *db as f32;
         }
-        let Some(grad_x) = input else { return };
+        let Some(mut grad_x) = input else { return };
         // dL/dx = γ/σ·(g − [Σg + x̂·Σg·x̂]/n) with batch statistics (the mean and variance move
         // with x), γ/σ·g with running ones.
         let count = layout.count() as f64;

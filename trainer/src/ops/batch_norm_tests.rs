@@ -31,7 +31,7 @@ fn run_eval(
     let a = Activations::new(dev.tensor_from_vec(x.to_vec(), (x.len() / len, len)), shape);
     let (out, stats) = batch_norm(a, gamma, beta, stats);
     assert_eq!(out.sample_shape, shape);
-    (tensor_values(&out.tensor), stats)
+    (tensor_values(out.tensor()), stats)
 }
 
 /// Per channel, by direct loops in f64: mean, biased variance, unbiased variance.
@@ -199,7 +199,7 @@ fn a_single_value_per_channel_gives_beta() {
     let a = Activations::new(x_tensor.retaped::<Tape>(), [3, 1, 1]);
     let (out, _) = batch_norm(a, &gamma, &beta, NormStats::Batch);
     let probe = dev.tensor_from_vec(vec![1.0, -2.0, 0.5], (1, 3));
-    let mut grads = (out.tensor * probe).sum().backward();
+    let mut grads = (out.into_tensor() * probe).sum().backward();
     assert_eq!(grads.get(&x_tensor).as_vec(), vec![0.0; 3]);
     assert_eq!(gamma.take_grad(&mut grads).unwrap(), vec![0.0; 3]);
     assert_eq!(beta.take_grad(&mut grads).unwrap(), vec![1.0, -2.0, 0.5]);
@@ -236,7 +236,7 @@ fn check_gradients(shape: [usize; 3], batch: usize, running: bool) {
     let a = Activations::new(x_tensor.retaped::<Tape>(), shape);
     let (out, _) = batch_norm(a, &gamma, &beta, stats());
     let probe_t = dev.tensor_from_vec(probe.clone(), (batch, len));
-    let mut grads = (out.tensor * probe_t).sum().backward();
+    let mut grads = (out.into_tensor() * probe_t).sum().backward();
     let grad_x = grads.get(&x_tensor).as_vec();
     let grad_gamma = gamma.take_grad(&mut grads).unwrap();
     let grad_beta = beta.take_grad(&mut grads).unwrap();

@@ -487,7 +487,7 @@ pub fn conv2d<T: dfdx::tensor::Tape<f32, Cpu>>(
         let OpGrads { input, params } = grads;
         let partials: Vec<(Vec<f32>, Vec<f32>)> = match input {
             // col2im adds straight into dfdx's gradient of x.
-            Some(grad_x) => grad_x
+            Some(mut grad_x) => grad_x
                 .par_chunks_mut(task_in)
                 .enumerate()
                 .map(|(t, grad_x)| task_backward(t, Some(grad_x)))

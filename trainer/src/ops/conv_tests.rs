@@ -72,7 +72,7 @@ fn run_eval(
         dev.tensor_from_vec(x.to_vec(), (batch, g.in_len())),
         [g.in_channels, g.in_height, g.in_width],
     );
-    tensor_values(&conv2d(x, w, b, *g, false).tensor)
+    tensor_values(&conv2d(x, w, b, *g, false).into_tensor())
 }
 
 #[test]
@@ -255,7 +255,7 @@ fn taped_gradients(
     let x_tensor = dev.tensor_from_vec(x.to_vec(), (n, g.in_len()));
     let input = [g.in_channels, g.in_height, g.in_width];
     let traced = Activations::new(x_tensor.retaped::<Tape>(), input);
-    let out_t = conv2d(traced, w, b, *g, true).tensor;
+    let out_t = conv2d(traced, w, b, *g, true).into_tensor();
     let probe_t = dev.tensor_from_vec(probe.to_vec(), (n, g.out_len()));
     let mut grads = (out_t * probe_t).sum().backward();
     (

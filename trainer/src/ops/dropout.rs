@@ -55,7 +55,7 @@ pub fn dropout<T: StepTape>(x: Activations<T>, p: f32, key: u64) -> Activations<
         (out, sample_shape, mask)
     };
     let backward = |mask: Vec<f32>, grad_out: Vec<f32>, grads: OpGrads| {
-        let grad_x = grads.input.expect("dropout passes its gradient on");
+        let mut grad_x = grads.input.expect("dropout passes its gradient on");
         grad_x
             .par_chunks_mut(DROPOUT_TASK_ELEMENTS)
             .zip(grad_out.par_chunks(DROPOUT_TASK_ELEMENTS))
@@ -106,7 +106,7 @@ mod tests {
         let a = Activations::new(x_tensor.retaped::<Tape>(), [shape.1, 1, 1]);
         let out = dropout(a, p, key);
         assert_eq!(out.sample_shape, [shape.1, 1, 1]);
-        let (out_t, tape) = out.tensor.split_tape();
+        let (out_t, tape) = out.into_tensor().split_tape();
         let values = tensor_values(&out_t);
         let probe_t = dev.tensor_from_vec(probe.to_vec(), shape);
         let grads = (out_t.put_tape(tape) * probe_t).sum().backward();
@@ -120,7 +120,7 @@ mod tests {
         let a = Activations::new(dev.tensor_from_vec(x.clone(), (2, 12)), [3, 2, 2]);
         let out = dropout(a, 0.5, 7);
         assert_eq!(out.sample_shape, [3, 2, 2]);
-        assert_eq!(tensor_values(&out.tensor), x);
+        assert_eq!(tensor_values(out.tensor()), x);
     }
 
     #[test]

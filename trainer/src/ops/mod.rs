@@ -10,6 +10,7 @@ pub mod batch_norm;
 pub mod conv;
 pub mod dropout;
 pub mod fast_math;
+pub mod grad_slot;
 pub mod linear;
 pub mod pool;
 pub mod residual;
@@ -19,8 +20,10 @@ pub mod winograd;
 
 use std::mem::MaybeUninit;
 use std::ops::Range;
+use std::sync::Arc;
 
 use dfdx::prelude::*;
+pub use grad_slot::{GradInput, GradSlot};
 use rayon::prelude::*;
 pub use values::Values;
 
@@ -32,7 +35,9 @@ pub type Tape = OwnedTape<f32, Cpu>;
 /// A batch with the shape of one sample.
 #[derive(Debug)]
 pub struct Activations<T> {
-    pub tensor: Tensor2<T>,
+    /// Private so that every way out to a dfdx op goes through [`Self::into_tensor`], which
+    /// tells the batch's maker to read dfdx's gradient ([`GradSlot`]).
+    tensor: Tensor2<T>,
     /// `[channels, height, width]`; a dense layer's output is `[units, 1, 1]`.
     pub sample_shape: [usize; 3],
     /// The tensor's values, where one of our ops made it ([`Values`]: the tensor's own buffer):
@@ -40,6 +45,9 @@ pub struct Activations<T> {
     /// that must be initialised first), which cost a 32×32 net ~8 % of its step when every op
     /// copied its input out.
     host: Option<Values>,
+    /// Where the ops that consume the batch leave dL/d(batch) for the op that made it, when one
+    /// of our ops made it on a tape.
+    grad: Option<Arc<GradSlot>>,
 }
 
 impl<T> Activations<T> {
@@ -49,16 +57,36 @@ impl<T> Activations<T> {
             tensor,
             sample_shape,
             host: None,
+            grad: None,
         }
     }
-    /// A batch made by one of our ops: `values` are the tensor's values.
-    fn with_host(tensor: Tensor2<T>, sample_shape: [usize; 3], values: Values) -> Self {
+    /// A batch made by one of our ops: `values` are the tensor's values, and with a tape its
+    /// consumers leave its gradient in `grad`.
+    fn made(
+        tensor: Tensor2<T>,
+        sample_shape: [usize; 3],
+        values: Values,
+        grad: Option<Arc<GradSlot>>,
+    ) -> Self {
         debug_assert_eq!(values.len(), tensor.shape().0 * tensor.shape().1);
         Self {
             tensor,
             sample_shape,
             host: Some(values),
+            grad,
         }
+    }
+    /// The tensor, for one of dfdx's ops (the loss): the batch's maker then takes its
+    /// gradient from dfdx.
+    pub fn into_tensor(self) -> Tensor2<T> {
+        if let Some(slot) = &self.grad {
+            slot.escape();
+        }
+        self.tensor
+    }
+    /// The tensor, to read (its shape, a copy of its values).
+    pub fn tensor(&self) -> &Tensor2<T> {
+        &self.tensor
     }
     /// The same values read with another per-sample shape of as many features (flatten, or
     /// a site's `[neurons, positions]` view).
@@ -75,8 +103,8 @@ impl<T> Activations<T> {
     }
     /// The batch as two paths, (main, shortcut), for a residual block. dfdx keys gradients
     /// by tensor id, so the shortcut reads the same tensor on a fresh tape and the add that
-    /// joins the paths merges the tapes again: x's gradient sums both paths. The values are
-    /// shared, not copied.
+    /// joins the paths merges the tapes again: x's gradient sums both paths (in dfdx's
+    /// gradient or in the shared [`GradSlot`]). The values are shared, not copied.
     pub fn branch(self) -> (Self, Self)
     where
         T: dfdx::tensor::Tape<f32, Cpu>,
@@ -86,6 +114,7 @@ impl<T> Activations<T> {
             tensor: tensor.clone().retaped::<T>(),
             sample_shape: self.sample_shape,
             host: self.host.clone(),
+            grad: self.grad.clone(),
         };
         let main = Self {
             tensor: tensor.put_tape(tape),
@@ -98,6 +127,14 @@ impl<T> Activations<T> {
     }
     pub fn features(&self) -> usize {
         self.tensor.shape().1
+    }
+    /// Splits the batch for an op: its tensor (tape split off), values, and gradient slot.
+    fn into_parts(self) -> (Tensor2, T, Option<Values>, Option<Arc<GradSlot>>)
+    where
+        T: dfdx::tensor::Tape<f32, Cpu>,
+    {
+        let (tensor, tape) = self.tensor.split_tape();
+        (tensor, tape, self.host, self.grad)
     }
 }
 
@@ -402,7 +439,7 @@ pub(crate) mod testing {
 
         fn beside<T>(a: &Activations<T>) -> Values {
             let host = a.host.clone().expect("an op's output keeps its values");
-            assert_eq!(*host, tensor_values(&a.tensor));
+            assert_eq!(*host, tensor_values(a.tensor()));
             host
         }
         let dev = Cpu::default();

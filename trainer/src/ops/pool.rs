@@ -204,8 +204,8 @@ pub fn pool2d<T: dfdx::tensor::Tape<f32, Cpu>>(
         (out, g.out_shape(), winners)
     };
     let backward = move |winners: Vec<u32>, grad_out: Vec<f32>, grads: OpGrads| {
-        // Accumulated straight into dfdx's gradient of x: no buffer of our own to zero and add.
-        let grad_x = grads.input.expect("pooling passes its gradient on");
+        // Accumulated straight into x's gradient, a plane at a time.
+        let mut grad_x = grads.input.expect("pooling passes its gradient on");
         match g.kind {
             PoolKind::Max => grad_x
                 .par_chunks_mut(g.in_plane())
@@ -277,7 +277,7 @@ mod tests {
             dev.tensor_from_vec(x.to_vec(), (batch, g.channels * g.in_plane())),
             [g.channels, g.in_height, g.in_width],
         );
-        tensor_values(&pool2d(x, *g).tensor)
+        tensor_values(&pool2d(x, *g).into_tensor())
     }
 
     #[test]
@@ -356,7 +356,7 @@ mod tests {
                 let probe = pseudo_random(batch * out_len, 8);
                 let x_tensor = dev.tensor_from_vec(x.clone(), (batch, g.channels * g.in_plane()));
                 let traced = Activations::new(x_tensor.retaped::<Tape>(), input);
-                let out_t = pool2d(traced, g).tensor;
+                let out_t = pool2d(traced, g).into_tensor();
                 let probe_t = dev.tensor_from_vec(probe.clone(), (batch, out_len));
                 let grads = (out_t * probe_t).sum().backward();
                 let grad_x = grads.get(&x_tensor).as_vec();

@@ -9,8 +9,11 @@
 use dfdx::prelude::*;
 use rayon::prelude::*;
 
+use std::sync::Arc;
+
 use super::linear::StepTape;
-use super::{accumulate_into, filled_by_chunks, input_values, Activations, Values};
+use super::tape_op::{add_to_input_grad, output_grad, DfdxGrad};
+use super::{accumulate_into, filled_by_chunks, input_values, Activations, GradSlot, Values};
 use crate::profile;
 
 /// Elements per rayon task of the sum and of its backward.
@@ -21,11 +24,11 @@ pub fn residual_add<T: StepTape>(main: Activations<T>, shortcut: Activations<T>)
     assert_eq!(main.sample_shape, shortcut.sample_shape, "residual shapes");
     assert_eq!(main.batch(), shortcut.batch(), "residual batch");
     let (sample_shape, batch, features) = (main.sample_shape, main.batch(), main.features());
-    let (a_tensor, a_tape) = main.tensor.split_tape();
-    let (b_tensor, b_tape) = shortcut.tensor.split_tape();
+    let (a_tensor, a_tape, a_host, a_slot) = main.into_parts();
+    let (b_tensor, b_tape, b_host, b_slot) = shortcut.into_parts();
     let mut tape = a_tape.merge(b_tape);
-    let a = input_values(main.host, &a_tensor);
-    let b = input_values(shortcut.host, &b_tensor);
+    let a = input_values(a_host, &a_tensor);
+    let b = input_values(b_host, &b_tensor);
     let sum = profile::span("residual add forward", || {
         filled_by_chunks(a.len(), ADD_CHUNK, |at, sum| {
             for ((s, x), y) in sum.iter_mut().zip(&a[at.clone()]).zip(&b[at]) {
@@ -34,23 +37,28 @@ pub fn residual_add<T: StepTape>(main: Activations<T>, shortcut: Activations<T>)
         })
     });
     let (out_tensor, sum) = Values::into_tensor(a_tensor.device(), sum, batch, features);
-    if T::OWNS_TAPE {
-        let (a_ghost, b_ghost, out_ghost) =
-            (a_tensor.ghost(), b_tensor.ghost(), out_tensor.ghost());
+    let out_slot = T::OWNS_TAPE.then(|| Arc::new(GradSlot::default()));
+    if let Some(out_slot) = out_slot.clone() {
+        let (a_grad, b_grad, out_grad) = (
+            DfdxGrad::of(&a_tensor),
+            DfdxGrad::of(&b_tensor),
+            DfdxGrad::of(&out_tensor),
+        );
         tape.add_backward_op(move |grads| {
             profile::span("residual add backward", || {
-                let grad_out = std::mem::take(&mut **grads.get_or_alloc_mut(&out_ghost)?);
-                for ghost in [&a_ghost, &b_ghost] {
-                    let grad: &mut Vec<f32> = &mut **grads.get_or_alloc_mut(ghost)?;
-                    grad.par_chunks_mut(ADD_CHUNK)
-                        .zip(grad_out.par_chunks(ADD_CHUNK))
-                        .for_each(|(g, o)| accumulate_into(g, o));
+                let grad_out = output_grad(&out_slot, grads, &out_grad)?;
+                for (slot, dfdx_grad) in [(&a_slot, &a_grad), (&b_slot, &b_grad)] {
+                    add_to_input_grad(slot.as_deref(), grads, dfdx_grad, |mut grad| {
+                        grad.par_chunks_mut(ADD_CHUNK)
+                            .zip(grad_out.par_chunks(ADD_CHUNK))
+                            .for_each(|(g, o)| accumulate_into(g, o))
+                    })?;
                 }
                 Ok(())
             })
         });
     }
-    Activations::with_host(out_tensor.put_tape(tape), sample_shape, sum)
+    Activations::made(out_tensor.put_tape(tape), sample_shape, sum, out_slot)
 }
 
 #[cfg(test)]
@@ -77,9 +85,9 @@ mod tests {
         let sum = residual_add(main, shortcut);
         assert_eq!(sum.sample_shape, shape);
         let expected: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
-        assert_eq!(tensor_values(&sum.tensor), expected);
+        assert_eq!(tensor_values(sum.tensor()), expected);
         let probe_t = dev.tensor_from_vec(probe.clone(), (batch, n));
-        let grads = (sum.tensor * probe_t).sum().backward();
+        let grads = (sum.into_tensor() * probe_t).sum().backward();
         assert_eq!(grads.get(&a_t).as_vec(), probe);
         assert_eq!(grads.get(&b_t).as_vec(), probe);
         // Without a tape, the same sum.
@@ -87,7 +95,7 @@ mod tests {
             Activations::<NoneTape>::new(a_t.clone(), shape),
             Activations::new(b_t.clone(), shape),
         );
-        assert_eq!(tensor_values(&plain.tensor), expected);
+        assert_eq!(tensor_values(plain.tensor()), expected);
     }
 
     /// A block whose shortcut is its input: the input's gradient sums both paths.
@@ -99,10 +107,10 @@ mod tests {
         let x_t = dev.tensor_from_vec(x.clone(), (2, 4));
         let (main, shortcut) = Activations::new(x_t.retaped::<Tape>(), [4, 1, 1]).branch();
         // main path: x · 3 by dfdx, so that its gradient differs from the shortcut's.
-        let main = Activations::new(main.tensor * 3.0, [4, 1, 1]);
+        let main = Activations::new(main.into_tensor() * 3.0, [4, 1, 1]);
         let sum = residual_add(main, shortcut);
         let probe_t = dev.tensor_from_vec(probe.clone(), (2, 4));
-        let grads = (sum.tensor * probe_t).sum().backward();
+        let grads = (sum.into_tensor() * probe_t).sum().backward();
         let expected: Vec<f32> = probe.iter().map(|p| 3.0 * p + p).collect();
         assert_eq!(grads.get(&x_t).as_vec(), expected);
     }

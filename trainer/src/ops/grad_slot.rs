@@ -1,0 +1,213 @@
+//! dL/d(activations) handed from the op that consumes a batch to the op that made it, beside
+//! dfdx's tape instead of through its `Gradients`.
+//!
+//! Why: dfdx 0.13 makes every gradient buffer it holds with `Gradients::get_or_alloc_mut`, which
+//! fills the new buffer with zeros on one core before an op can add into it: 3.5 % of a LeNet
+//! step's CPU samples and 4 % of cifar's in `perf`, and the op then reads those zeros back. Its
+//! `Gradients` has no way to insert a buffer, and its `Tensorlike` (which decides what a new
+//! gradient is) is `pub(crate)`. So where both ends are our ops, the gradient goes through a
+//! [`GradSlot`] that the made batch carries ([`super::Activations`]): the first consumer's
+//! backward lends a new buffer whose chunks each task zeroes just before it adds into them (on
+//! every core, in cache), later consumers (a residual block's two paths) add into it, and the
+//! maker's backward takes it. A batch that reaches one of dfdx's own ops (the loss) is marked
+//! escaped, and its maker then reads dfdx's gradient as before.
+//!
+//! dfdx runs backward ops in reverse creation order, so every consumer's backward runs before
+//! its maker's, as for dfdx's own gradients.
+
+use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+
+use super::zeroed;
+
+/// The gradient of one made batch while the backward pass collects it.
+#[derive(Debug, Default)]
+pub struct GradSlot {
+    /// dL/d(batch) from the consumers that have run; `None` until the first.
+    grad: Mutex<Option<Vec<f32>>>,
+    /// Whether the batch also went to one of dfdx's ops, which put its part in dfdx's gradient.
+    escaped: AtomicBool,
+}
+
+impl GradSlot {
+    /// Marks the batch as read by a dfdx op.
+    pub fn escape(&self) {
+        self.escaped.store(true, Ordering::Relaxed);
+    }
+
+    pub fn escaped(&self) -> bool {
+        self.escaped.load(Ordering::Relaxed)
+    }
+
+    /// What the consumers left, emptying the slot (the maker's backward).
+    pub fn take(&self) -> Option<Vec<f32>> {
+        self.lock().take()
+    }
+
+    /// Lends `consume` the batch's gradient to add into, `len` values: the buffer an earlier
+    /// consumer left, or a new one that [`GradInput::par_chunks_mut`] zeroes chunk by chunk.
+    pub fn add_with<R>(&self, len: usize, consume: impl FnOnce(GradInput) -> R) -> R {
+        let earlier = self.lock().take();
+        let (grad, result) = match earlier {
+            Some(mut grad) => {
+                assert_eq!(grad.len(), len, "a batch's gradient keeps its length");
+                let result = consume(GradInput::existing(&mut grad));
+                (grad, result)
+            }
+            None => {
+                let mut grad: Vec<f32> = Vec::with_capacity(len);
+                let lent = AtomicUsize::new(0);
+                let result = consume(GradInput {
+                    grad: &mut grad.spare_capacity_mut()[..len],
+                    lent: Some(&lent),
+                });
+                // Anything less would leave values unwritten: a bug in the op, stopped here.
+                let zeroed = lent.into_inner();
+                assert_eq!(
+                    zeroed, len,
+                    "an op's backward must take every chunk of a new gradient ({zeroed} of {len})"
+                );
+                // SAFETY: every one of the first `len` elements was zeroed (counted just above).
+                unsafe { grad.set_len(len) };
+                (grad, result)
+            }
+        };
+        *self.lock() = Some(grad);
+        result
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Vec<f32>>> {
+        self.grad.lock().expect("gradient slot poisoned")
+    }
+}
+
+/// dL/d(input) as an op's backward receives it, to add into: in chunks whose elements are
+/// ready to add to when the task gets them.
+pub struct GradInput<'a> {
+    grad: &'a mut [MaybeUninit<f32>],
+    /// For a new buffer: how many elements have been zeroed and lent (all or none between
+    /// calls); `None` for a buffer with values already.
+    lent: Option<&'a AtomicUsize>,
+}
+
+impl<'a> GradInput<'a> {
+    /// A gradient that holds values already.
+    pub fn existing(grad: &'a mut [f32]) -> Self {
+        // SAFETY: initialised values seen as possibly uninitialised, and only ever handed out
+        // again as initialised (`lent` is None): nothing uninitialised is written to them.
+        let grad = unsafe { &mut *(grad as *mut [f32] as *mut [MaybeUninit<f32>]) };
+        Self { grad, lent: None }
+    }
+
+    pub fn len(&self) -> usize {
+        self.grad.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.grad.is_empty()
+    }
+
+    /// Whether the buffer is new and none of it lent yet (the next call zeroes it).
+    fn untouched(&self) -> bool {
+        let Some(lent) = self.lent else { return false };
+        match lent.load(Ordering::Relaxed) {
+            0 => true,
+            n if n == self.grad.len() => false,
+            n => panic!(
+                "a new gradient was lent in part ({n} of {})",
+                self.grad.len()
+            ),
+        }
+    }
+
+    /// The gradient in chunks of `chunk` (the last may be shorter), in parallel, for the op to
+    /// add into; the first call on a new buffer must take every chunk.
+    pub fn par_chunks_mut(
+        &mut self,
+        chunk: usize,
+    ) -> impl IndexedParallelIterator<Item = &mut [f32]> + '_ {
+        let fresh = self.untouched();
+        let lent = self.lent;
+        self.grad.par_chunks_mut(chunk).map(move |chunk| {
+            if fresh {
+                if let Some(lent) = lent {
+                    lent.fetch_add(chunk.len(), Ordering::Relaxed);
+                }
+                zeroed(chunk)
+            } else {
+                // SAFETY: the buffer had values, or every element was zeroed by an earlier
+                // call (`untouched` checked that all were lent).
+                unsafe { &mut *(chunk as *mut [MaybeUninit<f32>] as *mut [f32]) }
+            }
+        })
+    }
+
+    /// The whole gradient at once (zeroed on all cores if new), for ops whose backward writes
+    /// it in another order than chunk by chunk.
+    pub fn as_mut_slice(&mut self) -> &mut [f32] {
+        if self.untouched() {
+            self.par_chunks_mut(1 << 15).for_each(|_| {});
+        }
+        // SAFETY: the buffer had values, or every element was zeroed (`untouched`, or above).
+        unsafe { &mut *(self.grad as *mut [MaybeUninit<f32>] as *mut [f32]) }
+    }
+
+    /// The gradient's values once the op has added into it (a copy for the instruments).
+    pub fn as_slice(&mut self) -> &[f32] {
+        self.as_mut_slice()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A new gradient starts at zero in every chunk, whatever the allocator hands back, and a
+    /// second consumer adds to what the first left.
+    #[test]
+    fn consumers_add_into_one_gradient_that_starts_at_zero() {
+        // Dirty the allocator's free memory so a new buffer is likely to reuse it.
+        drop(vec![7.5f32; 10_000]);
+        let slot = GradSlot::default();
+        slot.add_with(10_000, |mut g| {
+            g.par_chunks_mut(3_000)
+                .enumerate()
+                .for_each(|(c, chunk)| chunk.iter_mut().for_each(|v| *v += c as f32))
+        });
+        slot.add_with(10_000, |mut g| {
+            g.as_mut_slice().iter_mut().for_each(|v| *v += 0.5);
+        });
+        let grad = slot.take().expect("both consumers ran");
+        let expected: Vec<f32> = (0..10_000).map(|i| (i / 3_000) as f32 + 0.5).collect();
+        assert_eq!(grad, expected);
+        assert!(slot.take().is_none(), "taking empties the slot");
+    }
+
+    /// A backward that goes over a new gradient twice adds to what its first pass wrote: only
+    /// the first pass zeroes.
+    #[test]
+    fn a_second_pass_over_a_new_gradient_keeps_the_first() {
+        let slot = GradSlot::default();
+        slot.add_with(1_000, |mut g| {
+            g.par_chunks_mut(64)
+                .for_each(|c| c.iter_mut().for_each(|v| *v += 1.0));
+            g.par_chunks_mut(100)
+                .for_each(|c| c.iter_mut().for_each(|v| *v += 2.0));
+            assert_eq!(g.as_slice(), &[3.0; 1_000][..]);
+        });
+        assert_eq!(slot.take().unwrap(), vec![3.0; 1_000]);
+    }
+
+    /// An op that leaves chunks of a new gradient untaken is stopped, not read uninitialised.
+    #[test]
+    #[should_panic(expected = "must take every chunk")]
+    fn a_backward_that_skips_chunks_is_caught() {
+        let slot = GradSlot::default();
+        slot.add_with(100, |mut g| {
+            g.par_chunks_mut(10).take(3).for_each(|c| c[0] = 1.0);
+        });
+    }
+}
