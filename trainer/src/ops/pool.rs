@@ -204,28 +204,45 @@ pub fn pool2d<T: dfdx::tensor::Tape<f32, Cpu>>(
         (out, g.out_shape(), winners)
     };
     let backward = move |winners: Vec<u32>, grad_out: Vec<f32>, grads: OpGrads| {
-        // Accumulated straight into x's gradient, a plane at a time.
+        // Accumulated straight into x's gradient, as many planes per task as the forward pass
+        // (one 26×26 plane per task left LeNet's pooling backward mostly rayon's overhead).
         let mut grad_x = grads.input.expect("pooling passes its gradient on");
+        let planes_per_task = (POOL_TASK_ELEMENTS / g.in_plane()).max(1);
+        let (out_task, in_task) = (
+            planes_per_task * g.out_plane(),
+            planes_per_task * g.in_plane(),
+        );
         match g.kind {
             PoolKind::Max => grad_x
-                .par_chunks_mut(g.in_plane())
-                .zip(grad_out.par_chunks(g.out_plane()))
-                .zip(winners.par_chunks(g.out_plane()))
+                .par_chunks_mut(in_task)
+                .zip(grad_out.par_chunks(out_task))
+                .zip(winners.par_chunks(out_task))
                 .for_each(|((grad_x, grad_out), winners)| {
-                    for (&go, &at) in grad_out.iter().zip(winners) {
-                        grad_x[at as usize] += go;
+                    let planes = grad_x
+                        .chunks_mut(g.in_plane())
+                        .zip(grad_out.chunks(g.out_plane()))
+                        .zip(winners.chunks(g.out_plane()));
+                    for ((grad_x, grad_out), winners) in planes {
+                        for (&go, &at) in grad_out.iter().zip(winners) {
+                            grad_x[at as usize] += go;
+                        }
                     }
                 }),
             PoolKind::Avg => grad_x
-                .par_chunks_mut(g.in_plane())
-                .zip(grad_out.par_chunks(g.out_plane()))
+                .par_chunks_mut(in_task)
+                .zip(grad_out.par_chunks(out_task))
                 .for_each(|(grad_x, grad_out)| {
-                    for oy in 0..oh {
-                        for ox in 0..ow {
-                            let share = grad_out[oy * ow + ox] * window_scale;
-                            for ky in 0..k {
-                                let row = (oy * s + ky) * g.in_width + ox * s;
-                                grad_x[row..row + k].iter_mut().for_each(|v| *v += share);
+                    let planes = grad_x
+                        .chunks_mut(g.in_plane())
+                        .zip(grad_out.chunks(g.out_plane()));
+                    for (grad_x, grad_out) in planes {
+                        for oy in 0..oh {
+                            for ox in 0..ow {
+                                let share = grad_out[oy * ow + ox] * window_scale;
+                                for ky in 0..k {
+                                    let row = (oy * s + ky) * g.in_width + ox * s;
+                                    grad_x[row..row + k].iter_mut().for_each(|v| *v += share);
+                                }
                             }
                         }
                     }
