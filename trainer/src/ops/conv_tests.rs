@@ -123,6 +123,7 @@ fn gradients_match_finite_differences() {
         ([1, 5, 5], 2, 4, 3, 2),
         ([2, 1, 4], 2, 3, 1, 1),
         ([1, 3, 2], 2, 5, 1, 2),
+        ([2, 6, 7], 2, 4, 1, 1),
     ] {
         let g = ConvGeometry::new(input, out, k, s, p).unwrap();
         let batch = 2;
