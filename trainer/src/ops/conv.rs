@@ -222,34 +222,37 @@ impl ConvGeometry {
                     }
                     for oy in 0..oh {
                         let iy = (oy * s + ki) as isize - p as isize;
+                        let dst_row = &mut dst[oy * ow..(oy + 1) * ow];
                         if iy < 0 || iy >= h as isize {
-                            dst[oy * ow..(oy + 1) * ow].iter_mut().for_each(|d| {
+                            dst_row.iter_mut().for_each(|d| {
                                 d.write(0.0);
                             });
                             continue;
                         }
-                        let src_row = &plane[iy as usize * w..];
-                        if lo < hi {
-                            // Inside [lo, hi): a copy without a bounds test per element. Runs
-                            // first, because a short run's copy may spill past `hi`: over this
-                            // row's padding (written next) and the next rows (written later).
+                        let src_row = &plane[iy as usize * w..(iy as usize + 1) * w];
+                        // Outside [lo, hi) is padding; inside, a plain strided copy without a
+                        // bounds test per element.
+                        let (left, rest) = dst_row.split_at_mut(lo);
+                        let (inside, right) = rest.split_at_mut(hi - lo);
+                        for d in left.iter_mut().chain(right) {
+                            d.write(0.0);
+                        }
+                        if !inside.is_empty() {
                             let first = lo * s + kj - p;
-                            let at = oy * ow + lo;
+                            // Every element of `inside` gets a value (im2col's contract).
                             if s == 1 {
-                                copy_short_run(&mut dst[at..], &src_row[first..], hi - lo);
+                                // A contiguous run: a plain copy the compiler vectorises.
+                                let src = &src_row[first..first + inside.len()];
+                                for (d, &v) in inside.iter_mut().zip(src) {
+                                    d.write(v);
+                                }
                             } else {
                                 let src = src_row[first..].iter().step_by(s);
-                                debug_assert!(src.len() >= hi - lo);
-                                for (d, &v) in dst[at..at + hi - lo].iter_mut().zip(src) {
+                                debug_assert!(src.len() >= inside.len());
+                                for (d, &v) in inside.iter_mut().zip(src) {
                                     d.write(v);
                                 }
                             }
-                        }
-                        // Outside [lo, hi) is padding.
-                        let dst_row = &mut dst[oy * ow..(oy + 1) * ow];
-                        let (left, rest) = dst_row.split_at_mut(lo);
-                        for d in left.iter_mut().chain(&mut rest[hi - lo..]) {
-                            d.write(0.0);
                         }
                     }
                 }
@@ -316,29 +319,6 @@ impl ConvGeometry {
                 }
             }
         }
-    }
-}
-
-/// Floats per vector register on the widest target (AVX-512), the unit of a short run's copy.
-const RUN_UNIT: usize = 16;
-
-/// `dst[..n] = src[..n]` for the short runs of im2col (a LeNet conv's rows are 11 and 26 wide),
-/// copied in whole units of [`RUN_UNIT`] where both slices reach that far: a run shorter than
-/// a vector otherwise ends in one scalar copy per element (15 % of a LeNet step's CPU samples
-/// were im2col). The copy may write up to `RUN_UNIT − 1` elements past `n`; the caller
-/// writes those afterwards.
-#[inline]
-fn copy_short_run(dst: &mut [MaybeUninit<f32>], src: &[f32], n: usize) {
-    let padded = n.next_multiple_of(RUN_UNIT);
-    if dst.len() >= padded && src.len() >= padded {
-        for (d, s) in dst[..padded]
-            .chunks_exact_mut(RUN_UNIT)
-            .zip(src[..padded].chunks_exact(RUN_UNIT))
-        {
-            write_copy(d, s);
-        }
-    } else {
-        write_copy(&mut dst[..n], &src[..n]);
     }
 }
 
