@@ -1,5 +1,5 @@
 //! 2-D convolution as a dfdx tape op: im2col + gemm forward, and a backward that writes dL/dW,
-//! dL/db and (unless the input is the data) dL/dx into dfdx's gradients.
+//! dL/db and (unless the input is the data) dL/dx into the gradients [`super::tape_op`] lends.
 //!
 //! Work is split over chunks of samples with rayon, one single-threaded gemm per chunk: a
 //! chunk's matrices are large enough for gemm to run near its peak, small enough to stay in a
@@ -486,7 +486,7 @@ pub fn conv2d<T: dfdx::tensor::Tape<f32, Cpu>>(
         };
         let OpGrads { input, params } = grads;
         let partials: Vec<(Vec<f32>, Vec<f32>)> = match input {
-            // col2im adds straight into dfdx's gradient of x.
+            // col2im adds straight into x's gradient.
             Some(mut grad_x) => grad_x
                 .par_chunks_mut(task_in)
                 .enumerate()

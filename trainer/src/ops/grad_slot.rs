@@ -102,14 +102,6 @@ impl<'a> GradInput<'a> {
         Self { grad, lent: None }
     }
 
-    pub fn len(&self) -> usize {
-        self.grad.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.grad.is_empty()
-    }
-
     /// Whether the buffer is new and none of it lent yet (the next call zeroes it).
     fn untouched(&self) -> bool {
         let Some(lent) = self.lent else { return false };

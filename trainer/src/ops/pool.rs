@@ -141,6 +141,14 @@ pub fn pool2d<T: dfdx::tensor::Tape<f32, Cpu>>(
     let (oh, ow, k, s) = (g.out_height(), g.out_width(), g.kernel, g.stride);
     let planes = batch * g.channels;
     let window_scale = 1.0 / (k * k) as f32;
+    // Several planes per rayon task, forward and backward: one 2×2 pooling of a small plane is
+    // far less work than a task costs (one 26×26 plane per task left LeNet's pooling backward
+    // mostly rayon's overhead).
+    let planes_per_task = (POOL_TASK_ELEMENTS / g.in_plane()).max(1);
+    let (out_task, in_task) = (
+        planes_per_task * g.out_plane(),
+        planes_per_task * g.in_plane(),
+    );
     let forward = |x_values: Values, _taping: bool| {
         let len = planes * g.out_plane();
         // Both written by the tasks below, each chunk zeroed by its task ([`zeroed`]).
@@ -150,13 +158,6 @@ pub fn pool2d<T: dfdx::tensor::Tape<f32, Cpu>>(
             PoolKind::Max => len,
             PoolKind::Avg => 0,
         });
-        // Several planes per rayon task: one 2×2 pooling of a small plane is far less work
-        // than a task costs.
-        let planes_per_task = (POOL_TASK_ELEMENTS / g.in_plane()).max(1);
-        let (out_task, in_task) = (
-            planes_per_task * g.out_plane(),
-            planes_per_task * g.in_plane(),
-        );
         match g.kind {
             PoolKind::Max => out.spare_capacity_mut()[..len]
                 .par_chunks_mut(out_task)
@@ -204,14 +205,8 @@ pub fn pool2d<T: dfdx::tensor::Tape<f32, Cpu>>(
         (out, g.out_shape(), winners)
     };
     let backward = move |winners: Vec<u32>, grad_out: Vec<f32>, grads: OpGrads| {
-        // Accumulated straight into x's gradient, as many planes per task as the forward pass
-        // (one 26×26 plane per task left LeNet's pooling backward mostly rayon's overhead).
+        // Accumulated straight into x's gradient, in the forward pass's tasks.
         let mut grad_x = grads.input.expect("pooling passes its gradient on");
-        let planes_per_task = (POOL_TASK_ELEMENTS / g.in_plane()).max(1);
-        let (out_task, in_task) = (
-            planes_per_task * g.out_plane(),
-            planes_per_task * g.in_plane(),
-        );
         match g.kind {
             PoolKind::Max => grad_x
                 .par_chunks_mut(in_task)

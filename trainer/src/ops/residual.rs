@@ -6,10 +6,10 @@
 //! Hand-written for the reason of every op here: [`super::tape_op`] is for one input, and dfdx
 //! 0.13 offers no custom op beyond its tape primitives.
 
+use std::sync::Arc;
+
 use dfdx::prelude::*;
 use rayon::prelude::*;
-
-use std::sync::Arc;
 
 use super::linear::StepTape;
 use super::tape_op::{add_to_input_grad, output_grad, DfdxGrad};

@@ -108,26 +108,13 @@ where
                     .map(|g| g.take(grads))
                     .collect::<Result<Vec<_>, _>>()?;
                 let params = grad_params.iter_mut().map(|g| g.as_mut_slice()).collect();
+                let run = |input: Option<GradInput<'_>>| {
+                    backward(saved, grad_out, OpGrads { input, params })
+                };
                 if input_needs_grad {
-                    add_to_input_grad(x_slot.as_deref(), grads, &x_grad, |input| {
-                        backward(
-                            saved,
-                            grad_out,
-                            OpGrads {
-                                input: Some(input),
-                                params,
-                            },
-                        )
-                    })?;
+                    add_to_input_grad(x_slot.as_deref(), grads, &x_grad, |g| run(Some(g)))?;
                 } else {
-                    backward(
-                        saved,
-                        grad_out,
-                        OpGrads {
-                            input: None,
-                            params,
-                        },
-                    );
+                    run(None);
                 }
                 for (dfdx_grad, grad) in param_grads.iter().zip(grad_params) {
                     dfdx_grad.put(grads, grad)?;
