@@ -1,5 +1,6 @@
-//! 2-D convolution as a dfdx tape op: im2col + gemm forward, and a backward that writes dL/dW,
-//! dL/db and (unless the input is the data) dL/dx into the gradients [`super::tape_op`] lends.
+//! 2-D convolution as a dfdx tape op: im2col + gemm (or Winograd, [`super::winograd`], where it
+//! applies) forward, and a backward that writes dL/dW, dL/db and (unless the input is the data)
+//! dL/dx into the gradients [`super::tape_op`] lends.
 //!
 //! Work is split over chunks of samples with rayon, one single-threaded gemm per chunk: a
 //! chunk's matrices are large enough for gemm to run near its peak, small enough to stay in a
@@ -422,58 +423,81 @@ pub fn conv2d<T: dfdx::tensor::Tape<f32, Cpu>>(
                 a.transform_kernels(&winograd::flipped(&w_values, oc, g.in_channels)),
             )
         });
+        // dL/dW by Winograd where the forward pass used it, by im2col + gemm elsewhere.
+        let winograd_weights = g.winograd();
         // One task's dL/dW and dL/db, its chunks added in order; dL/dx into `grad_x`.
         let task_backward = |t: usize, mut grad_x: Option<&mut [f32]>| {
             let span = |len: usize, total: usize| t * len..((t + 1) * len).min(total);
             let grad_out = &grad_out[span(task_out, grad_out.len())];
             let x = &x_values[span(task_in, x_values.len())];
+            let col2im = grad_x.is_some() && adjoint.is_none();
+            let mut grad_b = vec![0.0f32; oc];
             // dL/dWᵀ, `[patch, oc]`: gemm runs this orientation 2–2.5× faster than
             // `[oc, patch]` when oc is small (32 output channels: 67 against 177 GFLOP/s on
             // one AVX-512 core), so the task accumulates it and transposes it once.
-            let mut grad_w_t = vec![0.0f32; patch * oc];
-            let mut grad_b = vec![0.0f32; oc];
-            for (c, (grad_out, x)) in grad_out
-                .chunks(chunk_out)
-                .zip(x.chunks(chunk_in))
-                .enumerate()
-            {
-                let cols = g.unfold(x);
-                let width = cols.len() / patch;
-                // dL/dOut of the chunk as one `[oc, samples·positions]` matrix: a single
-                // sample's is that already.
-                let gathered: Cow<[f32]> = if grad_out.len() == g.out_len() {
-                    Cow::Borrowed(grad_out)
+            let mut grad_w_t = vec![
+                0.0f32;
+                if winograd_weights.is_some() {
+                    0
                 } else {
-                    let mut gathered = Vec::with_capacity(oc * width);
-                    for o in 0..oc {
-                        for sample in grad_out.chunks(g.out_len()) {
-                            gathered.extend_from_slice(&sample[o * positions..(o + 1) * positions]);
-                        }
-                    }
-                    Cow::Owned(gathered)
-                };
-                matmul(
-                    &mut grad_w_t,
-                    MatRef::new(&cols, patch, width),
-                    MatRef::t(&gathered, width, oc),
-                    c > 0,
-                );
-                for (b, row) in grad_b.iter_mut().zip(gathered.chunks(width)) {
-                    *b += lane_sum(row);
+                    patch * oc
                 }
-                if let (Some(grad_x), None) = (grad_x.as_deref_mut(), &adjoint) {
-                    // The columns' gradient reuses their buffer: every element is
-                    // overwritten.
-                    let mut grad_cols = cols;
-                    matmul(
-                        &mut grad_cols,
-                        MatRef::t(&w_values, patch, oc),
-                        MatRef::new(&gathered, oc, width),
-                        false,
-                    );
-                    let grad_x = &mut grad_x[c * chunk_in..][..x.len()];
-                    for (j, grad_x) in grad_x.chunks_mut(g.in_len()).enumerate() {
-                        g.col2im_add(&mut grad_cols, width, j * positions, grad_x);
+            ];
+            if winograd_weights.is_some() && !col2im {
+                // No chunk needs the columns or dL/dOut gathered: the bias sums each plane.
+                for sample in grad_out.chunks(g.out_len()) {
+                    for (b, plane) in grad_b.iter_mut().zip(sample.chunks(positions)) {
+                        *b += lane_sum(plane);
+                    }
+                }
+            } else {
+                for (c, (grad_out, x)) in grad_out
+                    .chunks(chunk_out)
+                    .zip(x.chunks(chunk_in))
+                    .enumerate()
+                {
+                    let width = x.len() / g.in_len() * positions;
+                    // dL/dOut of the chunk as one `[oc, samples·positions]` matrix: a single
+                    // sample's is that already.
+                    let gathered: Cow<[f32]> = if grad_out.len() == g.out_len() {
+                        Cow::Borrowed(grad_out)
+                    } else {
+                        let mut gathered = Vec::with_capacity(oc * width);
+                        for o in 0..oc {
+                            for sample in grad_out.chunks(g.out_len()) {
+                                gathered
+                                    .extend_from_slice(&sample[o * positions..(o + 1) * positions]);
+                            }
+                        }
+                        Cow::Owned(gathered)
+                    };
+                    let cols = winograd_weights.is_none().then(|| {
+                        let cols = g.unfold(x);
+                        matmul(
+                            &mut grad_w_t,
+                            MatRef::new(&cols, patch, width),
+                            MatRef::t(&gathered, width, oc),
+                            c > 0,
+                        );
+                        cols
+                    });
+                    for (b, row) in grad_b.iter_mut().zip(gathered.chunks(width)) {
+                        *b += lane_sum(row);
+                    }
+                    if let (Some(grad_x), true) = (grad_x.as_deref_mut(), col2im) {
+                        // The columns' gradient reuses their buffer where there is one: every
+                        // element is overwritten.
+                        let mut grad_cols = cols.unwrap_or_else(|| vec![0.0; patch * width]);
+                        matmul(
+                            &mut grad_cols,
+                            MatRef::t(&w_values, patch, oc),
+                            MatRef::new(&gathered, oc, width),
+                            false,
+                        );
+                        let grad_x = &mut grad_x[c * chunk_in..][..x.len()];
+                        for (j, grad_x) in grad_x.chunks_mut(g.in_len()).enumerate() {
+                            g.col2im_add(&mut grad_cols, width, j * positions, grad_x);
+                        }
                     }
                 }
             }
@@ -482,7 +506,11 @@ pub fn conv2d<T: dfdx::tensor::Tape<f32, Cpu>>(
                     accumulate_into(&mut grad_x[start..start + row.len()], row)
                 });
             }
-            (transpose(&grad_w_t, patch, oc), grad_b)
+            let grad_w = match &winograd_weights {
+                Some(wg) => wg.weight_gradient(x, grad_out),
+                None => transpose(&grad_w_t, patch, oc),
+            };
+            (grad_w, grad_b)
         };
         let OpGrads { input, params } = grads;
         let partials: Vec<(Vec<f32>, Vec<f32>)> = match input {

@@ -180,8 +180,9 @@ fn gradients_of_a_chunked_batch_equal_per_sample_gradients() {
     check_chunked_gradients(g, 2 * SAMPLE_CHUNK + 3);
 }
 
-/// The gradients where Winograd computes dL/dx (planes of ≥ 256 positions, too many inputs for
-/// the finite-difference test) against their definitions in f64: dL/dx[c, y, x] =
+/// The gradients where Winograd computes dL/dW, and dL/dx unless fewer than 8 filters make the
+/// adjoint's channels (planes of ≥ 256 positions, too many inputs for the finite-difference
+/// test), against their definitions in f64: dL/dx[c, y, x] =
 /// Σ_o Σ_ki Σ_kj w[o, c, ki, kj] · g[o, y − ki + p, x − kj + p], dL/dW[o, c, ki, kj] =
 /// Σ g[o, y, x] · x[c, y + ki − p, x + kj − p], dL/db[o] = Σ g[o, ·, ·].
 #[test]
@@ -191,9 +192,11 @@ fn winograd_gradients_match_their_definitions() {
         ([8, 16, 16], 9, 1),
         ([9, 18, 18], 8, 0),
         ([8, 14, 15], 8, 2),
+        ([8, 16, 16], 4, 1),
     ] {
         let g = ConvGeometry::new(input, out, 3, 1, p).unwrap();
-        assert!(g.winograd_adjoint().is_some(), "{input:?} p{p}");
+        assert!(g.winograd().is_some(), "{input:?} p{p}");
+        assert_eq!(g.winograd_adjoint().is_some(), out >= 8, "{input:?} p{p}");
         let batch = 2;
         let (w, b) = params(&dev, &g, 11);
         let x = pseudo_random(batch * g.in_len(), 12);

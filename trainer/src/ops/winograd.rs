@@ -6,12 +6,15 @@
 //!
 //! The conv's forward pass uses it, and so does its dL/dx, which is the same kind of correlation
 //! of dL/d(output) with the kernel turned by 180° and its channels swapped ([`flipped`]); dL/dW
-//! stays im2col. The transforms run over whole rows of tiles, so that they are vector code.
+//! comes from the same transforms ([`weights`]). The transforms run over whole rows of tiles, so that they are vector code.
 //!
 //! Hand-written: no maintained Rust crate offers a CPU Winograd convolution, and dfdx 0.13's
 //! own convolution (im2col, behind the broken `nightly` feature) has none.
 
 use super::{matmul, MatRef};
+
+#[path = "winograd_weights.rs"]
+mod weights;
 
 /// The shapes of one correlation: `channels` in, `filters` out, on `height × width` input
 /// planes, a 3×3 kernel, stride 1 and `padding` (0 to 2) zeros around the input, so that the

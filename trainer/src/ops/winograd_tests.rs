@@ -150,3 +150,81 @@ fn a_kernel_turned_twice_is_itself() {
         [9.0, 8.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0]
     );
 }
+
+/// dL/dW by Winograd against its definition in f64: dW[o, c, ki, kj] = Σ_s Σ_y Σ_x
+/// g[s, o, y, x] · x[s, c, y + ki − p, x + kj − p], zero outside the input; on even and odd
+/// planes, paddings 0 to 2, a 1×1 plane, and 8 samples in chunks of 3, 3 and 2.
+#[test]
+fn weight_gradient_matches_the_definition() {
+    for (seed, (channels, filters, height, width, padding, samples)) in [
+        (3, 4, 6, 6, 1, 2),
+        (2, 3, 5, 7, 1, 3),
+        (1, 2, 1, 1, 1, 1),
+        (4, 2, 2, 3, 1, 2),
+        (64, 5, 16, 16, 1, 8),
+        (3, 4, 13, 13, 0, 2),
+        (2, 3, 4, 3, 0, 1),
+        (3, 2, 11, 11, 2, 2),
+        (2, 2, 1, 2, 2, 1),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let wg = Winograd {
+            channels,
+            filters,
+            height,
+            width,
+            padding,
+        };
+        let (h, w, p) = (height, width, padding);
+        let (oh, ow) = (wg.out_height(), wg.out_width());
+        let x = pseudo_random(samples * channels * h * w, 200 + seed as u64);
+        let g = pseudo_random(samples * filters * oh * ow, 300 + seed as u64);
+        let ours = wg.weight_gradient(&x, &g);
+        let mut expected = vec![0.0f64; filters * channels * 9];
+        for s in 0..samples {
+            for o in 0..filters {
+                for y in 0..oh {
+                    for xx in 0..ow {
+                        let gv = g[((s * filters + o) * oh + y) * ow + xx] as f64;
+                        for c in 0..channels {
+                            for ki in 0..3 {
+                                for kj in 0..3 {
+                                    let (iy, ix) = (y + ki, xx + kj);
+                                    if iy >= p && ix >= p && iy - p < h && ix - p < w {
+                                        let v = x[((s * channels + c) * h + iy - p) * w + ix - p];
+                                        expected[((o * channels + c) * 3 + ki) * 3 + kj] +=
+                                            v as f64 * gv;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(ours.len(), expected.len());
+        // Each entry sums samples · positions products of values in [-1, 1).
+        let bound = 1e-6 * (samples * oh * ow) as f64;
+        for (i, (a, e)) in ours.iter().zip(&expected).enumerate() {
+            assert!(
+                (*a as f64 - e).abs() <= bound.max(1e-5),
+                "{wg:?} dW {i}: {a} vs {e}"
+            );
+        }
+    }
+}
+
+/// An empty batch has a zero gradient.
+#[test]
+fn weight_gradient_of_no_samples_is_zero() {
+    let wg = Winograd {
+        channels: 2,
+        filters: 3,
+        height: 4,
+        width: 4,
+        padding: 1,
+    };
+    assert_eq!(wg.weight_gradient(&[], &[]), vec![0.0; 3 * 2 * 9]);
+}
