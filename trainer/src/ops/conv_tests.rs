@@ -180,6 +180,20 @@ fn gradients_of_a_chunked_batch_equal_per_sample_gradients() {
     check_chunked_gradients(g, 2 * SAMPLE_CHUNK + 3);
 }
 
+/// A batch whose columns are too many to keep (over [`KEPT_COLUMN_FLOATS`]) unfolds them again
+/// in the backward pass; its gradients equal those of its samples one at a time, whose columns
+/// are kept from the forward pass.
+#[test]
+fn gradients_from_columns_unfolded_again_equal_those_from_kept_columns() {
+    // 5×5 kernels, so im2col rather than Winograd: 400 · 1024 floats of columns a sample.
+    let g = ConvGeometry::new([16, 32, 32], 3, 5, 1, 2).unwrap();
+    assert!(g.winograd().is_none());
+    let per_sample = g.patch_len() * g.out_positions();
+    let batch = KEPT_COLUMN_FLOATS / per_sample + 1;
+    assert!(per_sample <= KEPT_COLUMN_FLOATS && batch * per_sample > KEPT_COLUMN_FLOATS);
+    check_chunked_gradients(g, batch);
+}
+
 /// The gradients where Winograd computes dL/dW, and dL/dx unless fewer than 8 filters make the
 /// adjoint's channels (planes of ≥ 256 positions, too many inputs for the finite-difference
 /// test), against their definitions in f64: dL/dx[c, y, x] =
