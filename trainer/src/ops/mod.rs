@@ -15,6 +15,7 @@ pub mod linear;
 pub mod pool;
 pub mod residual;
 pub mod tape_op;
+pub mod thread_buffers;
 pub mod values;
 pub mod winograd;
 

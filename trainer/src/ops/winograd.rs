@@ -11,7 +11,7 @@
 //! Hand-written: no maintained Rust crate offers a CPU Winograd convolution, and dfdx 0.13's
 //! own convolution (im2col, behind the broken `nightly` feature) has none.
 
-use super::{matmul, MatRef};
+use super::{matmul, thread_buffers, MatRef};
 
 #[path = "winograd_weights.rs"]
 mod weights;
@@ -113,10 +113,11 @@ impl Winograd {
         let (c, f) = (self.channels, self.filters);
         let samples = x.len() / self.in_len().max(1);
         let chunk = self.chunk_samples().min(samples.max(1));
-        // One buffer of each for all the chunks: V is overwritten in full, M by gemm.
+        // One buffer of each for all the chunks, kept by the thread from call to call
+        // ([`thread_buffers`]): V is overwritten in full, M by gemm.
         let most_tiles = chunk * self.tiles_per_sample();
-        let mut v = vec![0.0f32; 16 * c * most_tiles];
-        let mut m = vec![0.0f32; 16 * f * most_tiles];
+        let mut v = thread_buffers::take(16 * c * most_tiles);
+        let mut m = thread_buffers::take(16 * f * most_tiles);
         let mut scratch = Scratch::new(self);
         for first in (0..samples).step_by(chunk) {
             let n = chunk.min(samples - first);
@@ -136,6 +137,8 @@ impl Winograd {
                 store(filter, first * self.out_len() + start, values)
             });
         }
+        thread_buffers::give_back(v);
+        thread_buffers::give_back(m);
     }
 
     /// V = Bᵀ d B for every 4×4 input tile d, into `v` (`[16, channels, tiles]`), with

@@ -8,7 +8,7 @@
 //! im2col's dL/dW needs 36, and no unfolded columns to write and read again.
 
 use super::{disjoint_rows, Scratch, Winograd};
-use crate::ops::{matmul, MatRef};
+use crate::ops::{matmul, thread_buffers, MatRef};
 
 impl Winograd {
     /// dL/dW, `[filters, channels, 3, 3]` as the weights are stored, summed over the samples of
@@ -26,9 +26,9 @@ impl Winograd {
         );
         let chunk = self.chunk_samples().min(samples.max(1));
         let most_tiles = chunk * self.tiles_per_sample();
-        // V and Z are overwritten in full for every chunk.
-        let mut v = vec![0.0f32; 16 * c * most_tiles];
-        let mut z = vec![0.0f32; 16 * f * most_tiles];
+        // V and Z are overwritten in full for every chunk, so the thread's kept buffers serve.
+        let mut v = thread_buffers::take(16 * c * most_tiles);
+        let mut z = thread_buffers::take(16 * f * most_tiles);
         let mut grad_u = vec![0.0f32; 16 * f * c];
         let mut scratch = Scratch::new(self);
         let mut spread = Spread::new(self);
@@ -52,6 +52,8 @@ impl Winograd {
                 );
             }
         }
+        thread_buffers::give_back(v);
+        thread_buffers::give_back(z);
         kernel_gradients(&grad_u, f * c)
     }
 
