@@ -248,11 +248,7 @@ impl ConvGeometry {
                                     d.write(v);
                                 }
                             } else {
-                                let src = src_row[first..].iter().step_by(s);
-                                debug_assert!(src.len() >= inside.len());
-                                for (d, &v) in inside.iter_mut().zip(src) {
-                                    d.write(v);
-                                }
+                                strided_copy(inside, &src_row[first..], s);
                             }
                         }
                     }
@@ -312,13 +308,48 @@ impl ConvGeometry {
                                 *d += v;
                             }
                         } else {
-                            for (d, v) in dst_row[first..].iter_mut().step_by(s).zip(values) {
-                                *d += v;
-                            }
+                            strided_add(&mut dst_row[first..], values, s);
                         }
                     }
                 }
             }
+        }
+    }
+}
+
+/// `dst[i] = src[i·s]` for every element of `dst` (`src` holds at least `(len − 1)·s + 1`
+/// values). Stride 2 (resnet20's downsampling convolutions) goes through whole pairs, which the
+/// compiler turns into vector shuffles; `iter().step_by` moved one element at a time, and
+/// those copies and their adjoint were 5 % of a resnet20 step's CPU samples.
+fn strided_copy(dst: &mut [MaybeUninit<f32>], src: &[f32], s: usize) {
+    let Some((last, body)) = dst.split_last_mut() else {
+        return;
+    };
+    last.write(src[body.len() * s]);
+    if s == 2 {
+        for (d, pair) in body.iter_mut().zip(src.chunks_exact(2)) {
+            d.write(pair[0]);
+        }
+    } else {
+        for (d, &v) in body.iter_mut().zip(src.iter().step_by(s)) {
+            d.write(v);
+        }
+    }
+}
+
+/// `dst[i·s] += values[i]` for every value, the adjoint of [`strided_copy`].
+fn strided_add(dst: &mut [f32], values: &[f32], s: usize) {
+    let Some((last, body)) = values.split_last() else {
+        return;
+    };
+    dst[body.len() * s] += last;
+    if s == 2 {
+        for (pair, v) in dst.chunks_exact_mut(2).zip(body) {
+            pair[0] += v;
+        }
+    } else {
+        for (d, v) in dst.iter_mut().step_by(s).zip(body) {
+            *d += v;
         }
     }
 }
