@@ -173,7 +173,7 @@ impl Winograd {
                 input_transform(
                     &scratch.first_rows,
                     &scratch.second_rows,
-                    &mut scratch.columns,
+                    &mut scratch.halves,
                     outs,
                 );
             }
@@ -229,16 +229,11 @@ struct Scratch {
     /// Input rows 2k − p and 2k + 1 − p: `tile_rows + 1` zero-padded rows each.
     first_rows: Vec<f32>,
     second_rows: Vec<f32>,
-    /// Bᵀ·d down the columns (`[4, tile_rows · padded]`) and their even and odd columns.
-    columns: Columns,
+    /// The even and odd columns of `first_rows` and `second_rows`, apart: `(tile_rows + 1) ·
+    /// (tile_cols + 1)` each and one spare zero, which the last (spare) tile reads.
+    halves: [Vec<f32>; 4],
     /// The four outputs of every tile, `[4, tiles]`: Y₀₀, Y₀₁, Y₁₀, Y₁₁.
     outputs: [Vec<f32>; 4],
-}
-
-struct Columns {
-    combined: [Vec<f32>; 4],
-    even: Vec<f32>,
-    odd: Vec<f32>,
 }
 
 impl Scratch {
@@ -249,12 +244,7 @@ impl Scratch {
         Self {
             first_rows: vec![0.0; (th + 1) * padded],
             second_rows: vec![0.0; (th + 1) * padded],
-            columns: Columns {
-                combined: std::array::from_fn(|_| vec![0.0; th * padded]),
-                // One spare element: the last (spare) tile reads one past its row.
-                even: vec![0.0; tiles + 1],
-                odd: vec![0.0; tiles + 1],
-            },
+            halves: std::array::from_fn(|_| vec![0.0; (th + 1) * (tw + 1) + 1]),
             outputs: std::array::from_fn(|_| vec![0.0; tiles]),
         }
     }
@@ -278,63 +268,84 @@ fn disjoint_rows(v: &mut [f32], place: impl Fn(usize) -> (usize, usize)) -> [&mu
 }
 
 /// The input transform of one plane. Tile row ty reads d₀ = first[ty], d₁ = second[ty],
-/// d₂ = first[ty + 1], d₃ = second[ty + 1] (input rows 2ty − p … 2ty − p + 3); Bᵀ down the columns gives d₀ − d₂, d₁ + d₂, d₂ − d₁,
-/// d₁ − d₃ for all tile rows in one loop each, and Bᵀ along the rows, from each combined row's
-/// even (e) and odd (o) columns, gives tile t's e[t] − e[t+1], o[t] + e[t+1], e[t+1] − o[t],
-/// o[t] − o[t+1] into `outs[4r + l]`.
+/// d₂ = first[ty + 1], d₃ = second[ty + 1] (input rows 2ty − p … 2ty − p + 3); Bᵀ down the
+/// columns gives the rows c₀ = d₀ − d₂, c₁ = d₁ + d₂, c₂ = d₂ − d₁, c₃ = d₁ − d₃, and Bᵀ along
+/// row r, from its even (e) and odd (o) columns, gives tile t's e[t] − e[t+1], o[t] + e[t+1],
+/// e[t+1] − o[t], o[t] − o[t+1] into `outs[4r + l]`. The rows are split into even and odd
+/// columns once, and then one pass per combined row makes its four outputs for every tile, so
+/// that the combined rows are never stored.
 #[multiversion::multiversion(targets(
     "x86_64+avx2+fma+avx512f+avx512vl+avx512bw+avx512dq",
     "x86_64+avx2+fma"
 ))]
-fn input_transform(first: &[f32], second: &[f32], columns: &mut Columns, outs: [&mut [f32]; 16]) {
-    let n = columns.combined[0].len();
-    let padded = first.len() - n;
-    let (d0, d1, d2, d3) = (
-        &first[..n],
-        &second[..n],
-        &first[padded..][..n],
-        &second[padded..][..n],
-    );
-    let [t0, t1, t2, t3] = &mut columns.combined;
-    let (t0, t1, t2, t3) = (&mut t0[..n], &mut t1[..n], &mut t2[..n], &mut t3[..n]);
-    for i in 0..n {
-        t0[i] = d0[i] - d2[i];
-        t1[i] = d1[i] + d2[i];
-        t2[i] = d2[i] - d1[i];
-        t3[i] = d1[i] - d3[i];
-    }
-    let [o00, o01, o02, o03, o10, o11, o12, o13, o20, o21, o22, o23, o30, o31, o32, o33] = outs;
-    let groups = [
-        [o00, o01, o02, o03],
-        [o10, o11, o12, o13],
-        [o20, o21, o22, o23],
-        [o30, o31, o32, o33],
-    ];
-    for (combined, [v0, v1, v2, v3]) in columns.combined.iter().zip(groups) {
-        let tiles = v0.len();
-        for ((e, o), pair) in columns
-            .even
+fn input_transform(
+    first: &[f32],
+    second: &[f32],
+    halves: &mut [Vec<f32>; 4],
+    outs: [&mut [f32]; 16],
+) {
+    let [fe, fo, se, so] = halves;
+    for (rows, (even, odd)) in [
+        (first, (&mut *fe, &mut *fo)),
+        (second, (&mut *se, &mut *so)),
+    ] {
+        for ((e, o), pair) in even
             .iter_mut()
-            .zip(columns.odd.iter_mut())
-            .zip(combined.chunks_exact(2))
+            .zip(odd.iter_mut())
+            .zip(rows.chunks_exact(2))
         {
             *e = pair[0];
             *o = pair[1];
         }
-        let (e0, e1) = (&columns.even[..tiles], &columns.even[1..=tiles]);
-        let (o0, o1) = (&columns.odd[..tiles], &columns.odd[1..=tiles]);
-        let (v0, v1, v2, v3) = (
-            &mut v0[..tiles],
-            &mut v1[..tiles],
-            &mut v2[..tiles],
-            &mut v3[..tiles],
-        );
-        for t in 0..tiles {
-            v0[t] = e0[t] - e1[t];
-            v1[t] = o0[t] + e1[t];
-            v2[t] = e1[t] - o0[t];
-            v3[t] = o0[t] - o1[t];
-        }
+    }
+    let tiles = outs[0].len();
+    // The next tile row starts `tile_cols + 1` tiles further on.
+    let down = first.len() / 2 - tiles;
+    // Input rows d₀ … d₃ as (e[t], e[t+1], o[t], o[t+1]): each half at the tile and at its
+    // right neighbour, in the tile's row or the next one down.
+    fn row<'a>(even: &'a [f32], odd: &'a [f32], at: usize, tiles: usize) -> [&'a [f32]; 4] {
+        [
+            &even[at..at + tiles],
+            &even[at + 1..=at + tiles],
+            &odd[at..at + tiles],
+            &odd[at + 1..=at + tiles],
+        ]
+    }
+    let d0 = row(fe, fo, 0, tiles);
+    let d1 = row(se, so, 0, tiles);
+    let d2 = row(fe, fo, down, tiles);
+    let d3 = row(se, so, down, tiles);
+    let [o00, o01, o02, o03, o10, o11, o12, o13, o20, o21, o22, o23, o30, o31, o32, o33] = outs;
+    // One pass per combined row: four outputs from eight inputs keep every pointer in a
+    // register, so the loop is vector code (all sixteen at once spilled and stayed scalar).
+    along_row::<false>(d0, d2, [o00, o01, o02, o03]);
+    along_row::<true>(d1, d2, [o10, o11, o12, o13]);
+    along_row::<false>(d2, d1, [o20, o21, o22, o23]);
+    along_row::<false>(d1, d3, [o30, o31, o32, o33]);
+}
+
+/// Bᵀ along the combined row c = a + b (`ADD`) or a − b, each given as (e[t], e[t+1], o[t],
+/// o[t+1]): tile t's e[t] − e[t+1], o[t] + e[t+1], e[t+1] − o[t], o[t] − o[t+1]. Inlined into
+/// the multiversioned [`input_transform`], so that it is compiled for its instruction set.
+#[inline(always)]
+fn along_row<const ADD: bool>(a: [&[f32]; 4], b: [&[f32]; 4], outs: [&mut [f32]; 4]) {
+    let n = outs[0].len();
+    let [ae, ae_next, ao, ao_next] = a;
+    let [be, be_next, bo, bo_next] = b;
+    let (ae, ae_next, ao, ao_next) = (&ae[..n], &ae_next[..n], &ao[..n], &ao_next[..n]);
+    let (be, be_next, bo, bo_next) = (&be[..n], &be_next[..n], &bo[..n], &bo_next[..n]);
+    let [v0, v1, v2, v3] = outs;
+    let (v0, v1, v2, v3) = (&mut v0[..n], &mut v1[..n], &mut v2[..n], &mut v3[..n]);
+    let combine = |x: f32, y: f32| if ADD { x + y } else { x - y };
+    for t in 0..n {
+        let e = combine(ae[t], be[t]);
+        let e_next = combine(ae_next[t], be_next[t]);
+        let o = combine(ao[t], bo[t]);
+        let o_next = combine(ao_next[t], bo_next[t]);
+        v0[t] = e - e_next;
+        v1[t] = o + e_next;
+        v2[t] = e_next - o;
+        v3[t] = o - o_next;
     }
 }
 
