@@ -285,19 +285,8 @@ fn input_transform(
     outs: [&mut [f32]; 16],
 ) {
     let [fe, fo, se, so] = halves;
-    for (rows, (even, odd)) in [
-        (first, (&mut *fe, &mut *fo)),
-        (second, (&mut *se, &mut *so)),
-    ] {
-        for ((e, o), pair) in even
-            .iter_mut()
-            .zip(odd.iter_mut())
-            .zip(rows.chunks_exact(2))
-        {
-            *e = pair[0];
-            *o = pair[1];
-        }
-    }
+    split_columns(first, fe, fo);
+    split_columns(second, se, so);
     let tiles = outs[0].len();
     // The next tile row starts `tile_cols + 1` tiles further on.
     let down = first.len() / 2 - tiles;
@@ -322,6 +311,20 @@ fn input_transform(
     along_row::<true>(d1, d2, [o10, o11, o12, o13]);
     along_row::<false>(d2, d1, [o20, o21, o22, o23]);
     along_row::<false>(d1, d3, [o30, o31, o32, o33]);
+}
+
+/// `rows`' even and odd columns into `even` and `odd`, as far as the shortest reaches. Inlined
+/// into the multiversioned transforms, so that it is compiled for their instruction set.
+#[inline(always)]
+fn split_columns(rows: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    for ((e, o), pair) in even
+        .iter_mut()
+        .zip(odd.iter_mut())
+        .zip(rows.chunks_exact(2))
+    {
+        *e = pair[0];
+        *o = pair[1];
+    }
 }
 
 /// Bᵀ along the combined row c = a + b (`ADD`) or a − b, each given as (e[t], e[t+1], o[t],

@@ -52,25 +52,26 @@ fn run(wg: &Winograd, x: &[f32], weight: &[f32]) -> Vec<f32> {
     out
 }
 
+/// (channels, filters, height, width, padding, samples) of the correlations tested: even and
+/// odd planes, a 1×1 plane (only the kernel's centre reads input), a batch of 8 samples in
+/// chunks of 3, 3 and 2 (16 · 64 channels · 8 · 9 tiles = 73728 floats a sample, at most 2¹⁸
+/// a chunk); no padding (LeNet's 13×13 → 11×11) and padding 2 (its dL/dx, 11×11 → 13×13).
+const CASES: [(usize, usize, usize, usize, usize, usize); 9] = [
+    (3, 4, 6, 6, 1, 2),
+    (2, 3, 5, 7, 1, 3),
+    (1, 2, 1, 1, 1, 1),
+    (4, 2, 2, 3, 1, 2),
+    (64, 5, 16, 16, 1, 8),
+    (3, 4, 13, 13, 0, 2),
+    (2, 3, 4, 3, 0, 1),
+    (3, 2, 11, 11, 2, 2),
+    (2, 2, 1, 2, 2, 1),
+];
+
 #[test]
 fn correlation_matches_the_definition() {
-    // Even and odd planes, a 1×1 plane (only the kernel's centre reads input), a batch of 8
-    // samples in chunks of 3, 3 and 2 (16 · 64 channels · 8 · 9 tiles = 73728 floats a sample,
-    // at most 2¹⁸ a chunk); no padding (LeNet's 13×13 → 11×11) and padding 2 (its dL/dx,
-    // 11×11 → 13×13).
-    for (seed, (channels, filters, height, width, padding, samples)) in [
-        (3, 4, 6, 6, 1, 2),
-        (2, 3, 5, 7, 1, 3),
-        (1, 2, 1, 1, 1, 1),
-        (4, 2, 2, 3, 1, 2),
-        (64, 5, 16, 16, 1, 8),
-        (3, 4, 13, 13, 0, 2),
-        (2, 3, 4, 3, 0, 1),
-        (3, 2, 11, 11, 2, 2),
-        (2, 2, 1, 2, 2, 1),
-    ]
-    .into_iter()
-    .enumerate()
+    for (seed, (channels, filters, height, width, padding, samples)) in
+        CASES.into_iter().enumerate()
     {
         let wg = Winograd {
             channels,
@@ -152,23 +153,11 @@ fn a_kernel_turned_twice_is_itself() {
 }
 
 /// dL/dW by Winograd against its definition in f64: dW[o, c, ki, kj] = Σ_s Σ_y Σ_x
-/// g[s, o, y, x] · x[s, c, y + ki − p, x + kj − p], zero outside the input; on even and odd
-/// planes, paddings 0 to 2, a 1×1 plane, and 8 samples in chunks of 3, 3 and 2.
+/// g[s, o, y, x] · x[s, c, y + ki − p, x + kj − p], zero outside the input, over [`CASES`].
 #[test]
 fn weight_gradient_matches_the_definition() {
-    for (seed, (channels, filters, height, width, padding, samples)) in [
-        (3, 4, 6, 6, 1, 2),
-        (2, 3, 5, 7, 1, 3),
-        (1, 2, 1, 1, 1, 1),
-        (4, 2, 2, 3, 1, 2),
-        (64, 5, 16, 16, 1, 8),
-        (3, 4, 13, 13, 0, 2),
-        (2, 3, 4, 3, 0, 1),
-        (3, 2, 11, 11, 2, 2),
-        (2, 2, 1, 2, 2, 1),
-    ]
-    .into_iter()
-    .enumerate()
+    for (seed, (channels, filters, height, width, padding, samples)) in
+        CASES.into_iter().enumerate()
     {
         let wg = Winograd {
             channels,

@@ -7,7 +7,7 @@
 //! `(filters × tiles) · (tiles × channels)`: 16 multiplications per tile and channel pair where
 //! im2col's dL/dW needs 36, and no unfolded columns to write and read again.
 
-use super::{disjoint_rows, Scratch, Winograd};
+use super::{disjoint_rows, split_columns, Scratch, Winograd};
 use crate::ops::{matmul, thread_buffers, MatRef};
 
 impl Winograd {
@@ -125,19 +125,8 @@ fn grad_output_spread(
     let n = outs[0].len();
     let [e0, o0, e1, o1] = columns;
     let (e0, o0, e1, o1) = (&mut e0[..n], &mut o0[..n], &mut e1[..n], &mut o1[..n]);
-    for (rows, (even, odd)) in [
-        (first, (&mut *e0, &mut *o0)),
-        (second, (&mut *e1, &mut *o1)),
-    ] {
-        for ((e, o), pair) in even
-            .iter_mut()
-            .zip(odd.iter_mut())
-            .zip(rows.chunks_exact(2))
-        {
-            *e = pair[0];
-            *o = pair[1];
-        }
-    }
+    split_columns(first, e0, o0);
+    split_columns(second, e1, o1);
     let (e0, o0, e1, o1) = (&*e0, &*o0, &*e1, &*o1);
     let [z00, z01, z02, z03, z10, z11, z12, z13, z20, z21, z22, z23, z30, z31, z32, z33] = outs;
     let rows = [
