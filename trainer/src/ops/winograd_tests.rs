@@ -68,11 +68,9 @@ const CASES: [(usize, usize, usize, usize, usize, usize); 9] = [
     (2, 2, 1, 2, 2, 1),
 ];
 
-#[test]
-fn correlation_matches_the_definition() {
-    for (seed, (channels, filters, height, width, padding, samples)) in
-        CASES.into_iter().enumerate()
-    {
+/// [`CASES`] as correlations and their sample counts, numbered (the seeds of their data).
+fn cases() -> impl Iterator<Item = (usize, (Winograd, usize))> {
+    let correlation = |(channels, filters, height, width, padding, samples)| {
         let wg = Winograd {
             channels,
             filters,
@@ -80,6 +78,16 @@ fn correlation_matches_the_definition() {
             width,
             padding,
         };
+        (wg, samples)
+    };
+    CASES.into_iter().map(correlation).enumerate()
+}
+
+#[test]
+fn correlation_matches_the_definition() {
+    for (seed, (wg, samples)) in cases() {
+        let (channels, filters) = (wg.channels, wg.filters);
+        let (height, width) = (wg.height, wg.width);
         if channels == 64 {
             assert_eq!(wg.chunk_samples(), 3, "2¹⁸ / 73728");
         }
@@ -156,17 +164,9 @@ fn a_kernel_turned_twice_is_itself() {
 /// g[s, o, y, x] · x[s, c, y + ki − p, x + kj − p], zero outside the input, over [`CASES`].
 #[test]
 fn weight_gradient_matches_the_definition() {
-    for (seed, (channels, filters, height, width, padding, samples)) in
-        CASES.into_iter().enumerate()
-    {
-        let wg = Winograd {
-            channels,
-            filters,
-            height,
-            width,
-            padding,
-        };
-        let (h, w, p) = (height, width, padding);
+    for (seed, (wg, samples)) in cases() {
+        let (channels, filters) = (wg.channels, wg.filters);
+        let (h, w, p) = (wg.height, wg.width, wg.padding);
         let (oh, ow) = (wg.out_height(), wg.out_width());
         let x = pseudo_random(samples * channels * h * w, 200 + seed as u64);
         let g = pseudo_random(samples * filters * oh * ow, 300 + seed as u64);
