@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::tape_op::{tape_op, OpGrads};
 use super::winograd::{self, Winograd};
 use super::{
-    accumulate_into, bias_rows, lane_sum, matmul, transpose, write_copy, Activations, MatRef,
+    accumulate_into, lane_sum, matmul, thread_buffers, transpose, write_copy, Activations, MatRef,
     Values,
 };
 use crate::param::Param;
@@ -426,22 +426,26 @@ pub fn conv2d<T: dfdx::tensor::Tape<f32, Cpu>>(
                 for (out, x) in out.chunks_mut(chunk_out).zip(x.chunks(chunk_in)) {
                     let cols = g.unfold(x);
                     let width = cols.len() / patch;
-                    let mut product = bias_rows(&bias.value, width);
+                    // Overwritten in full by the gemm, which does not read it.
+                    let mut product = thread_buffers::take(oc * width);
                     matmul(
                         &mut product,
                         MatRef::new(w, oc, patch),
                         MatRef::new(&cols, patch, width),
-                        true,
+                        false,
                     );
-                    // `[oc, samples·positions]` back to NCHW, writing every element.
+                    // `[oc, samples·positions]` back to NCHW with each channel's bias, writing
+                    // every element: one add, as the gemm's onto a matrix of biases was.
                     for (j, sample) in out.chunks_mut(g.out_len()).enumerate() {
                         for (o, channel) in sample.chunks_mut(positions).enumerate() {
                             let from = &product[o * width + j * positions..][..positions];
+                            let b = bias.value[o];
                             for (d, v) in channel.iter_mut().zip(from) {
-                                d.write(*v);
+                                d.write(v + b);
                             }
                         }
                     }
+                    thread_buffers::give_back(product);
                     if keep {
                         kept.push(cols);
                     }

@@ -332,16 +332,6 @@ where
     lanes.into_iter().sum::<T>() + tail
 }
 
-/// `[bias.len(), width]`, each row its bias repeated: the matrix a layer's gemm accumulates its
-/// product onto (a bias per output unit or channel, broadcast over samples and positions).
-pub fn bias_rows(bias: &[f32], width: usize) -> Vec<f32> {
-    let mut rows = Vec::with_capacity(bias.len() * width);
-    for &b in bias {
-        rows.extend(std::iter::repeat_n(b, width));
-    }
-    rows
-}
-
 /// The `cols × rows` transpose of a row-major `rows × cols` matrix.
 pub fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut t = Vec::with_capacity(rows * cols);
