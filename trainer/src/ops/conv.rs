@@ -435,7 +435,9 @@ pub fn conv2d<T: dfdx::tensor::Tape<f32, Cpu>>(
                         false,
                     );
                     // `[oc, samples·positions]` back to NCHW with each channel's bias, writing
-                    // every element: one add, as the gemm's onto a matrix of biases was.
+                    // every element. The bias is added last: a gemm onto a matrix of biases added
+                    // it first, which rounds the same only where the gemm takes the patch in one
+                    // block of its depth (LeNet's 288), not where it adds block by block.
                     for (j, sample) in out.chunks_mut(g.out_len()).enumerate() {
                         for (o, channel) in sample.chunks_mut(positions).enumerate() {
                             let from = &product[o * width + j * positions..][..positions];
