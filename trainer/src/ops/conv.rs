@@ -14,6 +14,7 @@ use dfdx::prelude::*;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::direct_conv::DirectConv;
 use super::tape_op::{tape_op, OpGrads};
 use super::winograd::{self, Winograd};
 use super::{
@@ -397,6 +398,8 @@ pub fn conv2d<T: dfdx::tensor::Tape<f32, Cpu>>(
     let samples = g.chunk_samples();
     let (task_in, task_out) = (SAMPLE_CHUNK * g.in_len(), SAMPLE_CHUNK * g.out_len());
     let (chunk_in, chunk_out) = (samples * g.in_len(), samples * g.out_len());
+    // The implicit gemm where it applies and Winograd does not.
+    let direct = g.winograd().is_none().then(|| DirectConv::of(&g)).flatten();
     let forward = |x_values: Values, taping: bool| {
         // Each chunk's columns form one `[patch, samples·positions]` matrix, unfolded into a
         // buffer of the chunk's own that stays in cache, multiplied by the weights in one gemm
@@ -405,7 +408,11 @@ pub fn conv2d<T: dfdx::tensor::Tape<f32, Cpu>>(
         let w = &weight.value;
         let mut out: Vec<f32> = Vec::with_capacity(batch * g.out_len());
         let winograd = g.winograd().map(|wg| (wg, wg.transform_kernels(w)));
-        let keep = taping && winograd.is_none() && batch * patch * positions <= KEPT_COLUMN_FLOATS;
+        let direct = direct.map(|d| (d, transpose(w, oc, patch)));
+        let keep = taping
+            && winograd.is_none()
+            && direct.is_none()
+            && batch * patch * positions <= KEPT_COLUMN_FLOATS;
         // Each task's chunks' columns, where they are kept for the backward pass.
         let kept: Vec<Vec<Vec<f32>>> = out
             .spare_capacity_mut()
@@ -421,6 +428,10 @@ pub fn conv2d<T: dfdx::tensor::Tape<f32, Cpu>>(
                             d.write(v + b);
                         }
                     });
+                    return kept;
+                }
+                if let Some((d, w_t)) = &direct {
+                    d.forward(x, w_t, &bias.value, out);
                     return kept;
                 }
                 for (out, x) in out.chunks_mut(chunk_out).zip(x.chunks(chunk_in)) {
@@ -472,11 +483,29 @@ pub fn conv2d<T: dfdx::tensor::Tape<f32, Cpu>>(
         });
         // dL/dW by Winograd where the forward pass used it, by im2col + gemm elsewhere.
         let winograd_weights = g.winograd();
+        let direct = direct.map(|d| (d, d.input_gradient_kernels(&w_values)));
         // One task's dL/dW and dL/db, its chunks added in order; dL/dx into `grad_x`.
         let task_backward = |t: usize, mut grad_x: Option<&mut [f32]>, kept: Vec<Vec<f32>>| {
             let span = |len: usize, total: usize| t * len..((t + 1) * len).min(total);
             let grad_out = &grad_out[span(task_out, grad_out.len())];
             let x = &x_values[span(task_in, x_values.len())];
+            let bias_gradient = || {
+                let mut grad_b = vec![0.0f32; oc];
+                for sample in grad_out.chunks(g.out_len()) {
+                    for (b, plane) in grad_b.iter_mut().zip(sample.chunks(positions)) {
+                        *b += lane_sum(plane);
+                    }
+                }
+                grad_b
+            };
+            if let Some((d, kernels)) = &direct {
+                let mut grad_w_t = vec![0.0f32; patch * oc];
+                d.add_weight_gradient_t(x, grad_out, &mut grad_w_t);
+                if let Some(grad_x) = grad_x {
+                    d.add_input_gradient(grad_out, kernels, grad_x);
+                }
+                return (transpose(&grad_w_t, patch, oc), bias_gradient());
+            }
             let col2im = grad_x.is_some() && adjoint.is_none();
             let mut grad_b = vec![0.0f32; oc];
             // dL/dWᵀ, `[patch, oc]`: gemm runs this orientation 2–2.5× faster than
@@ -492,11 +521,7 @@ pub fn conv2d<T: dfdx::tensor::Tape<f32, Cpu>>(
             ];
             if winograd_weights.is_some() && !col2im {
                 // No chunk needs the columns or dL/dOut gathered: the bias sums each plane.
-                for sample in grad_out.chunks(g.out_len()) {
-                    for (b, plane) in grad_b.iter_mut().zip(sample.chunks(positions)) {
-                        *b += lane_sum(plane);
-                    }
-                }
+                grad_b = bias_gradient();
             } else {
                 let mut kept = kept.into_iter();
                 for (c, (grad_out, x)) in grad_out

@@ -99,6 +99,12 @@ fn forward_matches_direct_loops() {
         ([9, 16, 17], 8, 3, 1, 1, 2),
         ([8, 18, 18], 10, 3, 1, 0, 3),
         ([8, 15, 14], 9, 3, 1, 2, 2),
+        // The implicit gemm (DIRECT_SHAPES), its panels of 64, 48 and 16 lanes.
+        ([16, 7, 6], 16, 3, 1, 0, 3),
+        ([32, 5, 5], 32, 3, 1, 1, 2),
+        ([16, 6, 6], 48, 5, 1, 2, 2),
+        ([16, 5, 5], 80, 3, 1, 2, 1),
+        ([32, 13, 13], 64, 3, 1, 0, 2 * SAMPLE_CHUNK + 5),
     ];
     for (seed, (input, out, k, s, p, batch)) in shapes.into_iter().enumerate() {
         let g = ConvGeometry::new(input, out, k, s, p).unwrap();
@@ -124,6 +130,8 @@ fn gradients_match_finite_differences() {
         ([2, 1, 4], 2, 3, 1, 1),
         ([1, 3, 2], 2, 5, 1, 2),
         ([2, 6, 7], 2, 4, 1, 1),
+        // The implicit gemm.
+        ([16, 4, 4], 16, 3, 1, 1),
     ] {
         let g = ConvGeometry::new(input, out, k, s, p).unwrap();
         let batch = 2;
@@ -324,4 +332,112 @@ fn oversized_kernels_are_rejected() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("larger than its padded input"), "{err}");
+}
+
+/// Convolutions the implicit gemm computes where the CPU has AVX-512: `(input, out, kernel,
+/// padding, batch)`, stride 1. Rows of output and input positions that fill no whole block
+/// (121, 25, 36 and 30 positions), every panel width, padding 0 to 2.
+const DIRECT_SHAPES: [([usize; 3], usize, usize, usize, usize); 6] = [
+    ([32, 13, 13], 64, 3, 0, SAMPLE_CHUNK + 3),
+    ([64, 14, 14], 64, 3, 1, 2),
+    ([16, 5, 5], 80, 3, 1, 2),
+    ([16, 6, 6], 48, 5, 2, 2),
+    ([32, 7, 6], 32, 3, 1, 2),
+    ([16, 6, 7], 16, 2, 1, 3),
+];
+
+/// On a CPU with AVX-512 the shapes above do go through the implicit gemm (elsewhere through
+/// im2col, which the other tests check), and LeNet's second convolution is one of them.
+#[test]
+fn the_implicit_gemm_takes_the_direct_shapes() {
+    if !std::arch::is_x86_feature_detected!("avx512f") {
+        return;
+    }
+    for (input, out, k, p, _) in DIRECT_SHAPES {
+        let g = ConvGeometry::new(input, out, k, 1, p).unwrap();
+        assert!(
+            g.winograd().is_none() && DirectConv::of(&g).is_some(),
+            "{input:?} k{k}"
+        );
+    }
+    let lenet = ConvGeometry::new([32, 13, 13], 64, 3, 1, 0).unwrap();
+    assert!(DirectConv::of(&lenet).is_some());
+    // Winograd keeps its planes; too few channels or stride 2 stay with im2col.
+    for (input, out, s) in [
+        ([32, 16, 16], 64, 1),
+        ([3, 13, 13], 64, 1),
+        ([32, 13, 13], 64, 2),
+    ] {
+        let g = ConvGeometry::new(input, out, 3, s, 1).unwrap();
+        assert!(
+            g.winograd().is_some() || DirectConv::of(&g).is_none(),
+            "{input:?} s{s}"
+        );
+    }
+}
+
+/// The three gradients of Σ probe · conv(x) by their definitions, in f64: each output
+/// position's probe flows to the bias, to every weight times the input it read, and to every
+/// input it read times that weight.
+#[test]
+fn implicit_gemm_gradients_match_their_definitions() {
+    let dev = Cpu::default();
+    for (seed, (input, out, k, p, batch)) in DIRECT_SHAPES.into_iter().enumerate() {
+        let g = ConvGeometry::new(input, out, k, 1, p).unwrap();
+        let (w, b) = params(&dev, &g, 40 + seed as u64);
+        let x = pseudo_random(batch * g.in_len(), 50 + seed as u64);
+        let probe = pseudo_random(batch * g.out_len(), 60 + seed as u64);
+        let (grad_x, grad_w, grad_b) = taped_gradients(&dev, &g, (&w, &b), &x, &probe);
+
+        let (oh, ow, ic) = (g.out_height(), g.out_width(), g.in_channels);
+        let mut want_x = vec![0.0f64; x.len()];
+        let mut want_w = vec![0.0f64; w.value.len()];
+        let mut want_b = vec![0.0f64; out];
+        for n in 0..batch {
+            for o in 0..out {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let pr = probe[n * g.out_len() + (o * oh + oy) * ow + ox] as f64;
+                        want_b[o] += pr;
+                        for c in 0..ic {
+                            for ki in 0..k {
+                                for kj in 0..k {
+                                    let (iy, ix) = (
+                                        (oy + ki) as isize - p as isize,
+                                        (ox + kj) as isize - p as isize,
+                                    );
+                                    if iy < 0
+                                        || ix < 0
+                                        || iy as usize >= g.in_height
+                                        || ix as usize >= g.in_width
+                                    {
+                                        continue;
+                                    }
+                                    let xi = n * g.in_len()
+                                        + (c * g.in_height + iy as usize) * g.in_width
+                                        + ix as usize;
+                                    let wi = ((o * ic + c) * k + ki) * k + kj;
+                                    want_w[wi] += pr * x[xi] as f64;
+                                    want_x[xi] += pr * w.value[wi] as f64;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for (name, got, want) in [
+            ("dx", &grad_x, &want_x),
+            ("dW", &grad_w, &want_w),
+            ("db", &grad_b, &want_b),
+        ] {
+            assert_eq!(got.len(), want.len());
+            for (i, (a, e)) in got.iter().zip(want).enumerate() {
+                assert!(
+                    (*a as f64 - e).abs() < 1e-4 * (1.0 + e.abs()),
+                    "{input:?} out {out} k{k} p{p}: {name}[{i}] {a} vs {e}"
+                );
+            }
+        }
+    }
 }

@@ -8,6 +8,7 @@
 
 pub mod batch_norm;
 pub mod conv;
+pub mod direct_conv;
 pub mod dropout;
 pub mod fast_math;
 pub mod grad_slot;
