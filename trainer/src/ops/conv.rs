@@ -87,20 +87,23 @@ impl ConvGeometry {
 
     /// The Winograd F(2×2, 3×3) correlation of this convolution, where one applies: a 3×3
     /// kernel, stride 1, padding 0 to 2, at least [`winograd::MIN_CHANNELS`] input channels and
-    /// output planes of at least [`winograd::MIN_POSITIONS`].
+    /// output planes of at least [`winograd::MIN_POSITIONS`], or of at least
+    /// [`winograd::MIN_POSITIONS_BESIDE_DIRECT`] where the implicit gemm applies.
     pub fn winograd(&self) -> Option<Winograd> {
         (self.kernel == 3
             && self.stride == 1
             && self.padding <= 2
             && self.in_channels >= winograd::MIN_CHANNELS
-            && self.out_positions() >= winograd::MIN_POSITIONS)
-            .then_some(Winograd {
-                channels: self.in_channels,
-                filters: self.out_channels,
-                height: self.in_height,
-                width: self.in_width,
-                padding: self.padding,
-            })
+            && self.out_positions() >= winograd::MIN_POSITIONS
+            && (self.out_positions() >= winograd::MIN_POSITIONS_BESIDE_DIRECT
+                || DirectConv::of(self).is_none()))
+        .then_some(Winograd {
+            channels: self.in_channels,
+            filters: self.out_channels,
+            height: self.in_height,
+            width: self.in_width,
+            padding: self.padding,
+        })
     }
 
     /// The correlation that gives dL/dx from dL/d(output) by Winograd, where one applies: on

@@ -362,12 +362,13 @@ fn the_implicit_gemm_takes_the_direct_shapes() {
     }
     let lenet = ConvGeometry::new([32, 13, 13], 64, 3, 1, 0).unwrap();
     assert!(DirectConv::of(&lenet).is_some());
-    // Winograd keeps its planes; too few channels or stride 2 stay with im2col.
-    for (input, out, s) in [
-        ([32, 16, 16], 64, 1),
-        ([3, 13, 13], 64, 1),
-        ([32, 13, 13], 64, 2),
-    ] {
+    // 16×16 planes go to the implicit gemm, 32×32 ones to Winograd; too few channels or
+    // stride 2 stay with im2col.
+    let sixteen = ConvGeometry::new([32, 16, 16], 64, 3, 1, 1).unwrap();
+    assert!(sixteen.winograd().is_none() && DirectConv::of(&sixteen).is_some());
+    let large = ConvGeometry::new([32, 32, 32], 64, 3, 1, 1).unwrap();
+    assert!(large.winograd().is_some());
+    for (input, out, s) in [([3, 13, 13], 64, 1), ([32, 13, 13], 64, 2)] {
         let g = ConvGeometry::new(input, out, 3, s, 1).unwrap();
         assert!(
             g.winograd().is_some() || DirectConv::of(&g).is_none(),

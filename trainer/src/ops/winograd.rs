@@ -35,6 +35,13 @@ pub const MIN_CHANNELS: usize = 8;
 /// they save (measured on 2 AVX-512 cores): on LeNet's 11×11 planes its step went from 11 to
 /// 13 ms, on resnet20's 8×8 planes from 162 to 172 ms; 16×16 and 32×32 planes gain.
 pub const MIN_POSITIONS: usize = 256;
+/// Where the implicit gemm ([`super::direct_conv`]) applies, the fewest output positions
+/// Winograd takes: 32×32 planes, not 16×16 ones. Measured on 2 AVX-512 cores as the time of
+/// the convolutions over that of batch norm in the same steps (the machine's speed moved
+/// more than the change), 3 alternating pairs: with the implicit gemm on the 16×16 planes,
+/// resnet20's (32 channels) went from 3.83 to 3.46 and cifar-bn's (64 channels) stayed at
+/// 2.86 against 2.90; with it on the 32×32 planes as well, a cifar step took 3–6 % longer.
+pub const MIN_POSITIONS_BESIDE_DIRECT: usize = 1024;
 /// The transformed inputs and products of a chunk of samples stay within this many floats each
 /// (1 MiB), so that they are written and read in a core's cache.
 const CHUNK_FLOATS: usize = 1 << 18;
