@@ -12,6 +12,7 @@ pub mod direct_conv;
 pub mod dropout;
 pub mod fast_math;
 pub mod grad_slot;
+pub mod im2col;
 pub mod linear;
 pub mod pool;
 pub mod residual;
