@@ -106,6 +106,15 @@ impl ConvGeometry {
         })
     }
 
+    /// The implicit gemm of this convolution, where it applies ([`DirectConv::of`]) and
+    /// Winograd does not.
+    pub fn direct(&self) -> Option<DirectConv> {
+        self.winograd()
+            .is_none()
+            .then(|| DirectConv::of(self))
+            .flatten()
+    }
+
     /// The correlation that gives dL/dx from dL/d(output) by Winograd, where one applies: on
     /// the output planes with the channels swapped and padding 2 − p, its kernels
     /// [`winograd::flipped`].
@@ -151,8 +160,7 @@ pub fn conv2d<T: dfdx::tensor::Tape<f32, Cpu>>(
     let samples = g.chunk_samples();
     let (task_in, task_out) = (SAMPLE_CHUNK * g.in_len(), SAMPLE_CHUNK * g.out_len());
     let (chunk_in, chunk_out) = (samples * g.in_len(), samples * g.out_len());
-    // The implicit gemm where it applies and Winograd does not.
-    let direct = g.winograd().is_none().then(|| DirectConv::of(&g)).flatten();
+    let direct = g.direct();
     let forward = |x_values: Values, taping: bool| {
         // Each chunk's columns form one `[patch, samples·positions]` matrix, unfolded into a
         // buffer of the chunk's own that stays in cache, multiplied by the weights in one gemm

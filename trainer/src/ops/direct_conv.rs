@@ -19,6 +19,7 @@
 use std::mem::MaybeUninit;
 
 use super::conv::ConvGeometry;
+use super::{transpose, transpose_into};
 
 /// The fewest patch elements (input channels × kernel²) for which the kernel pays: its
 /// accumulators are loaded and stored once per output row and panel, around a loop over the
@@ -123,11 +124,7 @@ impl DirectConv {
         let (mut padded, mut grad_t) = (Vec::new(), vec![0.0f32; positions * oc]);
         for (x, grad_out) in x.chunks(g.in_len()).zip(grad_out.chunks(g.out_len())) {
             let src = self.input(x, &mut padded);
-            for (q, row) in grad_t.chunks_mut(oc).enumerate() {
-                for (o, d) in row.iter_mut().enumerate() {
-                    *d = grad_out[o * positions + q];
-                }
-            }
+            transpose_into(grad_out, oc, positions, &mut grad_t);
             implicit_gemm(src, &koff, &poff, &grad_t, oc, grad_w_t, true);
         }
     }
@@ -135,17 +132,12 @@ impl DirectConv {
     /// The kernels of dL/dx's correlation, `[(out_channel, ki, kj), in_channel]`, from the
     /// weights `[out_channel, in_channel, ki, kj]`.
     pub fn input_gradient_kernels(&self, weights: &[f32]) -> Vec<f32> {
-        let g = &self.g;
-        let (ic, kk) = (g.in_channels, g.kernel * g.kernel);
-        let mut b = vec![0.0f32; g.out_channels * kk * ic];
-        for o in 0..g.out_channels {
-            for c in 0..ic {
-                for t in 0..kk {
-                    b[(o * kk + t) * ic + c] = weights[(o * ic + c) * kk + t];
-                }
-            }
-        }
-        b
+        // Each output channel's `[in_channel, ki·kj]` block transposed.
+        let (ic, kk) = (self.g.in_channels, self.g.kernel * self.g.kernel);
+        weights
+            .chunks(ic * kk)
+            .flat_map(|block| transpose(block, ic, kk))
+            .collect()
     }
 
     /// Adds dL/dx of a run of whole samples into `grad_x`; `kernels` from
@@ -200,7 +192,7 @@ fn avx512() -> bool {
 
 /// `c[p·lanes + l] (+)= Σ_k src[koff[k] + poff[p]] · b[k·lanes + l]` for every row p of `poff`
 /// and lane l < `lanes` (a multiple of 16); `accumulate` adds onto `c`, else overwrites it.
-pub fn implicit_gemm(
+fn implicit_gemm(
     src: &[f32],
     koff: &[usize],
     poff: &[usize],

@@ -336,11 +336,23 @@ where
 
 /// The `cols × rows` transpose of a row-major `rows × cols` matrix.
 pub fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut t = Vec::with_capacity(rows * cols);
-    for c in 0..cols {
-        t.extend((0..rows).map(|r| m[r * cols + c]));
-    }
+    let mut t = vec![0.0f32; rows * cols];
+    transpose_into(m, rows, cols, &mut t);
     t
+}
+
+/// [`transpose`] into `t` (`cols × rows`, every element written), for a caller that reuses
+/// its buffer.
+pub fn transpose_into(m: &[f32], rows: usize, cols: usize, t: &mut [f32]) {
+    assert!(
+        m.len() == rows * cols && t.len() == rows * cols,
+        "transpose's shapes"
+    );
+    for (c, t_row) in t.chunks_mut(rows.max(1)).enumerate() {
+        for (r, v) in t_row.iter_mut().enumerate() {
+            *v = m[r * cols + c];
+        }
+    }
 }
 
 /// Adds `src` into a gradient buffer element-wise.
