@@ -41,6 +41,9 @@ pub const MIN_POSITIONS: usize = 256;
 /// more than the change), 3 alternating pairs: with the implicit gemm on the 16×16 planes,
 /// resnet20's (32 channels) went from 3.83 to 3.46 and cifar-bn's (64 channels) stayed at
 /// 2.86 against 2.90; with it on the 32×32 planes as well, a cifar step took 3–6 % longer.
+/// 28×28 planes (cifar on MNIST-sized inputs) take the implicit gemm: there the convolutions'
+/// time over the pooling, dense and activation layers' went from 3.36, 3.39, 3.66 with Winograd
+/// to 3.25, 3.31, 3.37 (3 alternating pairs).
 pub const MIN_POSITIONS_BESIDE_DIRECT: usize = 1024;
 /// The transformed inputs and products of a chunk of samples stay within this many floats each
 /// (1 MiB), so that they are written and read in a core's cache.
