@@ -62,6 +62,25 @@ impl ConvGeometry {
         (lo, hi)
     }
 
+    /// Each patch element (c, ki, kj) of the `[patch_len, ·]` matrix whose rows are
+    /// `row_stride` long, with the range of its row that one sample's columns fill from
+    /// `first_column` on.
+    fn kernel_blocks(
+        &self,
+        row_stride: usize,
+        first_column: usize,
+    ) -> impl Iterator<Item = (usize, usize, usize, std::ops::Range<usize>)> {
+        let (k, positions) = (self.kernel, self.out_positions());
+        (0..self.in_channels).flat_map(move |c| {
+            (0..k).flat_map(move |ki| {
+                (0..k).map(move |kj| {
+                    let start = ((c * k + ki) * k + kj) * row_stride + first_column;
+                    (c, ki, kj, start..start + positions)
+                })
+            })
+        })
+    }
+
     /// Unfolds one sample `[C, H, W]` into its `out_positions` columns of a `[patch_len, ·]`
     /// matrix whose rows are `row_stride` long, starting at column `first_column`. Writes every
     /// element of those columns (padding as 0), so `cols` may start uninitialised.
@@ -72,71 +91,64 @@ impl ConvGeometry {
         row_stride: usize,
         first_column: usize,
     ) {
-        let (oh, ow, k, s, p) = (
+        let (oh, ow, s, p) = (
             self.out_height(),
             self.out_width(),
-            self.kernel,
             self.stride,
             self.padding,
         );
         let (h, w) = (self.in_height, self.in_width);
-        for c in 0..self.in_channels {
+        for (c, ki, kj, block) in self.kernel_blocks(row_stride, first_column) {
             let plane = &x[c * h * w..(c + 1) * h * w];
-            for ki in 0..k {
-                for kj in 0..k {
-                    let row = (c * k + ki) * k + kj;
-                    let start = row * row_stride + first_column;
-                    let dst = &mut cols[start..start + oh * ow];
-                    let (lo, hi) = self.columns_inside(kj);
-                    if let Some(shift) = self.same_shift(ki, kj) {
-                        // One shifted copy of the whole plane, then the padding written over
-                        // the rows and row ends that fall outside it.
-                        let (a, b) = self.same_copy_range(ki, shift);
-                        if a < b {
-                            let from = (a as isize + shift) as usize;
-                            write_copy(&mut dst[a..b], &plane[from..from + (b - a)]);
-                        }
-                        let (before, rest) = dst.split_at_mut(a);
-                        for d in before.iter_mut().chain(&mut rest[b - a..]) {
-                            d.write(0.0);
-                        }
-                        for run in wrapped_row_ends((a, b), ow, (lo, hi)) {
-                            for d in &mut dst[run] {
-                                d.write(0.0);
-                            }
-                        }
-                        continue;
+            let dst = &mut cols[block];
+            let (lo, hi) = self.columns_inside(kj);
+            if let Some(shift) = self.same_shift(ki, kj) {
+                // One shifted copy of the whole plane, then the padding written over
+                // the rows and row ends that fall outside it.
+                let (a, b) = self.same_copy_range(ki, shift);
+                if a < b {
+                    let from = (a as isize + shift) as usize;
+                    write_copy(&mut dst[a..b], &plane[from..from + (b - a)]);
+                }
+                let (before, rest) = dst.split_at_mut(a);
+                for d in before.iter_mut().chain(&mut rest[b - a..]) {
+                    d.write(0.0);
+                }
+                for run in wrapped_row_ends((a, b), ow, (lo, hi)) {
+                    for d in &mut dst[run] {
+                        d.write(0.0);
                     }
-                    for oy in 0..oh {
-                        let iy = (oy * s + ki) as isize - p as isize;
-                        let dst_row = &mut dst[oy * ow..(oy + 1) * ow];
-                        if iy < 0 || iy >= h as isize {
-                            dst_row.iter_mut().for_each(|d| {
-                                d.write(0.0);
-                            });
-                            continue;
+                }
+                continue;
+            }
+            for oy in 0..oh {
+                let iy = (oy * s + ki) as isize - p as isize;
+                let dst_row = &mut dst[oy * ow..(oy + 1) * ow];
+                if iy < 0 || iy >= h as isize {
+                    dst_row.iter_mut().for_each(|d| {
+                        d.write(0.0);
+                    });
+                    continue;
+                }
+                let src_row = &plane[iy as usize * w..(iy as usize + 1) * w];
+                // Outside [lo, hi) is padding; inside, a plain strided copy without a
+                // bounds test per element.
+                let (left, rest) = dst_row.split_at_mut(lo);
+                let (inside, right) = rest.split_at_mut(hi - lo);
+                for d in left.iter_mut().chain(right) {
+                    d.write(0.0);
+                }
+                if !inside.is_empty() {
+                    let first = lo * s + kj - p;
+                    // Every element of `inside` gets a value (im2col's contract).
+                    if s == 1 {
+                        // A contiguous run: a plain copy the compiler vectorises.
+                        let src = &src_row[first..first + inside.len()];
+                        for (d, &v) in inside.iter_mut().zip(src) {
+                            d.write(v);
                         }
-                        let src_row = &plane[iy as usize * w..(iy as usize + 1) * w];
-                        // Outside [lo, hi) is padding; inside, a plain strided copy without a
-                        // bounds test per element.
-                        let (left, rest) = dst_row.split_at_mut(lo);
-                        let (inside, right) = rest.split_at_mut(hi - lo);
-                        for d in left.iter_mut().chain(right) {
-                            d.write(0.0);
-                        }
-                        if !inside.is_empty() {
-                            let first = lo * s + kj - p;
-                            // Every element of `inside` gets a value (im2col's contract).
-                            if s == 1 {
-                                // A contiguous run: a plain copy the compiler vectorises.
-                                let src = &src_row[first..first + inside.len()];
-                                for (d, &v) in inside.iter_mut().zip(src) {
-                                    d.write(v);
-                                }
-                            } else {
-                                strided_copy(inside, &src_row[first..], s);
-                            }
-                        }
+                    } else {
+                        strided_copy(inside, &src_row[first..], s);
                     }
                 }
             }
@@ -153,56 +165,49 @@ impl ConvGeometry {
         first_column: usize,
         dx: &mut [f32],
     ) {
-        let (oh, ow, k, s, p) = (
+        let (oh, ow, s, p) = (
             self.out_height(),
             self.out_width(),
-            self.kernel,
             self.stride,
             self.padding,
         );
         let (h, w) = (self.in_height, self.in_width);
-        for c in 0..self.in_channels {
+        for (c, ki, kj, block) in self.kernel_blocks(row_stride, first_column) {
             let plane = &mut dx[c * h * w..(c + 1) * h * w];
-            for ki in 0..k {
-                for kj in 0..k {
-                    let row = (c * k + ki) * k + kj;
-                    let start = row * row_stride + first_column;
-                    let src = &mut cols[start..start + oh * ow];
-                    let (lo, hi) = self.columns_inside(kj);
-                    if lo == hi {
-                        continue;
+            let src = &mut cols[block];
+            let (lo, hi) = self.columns_inside(kj);
+            if lo == hi {
+                continue;
+            }
+            if let Some(shift) = self.same_shift(ki, kj) {
+                // The adjoint of im2col's shifted copy: whole rows added at once, with
+                // the row ends that read padding left out.
+                let (a, b) = self.same_copy_range(ki, shift);
+                for run in wrapped_row_ends((a, b), ow, (lo, hi)) {
+                    src[run].fill(0.0);
+                }
+                if a < b {
+                    let into = (a as isize + shift) as usize;
+                    accumulate_into(&mut plane[into..into + (b - a)], &src[a..b]);
+                }
+                continue;
+            }
+            for oy in 0..oh {
+                let iy = (oy * s + ki) as isize - p as isize;
+                if iy < 0 || iy >= h as isize {
+                    continue;
+                }
+                let dst_row = &mut plane[iy as usize * w..(iy as usize + 1) * w];
+                // Only the output columns [lo, hi) read inside the row.
+                let values = &src[oy * ow + lo..oy * ow + hi];
+                let first = lo * s + kj - p;
+                if s == 1 {
+                    let dst = &mut dst_row[first..first + values.len()];
+                    for (d, v) in dst.iter_mut().zip(values) {
+                        *d += v;
                     }
-                    if let Some(shift) = self.same_shift(ki, kj) {
-                        // The adjoint of im2col's shifted copy: whole rows added at once, with
-                        // the row ends that read padding left out.
-                        let (a, b) = self.same_copy_range(ki, shift);
-                        for run in wrapped_row_ends((a, b), ow, (lo, hi)) {
-                            src[run].fill(0.0);
-                        }
-                        if a < b {
-                            let into = (a as isize + shift) as usize;
-                            accumulate_into(&mut plane[into..into + (b - a)], &src[a..b]);
-                        }
-                        continue;
-                    }
-                    for oy in 0..oh {
-                        let iy = (oy * s + ki) as isize - p as isize;
-                        if iy < 0 || iy >= h as isize {
-                            continue;
-                        }
-                        let dst_row = &mut plane[iy as usize * w..(iy as usize + 1) * w];
-                        // Only the output columns [lo, hi) read inside the row.
-                        let values = &src[oy * ow + lo..oy * ow + hi];
-                        let first = lo * s + kj - p;
-                        if s == 1 {
-                            let dst = &mut dst_row[first..first + values.len()];
-                            for (d, v) in dst.iter_mut().zip(values) {
-                                *d += v;
-                            }
-                        } else {
-                            strided_add(&mut dst_row[first..], values, s);
-                        }
-                    }
+                } else {
+                    strided_add(&mut dst_row[first..], values, s);
                 }
             }
         }
