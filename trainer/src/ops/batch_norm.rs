@@ -7,11 +7,13 @@
 //! batch statistics (mean, unbiased variance) for the running averages; evaluation normalises
 //! with the running statistics.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use super::linear::StepTape;
 use super::tape_op::{tape_op, OpGrads};
-use super::{filled_by_chunks, lane_sum_of, Activations, Values};
+use super::{Activations, Values};
 use crate::param::Param;
 
 /// Added to the variance before its square root, as PyTorch's default.
@@ -21,6 +23,9 @@ pub const BN_MOMENTUM: f32 = 0.1;
 
 /// Elements per rayon task of the element-wise passes.
 const BN_TASK_ELEMENTS: usize = 1 << 14;
+/// Independent f64 sums per channel in the statistics' loops: one chain of adds would wait on
+/// the add latency.
+const LANES: usize = 8;
 
 /// Batch statistics of a training pass: per-channel mean and *unbiased* variance (what PyTorch
 /// folds into the running variance).
@@ -52,13 +57,6 @@ struct Layout {
 }
 
 impl Layout {
-    /// The index ranges of channel `c`'s values, one per sample.
-    fn runs(self, c: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
-        (0..self.batch).map(move |n| {
-            let start = (n * self.channels + c) * self.plane;
-            start..start + self.plane
-        })
-    }
     /// Values per channel.
     fn count(self) -> usize {
         self.batch * self.plane
@@ -72,57 +70,182 @@ impl Layout {
     }
 }
 
-/// Σ v in f64. This and the sums below run over 8 independent lanes and are compiled for
-/// AVX-512 and AVX2 as well: at the crate's baseline (SSE2, two f64 a register) they took most
-/// of a resnet20 step's batch norm.
+/// The per-channel sums of whole samples (`samples` holds `k` of them, in NCHW order), each
+/// channel's plane reduced over 8 independent f64 lanes. The statistics read the batch in memory
+/// order: a channel's values lie in runs of one plane (4 KiB on a 32×32 plane) a sample apart,
+/// and reading them channel by channel restarted the hardware prefetcher at every run (batch
+/// norm was a fifth of a resnet20 step). Compiled for AVX-512 and AVX2 as well: at the crate's
+/// baseline (SSE2, two f64 a register) these sums took most of batch norm's time.
 #[multiversion::multiversion(targets(
     "x86_64+avx2+fma+avx512f+avx512vl+avx512bw+avx512dq",
     "x86_64+avx2+fma"
 ))]
-fn sum_f64(values: &[f32]) -> f64 {
-    lane_sum_of(values, |v| v as f64)
-}
-
-/// Σ (v − mean)² in f64.
-#[multiversion::multiversion(targets(
-    "x86_64+avx2+fma+avx512f+avx512vl+avx512bw+avx512dq",
-    "x86_64+avx2+fma"
-))]
-fn squared_deviations_f64(values: &[f32], mean: f64) -> f64 {
-    lane_sum_of(values, |v| {
-        let d = v as f64 - mean;
-        d * d
-    })
-}
-
-/// Σ a·b in f64, over 8 lanes of independent sums.
-#[multiversion::multiversion(targets(
-    "x86_64+avx2+fma+avx512f+avx512vl+avx512bw+avx512dq",
-    "x86_64+avx2+fma"
-))]
-fn dot_f64(a: &[f32], b: &[f32]) -> f64 {
-    const LANES: usize = 8;
-    let mut lanes = [0.0f64; LANES];
-    let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f64 = ac
-        .remainder()
-        .iter()
-        .zip(bc.remainder())
-        .map(|(x, y)| *x as f64 * *y as f64)
-        .sum();
-    for (x, y) in ac.zip(bc) {
-        for ((lane, x), y) in lanes.iter_mut().zip(x).zip(y) {
-            *lane += *x as f64 * *y as f64;
+fn shifted_moments(samples: &[f32], layout: Layout, shift: &[f32], sums: &mut [(f64, f64)]) {
+    for sample in samples.chunks(layout.sample_len()) {
+        for ((plane, &k), (s1, s2)) in sample.chunks(layout.plane).zip(shift).zip(sums.iter_mut()) {
+            // Σ(x − k) and Σ(x − k)² about a value of the channel itself, so that the variance
+            // (Σ(x − k)² − (Σ(x − k))²/n)/n loses no digits to a mean far from zero.
+            let k = k as f64;
+            let (mut d1, mut d2) = ([0.0f64; LANES], [0.0f64; LANES]);
+            let chunks = plane.chunks_exact(LANES);
+            for &v in chunks.remainder() {
+                let d = v as f64 - k;
+                d1[0] += d;
+                d2[0] += d * d;
+            }
+            for v in chunks {
+                let v: &[f32; LANES] = v.try_into().expect("exact chunk");
+                for i in 0..LANES {
+                    let d = v[i] as f64 - k;
+                    d1[i] += d;
+                    d2[i] += d * d;
+                }
+            }
+            *s1 += d1.iter().sum::<f64>();
+            *s2 += d2.iter().sum::<f64>();
         }
     }
-    lanes.iter().sum::<f64>() + tail
+}
+
+/// Per channel of whole samples: Σ dL/dy (dL/dβ) and Σ dL/dy·x̂ (dL/dγ), in f64, with x̂ made
+/// again from x as the forward pass made it (the same f32 operations, so the same values).
+#[multiversion::multiversion(targets(
+    "x86_64+avx2+fma+avx512f+avx512vl+avx512bw+avx512dq",
+    "x86_64+avx2+fma"
+))]
+fn gradient_sums(
+    grad_out: &[f32],
+    x: &[f32],
+    layout: Layout,
+    norm: (&[f32], &[f32]),
+    sums: &mut [(f64, f64)],
+) {
+    let sample = layout.sample_len();
+    for (go, x) in grad_out.chunks(sample).zip(x.chunks(sample)) {
+        let planes = go.chunks(layout.plane).zip(x.chunks(layout.plane));
+        for (c, ((go, x), (db, dg))) in planes.zip(sums.iter_mut()).enumerate() {
+            let (m, s) = (norm.0[c], norm.1[c]);
+            let (mut b, mut g) = ([0.0f64; LANES], [0.0f64; LANES]);
+            let (gc, xc) = (go.chunks_exact(LANES), x.chunks_exact(LANES));
+            let (gt, xt) = (gc.remainder(), xc.remainder());
+            for (gv, xv) in gc.zip(xc) {
+                let gv: &[f32; LANES] = gv.try_into().expect("exact chunk");
+                let xv: &[f32; LANES] = xv.try_into().expect("exact chunk");
+                for i in 0..LANES {
+                    b[i] += gv[i] as f64;
+                    g[i] += gv[i] as f64 * ((xv[i] - m) * s) as f64;
+                }
+            }
+            for (gv, xv) in gt.iter().zip(xt) {
+                b[0] += *gv as f64;
+                g[0] += *gv as f64 * ((*xv - m) * s) as f64;
+            }
+            *db += b.iter().sum::<f64>();
+            *dg += g.iter().sum::<f64>();
+        }
+    }
+}
+
+/// Per channel, `sums_of(samples, partial)` over the batch: tasks of whole samples, each with its
+/// own partial sums, added in task order so that the result does not depend on the threads.
+fn channel_sums(
+    layout: Layout,
+    sums_of: impl Fn(std::ops::Range<usize>, &mut [(f64, f64)]) + Sync,
+) -> Vec<(f64, f64)> {
+    let (task, len) = (layout.task_len(), layout.batch * layout.sample_len());
+    let partials: Vec<Vec<(f64, f64)>> = (0..len.div_ceil(task))
+        .into_par_iter()
+        .map(|t| {
+            let mut sums = vec![(0.0, 0.0); layout.channels];
+            sums_of(t * task..((t + 1) * task).min(len), &mut sums);
+            sums
+        })
+        .collect();
+    partials
+        .into_iter()
+        .reduce(|mut total, part| {
+            for (t, p) in total.iter_mut().zip(part) {
+                t.0 += p.0;
+                t.1 += p.1;
+            }
+            total
+        })
+        .unwrap_or_else(|| vec![(0.0, 0.0); layout.channels])
+}
+
+/// y = γ·x̂ + β with x̂ = (x − mean)·inv_std, for whole samples, compiled for AVX-512 and AVX2
+/// too.
+#[multiversion::multiversion(targets(
+    "x86_64+avx2+fma+avx512f+avx512vl+avx512bw+avx512dq",
+    "x86_64+avx2+fma"
+))]
+fn normalise(x: &[f32], y: &mut [MaybeUninit<f32>], layout: Layout, affine: &Affine) {
+    let sample = layout.sample_len();
+    for (x, y) in x.chunks(sample).zip(y.chunks_mut(sample)) {
+        for (c, (x, y)) in x
+            .chunks(layout.plane)
+            .zip(y.chunks_mut(layout.plane))
+            .enumerate()
+        {
+            let (m, s) = (affine.mean[c], affine.inv_std[c]);
+            let (g, b) = (affine.gamma[c], affine.beta[c]);
+            for (x, y) in x.iter().zip(y) {
+                y.write((*x - m) * s * g + b);
+            }
+        }
+    }
+}
+
+/// dL/dx += γ/σ·(g − mean(g) − x̂·mean(g·x̂)) for whole samples (the means 0 with running
+/// statistics), x̂ made again from x, compiled for AVX-512 and AVX2 too.
+#[multiversion::multiversion(targets(
+    "x86_64+avx2+fma+avx512f+avx512vl+avx512bw+avx512dq",
+    "x86_64+avx2+fma"
+))]
+fn add_input_gradient(
+    grad_x: &mut [f32],
+    grad_out: &[f32],
+    x: &[f32],
+    layout: Layout,
+    norm: (&[f32], &[f32]),
+    coefficients: (&[f32], &[f32], &[f32]),
+) {
+    let sample = layout.sample_len();
+    let samples = grad_x
+        .chunks_mut(sample)
+        .zip(grad_out.chunks(sample))
+        .zip(x.chunks(sample));
+    for ((gx, go), x) in samples {
+        let planes = gx
+            .chunks_mut(layout.plane)
+            .zip(go.chunks(layout.plane))
+            .zip(x.chunks(layout.plane));
+        for (c, ((gx, go), x)) in planes.enumerate() {
+            let (m, s) = (norm.0[c], norm.1[c]);
+            let (scale, db, dg) = (coefficients.0[c], coefficients.1[c], coefficients.2[c]);
+            for ((gx, go), x) in gx.iter_mut().zip(go).zip(x) {
+                let xh = (*x - m) * s;
+                *gx += scale * (go - db - xh * dg);
+            }
+        }
+    }
+}
+
+/// Per channel: what normalises it and the affine map after.
+struct Affine {
+    mean: Vec<f32>,
+    inv_std: Vec<f32>,
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
 }
 
 /// What the backward pass needs.
 struct Saved {
     layout: Layout,
-    /// The normalised input `(x − mean)/√(var + eps)`.
-    x_hat: Vec<f32>,
+    /// The input, shared with its tensor. The backward pass makes x̂ again from it: keeping x̂
+    /// instead cost the forward pass a second stream of writes, as large as its output.
+    input: Values,
+    mean: Vec<f32>,
     inv_std: Vec<f32>,
     gamma: Vec<f32>,
     /// Whether the statistics came from the batch (and so depend on the input).
@@ -170,18 +293,22 @@ pub fn batch_norm<T: StepTape>(
         let (mean, inv_std): (Vec<f32>, Vec<f32>) = match stats {
             NormStats::Batch => {
                 let count = layout.count() as f64;
-                let moments: Vec<(f64, f64)> = (0..channels)
-                    .into_par_iter()
-                    .map(|c| {
-                        let mean = layout.runs(c).map(|r| sum_f64(&values[r])).sum::<f64>() / count;
-                        // Two passes: Σ(x − mean)² does not cancel as Σx² − n·mean² can.
-                        let sq: f64 = layout
-                            .runs(c)
-                            .map(|r| squared_deviations_f64(&values[r], mean))
-                            .sum();
-                        (mean, sq / count)
-                    })
+                // Each channel's value in the first sample: the shift of its sums.
+                let shift: Vec<f32> = (0..channels)
+                    .map(|c| values.get(c * layout.plane).copied().unwrap_or(0.0))
                     .collect();
+                let moments: Vec<(f64, f64)> = channel_sums(layout, |at, sums| {
+                    shifted_moments(&values[at], layout, &shift, sums)
+                })
+                .into_iter()
+                .zip(&shift)
+                .map(|((s1, s2), &k)| {
+                    let mean_shifted = s1 / count;
+                    // Σ(x − k)² ≥ (Σ(x − k))²/n; the max keeps rounding from making it negative.
+                    let var = ((s2 - s1 * mean_shifted) / count).max(0.0);
+                    (k as f64 + mean_shifted, var)
+                })
+                .collect();
                 let unbiased = |var: f64| {
                     if layout.count() > 1 {
                         var * count / (count - 1.0)
@@ -205,90 +332,44 @@ pub fn batch_norm<T: StepTape>(
                     .collect(),
             ),
         };
-        let (g, b) = (&gamma.value, &beta.value);
-        if taping {
-            // One pass over x (shared with its tensor, so read only): x̂, which the backward pass
-            // keeps, and γ·x̂ + β, the output.
-            let n = values.len();
-            let (mut x_hat, mut out): (Vec<f32>, Vec<f32>) =
-                (Vec::with_capacity(n), Vec::with_capacity(n));
-            let task = layout.task_len();
-            values
-                .par_chunks(task)
-                .zip(x_hat.spare_capacity_mut()[..n].par_chunks_mut(task))
-                .zip(out.spare_capacity_mut()[..n].par_chunks_mut(task))
-                .for_each(|((samples, x_hats), outs)| {
-                    let sample = layout.sample_len();
-                    let samples = samples
-                        .chunks(sample)
-                        .zip(x_hats.chunks_mut(sample))
-                        .zip(outs.chunks_mut(sample));
-                    for ((x, x_hat), y) in samples {
-                        let planes = x
-                            .chunks(layout.plane)
-                            .zip(x_hat.chunks_mut(layout.plane))
-                            .zip(y.chunks_mut(layout.plane));
-                        for (c, ((x, x_hat), y)) in planes.enumerate() {
-                            let (m, s) = (mean[c], inv_std[c]);
-                            for ((x, x_hat), y) in x.iter().zip(x_hat).zip(y) {
-                                let v = (*x - m) * s;
-                                x_hat.write(v);
-                                y.write(v * g[c] + b[c]);
-                            }
-                        }
-                    }
-                });
-            // SAFETY: the tasks cover all n values, and each wrote its part of `x_hat` and of
-            // `out` in full.
-            unsafe {
-                x_hat.set_len(n);
-                out.set_len(n);
-            }
-            let saved = Saved {
-                layout,
-                x_hat,
-                inv_std,
-                gamma: g.clone(),
-                batch_stats: matches!(stats, NormStats::Batch),
-            };
-            (out, sample_shape, Some(saved))
-        } else {
-            // Without a backward pass (evaluation), only the output γ·x̂ + β.
-            let sample = layout.sample_len();
-            let out = filled_by_chunks(values.len(), layout.task_len(), |at, out| {
-                for (x, y) in values[at].chunks(sample).zip(out.chunks_mut(sample)) {
-                    let planes = x.chunks(layout.plane).zip(y.chunks_mut(layout.plane));
-                    for (c, (x, y)) in planes.enumerate() {
-                        let (m, s) = (mean[c], inv_std[c]);
-                        for (x, y) in x.iter().zip(y) {
-                            *y = (*x - m) * s * g[c] + b[c];
-                        }
-                    }
-                }
-            });
-            (out, sample_shape, None)
-        }
+        let affine = Affine {
+            mean,
+            inv_std,
+            gamma: gamma.value.clone(),
+            beta: beta.value.clone(),
+        };
+        let (n, task) = (values.len(), layout.task_len());
+        let mut out: Vec<f32> = Vec::with_capacity(n);
+        values
+            .par_chunks(task)
+            .zip(out.spare_capacity_mut()[..n].par_chunks_mut(task))
+            .for_each(|(x, y)| normalise(x, y, layout, &affine));
+        // SAFETY: the tasks cover all n values and wrote each of them.
+        unsafe { out.set_len(n) };
+        let saved = taping.then(|| Saved {
+            layout,
+            input: values.clone(),
+            mean: affine.mean,
+            inv_std: affine.inv_std,
+            gamma: affine.gamma,
+            batch_stats: matches!(stats, NormStats::Batch),
+        });
+        (out, sample_shape, saved)
     };
     let backward = |saved: Option<Saved>, grad_out: Vec<f32>, grads: OpGrads| {
         let Saved {
             layout,
-            x_hat,
+            input: x,
+            mean,
             inv_std,
             gamma,
             batch_stats,
         } = saved.expect("batch norm saved its normalised input for the backward pass");
         // Per channel: dL/dβ = Σ g and dL/dγ = Σ g·x̂.
-        let sums: Vec<(f64, f64)> = (0..layout.channels)
-            .into_par_iter()
-            .map(|c| {
-                layout.runs(c).fold((0.0, 0.0), |(db, dg), r| {
-                    (
-                        db + sum_f64(&grad_out[r.clone()]),
-                        dg + dot_f64(&grad_out[r.clone()], &x_hat[r]),
-                    )
-                })
-            })
-            .collect();
+        let norm = (&mean[..], &inv_std[..]);
+        let sums = channel_sums(layout, |at, sums| {
+            gradient_sums(&grad_out[at.clone()], &x[at], layout, norm, sums)
+        });
         let OpGrads { input, mut params } = grads;
         for (c, (db, dg)) in sums.iter().enumerate() {
             params[0][c] += *dg as f32;
@@ -308,30 +389,15 @@ pub fn batch_norm<T: StepTape>(
                 }
             })
             .unzip();
+        let scale: Vec<f32> = gamma.iter().zip(&inv_std).map(|(g, s)| g * s).collect();
         let task = layout.task_len();
         grad_x
             .par_chunks_mut(task)
             .zip(grad_out.par_chunks(task))
-            .zip(x_hat.par_chunks(task))
-            .for_each(|((grad_x, grad_out), x_hat)| {
-                let sample = layout.sample_len();
-                for ((gx, go), xh) in grad_x
-                    .chunks_mut(sample)
-                    .zip(grad_out.chunks(sample))
-                    .zip(x_hat.chunks(sample))
-                {
-                    let planes = gx
-                        .chunks_mut(layout.plane)
-                        .zip(go.chunks(layout.plane))
-                        .zip(xh.chunks(layout.plane));
-                    for (c, ((gx, go), xh)) in planes.enumerate() {
-                        let scale = gamma[c] * inv_std[c];
-                        let (db, dg) = (mean_db[c], mean_dg[c]);
-                        for ((gx, go), xh) in gx.iter_mut().zip(go).zip(xh) {
-                            *gx += scale * (go - db - xh * dg);
-                        }
-                    }
-                }
+            .zip(x.par_chunks(task))
+            .for_each(|((grad_x, grad_out), x)| {
+                let coefficients = (&scale[..], &mean_db[..], &mean_dg[..]);
+                add_input_gradient(grad_x, grad_out, x, layout, norm, coefficients)
             });
     };
     let out = tape_op(

@@ -304,6 +304,43 @@ fn a_batch_spanning_several_tasks_matches_direct_loops() {
     );
 }
 
+/// The statistics are summed in one pass about a value of each channel. A channel at 10⁴ whose
+/// values spread by about 10⁻² (variance ≈ 3·10⁻⁵, nearly 10⁻¹³ of the mean's square) would lose
+/// about three of its digits to cancellation in Σx² − n·mean² even in f64; about the shift it
+/// loses none, so the variance matches the direct two-pass sum to 10⁻⁶ relative.
+#[test]
+fn a_mean_far_from_zero_keeps_the_variance_exact() {
+    let dev = Cpu::default();
+    let (shape, batch) = ([2, 16, 16], 9);
+    let (gamma, beta) = params(&dev, 2, 40);
+    let x: Vec<f32> = pseudo_random(batch * 2 * 16 * 16, 41)
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            if (i / 256) % 2 == 0 {
+                1e4 + 1e-2 * v
+            } else {
+                -3.0 + v
+            }
+        })
+        .collect();
+    let (_, stats) = run_eval(&dev, &x, shape, &gamma, &beta, NormStats::Batch);
+    let stats = stats.expect("batch mode returns its statistics");
+    for (c, &(mean, _, unbiased)) in hand_moments(&x, shape).iter().enumerate() {
+        let relative = (stats.var_unbiased[c] as f64 - unbiased).abs() / unbiased;
+        assert!(
+            relative < 1e-6,
+            "channel {c}: variance {} against {unbiased} ({relative:e} relative)",
+            stats.var_unbiased[c]
+        );
+        assert!((stats.mean[c] as f64 - mean).abs() <= 1e-7 * mean.abs().max(1.0));
+    }
+    assert!(
+        stats.var_unbiased[0] < 1e-4,
+        "the narrow channel stays narrow"
+    );
+}
+
 #[test]
 fn update_running_blends_with_momentum() {
     let batch = BatchStats {
