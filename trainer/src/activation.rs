@@ -6,6 +6,7 @@
 //! tensor, and the backward receives dL/dh directly as the gradient of its output.
 
 use std::fmt;
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
@@ -46,6 +47,19 @@ pub trait ActivationFunction: Send + Sync + fmt::Debug {
         for ((gz, &gh), &z) in grad_z.iter_mut().zip(grad_h).zip(z) {
             *gz += gh * self.derivative(z);
         }
+    }
+    /// grad_z[i] = grad_h[i] * f'(z[i]) into a gradient no other consumer has written, returned
+    /// written in full. The default zeroes it, then adds as [`Self::backward_slice`]; the
+    /// built-ins write it in one pass.
+    fn backward_slice_new<'a>(
+        &self,
+        z: &[f32],
+        grad_h: &[f32],
+        grad_z: &'a mut [MaybeUninit<f32>],
+    ) -> &'a mut [f32] {
+        let grad_z = crate::ops::zeroed(grad_z);
+        self.backward_slice(z, grad_h, grad_z);
+        grad_z
     }
     /// sup f′, the scale of `saturated_deriv_frac`. Unless stated, estimated on a grid
     /// ([`saturation::estimate_max_derivative`]); `None` makes that column null.
@@ -442,6 +456,16 @@ impl ActivationFunction for Builtin {
     fn backward_slice(&self, z: &[f32], grad_h: &[f32], grad_z: &mut [f32]) {
         builtin_backward(*self, z, grad_h, grad_z)
     }
+    fn backward_slice_new<'a>(
+        &self,
+        z: &[f32],
+        grad_h: &[f32],
+        grad_z: &'a mut [MaybeUninit<f32>],
+    ) -> &'a mut [f32] {
+        builtin_backward_new(*self, z, grad_h, grad_z);
+        // SAFETY: builtin_backward_new wrote every element (grad_z, grad_h and z have one length).
+        unsafe { &mut *(grad_z as *mut [MaybeUninit<f32>] as *mut [f32]) }
+    }
     fn max_derivative(&self) -> Option<f32> {
         Some(saturation::builtin_max_derivative(*self))
     }
@@ -483,6 +507,25 @@ fn builtin_backward(b: Builtin, z: &[f32], grad_h: &[f32], grad_z: &mut [f32]) {
     for_each_builtin!(b, b => {
         for ((gz, &gh), &z) in grad_z.iter_mut().zip(grad_h).zip(z) {
             *gz += b.grad_term::<FMA>(gh, z);
+        }
+    })
+}
+
+/// [`builtin_backward`] into a new gradient: written, as 0 + dL/dh·f′ so that its values are
+/// those of the sum into zeros bit for bit (a product of −0 stays +0, as there).
+#[multiversion(targets(
+    "x86_64+avx2+fma+avx512f+avx512vl+avx512bw+avx512dq",
+    "x86_64+avx2+fma"
+))]
+fn builtin_backward_new(b: Builtin, z: &[f32], grad_h: &[f32], grad_z: &mut [MaybeUninit<f32>]) {
+    #[target_cfg(target_feature = "fma")]
+    const FMA: bool = true;
+    #[target_cfg(not(target_feature = "fma"))]
+    const FMA: bool = false;
+    assert!(z.len() == grad_z.len() && grad_h.len() == grad_z.len());
+    for_each_builtin!(b, b => {
+        for ((gz, &gh), &z) in grad_z.iter_mut().zip(grad_h).zip(z) {
+            gz.write(0.0 + b.grad_term::<FMA>(gh, z));
         }
     })
 }
@@ -544,21 +587,26 @@ pub fn activate<T: dfdx::tensor::Tape<f32, Cpu>>(
     };
     let f = f.clone();
     let backward = move |z_values: Values, grad_h: Vec<f32>, grads: OpGrads| {
-        // Accumulated straight into z's gradient (new, zeroed chunk by chunk as it is written).
-        // z comes from a conv or dense layer and this site is its only consumer, so that buffer
-        // then holds exactly dL/dz.
+        // Written straight into z's gradient (new, written chunk by chunk; added into were it
+        // not). z comes from a conv or dense layer and this site is its only consumer, so that
+        // buffer then holds exactly dL/dz.
         let mut grad_z = grads
             .input
             .expect("an activation site passes its gradient on");
         let Some(request) = capture else {
             grad_z
-                .par_chunks_mut(ELEMENTWISE_CHUNK)
+                .par_chunks_new_or_existing(ELEMENTWISE_CHUNK)
                 .zip(
                     grad_h
                         .par_chunks(ELEMENTWISE_CHUNK)
                         .zip(z_values.par_chunks(ELEMENTWISE_CHUNK)),
                 )
-                .for_each(|(gz, (gh, z))| f.backward_slice(z, gh, gz));
+                .for_each(|(gz, (gh, z))| {
+                    gz.fill(
+                        |gz| f.backward_slice_new(z, gh, gz),
+                        |gz| f.backward_slice(z, gh, gz),
+                    );
+                });
             return;
         };
         let sums = backward_with_sums(&*f, sample_shape, &z_values, &grad_h, &mut grad_z);

@@ -463,6 +463,41 @@ fn captured_sums_match_the_arrays_for_conv_and_dense_sites() {
     }
 }
 
+/// Writing a new gradient gives, bit for bit, what adding into zeros gave, for every built-in
+/// on the dense grid, including the sign of zero: dL/dh·f′ = −0 (relu at z < 0 with dL/dh < 0)
+/// added to +0 is +0, so a written −0 would be a different record.
+#[test]
+fn writing_a_new_gradient_equals_adding_into_zeros() {
+    let z = dense_grid();
+    let grad_h: Vec<f32> = (0..z.len())
+        .map(|i| match i % 4 {
+            0 => -0.0,
+            1 => -1.5 - (i % 7) as f32,
+            2 => 0.75,
+            _ => (i % 11) as f32 - 5.0,
+        })
+        .collect();
+    for b in BUILTINS {
+        let mut added = vec![0.0f32; z.len()];
+        b.backward_slice(&z, &grad_h, &mut added);
+        let mut new = vec![MaybeUninit::<f32>::uninit(); z.len()];
+        let written = b.backward_slice_new(&z, &grad_h, &mut new);
+        for (i, (w, a)) in written.iter().zip(&added).enumerate() {
+            assert_eq!(
+                w.to_bits(),
+                a.to_bits(),
+                "{} at z = {}, dL/dh = {}: {w} written, {a} added",
+                b.name(),
+                z[i],
+                grad_h[i]
+            );
+        }
+    }
+    let mut new = [MaybeUninit::<f32>::uninit()];
+    let written = Builtin::Relu.backward_slice_new(&[-1.0], &[-2.0], &mut new);
+    assert_eq!(written[0].to_bits(), 0.0f32.to_bits(), "relu's −2·0 is +0");
+}
+
 #[test]
 fn slice_sums_count_and_sum_every_element_including_the_tail() {
     for len in [0usize, 1, 7, 8, 9, 676] {

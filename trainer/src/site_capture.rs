@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use rayon::prelude::*;
 
 use crate::activation::{ActivationFunction, ELEMENTWISE_CHUNK};
-use crate::ops::GradInput;
+use crate::ops::{GradChunk, GradInput};
 
 /// Sums over a slice of observations of one neuron, in f32 (a slice is at most one sample's
 /// positions, so f32 loses nothing the analysis could see).
@@ -185,6 +185,19 @@ pub struct CaptureRequest {
     pub keep_arrays: bool,
 }
 
+/// dL/dz = dL/dh·f′: written into a new gradient chunk, added into an existing one.
+fn derive<'a>(
+    f: &dyn ActivationFunction,
+    z: &[f32],
+    gh: &[f32],
+    gz: GradChunk<'a>,
+) -> &'a mut [f32] {
+    gz.fill(
+        |gz| f.backward_slice_new(z, gh, gz),
+        |gz| f.backward_slice(z, gh, gz),
+    )
+}
+
 /// The backward pass of a site together with each neuron's sums over the batch.
 ///
 /// Tasks cover whole samples and are fixed by the shapes alone, and their partial sums are
@@ -201,14 +214,14 @@ pub(crate) fn backward_with_sums(
     let sample_len = neurons * positions;
     let task_len = (ELEMENTWISE_CHUNK / sample_len).max(1) * sample_len;
     let partials: Vec<Vec<NeuronBatchSums>> = grad_z
-        .par_chunks_mut(task_len)
+        .par_chunks_new_or_existing(task_len)
         .zip(grad_h.par_chunks(task_len).zip(z.par_chunks(task_len)))
         .map(|(gz, (gh, z))| {
             let mut sums = vec![NeuronBatchSums::default(); neurons];
             if positions == 1 {
                 // A dense site: a sample is one row across the neurons, so the derivative pass
                 // runs over whole rows and the sums are added column-wise.
-                f.backward_slice(z, gh, gz);
+                let gz = derive(f, z, gh, gz);
                 for ((z, gh), gz) in z
                     .chunks(neurons)
                     .zip(gh.chunks(neurons))
@@ -229,9 +242,9 @@ pub(crate) fn backward_with_sums(
                 let groups = z
                     .chunks(group)
                     .zip(gh.chunks(group))
-                    .zip(gz.chunks_mut(group));
+                    .zip(gz.into_chunks(group));
                 for (g, ((z, gh), gz)) in groups.enumerate() {
-                    f.backward_slice(z, gh, gz);
+                    let gz = derive(f, z, gh, gz);
                     let planes = &mut planes[..z.len() / positions];
                     slice_sums(z, gh, gz, positions, planes);
                     let first = g * group / positions;

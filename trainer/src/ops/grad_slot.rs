@@ -115,6 +115,32 @@ impl<'a> GradInput<'a> {
         }
     }
 
+    /// The gradient in chunks of `chunk`, in parallel, for an op that writes every element of a
+    /// new chunk and adds into an existing one: a new gradient's chunks are not zeroed first
+    /// (zeroing them was a tenth of a LeNet step's CPU samples, the op then reading the zeros
+    /// back). The first call on a new buffer must take every chunk, as [`Self::par_chunks_mut`].
+    pub fn par_chunks_new_or_existing(
+        &mut self,
+        chunk: usize,
+    ) -> impl IndexedParallelIterator<Item = GradChunk<'_>> + '_ {
+        let fresh = self.untouched();
+        let lent = self.lent;
+        self.grad.par_chunks_mut(chunk).map(move |chunk| {
+            if fresh {
+                if let Some(lent) = lent {
+                    lent.fetch_add(chunk.len(), Ordering::Relaxed);
+                }
+                GradChunk::New(chunk)
+            } else {
+                // SAFETY: an existing gradient's elements are all initialised (see
+                // `par_chunks_mut`).
+                GradChunk::Existing(unsafe {
+                    &mut *(chunk as *mut [MaybeUninit<f32>] as *mut [f32])
+                })
+            }
+        })
+    }
+
     /// The gradient in chunks of `chunk` (the last may be shorter), in parallel, for the op to
     /// add into; the first call on a new buffer must take every chunk.
     pub fn par_chunks_mut(
@@ -150,6 +176,52 @@ impl<'a> GradInput<'a> {
     /// The gradient's values once the op has added into it (a copy for the instruments).
     pub fn as_slice(&mut self) -> &[f32] {
         self.as_mut_slice()
+    }
+}
+
+/// A chunk of an input's gradient, from [`GradInput::par_chunks_new_or_existing`].
+pub enum GradChunk<'a> {
+    /// Not written yet: the op writes every element.
+    New(&'a mut [MaybeUninit<f32>]),
+    /// Holding earlier consumers' sums: the op adds into it.
+    Existing(&'a mut [f32]),
+}
+
+impl<'a> GradChunk<'a> {
+    /// The chunk after `write` (new) or `add` (existing) filled it. `write` must hand back the
+    /// slice it was given, initialised (safe code can only do that by writing every element);
+    /// the check that it did keeps a wrong implementation from exposing uninitialised memory.
+    pub fn fill(
+        self,
+        write: impl FnOnce(&'a mut [MaybeUninit<f32>]) -> &'a mut [f32],
+        add: impl FnOnce(&mut [f32]),
+    ) -> &'a mut [f32] {
+        match self {
+            GradChunk::New(chunk) => {
+                let (ptr, len) = (chunk.as_ptr() as *const f32, chunk.len());
+                let written = write(chunk);
+                assert!(
+                    std::ptr::eq(written.as_ptr(), ptr) && written.len() == len,
+                    "a new gradient chunk must be written in place and in full"
+                );
+                written
+            }
+            GradChunk::Existing(chunk) => {
+                add(chunk);
+                chunk
+            }
+        }
+    }
+
+    /// The chunk in pieces of `size` (the last may be shorter), each new or existing as it is.
+    pub fn into_chunks(self, size: usize) -> impl Iterator<Item = GradChunk<'a>> {
+        let (new, existing) = match self {
+            GradChunk::New(c) => (Some(c.chunks_mut(size).map(GradChunk::New)), None),
+            GradChunk::Existing(c) => (None, Some(c.chunks_mut(size).map(GradChunk::Existing))),
+        };
+        new.into_iter()
+            .flatten()
+            .chain(existing.into_iter().flatten())
     }
 }
 
@@ -191,6 +263,48 @@ mod tests {
             assert_eq!(g.as_slice(), &[3.0; 1_000][..]);
         });
         assert_eq!(slot.take().unwrap(), vec![3.0; 1_000]);
+    }
+
+    /// A first consumer writes the chunks of a new gradient (nothing zeroes them, so it must
+    /// write them all); a second adds into them.
+    #[test]
+    fn new_chunks_are_written_and_existing_ones_added_into() {
+        drop(vec![7.5f32; 10_000]);
+        let slot = GradSlot::default();
+        let pass = |g: &mut GradInput, value: f32| {
+            g.par_chunks_new_or_existing(3_000)
+                .enumerate()
+                .for_each(|(c, chunk)| {
+                    chunk.fill(
+                        |new| {
+                            new.iter_mut().for_each(|v| {
+                                v.write(c as f32 + value);
+                            });
+                            // SAFETY: every element was written just above.
+                            unsafe { &mut *(new as *mut [MaybeUninit<f32>] as *mut [f32]) }
+                        },
+                        |old| old.iter_mut().for_each(|v| *v += c as f32 + value),
+                    );
+                })
+        };
+        slot.add_with(10_000, |mut g| pass(&mut g, 0.25));
+        slot.add_with(10_000, |mut g| pass(&mut g, 0.5));
+        let expected: Vec<f32> = (0..10_000)
+            .map(|i| 2.0 * (i / 3_000) as f32 + 0.75)
+            .collect();
+        assert_eq!(slot.take().unwrap(), expected);
+    }
+
+    /// A new chunk's writer must hand back the chunk itself, written: another slice is refused.
+    #[test]
+    #[should_panic(expected = "written in place and in full")]
+    fn a_new_chunk_written_elsewhere_is_caught() {
+        let slot = GradSlot::default();
+        slot.add_with(100, |mut g| {
+            g.par_chunks_new_or_existing(100).for_each(|chunk| {
+                chunk.fill(|_| Vec::leak(vec![0.0; 100]), |_| {});
+            })
+        });
     }
 
     /// An op that leaves chunks of a new gradient untaken is stopped, not read uninitialised.

@@ -26,7 +26,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use dfdx::prelude::*;
-pub use grad_slot::{GradInput, GradSlot};
+pub use grad_slot::{GradChunk, GradInput, GradSlot};
 use rayon::prelude::*;
 pub use values::Values;
 
