@@ -8,7 +8,7 @@
 //! gradient is) is `pub(crate)`. So where both ends are our ops, the gradient goes through a
 //! [`GradSlot`] that the made batch carries ([`super::Activations`]): the first consumer's
 //! backward lends a new buffer whose chunks each task zeroes just before it adds into them (on
-//! every core, in cache), later consumers (a residual block's two paths) add into it, and the
+//! every core, in cache) or, where the op can, writes outright ([`GradChunk`]), later consumers (a residual block's two paths) add into it, and the
 //! maker's backward takes it. A batch that reaches one of dfdx's own ops (the loss) is marked
 //! escaped, and its maker then reads dfdx's gradient as before.
 //!
@@ -85,11 +85,11 @@ impl GradSlot {
 }
 
 /// dL/d(input) as an op's backward receives it, to add into: in chunks whose elements are
-/// ready to add to when the task gets them.
+/// ready to add to when the task gets them, or new chunks for the task to write.
 pub struct GradInput<'a> {
     grad: &'a mut [MaybeUninit<f32>],
-    /// For a new buffer: how many elements have been zeroed and lent (all or none between
-    /// calls); `None` for a buffer with values already.
+    /// For a new buffer: how many elements have been written (zeroed or filled; all or none
+    /// between calls); `None` for a buffer with values already.
     lent: Option<&'a AtomicUsize>,
 }
 
@@ -115,52 +115,38 @@ impl<'a> GradInput<'a> {
         }
     }
 
-    /// The gradient in chunks of `chunk`, in parallel, for an op that writes every element of a
-    /// new chunk and adds into an existing one: a new gradient's chunks are not zeroed first
-    /// (zeroing them was a tenth of a LeNet step's CPU samples, the op then reading the zeros
-    /// back). The first call on a new buffer must take every chunk, as [`Self::par_chunks_mut`].
+    /// The gradient in chunks of `chunk` (the last may be shorter), in parallel, for an op that
+    /// writes every element of a new chunk and adds into an existing one ([`GradChunk::fill`]):
+    /// a new gradient's chunks are not zeroed first (zeroing them was a tenth of a LeNet step's
+    /// CPU samples, the op then reading the zeros back). The first call on a new buffer must
+    /// fill every chunk.
     pub fn par_chunks_new_or_existing(
         &mut self,
         chunk: usize,
     ) -> impl IndexedParallelIterator<Item = GradChunk<'_>> + '_ {
         let fresh = self.untouched();
         let lent = self.lent;
-        self.grad.par_chunks_mut(chunk).map(move |chunk| {
-            if fresh {
-                if let Some(lent) = lent {
-                    lent.fetch_add(chunk.len(), Ordering::Relaxed);
-                }
-                GradChunk::New(chunk)
-            } else {
-                // SAFETY: an existing gradient's elements are all initialised (see
-                // `par_chunks_mut`).
-                GradChunk::Existing(unsafe {
+        self.grad
+            .par_chunks_mut(chunk)
+            .map(move |chunk| match lent {
+                Some(lent) if fresh => GradChunk(Kind::New { chunk, lent }),
+                // SAFETY: the buffer had values, or every element was written by an earlier call
+                // (`untouched` checked that all were).
+                _ => GradChunk(Kind::Existing(unsafe {
                     &mut *(chunk as *mut [MaybeUninit<f32>] as *mut [f32])
-                })
-            }
-        })
+                })),
+            })
     }
 
     /// The gradient in chunks of `chunk` (the last may be shorter), in parallel, for the op to
-    /// add into; the first call on a new buffer must take every chunk.
+    /// add into (a new buffer's chunks zeroed first); the first call on a new buffer must take
+    /// every chunk.
     pub fn par_chunks_mut(
         &mut self,
         chunk: usize,
     ) -> impl IndexedParallelIterator<Item = &mut [f32]> + '_ {
-        let fresh = self.untouched();
-        let lent = self.lent;
-        self.grad.par_chunks_mut(chunk).map(move |chunk| {
-            if fresh {
-                if let Some(lent) = lent {
-                    lent.fetch_add(chunk.len(), Ordering::Relaxed);
-                }
-                zeroed(chunk)
-            } else {
-                // SAFETY: the buffer had values, or every element was zeroed by an earlier
-                // call (`untouched` checked that all were lent).
-                unsafe { &mut *(chunk as *mut [MaybeUninit<f32>] as *mut [f32]) }
-            }
-        })
+        self.par_chunks_new_or_existing(chunk)
+            .map(|chunk| chunk.fill(zeroed, |_| {}))
     }
 
     /// The whole gradient at once (zeroed on all cores if new), for ops whose backward writes
@@ -179,11 +165,19 @@ impl<'a> GradInput<'a> {
     }
 }
 
-/// A chunk of an input's gradient, from [`GradInput::par_chunks_new_or_existing`].
-pub enum GradChunk<'a> {
-    /// Not written yet: the op writes every element.
-    New(&'a mut [MaybeUninit<f32>]),
-    /// Holding earlier consumers' sums: the op adds into it.
+/// A chunk of an input's gradient, from [`GradInput::par_chunks_new_or_existing`]: new (not
+/// written yet) or holding earlier consumers' sums. A new chunk counts as taken only once
+/// [`GradChunk::fill`] has written it, so one dropped unwritten leaves the buffer short of its
+/// length, which [`GradSlot::add_with`] refuses, rather than uninitialised values for a later
+/// reader.
+pub struct GradChunk<'a>(Kind<'a>);
+
+enum Kind<'a> {
+    New {
+        chunk: &'a mut [MaybeUninit<f32>],
+        /// The new buffer's count of written elements.
+        lent: &'a AtomicUsize,
+    },
     Existing(&'a mut [f32]),
 }
 
@@ -196,17 +190,18 @@ impl<'a> GradChunk<'a> {
         write: impl FnOnce(&'a mut [MaybeUninit<f32>]) -> &'a mut [f32],
         add: impl FnOnce(&mut [f32]),
     ) -> &'a mut [f32] {
-        match self {
-            GradChunk::New(chunk) => {
+        match self.0 {
+            Kind::New { chunk, lent } => {
                 let (ptr, len) = (chunk.as_ptr() as *const f32, chunk.len());
                 let written = write(chunk);
                 assert!(
                     std::ptr::eq(written.as_ptr(), ptr) && written.len() == len,
                     "a new gradient chunk must be written in place and in full"
                 );
+                lent.fetch_add(len, Ordering::Relaxed);
                 written
             }
-            GradChunk::Existing(chunk) => {
+            Kind::Existing(chunk) => {
                 add(chunk);
                 chunk
             }
@@ -215,9 +210,19 @@ impl<'a> GradChunk<'a> {
 
     /// The chunk in pieces of `size` (the last may be shorter), each new or existing as it is.
     pub fn into_chunks(self, size: usize) -> impl Iterator<Item = GradChunk<'a>> {
-        let (new, existing) = match self {
-            GradChunk::New(c) => (Some(c.chunks_mut(size).map(GradChunk::New)), None),
-            GradChunk::Existing(c) => (None, Some(c.chunks_mut(size).map(GradChunk::Existing))),
+        let (new, existing) = match self.0 {
+            Kind::New { chunk, lent } => (
+                Some(
+                    chunk
+                        .chunks_mut(size)
+                        .map(move |chunk| GradChunk(Kind::New { chunk, lent })),
+                ),
+                None,
+            ),
+            Kind::Existing(c) => (
+                None,
+                Some(c.chunks_mut(size).map(|c| GradChunk(Kind::Existing(c)))),
+            ),
         };
         new.into_iter()
             .flatten()
@@ -304,6 +309,17 @@ mod tests {
             g.par_chunks_new_or_existing(100).for_each(|chunk| {
                 chunk.fill(|_| Vec::leak(vec![0.0; 100]), |_| {});
             })
+        });
+    }
+
+    /// New chunks handed out but dropped unwritten are not counted as written: the op is
+    /// stopped before anything reads them.
+    #[test]
+    #[should_panic(expected = "must take every chunk")]
+    fn new_chunks_dropped_unwritten_are_caught() {
+        let slot = GradSlot::default();
+        slot.add_with(100, |mut g| {
+            g.par_chunks_new_or_existing(10).for_each(drop);
         });
     }
 
