@@ -17,7 +17,7 @@ use rayon::prelude::*;
 
 use crate::ops::fast_math::{self, clamp};
 use crate::ops::tape_op::{tape_op, OpGrads};
-use crate::ops::{filled_by_chunks, Activations, Values};
+use crate::ops::{filled_by_chunks, Activations, GradChunk, Values};
 use crate::saturation;
 use crate::site_capture::backward_with_sums;
 pub use crate::site_capture::{
@@ -561,6 +561,20 @@ pub fn builtin_names() -> Vec<&'static str> {
     BUILTINS.iter().map(|b| b.name()).collect()
 }
 
+/// dL/dz = dL/dh·f′ for one chunk of z's gradient: written into a new chunk, added into one
+/// that earlier consumers wrote.
+pub(crate) fn backward_into<'a>(
+    f: &dyn ActivationFunction,
+    z: &[f32],
+    grad_h: &[f32],
+    grad_z: GradChunk<'a>,
+) -> &'a mut [f32] {
+    grad_z.fill(
+        |gz| f.backward_slice_new(z, grad_h, gz),
+        |gz| f.backward_slice(z, grad_h, gz),
+    )
+}
+
 /// Elements per rayon task for the element-wise passes: large enough to amortise scheduling.
 pub(crate) const ELEMENTWISE_CHUNK: usize = 1 << 14;
 
@@ -602,10 +616,7 @@ pub fn activate<T: dfdx::tensor::Tape<f32, Cpu>>(
                         .zip(z_values.par_chunks(ELEMENTWISE_CHUNK)),
                 )
                 .for_each(|(gz, (gh, z))| {
-                    gz.fill(
-                        |gz| f.backward_slice_new(z, gh, gz),
-                        |gz| f.backward_slice(z, gh, gz),
-                    );
+                    backward_into(&*f, z, gh, gz);
                 });
             return;
         };

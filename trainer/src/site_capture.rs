@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
-use crate::activation::{ActivationFunction, ELEMENTWISE_CHUNK};
-use crate::ops::{GradChunk, GradInput};
+use crate::activation::{backward_into, ActivationFunction, ELEMENTWISE_CHUNK};
+use crate::ops::GradInput;
 
 /// Sums over a slice of observations of one neuron, in f32 (a slice is at most one sample's
 /// positions, so f32 loses nothing the analysis could see).
@@ -185,19 +185,6 @@ pub struct CaptureRequest {
     pub keep_arrays: bool,
 }
 
-/// dL/dz = dL/dh·f′: written into a new gradient chunk, added into an existing one.
-fn derive<'a>(
-    f: &dyn ActivationFunction,
-    z: &[f32],
-    gh: &[f32],
-    gz: GradChunk<'a>,
-) -> &'a mut [f32] {
-    gz.fill(
-        |gz| f.backward_slice_new(z, gh, gz),
-        |gz| f.backward_slice(z, gh, gz),
-    )
-}
-
 /// The backward pass of a site together with each neuron's sums over the batch.
 ///
 /// Tasks cover whole samples and are fixed by the shapes alone, and their partial sums are
@@ -221,7 +208,7 @@ pub(crate) fn backward_with_sums(
             if positions == 1 {
                 // A dense site: a sample is one row across the neurons, so the derivative pass
                 // runs over whole rows and the sums are added column-wise.
-                let gz = derive(f, z, gh, gz);
+                let gz = backward_into(f, z, gh, gz);
                 for ((z, gh), gz) in z
                     .chunks(neurons)
                     .zip(gh.chunks(neurons))
@@ -244,7 +231,7 @@ pub(crate) fn backward_with_sums(
                     .zip(gh.chunks(group))
                     .zip(gz.into_chunks(group));
                 for (g, ((z, gh), gz)) in groups.enumerate() {
-                    let gz = derive(f, z, gh, gz);
+                    let gz = backward_into(f, z, gh, gz);
                     let planes = &mut planes[..z.len() / positions];
                     slice_sums(z, gh, gz, positions, planes);
                     let first = g * group / positions;

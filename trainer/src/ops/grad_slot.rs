@@ -8,9 +8,10 @@
 //! gradient is) is `pub(crate)`. So where both ends are our ops, the gradient goes through a
 //! [`GradSlot`] that the made batch carries ([`super::Activations`]): the first consumer's
 //! backward lends a new buffer whose chunks each task zeroes just before it adds into them (on
-//! every core, in cache) or, where the op can, writes outright ([`GradChunk`]), later consumers (a residual block's two paths) add into it, and the
-//! maker's backward takes it. A batch that reaches one of dfdx's own ops (the loss) is marked
-//! escaped, and its maker then reads dfdx's gradient as before.
+//! every core, in cache) or, where the op can, writes outright ([`GradChunk`]); later consumers
+//! (a residual block's two paths) add into it, and the maker's backward takes it. A batch that
+//! reaches one of dfdx's own ops (the loss) is marked escaped, and its maker then reads dfdx's
+//! gradient as before.
 //!
 //! dfdx runs backward ops in reverse creation order, so every consumer's backward runs before
 //! its maker's, as for dfdx's own gradients.
