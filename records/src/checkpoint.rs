@@ -2,7 +2,7 @@
 //! state and position after the last completed epoch): f32 tensors by name, plus string
 //! metadata. The names live here so that the writer and every reader agree on them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use safetensors::tensor::{Dtype, TensorView};
@@ -74,8 +74,37 @@ pub fn write_safetensors(
             ))
         })
         .collect::<Result<Vec<_>>>()?;
-    let serialized = safetensors::serialize(views, &Some(metadata)).map_err(fail)?;
+    let mut serialized = safetensors::serialize(views, &Some(metadata.clone())).map_err(fail)?;
+    sort_metadata(&mut serialized, &metadata);
     write_atomic(path, &serialized)
+}
+
+/// Rewrites the header's `__metadata__` object with its keys in sorted order, so that the same
+/// weights and metadata give the same bytes (a file can be checked with `cmp`).
+///
+/// The safetensors crate takes the metadata as a `HashMap` and writes it in that map's
+/// iteration order, which its random seed changes from run to run. The header begins with
+/// `{"__metadata__":` and then the map as serde_json writes it; sorted, the same entries take
+/// the same number of bytes, so the object is replaced in place. Should a later version of the
+/// crate lay the header out otherwise, the file is left as the crate wrote it (still valid).
+fn sort_metadata(serialized: &mut [u8], metadata: &HashMap<String, String>) {
+    // serde_json writes a map in its iteration order, which is fixed for one map instance:
+    // this is the text the crate wrote.
+    let (Ok(as_written), Ok(sorted)) = (
+        serde_json::to_string(metadata),
+        serde_json::to_string(&metadata.iter().collect::<BTreeMap<_, _>>()),
+    ) else {
+        return;
+    };
+    let start = 8 + br#"{"__metadata__":"#.len();
+    let object = start..start + as_written.len();
+    let header_is_as_expected = serialized.len() >= object.end
+        && serialized[8..start] == *br#"{"__metadata__":"#
+        && serialized[object.clone()] == *as_written.as_bytes()
+        && sorted.len() == as_written.len();
+    if header_is_as_expected {
+        serialized[object].copy_from_slice(sorted.as_bytes());
+    }
 }
 
 /// A safetensors file read back: tensors by name (shape, values) and the metadata.
@@ -170,6 +199,51 @@ mod tests {
             (reread.tensors, reread.metadata),
             (read.tensors, read.metadata)
         );
+    }
+
+    /// The metadata's keys are written in sorted order whatever the map's iteration order, so
+    /// the file is the same bytes every time: here, byte for byte the layout written by hand.
+    #[test]
+    fn the_metadata_is_written_in_sorted_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = [1.0f32, -2.0, 3.5, 0.25];
+        let keys = [
+            "step",
+            "activation",
+            "epoch",
+            "seconds",
+            "architecture",
+            "zeta",
+            "alpha",
+        ];
+        let header = concat!(
+            r#"{"__metadata__":{"activation":"v1","alpha":"v6","architecture":"v4","epoch":"v2","#,
+            r#""seconds":"v3","step":"v0","zeta":"v5"},"#,
+            r#""fc1.weight":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}}"#
+        );
+        let padded = format!("{header}{}", " ".repeat((8 - header.len() % 8) % 8));
+        let mut want = (padded.len() as u64).to_le_bytes().to_vec();
+        want.extend(padded.as_bytes());
+        for v in w {
+            want.extend(v.to_le_bytes());
+        }
+        // Each map has its own random seed; inserting in several orders varies it further.
+        for round in 0..8 {
+            let mut meta = HashMap::new();
+            for k in 0..keys.len() {
+                let i = (k + round) % keys.len();
+                meta.insert(keys[i].to_string(), format!("v{i}"));
+            }
+            let path = dir.path().join(format!("m{round}.safetensors"));
+            write_safetensors(&path, &[("fc1.weight".into(), vec![2, 2], &w)], meta).unwrap();
+            let got = std::fs::read(&path).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&got[8..got.len() - 16]),
+                padded,
+                "round {round}"
+            );
+            assert_eq!(got, want, "round {round}");
+        }
     }
 
     #[test]
