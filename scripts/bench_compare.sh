@@ -81,17 +81,22 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//' || true)
 torch_version=$("$python" -c "import torch; print(torch.__version__)")
 "$python" - "$log" "$command" "$rounds" "$threads" "$cpu" "$(nproc)" "$torch_version" \
   "$run_samples" "$run_epochs" "$activations" <<'PY'
-# Folds the log into one Markdown table: per case the median over rounds and [min–max].
+# Folds the log into one Markdown table: per case the median over rounds and [min–max], and the
+# ratios to PyTorch paired by round (a round runs both sides of a case back to back, so each
+# round's ratio compares them on the same machine load; the load moves between rounds).
 import re, statistics, sys
 log, command, rounds, threads, cpu, cores, torch_version, run_samples, run_epochs = sys.argv[1:10]
-seen = {}  # (arch, batch, activation, kind) -> values over rounds
+seen = {}  # (arch, batch, activation, kind) -> {round: value}
 arch = batch = None
+round_ = 0
 def add(key, value):
-    seen.setdefault(key, []).append(float(value))
+    seen.setdefault(key, {})[round_] = float(value)
 for line in open(log):
     line = line.rstrip("\n")
     # necrosis' header names the net and batch its lines below belong to.
-    if m := re.match(r"# (\S+) \(\d+ parameters.*, batch (\d+),", line):
+    if m := re.match(r"## round (\d+) of", line):
+        round_ = int(m.group(1))
+    elif m := re.match(r"# (\S+) \(\d+ parameters.*, batch (\d+),", line):
         arch, batch = m.group(1), int(m.group(2))
     elif m := re.match(r"pytorch (\S+) (\S+) b(\d+): ([0-9.]+) img/s", line):
         add((m.group(2), int(m.group(3)), m.group(1), "pytorch"), m.group(4))
@@ -104,14 +109,21 @@ for line in open(log):
     elif m := re.match(r"(\S+) whole-run: ([0-9.]+) img/s", line):
         add((arch, "whole", m.group(1), "on"), m.group(2))
 
-def spread(key, fmt="{:.0f}"):
-    values = seen.get(key)
+def summary(values, fmt):
     if not values:
-        return "—", None
+        return "—"
     med = statistics.median(values)
     if len(values) == 1:
-        return fmt.format(med), med
-    return f"{fmt.format(med)} [{fmt.format(min(values))}–{fmt.format(max(values))}]", med
+        return fmt.format(med)
+    return f"{fmt.format(med)} [{fmt.format(min(values))}–{fmt.format(max(values))}]"
+
+def spread(key, fmt="{:.0f}"):
+    return summary(list(seen.get(key, {}).values()), fmt)
+
+def paired(ours_key, torch_key):
+    """Each round's necrosis ÷ PyTorch for a case, summarised over the rounds."""
+    ours, torch_ = seen.get(ours_key, {}), seen.get(torch_key, {})
+    return summary([ours[r] / torch_[r] for r in sorted(ours) if torch_.get(r)], "{:.2f}×")
 
 # Rows: nets in preset order, step cases by batch then the whole run, activations in the
 # built-ins' order (relu first, the reference of "step vs relu").
@@ -124,21 +136,21 @@ print()
 print(f"necrosis against PyTorch {torch_version} on the CPU, {threads} threads, {cpu} ({cores} cores); "
       f"median over {rounds} rounds [min–max]; img/s is the batch over the median step time, or for a "
       f"whole run ({run_samples} synthetic samples, {run_epochs} epochs, batch 64) the training images "
-      f"over its wall time, epoch-0 probe, evaluations, probes, records and checkpoints included.")
+      f"over its wall time, epoch-0 probe, evaluations, probes, records and checkpoints included; "
+      f"the ratios are each round's necrosis ÷ PyTorch (the two run back to back), median [min–max].")
 print()
-print("| net | batch | activation | necrosis img/s, instruments on | instruments off | PyTorch img/s | on ÷ PyTorch | off ÷ PyTorch | step vs relu (necrosis) |")
+print("| net | batch | activation | necrosis img/s, instruments on | instruments off | PyTorch img/s | on ÷ PyTorch, by round | off ÷ PyTorch, by round | step vs relu (necrosis) |")
 print("|---|---|---|---|---|---|---|---|---|")
 for arch, batch, act in cases:
-    on, on_med = spread((arch, batch, act, "on"))
-    off, off_med = spread((arch, batch, act, "off"))
-    torch_, torch_med = spread((arch, batch, act, "pytorch"))
-    ratio = lambda ours: f"{ours / torch_med:.2f}×" if ours and torch_med else "—"
-    versus, _ = spread((arch, batch, act, "versus"), "{:+.1f} %")
+    case = (arch, batch, act)
+    on, off, torch_ = (spread(case + (kind,)) for kind in ("on", "off", "pytorch"))
+    on_ratio, off_ratio = (paired(case + (kind,), case + ("pytorch",)) for kind in ("on", "off"))
+    versus = spread(case + ("versus",), "{:+.1f} %")
     if arch == "lenet" and batch != "whole" and act == "relu":
         versus = "0 (reference)"
     net = f"{arch}, whole run" if batch == "whole" else arch
     shown_batch = 64 if batch == "whole" else batch
-    print(f"| {net} | {shown_batch} | {act} | {on} | {off} | {torch_} | {ratio(on_med)} | {ratio(off_med)} | {versus} |")
+    print(f"| {net} | {shown_batch} | {act} | {on} | {off} | {torch_} | {on_ratio} | {off_ratio} | {versus} |")
 print()
 print(f"Produced by: {command}")
 PY
