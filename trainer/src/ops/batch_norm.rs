@@ -15,6 +15,10 @@ use super::linear::StepTape;
 use super::tape_op::{tape_op, OpGrads};
 use super::{Activations, Values};
 use crate::param::Param;
+use sums::{gradient_sums, shifted_moments};
+
+#[path = "batch_norm_sums.rs"]
+mod sums;
 
 /// Added to the variance before its square root, as PyTorch's default.
 pub const BN_EPS: f32 = 1e-5;
@@ -23,9 +27,6 @@ pub const BN_MOMENTUM: f32 = 0.1;
 
 /// Elements per rayon task of the element-wise passes.
 const BN_TASK_ELEMENTS: usize = 1 << 14;
-/// Independent f64 sums per channel in the statistics' loops: one chain of adds would wait on
-/// the add latency.
-const LANES: usize = 8;
 
 /// Batch statistics of a training pass: per-channel mean and *unbiased* variance (what PyTorch
 /// folds into the running variance).
@@ -67,82 +68,6 @@ impl Layout {
     /// Whole samples per rayon task of an element-wise pass.
     fn task_len(self) -> usize {
         (BN_TASK_ELEMENTS / self.sample_len().max(1)).max(1) * self.sample_len().max(1)
-    }
-}
-
-/// The per-channel sums of whole samples (`samples` holds `k` of them, in NCHW order), each
-/// channel's plane reduced over 8 independent f64 lanes. The statistics read the batch in memory
-/// order: a channel's values lie in runs of one plane (4 KiB on a 32×32 plane) a sample apart,
-/// and reading them channel by channel restarted the hardware prefetcher at every run (batch
-/// norm was a fifth of a resnet20 step). Compiled for AVX-512 and AVX2 as well: at the crate's
-/// baseline (SSE2, two f64 a register) these sums took most of batch norm's time.
-#[multiversion::multiversion(targets(
-    "x86_64+avx2+fma+avx512f+avx512vl+avx512bw+avx512dq",
-    "x86_64+avx2+fma"
-))]
-fn shifted_moments(samples: &[f32], layout: Layout, shift: &[f32], sums: &mut [(f64, f64)]) {
-    for sample in samples.chunks(layout.sample_len()) {
-        for ((plane, &k), (s1, s2)) in sample.chunks(layout.plane).zip(shift).zip(sums.iter_mut()) {
-            // Σ(x − k) and Σ(x − k)² about a value of the channel itself, so that the variance
-            // (Σ(x − k)² − (Σ(x − k))²/n)/n loses no digits to a mean far from zero.
-            let k = k as f64;
-            let (mut d1, mut d2) = ([0.0f64; LANES], [0.0f64; LANES]);
-            let chunks = plane.chunks_exact(LANES);
-            for &v in chunks.remainder() {
-                let d = v as f64 - k;
-                d1[0] += d;
-                d2[0] += d * d;
-            }
-            for v in chunks {
-                let v: &[f32; LANES] = v.try_into().expect("exact chunk");
-                for i in 0..LANES {
-                    let d = v[i] as f64 - k;
-                    d1[i] += d;
-                    d2[i] += d * d;
-                }
-            }
-            *s1 += d1.iter().sum::<f64>();
-            *s2 += d2.iter().sum::<f64>();
-        }
-    }
-}
-
-/// Per channel of whole samples: Σ dL/dy (dL/dβ) and Σ dL/dy·x̂ (dL/dγ), in f64, with x̂ made
-/// again from x as the forward pass made it (the same f32 operations, so the same values).
-#[multiversion::multiversion(targets(
-    "x86_64+avx2+fma+avx512f+avx512vl+avx512bw+avx512dq",
-    "x86_64+avx2+fma"
-))]
-fn gradient_sums(
-    grad_out: &[f32],
-    x: &[f32],
-    layout: Layout,
-    norm: (&[f32], &[f32]),
-    sums: &mut [(f64, f64)],
-) {
-    let sample = layout.sample_len();
-    for (go, x) in grad_out.chunks(sample).zip(x.chunks(sample)) {
-        let planes = go.chunks(layout.plane).zip(x.chunks(layout.plane));
-        for (c, ((go, x), (db, dg))) in planes.zip(sums.iter_mut()).enumerate() {
-            let (m, s) = (norm.0[c], norm.1[c]);
-            let (mut b, mut g) = ([0.0f64; LANES], [0.0f64; LANES]);
-            let (gc, xc) = (go.chunks_exact(LANES), x.chunks_exact(LANES));
-            let (gt, xt) = (gc.remainder(), xc.remainder());
-            for (gv, xv) in gc.zip(xc) {
-                let gv: &[f32; LANES] = gv.try_into().expect("exact chunk");
-                let xv: &[f32; LANES] = xv.try_into().expect("exact chunk");
-                for i in 0..LANES {
-                    b[i] += gv[i] as f64;
-                    g[i] += gv[i] as f64 * ((xv[i] - m) * s) as f64;
-                }
-            }
-            for (gv, xv) in gt.iter().zip(xt) {
-                b[0] += *gv as f64;
-                g[0] += *gv as f64 * ((*xv - m) * s) as f64;
-            }
-            *db += b.iter().sum::<f64>();
-            *dg += g.iter().sum::<f64>();
-        }
     }
 }
 
