@@ -48,6 +48,23 @@ pub(super) fn gradient_sums(
     portable_gradient_sums(grad_out, x, layout, norm, sums)
 }
 
+/// Adds `plane_sums(c, range)` into `sums[c]` for each channel `c`'s plane, sample after sample,
+/// `len` values in all: the walk both ways share, so that they add the planes in one order.
+#[inline(always)]
+fn add_plane_sums(
+    layout: Layout,
+    len: usize,
+    sums: &mut [(f64, f64)],
+    mut plane_sums: impl FnMut(usize, std::ops::Range<usize>) -> (f64, f64),
+) {
+    for (i, start) in (0..len).step_by(layout.plane.max(1)).enumerate() {
+        let c = i % layout.channels;
+        let (first, second) = plane_sums(c, start..start + layout.plane);
+        sums[c].0 += first;
+        sums[c].1 += second;
+    }
+}
+
 /// [`shifted_moments`] where the CPU lacks AVX2 (and the tests' second way).
 fn portable_shifted_moments(
     samples: &[f32],
@@ -55,29 +72,29 @@ fn portable_shifted_moments(
     shift: &[f32],
     sums: &mut [(f64, f64)],
 ) {
-    for sample in samples.chunks(layout.sample_len()) {
-        for ((plane, &k), (s1, s2)) in sample.chunks(layout.plane).zip(shift).zip(sums.iter_mut()) {
-            // Σ(x − k) and Σ(x − k)² about a value of the channel itself, so that the variance
-            // (Σ(x − k)² − (Σ(x − k))²/n)/n loses no digits to a mean far from zero.
-            let k = k as f64;
-            let (mut d1, mut d2) = ([0.0f64; LANES], [0.0f64; LANES]);
-            let chunks = plane.chunks_exact(LANES);
-            for &v in chunks.remainder() {
-                let d = v as f64 - k;
-                d1[0] += d;
-                d2[0] += d * d;
-            }
-            for v in chunks {
-                for i in 0..LANES {
-                    let d = v[i] as f64 - k;
-                    d1[i] += d;
-                    d2[i] += d * d;
-                }
-            }
-            *s1 += d1.iter().sum::<f64>();
-            *s2 += d2.iter().sum::<f64>();
+    add_plane_sums(layout, samples.len(), sums, |c, at| {
+        plane_moments(&samples[at], shift[c] as f64)
+    })
+}
+
+/// Σ(x − k) and Σ(x − k)² over one plane, about a value k of the channel itself, so that the
+/// variance (Σ(x − k)² − (Σ(x − k))²/n)/n loses no digits to a mean far from zero.
+fn plane_moments(plane: &[f32], k: f64) -> (f64, f64) {
+    let (mut d1, mut d2) = ([0.0f64; LANES], [0.0f64; LANES]);
+    let chunks = plane.chunks_exact(LANES);
+    for &v in chunks.remainder() {
+        let d = v as f64 - k;
+        d1[0] += d;
+        d2[0] += d * d;
+    }
+    for v in chunks {
+        for i in 0..LANES {
+            let d = v[i] as f64 - k;
+            d1[i] += d;
+            d2[i] += d * d;
         }
     }
+    (d1.iter().sum(), d2.iter().sum())
 }
 
 /// [`gradient_sums`] where the CPU lacks AVX2 (and the tests' second way).
@@ -88,27 +105,31 @@ fn portable_gradient_sums(
     norm: (&[f32], &[f32]),
     sums: &mut [(f64, f64)],
 ) {
-    let sample = layout.sample_len();
-    for (go, x) in grad_out.chunks(sample).zip(x.chunks(sample)) {
-        let planes = go.chunks(layout.plane).zip(x.chunks(layout.plane));
-        for (c, ((go, x), (db, dg))) in planes.zip(sums.iter_mut()).enumerate() {
-            let (m, s) = (norm.0[c], norm.1[c]);
-            let (mut b, mut g) = ([0.0f64; LANES], [0.0f64; LANES]);
-            let (gc, xc) = (go.chunks_exact(LANES), x.chunks_exact(LANES));
-            let (gt, xt) = (gc.remainder(), xc.remainder());
-            for (gv, xv) in gc.zip(xc) {
-                for i in 0..LANES {
-                    b[i] += gv[i] as f64;
-                    g[i] += gv[i] as f64 * ((xv[i] - m) * s) as f64;
-                }
-            }
-            for (gv, xv) in gt.iter().zip(xt) {
-                b[0] += *gv as f64;
-                g[0] += *gv as f64 * ((*xv - m) * s) as f64;
-            }
-            *db += b.iter().sum::<f64>();
-            *dg += g.iter().sum::<f64>();
+    add_plane_sums(layout, x.len(), sums, |c, at| {
+        plane_gradient_sums(&grad_out[at.clone()], &x[at], norm.0[c], norm.1[c])
+    })
+}
+
+/// Σ g and Σ g·x̂ over one plane, x̂ = (x − m)·s in f32.
+fn plane_gradient_sums(go: &[f32], x: &[f32], m: f32, s: f32) -> (f64, f64) {
+    let (mut b, mut g) = ([0.0f64; LANES], [0.0f64; LANES]);
+    let (gc, xc) = (go.chunks_exact(LANES), x.chunks_exact(LANES));
+    let (gt, xt) = (gc.remainder(), xc.remainder());
+    for (gv, xv) in gc.zip(xc) {
+        for i in 0..LANES {
+            b[i] += gv[i] as f64;
+            g[i] += gv[i] as f64 * ((xv[i] - m) * s) as f64;
         }
+    }
+    add_tail(&mut b, &mut g, gt, xt, m, s);
+    (b.iter().sum(), g.iter().sum())
+}
+
+/// The elements past a plane's last whole group of 8, added into lane 0 of Σ g and Σ g·x̂.
+fn add_tail(b: &mut [f64; LANES], g: &mut [f64; LANES], go: &[f32], x: &[f32], m: f32, s: f32) {
+    for (gv, xv) in go.iter().zip(x) {
+        b[0] += *gv as f64;
+        g[0] += *gv as f64 * ((*xv - m) * s) as f64;
     }
 }
 
@@ -137,41 +158,45 @@ fn lanes_of(v: [std::arch::x86_64::__m256d; 2]) -> [f64; LANES] {
     out
 }
 
-/// [`portable_shifted_moments`] in AVX2 vectors: the same operations on the same lanes.
+/// [`portable_shifted_moments`] with [`plane_moments_avx2`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn shifted_moments_avx2(samples: &[f32], layout: Layout, shift: &[f32], sums: &mut [(f64, f64)]) {
-    use std::arch::x86_64::*;
-    for sample in samples.chunks(layout.sample_len()) {
-        for ((plane, &k), (s1, s2)) in sample.chunks(layout.plane).zip(shift).zip(sums.iter_mut()) {
-            let k = k as f64;
-            let chunks = plane.chunks_exact(LANES);
-            let (mut first1, mut first2) = (0.0f64, 0.0f64);
-            for &v in chunks.remainder() {
-                let d = v as f64 - k;
-                first1 += d;
-                first2 += d * d;
-            }
-            let kv = _mm256_set1_pd(k);
-            let zero = _mm256_setzero_pd();
-            let mut d1 = [_mm256_setr_pd(first1, 0.0, 0.0, 0.0), zero];
-            let mut d2 = [_mm256_setr_pd(first2, 0.0, 0.0, 0.0), zero];
-            for v in chunks {
-                // SAFETY: an exact chunk holds 8 f32.
-                let v = widen(unsafe { _mm256_loadu_ps(v.as_ptr()) });
-                for h in 0..2 {
-                    let d = _mm256_sub_pd(v[h], kv);
-                    d1[h] = _mm256_add_pd(d1[h], d);
-                    d2[h] = _mm256_add_pd(d2[h], _mm256_mul_pd(d, d));
-                }
-            }
-            *s1 += lanes_of(d1).iter().sum::<f64>();
-            *s2 += lanes_of(d2).iter().sum::<f64>();
-        }
-    }
+    add_plane_sums(layout, samples.len(), sums, |c, at| {
+        plane_moments_avx2(&samples[at], shift[c] as f64)
+    })
 }
 
-/// [`portable_gradient_sums`] in AVX2 vectors: the same operations on the same lanes.
+/// [`plane_moments`] in AVX2 vectors: the same operations on the same lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+fn plane_moments_avx2(plane: &[f32], k: f64) -> (f64, f64) {
+    use std::arch::x86_64::*;
+    let chunks = plane.chunks_exact(LANES);
+    let (mut first1, mut first2) = (0.0f64, 0.0f64);
+    for &v in chunks.remainder() {
+        let d = v as f64 - k;
+        first1 += d;
+        first2 += d * d;
+    }
+    let kv = _mm256_set1_pd(k);
+    let zero = _mm256_setzero_pd();
+    let mut d1 = [_mm256_setr_pd(first1, 0.0, 0.0, 0.0), zero];
+    let mut d2 = [_mm256_setr_pd(first2, 0.0, 0.0, 0.0), zero];
+    for v in chunks {
+        // SAFETY: an exact chunk holds 8 f32.
+        let v = widen(unsafe { _mm256_loadu_ps(v.as_ptr()) });
+        for h in 0..2 {
+            let d = _mm256_sub_pd(v[h], kv);
+            d1[h] = _mm256_add_pd(d1[h], d);
+            d2[h] = _mm256_add_pd(d2[h], _mm256_mul_pd(d, d));
+        }
+    }
+    (lanes_of(d1).iter().sum(), lanes_of(d2).iter().sum())
+}
+
+/// [`portable_gradient_sums`] with [`plane_gradient_sums_avx2`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn gradient_sums_avx2(
@@ -181,38 +206,36 @@ fn gradient_sums_avx2(
     norm: (&[f32], &[f32]),
     sums: &mut [(f64, f64)],
 ) {
+    add_plane_sums(layout, x.len(), sums, |c, at| {
+        plane_gradient_sums_avx2(&grad_out[at.clone()], &x[at], norm.0[c], norm.1[c])
+    })
+}
+
+/// [`plane_gradient_sums`] in AVX2 vectors: the same operations on the same lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+fn plane_gradient_sums_avx2(go: &[f32], x: &[f32], m: f32, s: f32) -> (f64, f64) {
     use std::arch::x86_64::*;
-    let sample = layout.sample_len();
-    for (go, x) in grad_out.chunks(sample).zip(x.chunks(sample)) {
-        let planes = go.chunks(layout.plane).zip(x.chunks(layout.plane));
-        for (c, ((go, x), (db, dg))) in planes.zip(sums.iter_mut()).enumerate() {
-            let (m, s) = (norm.0[c], norm.1[c]);
-            let (mv, sv) = (_mm256_set1_ps(m), _mm256_set1_ps(s));
-            let zero = _mm256_setzero_pd();
-            let (mut b, mut g) = ([zero; 2], [zero; 2]);
-            let (gc, xc) = (go.chunks_exact(LANES), x.chunks_exact(LANES));
-            let (gt, xt) = (gc.remainder(), xc.remainder());
-            for (gv, xv) in gc.zip(xc) {
-                // SAFETY: exact chunks hold 8 f32 each.
-                let (gv, xv) =
-                    unsafe { (_mm256_loadu_ps(gv.as_ptr()), _mm256_loadu_ps(xv.as_ptr())) };
-                // x̂ in f32, as the forward pass made it, then widened.
-                let xh = _mm256_mul_ps(_mm256_sub_ps(xv, mv), sv);
-                let (gv, xh) = (widen(gv), widen(xh));
-                for h in 0..2 {
-                    b[h] = _mm256_add_pd(b[h], gv[h]);
-                    g[h] = _mm256_add_pd(g[h], _mm256_mul_pd(gv[h], xh[h]));
-                }
-            }
-            let (mut b, mut g) = (lanes_of(b), lanes_of(g));
-            for (gv, xv) in gt.iter().zip(xt) {
-                b[0] += *gv as f64;
-                g[0] += *gv as f64 * ((*xv - m) * s) as f64;
-            }
-            *db += b.iter().sum::<f64>();
-            *dg += g.iter().sum::<f64>();
+    let (mv, sv) = (_mm256_set1_ps(m), _mm256_set1_ps(s));
+    let zero = _mm256_setzero_pd();
+    let (mut b, mut g) = ([zero; 2], [zero; 2]);
+    let (gc, xc) = (go.chunks_exact(LANES), x.chunks_exact(LANES));
+    let (gt, xt) = (gc.remainder(), xc.remainder());
+    for (gv, xv) in gc.zip(xc) {
+        // SAFETY: exact chunks hold 8 f32 each.
+        let (gv, xv) = unsafe { (_mm256_loadu_ps(gv.as_ptr()), _mm256_loadu_ps(xv.as_ptr())) };
+        // x̂ in f32, as the forward pass made it, then widened.
+        let xh = _mm256_mul_ps(_mm256_sub_ps(xv, mv), sv);
+        let (gv, xh) = (widen(gv), widen(xh));
+        for h in 0..2 {
+            b[h] = _mm256_add_pd(b[h], gv[h]);
+            g[h] = _mm256_add_pd(g[h], _mm256_mul_pd(gv[h], xh[h]));
         }
     }
+    let (mut b, mut g) = (lanes_of(b), lanes_of(g));
+    add_tail(&mut b, &mut g, gt, xt, m, s);
+    (b.iter().sum(), g.iter().sum())
 }
 
 #[cfg(test)]
