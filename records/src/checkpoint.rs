@@ -74,8 +74,11 @@ pub fn write_safetensors(
             ))
         })
         .collect::<Result<Vec<_>>>()?;
-    let mut serialized = safetensors::serialize(views, &Some(metadata.clone())).map_err(fail)?;
-    sort_metadata(&mut serialized, &metadata);
+    let metadata = Some(metadata);
+    let mut serialized = safetensors::serialize(views, &metadata).map_err(fail)?;
+    if let Some(metadata) = &metadata {
+        sort_metadata(&mut serialized, metadata);
+    }
     write_atomic(path, &serialized)
 }
 

@@ -11,7 +11,7 @@ use super::Layout;
 
 /// Independent f64 sums per channel in the statistics' loops: one chain of adds would wait on
 /// the add latency. Lane i takes a plane's elements i, i + 8, … in order.
-pub(super) const LANES: usize = 8;
+const LANES: usize = 8;
 
 /// Per channel of whole samples (`samples` holds `k` of them, in NCHW order): Σ(x − k) and
 /// Σ(x − k)² about the channel's `shift`, added into `sums`. A plane's elements past its last
