@@ -17,7 +17,7 @@ use rayon::prelude::*;
 
 use crate::ops::fast_math::{self, clamp};
 use crate::ops::tape_op::{tape_op, OpGrads};
-use crate::ops::{filled_by_chunks, Activations, GradChunk, Values};
+use crate::ops::{written_by_chunks, Activations, GradChunk, Values};
 use crate::saturation;
 use crate::site_capture::backward_with_sums;
 pub use crate::site_capture::{
@@ -41,6 +41,13 @@ pub trait ActivationFunction: Send + Sync + fmt::Debug {
         for (h, &z) in h.iter_mut().zip(z) {
             *h = self.value(z);
         }
+    }
+    /// h[i] = f(z[i]) into an output not written yet, returned written in full. The default
+    /// zeroes it, then writes it as [`Self::forward_slice`]; the built-ins write it in one pass.
+    fn forward_slice_new<'a>(&self, z: &[f32], h: &'a mut [MaybeUninit<f32>]) -> &'a mut [f32] {
+        let h = crate::ops::zeroed(h);
+        self.forward_slice(z, h);
+        h
     }
     /// grad_z[i] += grad_h[i] * f'(z[i]).
     fn backward_slice(&self, z: &[f32], grad_h: &[f32], grad_z: &mut [f32]) {
@@ -453,6 +460,11 @@ impl ActivationFunction for Builtin {
     fn forward_slice(&self, z: &[f32], h: &mut [f32]) {
         builtin_forward(*self, z, h)
     }
+    fn forward_slice_new<'a>(&self, z: &[f32], h: &'a mut [MaybeUninit<f32>]) -> &'a mut [f32] {
+        builtin_forward_new(*self, z, h);
+        // SAFETY: builtin_forward_new wrote every element (z and h have one length).
+        unsafe { &mut *(h as *mut [MaybeUninit<f32>] as *mut [f32]) }
+    }
     fn backward_slice(&self, z: &[f32], grad_h: &[f32], grad_z: &mut [f32]) {
         builtin_backward(*self, z, grad_h, grad_z)
     }
@@ -491,6 +503,28 @@ fn builtin_forward(b: Builtin, z: &[f32], h: &mut [f32]) {
     for_each_builtin!(b, b => {
         for (h, &z) in h.iter_mut().zip(z) {
             *h = b.f::<FMA>(z);
+        }
+    })
+}
+
+/// [`builtin_forward`] into a new output, written element by element (not cleared first).
+#[multiversion(targets(
+    "x86_64+avx2+fma+avx512f+avx512vl+avx512bw+avx512dq",
+    "x86_64+avx2+fma"
+))]
+fn builtin_forward_new(b: Builtin, z: &[f32], h: &mut [MaybeUninit<f32>]) {
+    #[target_cfg(target_feature = "fma")]
+    const FMA: bool = true;
+    #[target_cfg(not(target_feature = "fma"))]
+    const FMA: bool = false;
+    assert_eq!(
+        z.len(),
+        h.len(),
+        "an activation's output has its input's length"
+    );
+    for_each_builtin!(b, b => {
+        for (h, &z) in h.iter_mut().zip(z) {
+            h.write(b.f::<FMA>(z));
         }
     })
 }
@@ -593,8 +627,8 @@ pub fn activate<T: dfdx::tensor::Tape<f32, Cpu>>(
 ) -> Activations<T> {
     let sample_shape = z.sample_shape;
     let forward = |z_values: Values, _taping: bool| {
-        let h = filled_by_chunks(z_values.len(), ELEMENTWISE_CHUNK, |at, h| {
-            f.forward_slice(&z_values[at], h)
+        let h = written_by_chunks(z_values.len(), ELEMENTWISE_CHUNK, |at, h| {
+            f.forward_slice_new(&z_values[at], h)
         });
         observe(&z_values, &h);
         (h, sample_shape, z_values)

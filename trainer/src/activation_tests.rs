@@ -498,6 +498,47 @@ fn writing_a_new_gradient_equals_adding_into_zeros() {
     assert_eq!(written[0].to_bits(), 0.0f32.to_bits(), "relu's −2·0 is +0");
 }
 
+/// A new output written in one pass holds, bit for bit, what the slice forward writes over an
+/// existing one, for every built-in over the dense grid (tails, ±0, ±∞ and NaN included); and
+/// the default for an activation the crate does not ship gives its `value`.
+#[test]
+fn writing_a_new_output_equals_the_slice_forward() {
+    let z = dense_grid();
+    for b in BUILTINS {
+        let mut existing = vec![7.0f32; z.len()];
+        b.forward_slice(&z, &mut existing);
+        let mut new = vec![MaybeUninit::<f32>::uninit(); z.len()];
+        let written = b.forward_slice_new(&z, &mut new);
+        for (i, (w, e)) in written.iter().zip(&existing).enumerate() {
+            assert_eq!(
+                w.to_bits(),
+                e.to_bits(),
+                "{} at z = {}: {w} written new, {e} over an existing output",
+                b.name(),
+                z[i]
+            );
+        }
+    }
+    #[derive(Debug)]
+    struct Cube;
+    impl ActivationFunction for Cube {
+        fn name(&self) -> &str {
+            "cube"
+        }
+        fn value(&self, x: f32) -> f32 {
+            x * x * x
+        }
+        fn derivative(&self, x: f32) -> f32 {
+            3.0 * x * x
+        }
+    }
+    let mut new = [MaybeUninit::<f32>::uninit(); 3];
+    assert_eq!(
+        Cube.forward_slice_new(&[-2.0, 0.5, 3.0], &mut new),
+        [-8.0, 0.125, 27.0]
+    );
+}
+
 #[test]
 fn slice_sums_count_and_sum_every_element_including_the_tail() {
     for len in [0usize, 1, 7, 8, 9, 676] {

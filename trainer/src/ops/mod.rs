@@ -173,18 +173,51 @@ pub fn zeroed<T: Copy + Default>(dst: &mut [MaybeUninit<T>]) -> &mut [T] {
 
 /// A new vector of `len` values that `fill(at, values)` writes, chunk by chunk on all cores:
 /// `values` are the vector's elements `at`, a chunk of `chunk` (the last may be shorter),
-/// [`zeroed`] first.
+/// [`zeroed`] first. For a `fill` that may leave elements unwritten; one that writes them all
+/// can use [`written_by_chunks`] and save the clearing.
 pub fn filled_by_chunks<T: Copy + Default + Send + Sync>(
     len: usize,
     chunk: usize,
     fill: impl Fn(Range<usize>, &mut [T]) + Sync + Send,
 ) -> Vec<T> {
+    written_by_chunks(len, chunk, |at, dst| {
+        let values = zeroed(dst);
+        fill(at, values);
+        values
+    })
+}
+
+/// A new vector of `len` values that `write(at, values)` writes, chunk by chunk on all cores,
+/// without clearing them first: `values` are the vector's elements `at` (a chunk of `chunk`, the
+/// last may be shorter), and `write` hands them back written.
+///
+/// Why: an op's output cleared by the task that then overwrites it is written twice; for an
+/// activation site's output that was a tenth of its forward pass (LeNet: 0.38 against 0.34 ms
+/// for relu's 1.9 M values, 0.89 against 0.80 ms for softplus's).
+///
+/// Safe code can hand back the chunk as initialised values only by writing every element
+/// (`MaybeUninit::write`, `write_copy_of_slice`); a `write` that hands back anything else (a
+/// slice of another buffer, or of a different length) panics here rather than leave
+/// uninitialised values in the vector.
+pub fn written_by_chunks<T: Copy + Send + Sync>(
+    len: usize,
+    chunk: usize,
+    write: impl for<'a> Fn(Range<usize>, &'a mut [MaybeUninit<T>]) -> &'a mut [T] + Sync + Send,
+) -> Vec<T> {
     let mut out = Vec::with_capacity(len);
     out.spare_capacity_mut()[..len]
         .par_chunks_mut(chunk)
         .enumerate()
-        .for_each(|(i, dst)| fill(i * chunk..i * chunk + dst.len(), zeroed(dst)));
-    // SAFETY: the chunks cover the first `len` elements, each zeroed in full.
+        .for_each(|(i, dst)| {
+            let (start, n) = (dst.as_ptr() as *const T, dst.len());
+            let written = write(i * chunk..i * chunk + n, dst);
+            assert!(
+                std::ptr::eq(written.as_ptr(), start) && written.len() == n,
+                "an op must write its new output in place and in full"
+            );
+        });
+    // SAFETY: the chunks cover the first `len` elements, and each was handed back as
+    // initialised values in place (checked above).
     unsafe { out.set_len(len) };
     out
 }
@@ -485,6 +518,34 @@ pub(crate) mod testing {
         let traced = Activations::new(input.retaped::<Tape>(), [2, 6, 6]);
         let (main, shortcut) = conv2d(traced, &w, &b, g, true).branch();
         assert_eq!(*beside(&main), *beside(&shortcut));
+    }
+
+    /// Every element of the new vector is the one its chunk's task wrote for its index, across
+    /// chunk boundaries and a short last chunk.
+    #[test]
+    fn written_by_chunks_places_every_chunk_at_its_elements() {
+        for (len, chunk) in [(0usize, 4usize), (1, 4), (10, 4), (12, 4), (1000, 7)] {
+            let v = written_by_chunks(len, chunk, |at, dst| {
+                assert_eq!(at.len(), dst.len());
+                for (d, i) in dst.iter_mut().zip(at) {
+                    d.write(3 * i + 1);
+                }
+                // SAFETY: every element was written just above.
+                unsafe { &mut *(dst as *mut [MaybeUninit<usize>] as *mut [usize]) }
+            });
+            let want: Vec<usize> = (0..len).map(|i| 3 * i + 1).collect();
+            assert_eq!(v, want, "len {len}, chunk {chunk}");
+        }
+    }
+
+    /// A writer that hands back a shorter slice (elements left unwritten) is stopped.
+    #[test]
+    #[should_panic(expected = "in place and in full")]
+    fn written_by_chunks_refuses_a_chunk_handed_back_in_part() {
+        written_by_chunks(8, 8, |_, dst: &mut [MaybeUninit<f32>]| {
+            let (head, _) = dst.split_at_mut(4);
+            zeroed(head)
+        });
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! Hand-written for the reason of every op here: [`super::tape_op`] is for one input, and dfdx
 //! 0.13 offers no custom op beyond its tape primitives.
 
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 use dfdx::prelude::*;
@@ -13,7 +14,7 @@ use rayon::prelude::*;
 
 use super::linear::StepTape;
 use super::tape_op::{add_to_input_grad, output_grad, DfdxGrad};
-use super::{accumulate_into, filled_by_chunks, input_values, Activations, GradSlot, Values};
+use super::{accumulate_into, input_values, written_by_chunks, Activations, GradSlot, Values};
 use crate::profile;
 
 /// Elements per rayon task of the sum and of its backward.
@@ -29,11 +30,14 @@ pub fn residual_add<T: StepTape>(main: Activations<T>, shortcut: Activations<T>)
     let mut tape = a_tape.merge(b_tape);
     let a = input_values(a_host, &a_tensor);
     let b = input_values(b_host, &b_tensor);
+    assert_eq!(a.len(), b.len(), "residual inputs' lengths");
     let sum = profile::span("residual add forward", || {
-        filled_by_chunks(a.len(), ADD_CHUNK, |at, sum| {
+        written_by_chunks(a.len(), ADD_CHUNK, |at, sum| {
             for ((s, x), y) in sum.iter_mut().zip(&a[at.clone()]).zip(&b[at]) {
-                *s = x + y;
+                s.write(x + y);
             }
+            // SAFETY: every element was written just above (a, b and sum have one length).
+            unsafe { &mut *(sum as *mut [MaybeUninit<f32>] as *mut [f32]) }
         })
     });
     let (out_tensor, sum) = Values::into_tensor(a_tensor.device(), sum, batch, features);
