@@ -135,6 +135,57 @@ fn add_input_gradient(
     norm: (&[f32], &[f32]),
     coefficients: (&[f32], &[f32], &[f32]),
 ) {
+    input_gradient_terms(grad_x, grad_out, x, layout, norm, coefficients)
+}
+
+/// [`add_input_gradient`] into a new gradient, written once instead of cleared and added into.
+#[multiversion::multiversion(targets(
+    "x86_64+avx2+fma+avx512f+avx512vl+avx512bw+avx512dq",
+    "x86_64+avx2+fma"
+))]
+fn write_input_gradient(
+    grad_x: &mut [MaybeUninit<f32>],
+    grad_out: &[f32],
+    x: &[f32],
+    layout: Layout,
+    norm: (&[f32], &[f32]),
+    coefficients: (&[f32], &[f32], &[f32]),
+) {
+    input_gradient_terms(grad_x, grad_out, x, layout, norm, coefficients)
+}
+
+/// How a dL/dx term reaches its gradient: added to one with values, or written into a new one
+/// as 0 + term, the bits of adding into zeros (a term of −0 gives +0 both ways).
+trait GradTerm {
+    fn store(&mut self, term: f32);
+}
+
+impl GradTerm for f32 {
+    #[inline(always)]
+    fn store(&mut self, term: f32) {
+        *self += term;
+    }
+}
+
+impl GradTerm for MaybeUninit<f32> {
+    #[inline(always)]
+    fn store(&mut self, term: f32) {
+        self.write(0.0 + term);
+    }
+}
+
+/// The dL/dx terms of whole samples, inlined into each caller so that it compiles for the
+/// caller's target features.
+#[inline(always)]
+fn input_gradient_terms<G: GradTerm>(
+    grad_x: &mut [G],
+    grad_out: &[f32],
+    x: &[f32],
+    layout: Layout,
+    norm: (&[f32], &[f32]),
+    coefficients: (&[f32], &[f32], &[f32]),
+) {
+    assert!(grad_x.len() == grad_out.len() && x.len() == grad_out.len());
     let sample = layout.sample_len();
     let samples = grad_x
         .chunks_mut(sample)
@@ -150,7 +201,7 @@ fn add_input_gradient(
             let (scale, db, dg) = (coefficients.0[c], coefficients.1[c], coefficients.2[c]);
             for ((gx, go), x) in gx.iter_mut().zip(go).zip(x) {
                 let xh = (*x - m) * s;
-                *gx += scale * (go - db - xh * dg);
+                gx.store(scale * (go - db - xh * dg));
             }
         }
     }
@@ -316,13 +367,23 @@ pub fn batch_norm<T: StepTape>(
             .unzip();
         let scale: Vec<f32> = gamma.iter().zip(&inv_std).map(|(g, s)| g * s).collect();
         let task = layout.task_len();
+        let coefficients = (&scale[..], &mean_db[..], &mean_dg[..]);
         grad_x
-            .par_chunks_mut(task)
+            .par_chunks_new_or_existing(task)
             .zip(grad_out.par_chunks(task))
             .zip(x.par_chunks(task))
             .for_each(|((grad_x, grad_out), x)| {
-                let coefficients = (&scale[..], &mean_db[..], &mean_dg[..]);
-                add_input_gradient(grad_x, grad_out, x, layout, norm, coefficients)
+                grad_x.fill(
+                    |new| {
+                        write_input_gradient(new, grad_out, x, layout, norm, coefficients);
+                        // SAFETY: every element was written (grad_x, grad_out and x have one
+                        // length, asserted there).
+                        unsafe { &mut *(new as *mut [MaybeUninit<f32>] as *mut [f32]) }
+                    },
+                    |existing| {
+                        add_input_gradient(existing, grad_out, x, layout, norm, coefficients)
+                    },
+                );
             });
     };
     let out = tape_op(

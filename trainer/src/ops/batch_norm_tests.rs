@@ -358,3 +358,37 @@ fn update_running_blends_with_momentum() {
     assert!((mean[0] - 0.1).abs() < 1e-7 && (mean[1] - 0.7).abs() < 1e-7);
     assert!((var[0] - 1.3).abs() < 1e-6 && (var[1] - 1.85).abs() < 1e-6);
 }
+
+/// dL/dx written into a new gradient holds, bit for bit, what adding into zeros held (the
+/// previous way): the same terms, and +0 where a term is −0.
+#[test]
+fn writing_a_new_input_gradient_equals_adding_into_zeros() {
+    let layout = Layout {
+        batch: 3,
+        channels: 2,
+        plane: 5,
+    };
+    let n = layout.batch * layout.sample_len();
+    let x = pseudo_random(n, 40);
+    let mut grad_out = pseudo_random(n, 41);
+    grad_out[0] = 0.0;
+    let (mean, inv_std) = (vec![0.1, -0.2], vec![1.5, 0.7]);
+    // Channel 0: scale −1 and zero means, so its first element's term is −1·(0 − 0 − x̂·0) = −0.
+    let (scale, mean_db, mean_dg) = (vec![-1.0, 0.8], vec![0.0, 0.3], vec![0.0, -0.4]);
+    let norm = (&mean[..], &inv_std[..]);
+    let coefficients = (&scale[..], &mean_db[..], &mean_dg[..]);
+    let mut added = vec![0.0f32; n];
+    add_input_gradient(&mut added, &grad_out, &x, layout, norm, coefficients);
+    let mut new = vec![MaybeUninit::<f32>::uninit(); n];
+    write_input_gradient(&mut new, &grad_out, &x, layout, norm, coefficients);
+    for (i, (w, a)) in new.iter().zip(&added).enumerate() {
+        // SAFETY: write_input_gradient wrote every element.
+        let w = unsafe { w.assume_init() };
+        assert_eq!(
+            w.to_bits(),
+            a.to_bits(),
+            "element {i}: {w} written, {a} added"
+        );
+    }
+    assert_eq!(added[0].to_bits(), 0.0f32.to_bits(), "−0 added to +0 is +0");
+}

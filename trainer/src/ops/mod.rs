@@ -395,6 +395,17 @@ pub fn accumulate_into(grad: &mut [f32], src: &[f32]) {
     }
 }
 
+/// [`accumulate_into`] a new gradient: written once as 0 + src (the bits of adding into zeros:
+/// −0 becomes +0 as there) instead of cleared and added into.
+pub fn accumulate_into_new<'a>(grad: &'a mut [MaybeUninit<f32>], src: &[f32]) -> &'a mut [f32] {
+    assert_eq!(grad.len(), src.len(), "a gradient and its source's lengths");
+    for (g, s) in grad.iter_mut().zip(src) {
+        g.write(0.0 + s);
+    }
+    // SAFETY: every element was written just above (the lengths are equal).
+    unsafe { &mut *(grad as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
 #[cfg(test)]
 pub(crate) mod testing {
     //! Finite-difference checking of whole ops through dfdx's tape.
@@ -546,6 +557,19 @@ pub(crate) mod testing {
             let (head, _) = dst.split_at_mut(4);
             zeroed(head)
         });
+    }
+
+    /// A gradient written new holds what adding into zeros held, −0 turned into +0 as there.
+    #[test]
+    fn accumulating_into_a_new_gradient_equals_adding_into_zeros() {
+        let src = [1.5f32, -0.0, 0.0, -2.25, f32::MIN_POSITIVE / 4.0, f32::NAN];
+        let mut added = [0.0f32; 6];
+        accumulate_into(&mut added, &src);
+        let mut new = [MaybeUninit::<f32>::uninit(); 6];
+        let written = accumulate_into_new(&mut new, &src);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(written), bits(&added));
+        assert_eq!(written[1].to_bits(), 0.0f32.to_bits(), "0 + −0 is +0");
     }
 
     #[test]

@@ -14,7 +14,10 @@ use rayon::prelude::*;
 
 use super::linear::StepTape;
 use super::tape_op::{add_to_input_grad, output_grad, DfdxGrad};
-use super::{accumulate_into, input_values, written_by_chunks, Activations, GradSlot, Values};
+use super::{
+    accumulate_into, accumulate_into_new, input_values, written_by_chunks, Activations, GradSlot,
+    Values,
+};
 use crate::profile;
 
 /// Elements per rayon task of the sum and of its backward.
@@ -53,9 +56,14 @@ pub fn residual_add<T: StepTape>(main: Activations<T>, shortcut: Activations<T>)
                 let grad_out = output_grad(&out_slot, grads, &out_grad)?;
                 for (slot, dfdx_grad) in [(&a_slot, &a_grad), (&b_slot, &b_grad)] {
                     add_to_input_grad(slot.as_deref(), grads, dfdx_grad, |mut grad| {
-                        grad.par_chunks_mut(ADD_CHUNK)
+                        grad.par_chunks_new_or_existing(ADD_CHUNK)
                             .zip(grad_out.par_chunks(ADD_CHUNK))
-                            .for_each(|(g, o)| accumulate_into(g, o))
+                            .for_each(|(g, o)| {
+                                g.fill(
+                                    |new| accumulate_into_new(new, o),
+                                    |existing| accumulate_into(existing, o),
+                                );
+                            })
                     })?;
                 }
                 Ok(())
