@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 use super::linear::StepTape;
 use super::tape_op::{tape_op, OpGrads};
-use super::{Activations, Values};
+use super::{assume_written, Activations, GradTerm, Values};
 use crate::param::Param;
 use sums::{gradient_sums, shifted_moments};
 
@@ -152,26 +152,6 @@ fn write_input_gradient(
     coefficients: (&[f32], &[f32], &[f32]),
 ) {
     input_gradient_terms(grad_x, grad_out, x, layout, norm, coefficients)
-}
-
-/// How a dL/dx term reaches its gradient: added to one with values, or written into a new one
-/// as 0 + term, the bits of adding into zeros (a term of −0 gives +0 both ways).
-trait GradTerm {
-    fn store(&mut self, term: f32);
-}
-
-impl GradTerm for f32 {
-    #[inline(always)]
-    fn store(&mut self, term: f32) {
-        *self += term;
-    }
-}
-
-impl GradTerm for MaybeUninit<f32> {
-    #[inline(always)]
-    fn store(&mut self, term: f32) {
-        self.write(0.0 + term);
-    }
 }
 
 /// The dL/dx terms of whole samples, inlined into each caller so that it compiles for the
@@ -378,7 +358,7 @@ pub fn batch_norm<T: StepTape>(
                         write_input_gradient(new, grad_out, x, layout, norm, coefficients);
                         // SAFETY: every element was written (grad_x, grad_out and x have one
                         // length, asserted there).
-                        unsafe { &mut *(new as *mut [MaybeUninit<f32>] as *mut [f32]) }
+                        unsafe { assume_written(new) }
                     },
                     |existing| {
                         add_input_gradient(existing, grad_out, x, layout, norm, coefficients)

@@ -19,7 +19,8 @@ use super::direct_conv::DirectConv;
 use super::tape_op::{tape_op, OpGrads};
 use super::winograd::{self, Winograd};
 use super::{
-    accumulate_into, lane_sum, matmul, thread_buffers, transpose, Activations, MatRef, Values,
+    accumulate_into, accumulate_into_new, assume_written, lane_sum, matmul, thread_buffers,
+    transpose, zeroed, Activations, GradChunk, MatRef, Values,
 };
 use crate::param::Param;
 
@@ -246,7 +247,7 @@ pub fn conv2d<T: dfdx::tensor::Tape<f32, Cpu>>(
         let winograd_weights = g.winograd();
         let direct = direct.map(|d| (d, d.input_gradient_kernels(&w_values)));
         // One task's dL/dW and dL/db, its chunks added in order; dL/dx into `grad_x`.
-        let task_backward = |t: usize, mut grad_x: Option<&mut [f32]>, kept: Vec<Vec<f32>>| {
+        let task_backward = |t: usize, grad_x: Option<GradChunk>, kept: Vec<Vec<f32>>| {
             let span = |len: usize, total: usize| t * len..((t + 1) * len).min(total);
             let grad_out = &grad_out[span(task_out, grad_out.len())];
             let x = &x_values[span(task_in, x_values.len())];
@@ -263,11 +264,21 @@ pub fn conv2d<T: dfdx::tensor::Tape<f32, Cpu>>(
                 let mut grad_w_t = vec![0.0f32; patch * oc];
                 d.add_weight_gradient_t(x, grad_out, &mut grad_w_t);
                 if let Some(grad_x) = grad_x {
-                    d.add_input_gradient(grad_out, kernels, grad_x);
+                    grad_x.fill(
+                        |new| d.write_input_gradient(grad_out, kernels, new),
+                        |existing| d.add_input_gradient(grad_out, kernels, existing),
+                    );
                 }
                 return (transpose(&grad_w_t, patch, oc), bias_gradient());
             }
             let col2im = grad_x.is_some() && adjoint.is_none();
+            // col2im adds overlapping patches, so its gradient is cleared first; Winograd's
+            // correlation stores every element once and writes a new gradient outright.
+            let (mut grad_x, adjoint_grad_x) = if col2im {
+                (grad_x.map(|g| g.fill(zeroed, |_| {})), None)
+            } else {
+                (None, grad_x)
+            };
             let mut grad_b = vec![0.0f32; oc];
             // dL/dWᵀ, `[patch, oc]`: gemm runs this orientation 2–2.5× faster than
             // `[oc, patch]` when oc is small (32 output channels: 67 against 177 GFLOP/s on
@@ -335,10 +346,26 @@ pub fn conv2d<T: dfdx::tensor::Tape<f32, Cpu>>(
                     }
                 }
             }
-            if let (Some(grad_x), Some((adjoint, u))) = (grad_x, &adjoint) {
-                adjoint.correlate(grad_out, u, |_, start, row| {
-                    accumulate_into(&mut grad_x[start..start + row.len()], row)
-                });
+            if let (Some(grad_x), Some((adjoint, u))) = (adjoint_grad_x, &adjoint) {
+                grad_x.fill(
+                    |new| {
+                        let mut stored = 0;
+                        adjoint.correlate(grad_out, u, |_, start, row| {
+                            accumulate_into_new(&mut new[start..start + row.len()], row);
+                            stored += row.len();
+                        });
+                        // The correlation stores every row of its output exactly once, so rows
+                        // adding up to the chunk's length cover it.
+                        assert_eq!(stored, new.len(), "dL/dx by Winograd covers its chunk");
+                        // SAFETY: every element was written (just above).
+                        unsafe { assume_written(new) }
+                    },
+                    |existing| {
+                        adjoint.correlate(grad_out, u, |_, start, row| {
+                            accumulate_into(&mut existing[start..start + row.len()], row)
+                        })
+                    },
+                );
             }
             let grad_w = match &winograd_weights {
                 Some(wg) => wg.weight_gradient(x, grad_out),
@@ -350,7 +377,7 @@ pub fn conv2d<T: dfdx::tensor::Tape<f32, Cpu>>(
         let partials: Vec<(Vec<f32>, Vec<f32>)> = match input {
             // col2im adds straight into x's gradient.
             Some(mut grad_x) => grad_x
-                .par_chunks_mut(task_in)
+                .par_chunks_new_or_existing(task_in)
                 .zip(kept)
                 .enumerate()
                 .map(|(t, (grad_x, kept))| task_backward(t, Some(grad_x), kept))

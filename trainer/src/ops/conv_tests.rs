@@ -442,3 +442,29 @@ fn implicit_gemm_gradients_match_their_definitions() {
         }
     }
 }
+
+/// The implicit gemm's dL/dx written into a new gradient holds, bit for bit, what adding it into
+/// zeros held (the way before gradients were written once).
+#[test]
+fn implicit_gemm_writes_a_new_input_gradient_as_adding_into_zeros() {
+    for (seed, (input, out, k, p, batch)) in DIRECT_SHAPES.into_iter().enumerate() {
+        let g = ConvGeometry::new(input, out, k, 1, p).unwrap();
+        let Some(d) = DirectConv::of(&g) else {
+            continue;
+        };
+        let seed = seed as u64;
+        let kernels = d.input_gradient_kernels(&pseudo_random(out * g.patch_len(), 70 + seed));
+        let grad_out = pseudo_random(batch * g.out_len(), 80 + seed);
+        let mut added = vec![0.0f32; batch * g.in_len()];
+        d.add_input_gradient(&grad_out, &kernels, &mut added);
+        let mut new = vec![std::mem::MaybeUninit::<f32>::uninit(); added.len()];
+        let written = d.write_input_gradient(&grad_out, &kernels, &mut new);
+        for (i, (w, a)) in written.iter().zip(&added).enumerate() {
+            assert_eq!(
+                w.to_bits(),
+                a.to_bits(),
+                "{input:?} out {out}: dx[{i}] {w} written, {a} added"
+            );
+        }
+    }
+}

@@ -19,7 +19,7 @@
 use std::mem::MaybeUninit;
 
 use super::conv::ConvGeometry;
-use super::{transpose, transpose_into};
+use super::{assume_written, transpose, transpose_into, GradTerm};
 
 /// The fewest patch elements (input channels × kernel²) for which the kernel pays: its
 /// accumulators are loaded and stored once per output row and panel, around a loop over the
@@ -143,7 +143,32 @@ impl DirectConv {
     /// Adds dL/dx of a run of whole samples into `grad_x`; `kernels` from
     /// [`Self::input_gradient_kernels`].
     pub fn add_input_gradient(&self, grad_out: &[f32], kernels: &[f32], grad_x: &mut [f32]) {
+        self.input_gradient(grad_out, kernels, grad_x)
+    }
+
+    /// [`Self::add_input_gradient`] into a new gradient, written once instead of cleared and
+    /// added into (the same bits).
+    pub fn write_input_gradient<'a>(
+        &self,
+        grad_out: &[f32],
+        kernels: &[f32],
+        grad_x: &'a mut [MaybeUninit<f32>],
+    ) -> &'a mut [f32] {
+        self.input_gradient(grad_out, kernels, grad_x);
+        // SAFETY: `input_gradient` stores into every element: each sample's planes, each plane's
+        // positions (the lengths asserted there).
+        unsafe { assume_written(grad_x) }
+    }
+
+    fn input_gradient<G: GradTerm>(&self, grad_out: &[f32], kernels: &[f32], grad_x: &mut [G]) {
         let g = &self.g;
+        let (out_len, in_len) = (g.out_len().max(1), g.in_len().max(1));
+        assert!(
+            grad_out.len().is_multiple_of(out_len)
+                && grad_x.len().is_multiple_of(in_len)
+                && grad_x.len() / in_len == grad_out.len() / out_len,
+            "dL/dx of whole samples"
+        );
         let (k, ic) = (g.kernel, g.in_channels);
         let pad = k - 1 - g.padding;
         let (gh, gw) = (g.out_height() + 2 * pad, g.out_width() + 2 * pad);
@@ -165,7 +190,7 @@ impl DirectConv {
             implicit_gemm(&padded, &koff, &poff, kernels, ic, &mut product, false);
             for (c, plane) in grad_x.chunks_mut(positions).enumerate() {
                 for (d, row) in plane.iter_mut().zip(product.chunks(ic)) {
-                    *d += row[c];
+                    d.store(row[c]);
                 }
             }
         }

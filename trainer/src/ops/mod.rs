@@ -395,15 +395,45 @@ pub fn accumulate_into(grad: &mut [f32], src: &[f32]) {
     }
 }
 
+/// How a backward pass stores a term of an input's gradient: added to a gradient with values, or
+/// written into a new one as 0 + term, the bits of adding into zeros (a term of −0 gives +0 both
+/// ways), so that a new gradient is written once instead of cleared and added into.
+pub(crate) trait GradTerm {
+    fn store(&mut self, term: f32);
+}
+
+impl GradTerm for f32 {
+    #[inline(always)]
+    fn store(&mut self, term: f32) {
+        *self += term;
+    }
+}
+
+impl GradTerm for MaybeUninit<f32> {
+    #[inline(always)]
+    fn store(&mut self, term: f32) {
+        self.write(0.0 + term);
+    }
+}
+
+/// A new gradient's chunk once every element has been stored into ([`GradTerm`]).
+///
+/// # Safety
+/// Every element of `chunk` must have been written.
+pub(crate) unsafe fn assume_written(chunk: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: the caller's promise, and MaybeUninit<f32> has f32's layout.
+    unsafe { &mut *(chunk as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
 /// [`accumulate_into`] a new gradient: written once as 0 + src (the bits of adding into zeros:
 /// −0 becomes +0 as there) instead of cleared and added into.
 pub fn accumulate_into_new<'a>(grad: &'a mut [MaybeUninit<f32>], src: &[f32]) -> &'a mut [f32] {
     assert_eq!(grad.len(), src.len(), "a gradient and its source's lengths");
     for (g, s) in grad.iter_mut().zip(src) {
-        g.write(0.0 + s);
+        g.store(*s);
     }
     // SAFETY: every element was written just above (the lengths are equal).
-    unsafe { &mut *(grad as *mut [MaybeUninit<f32>] as *mut [f32]) }
+    unsafe { assume_written(grad) }
 }
 
 #[cfg(test)]
