@@ -519,19 +519,6 @@ fn writing_a_new_output_equals_the_slice_forward() {
             );
         }
     }
-    #[derive(Debug)]
-    struct Cube;
-    impl ActivationFunction for Cube {
-        fn name(&self) -> &str {
-            "cube"
-        }
-        fn value(&self, x: f32) -> f32 {
-            x * x * x
-        }
-        fn derivative(&self, x: f32) -> f32 {
-            3.0 * x * x
-        }
-    }
     let mut new = [MaybeUninit::<f32>::uninit(); 3];
     assert_eq!(
         Cube.forward_slice_new(&[-2.0, 0.5, 3.0], &mut new),
