@@ -17,7 +17,7 @@ use rayon::prelude::*;
 
 use crate::ops::fast_math::{self, clamp};
 use crate::ops::tape_op::{tape_op, OpGrads};
-use crate::ops::{written_by_chunks, Activations, GradChunk, Values};
+use crate::ops::{assume_written, written_by_chunks, Activations, GradChunk, Values};
 use crate::saturation;
 use crate::site_capture::backward_with_sums;
 pub use crate::site_capture::{
@@ -463,7 +463,7 @@ impl ActivationFunction for Builtin {
     fn forward_slice_new<'a>(&self, z: &[f32], h: &'a mut [MaybeUninit<f32>]) -> &'a mut [f32] {
         builtin_forward_new(*self, z, h);
         // SAFETY: builtin_forward_new wrote every element (z and h have one length).
-        unsafe { &mut *(h as *mut [MaybeUninit<f32>] as *mut [f32]) }
+        unsafe { assume_written(h) }
     }
     fn backward_slice(&self, z: &[f32], grad_h: &[f32], grad_z: &mut [f32]) {
         builtin_backward(*self, z, grad_h, grad_z)
@@ -476,7 +476,7 @@ impl ActivationFunction for Builtin {
     ) -> &'a mut [f32] {
         builtin_backward_new(*self, z, grad_h, grad_z);
         // SAFETY: builtin_backward_new wrote every element (grad_z, grad_h and z have one length).
-        unsafe { &mut *(grad_z as *mut [MaybeUninit<f32>] as *mut [f32]) }
+        unsafe { assume_written(grad_z) }
     }
     fn max_derivative(&self) -> Option<f32> {
         Some(saturation::builtin_max_derivative(*self))

@@ -122,42 +122,13 @@ fn normalise(x: &[f32], y: &mut [MaybeUninit<f32>], layout: Layout, affine: &Aff
 }
 
 /// dL/dx += γ/σ·(g − mean(g) − x̂·mean(g·x̂)) for whole samples (the means 0 with running
-/// statistics), x̂ made again from x, compiled for AVX-512 and AVX2 too.
+/// statistics), x̂ made again from x, compiled for AVX-512 and AVX2 too: added into a gradient
+/// with values, or written into a new one ([`GradTerm`]).
 #[multiversion::multiversion(targets(
     "x86_64+avx2+fma+avx512f+avx512vl+avx512bw+avx512dq",
     "x86_64+avx2+fma"
 ))]
-fn add_input_gradient(
-    grad_x: &mut [f32],
-    grad_out: &[f32],
-    x: &[f32],
-    layout: Layout,
-    norm: (&[f32], &[f32]),
-    coefficients: (&[f32], &[f32], &[f32]),
-) {
-    input_gradient_terms(grad_x, grad_out, x, layout, norm, coefficients)
-}
-
-/// [`add_input_gradient`] into a new gradient, written once instead of cleared and added into.
-#[multiversion::multiversion(targets(
-    "x86_64+avx2+fma+avx512f+avx512vl+avx512bw+avx512dq",
-    "x86_64+avx2+fma"
-))]
-fn write_input_gradient(
-    grad_x: &mut [MaybeUninit<f32>],
-    grad_out: &[f32],
-    x: &[f32],
-    layout: Layout,
-    norm: (&[f32], &[f32]),
-    coefficients: (&[f32], &[f32], &[f32]),
-) {
-    input_gradient_terms(grad_x, grad_out, x, layout, norm, coefficients)
-}
-
-/// The dL/dx terms of whole samples, inlined into each caller so that it compiles for the
-/// caller's target features.
-#[inline(always)]
-fn input_gradient_terms<G: GradTerm>(
+fn input_gradient<G: GradTerm>(
     grad_x: &mut [G],
     grad_out: &[f32],
     x: &[f32],
@@ -165,7 +136,10 @@ fn input_gradient_terms<G: GradTerm>(
     norm: (&[f32], &[f32]),
     coefficients: (&[f32], &[f32], &[f32]),
 ) {
-    assert!(grad_x.len() == grad_out.len() && x.len() == grad_out.len());
+    assert!(
+        grad_x.len() == grad_out.len() && x.len() == grad_out.len(),
+        "batch norm's dL/dx, dL/dy and x have one length"
+    );
     let sample = layout.sample_len();
     let samples = grad_x
         .chunks_mut(sample)
@@ -355,14 +329,12 @@ pub fn batch_norm<T: StepTape>(
             .for_each(|((grad_x, grad_out), x)| {
                 grad_x.fill(
                     |new| {
-                        write_input_gradient(new, grad_out, x, layout, norm, coefficients);
+                        input_gradient(new, grad_out, x, layout, norm, coefficients);
                         // SAFETY: every element was written (grad_x, grad_out and x have one
                         // length, asserted there).
                         unsafe { assume_written(new) }
                     },
-                    |existing| {
-                        add_input_gradient(existing, grad_out, x, layout, norm, coefficients)
-                    },
+                    |existing| input_gradient(existing, grad_out, x, layout, norm, coefficients),
                 );
             });
     };

@@ -378,11 +378,11 @@ fn writing_a_new_input_gradient_equals_adding_into_zeros() {
     let norm = (&mean[..], &inv_std[..]);
     let coefficients = (&scale[..], &mean_db[..], &mean_dg[..]);
     let mut added = vec![0.0f32; n];
-    add_input_gradient(&mut added, &grad_out, &x, layout, norm, coefficients);
+    input_gradient(&mut added, &grad_out, &x, layout, norm, coefficients);
     let mut new = vec![MaybeUninit::<f32>::uninit(); n];
-    write_input_gradient(&mut new, &grad_out, &x, layout, norm, coefficients);
+    input_gradient(&mut new, &grad_out, &x, layout, norm, coefficients);
     for (i, (w, a)) in new.iter().zip(&added).enumerate() {
-        // SAFETY: write_input_gradient wrote every element.
+        // SAFETY: input_gradient wrote every element.
         let w = unsafe { w.assume_init() };
         assert_eq!(
             w.to_bits(),

@@ -22,7 +22,7 @@ use std::sync::Mutex;
 
 use rayon::prelude::*;
 
-use super::zeroed;
+use super::{assume_written, zeroed};
 
 /// The gradient of one made batch while the backward pass collects it.
 #[derive(Debug, Default)]
@@ -133,9 +133,7 @@ impl<'a> GradInput<'a> {
                 Some(lent) if fresh => GradChunk(Kind::New { chunk, lent }),
                 // SAFETY: the buffer had values, or every element was written by an earlier call
                 // (`untouched` checked that all were).
-                _ => GradChunk(Kind::Existing(unsafe {
-                    &mut *(chunk as *mut [MaybeUninit<f32>] as *mut [f32])
-                })),
+                _ => GradChunk(Kind::Existing(unsafe { assume_written(chunk) })),
             })
     }
 
@@ -157,7 +155,7 @@ impl<'a> GradInput<'a> {
             self.par_chunks_mut(1 << 15).for_each(|_| {});
         }
         // SAFETY: the buffer had values, or every element was zeroed (`untouched`, or above).
-        unsafe { &mut *(self.grad as *mut [MaybeUninit<f32>] as *mut [f32]) }
+        unsafe { assume_written(self.grad) }
     }
 
     /// The gradient's values once the op has added into it (a copy for the instruments).
@@ -287,7 +285,7 @@ mod tests {
                                 v.write(c as f32 + value);
                             });
                             // SAFETY: every element was written just above.
-                            unsafe { &mut *(new as *mut [MaybeUninit<f32>] as *mut [f32]) }
+                            unsafe { assume_written(new) }
                         },
                         |old| old.iter_mut().for_each(|v| *v += c as f32 + value),
                     );

@@ -167,8 +167,8 @@ pub fn zeroed<T: Copy + Default>(dst: &mut [MaybeUninit<T>]) -> &mut [T] {
     for d in dst.iter_mut() {
         d.write(T::default());
     }
-    // SAFETY: every element was written just above, and MaybeUninit<T> has T's layout.
-    unsafe { &mut *(dst as *mut [MaybeUninit<T>] as *mut [T]) }
+    // SAFETY: every element was written just above.
+    unsafe { assume_written(dst) }
 }
 
 /// A new vector of `len` values that `fill(at, values)` writes, chunk by chunk on all cores:
@@ -416,13 +416,14 @@ impl GradTerm for MaybeUninit<f32> {
     }
 }
 
-/// A new gradient's chunk once every element has been stored into ([`GradTerm`]).
+/// A chunk of a new buffer as values, once every element has been written (an op's output, or
+/// a gradient stored into through [`GradTerm`]).
 ///
 /// # Safety
 /// Every element of `chunk` must have been written.
-pub(crate) unsafe fn assume_written(chunk: &mut [MaybeUninit<f32>]) -> &mut [f32] {
-    // SAFETY: the caller's promise, and MaybeUninit<f32> has f32's layout.
-    unsafe { &mut *(chunk as *mut [MaybeUninit<f32>] as *mut [f32]) }
+pub(crate) unsafe fn assume_written<T>(chunk: &mut [MaybeUninit<T>]) -> &mut [T] {
+    // SAFETY: the caller's promise, and MaybeUninit<T> has T's layout.
+    unsafe { &mut *(chunk as *mut [MaybeUninit<T>] as *mut [T]) }
 }
 
 /// [`accumulate_into`] a new gradient: written once as 0 + src (the bits of adding into zeros:
@@ -572,7 +573,7 @@ pub(crate) mod testing {
                     d.write(3 * i + 1);
                 }
                 // SAFETY: every element was written just above.
-                unsafe { &mut *(dst as *mut [MaybeUninit<usize>] as *mut [usize]) }
+                unsafe { assume_written(dst) }
             });
             let want: Vec<usize> = (0..len).map(|i| 3 * i + 1).collect();
             assert_eq!(v, want, "len {len}, chunk {chunk}");

@@ -6,7 +6,6 @@
 //! Hand-written for the reason of every op here: [`super::tape_op`] is for one input, and dfdx
 //! 0.13 offers no custom op beyond its tape primitives.
 
-use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 use dfdx::prelude::*;
@@ -15,8 +14,8 @@ use rayon::prelude::*;
 use super::linear::StepTape;
 use super::tape_op::{add_to_input_grad, output_grad, DfdxGrad};
 use super::{
-    accumulate_into, accumulate_into_new, input_values, written_by_chunks, Activations, GradSlot,
-    Values,
+    accumulate_into, accumulate_into_new, assume_written, input_values, written_by_chunks,
+    Activations, GradSlot, Values,
 };
 use crate::profile;
 
@@ -40,7 +39,7 @@ pub fn residual_add<T: StepTape>(main: Activations<T>, shortcut: Activations<T>)
                 s.write(x + y);
             }
             // SAFETY: every element was written just above (a, b and sum have one length).
-            unsafe { &mut *(sum as *mut [MaybeUninit<f32>] as *mut [f32]) }
+            unsafe { assume_written(sum) }
         })
     });
     let (out_tensor, sum) = Values::into_tensor(a_tensor.device(), sum, batch, features);
