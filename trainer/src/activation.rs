@@ -68,6 +68,22 @@ pub trait ActivationFunction: Send + Sync + fmt::Debug {
         self.backward_slice(z, grad_h, grad_z);
         grad_z
     }
+    /// [`Self::backward_slice_new`], and the instruments' sums of each `len`-element slice of z,
+    /// dL/dh and the dL/dz written into `sums` (one per slice), which must equal
+    /// [`SliceSums::of`] bit for bit. The default writes, then sums; the built-ins sum each
+    /// block as they write it, so the sums run while the next block's values arrive from memory.
+    fn backward_slice_new_with_sums<'a>(
+        &self,
+        z: &[f32],
+        grad_h: &[f32],
+        grad_z: &'a mut [MaybeUninit<f32>],
+        len: usize,
+        sums: &mut [SliceSums],
+    ) -> &'a mut [f32] {
+        let grad_z = self.backward_slice_new(z, grad_h, grad_z);
+        crate::site_capture::slice_sums(z, grad_h, grad_z, len, sums);
+        grad_z
+    }
     /// sup f′, the scale of `saturated_deriv_frac`. Unless stated, estimated on a grid
     /// ([`saturation::estimate_max_derivative`]); `None` makes that column null.
     fn max_derivative(&self) -> Option<f32> {
@@ -478,6 +494,23 @@ impl ActivationFunction for Builtin {
         // SAFETY: builtin_backward_new wrote every element (grad_z, grad_h and z have one length).
         unsafe { assume_written(grad_z) }
     }
+    fn backward_slice_new_with_sums<'a>(
+        &self,
+        z: &[f32],
+        grad_h: &[f32],
+        grad_z: &'a mut [MaybeUninit<f32>],
+        len: usize,
+        sums: &mut [SliceSums],
+    ) -> &'a mut [f32] {
+        if !fused_sums::backward_new_with_sums(*self, z, grad_h, grad_z, len, sums) {
+            let grad_z = self.backward_slice_new(z, grad_h, grad_z);
+            crate::site_capture::slice_sums(z, grad_h, grad_z, len, sums);
+            return grad_z;
+        }
+        // SAFETY: backward_new_with_sums wrote every element (grad_z, grad_h and z have one
+        // length) when it says true.
+        unsafe { assume_written(grad_z) }
+    }
     fn max_derivative(&self) -> Option<f32> {
         Some(saturation::builtin_max_derivative(*self))
     }
@@ -671,6 +704,9 @@ pub fn activate<T: dfdx::tensor::Tape<f32, Cpu>>(
         backward,
     )
 }
+
+#[path = "activation_fused_sums.rs"]
+mod fused_sums;
 
 #[cfg(test)]
 #[path = "activation_tests.rs"]

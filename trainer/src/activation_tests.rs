@@ -526,6 +526,63 @@ fn writing_a_new_output_equals_the_slice_forward() {
     );
 }
 
+/// Writing dL/dz and summing it in one pass (fused for the piecewise built-ins) gives, bit for
+/// bit, the gradient of adding into zeros and the sums in the records' order written out in the
+/// test, for every built-in and a user activation, over the dense grid (±0, ±∞ and NaN
+/// included) cut into slices with and without a tail.
+#[test]
+fn writing_and_summing_in_one_pass_equals_adding_into_zeros_then_summing() {
+    use crate::site_capture::eight_lane_abs_sum;
+    let mut z = dense_grid();
+    z.extend([f32::INFINITY, f32::NEG_INFINITY, f32::NAN, -f32::NAN]);
+    let grad_h: Vec<f32> = (0..z.len())
+        .map(|i| match i % 5 {
+            0 => -0.0,
+            1 => -1.5 - (i % 7) as f32,
+            2 => 0.75e-3,
+            3 => 1e30 * ((i % 3) as f32 - 1.0),
+            _ => (i % 11) as f32 - 5.0,
+        })
+        .collect();
+    let functions: Vec<Activation> = BUILTINS
+        .iter()
+        .map(|b| Arc::new(*b) as Activation)
+        .chain([Arc::new(Cube) as Activation])
+        .collect();
+    for f in &functions {
+        for len in [1usize, 7, 8, 9, 13, 64, 121, 676] {
+            // Whole slices of the grid, the specials at its end included.
+            let n = z.len() / len * len;
+            let (z, grad_h) = (&z[z.len() - n..], &grad_h[grad_h.len() - n..]);
+            let mut added = vec![0.0f32; n];
+            f.backward_slice(z, grad_h, &mut added);
+            let mut new = vec![MaybeUninit::<f32>::uninit(); n];
+            let mut sums = vec![SliceSums::default(); n / len];
+            let written = f.backward_slice_new_with_sums(z, grad_h, &mut new, len, &mut sums);
+            for (i, (w, a)) in written.iter().zip(&added).enumerate() {
+                assert_eq!(
+                    w.to_bits(),
+                    a.to_bits(),
+                    "{} at z = {}, dL/dh = {}: {w} written, {a} added",
+                    f.name(),
+                    z[i],
+                    grad_h[i]
+                );
+            }
+            for (s, got) in sums.iter().enumerate() {
+                let at = s * len..(s + 1) * len;
+                let context = format!("{}: slice {s} of length {len}", f.name());
+                let active = z[at.clone()].iter().filter(|&&v| v > 0.0).count() as u32;
+                let abs_h = eight_lane_abs_sum(&grad_h[at.clone()]);
+                let abs_z = eight_lane_abs_sum(&added[at]);
+                assert_eq!(got.active, active, "{context}");
+                assert_eq!(got.abs_grad_h.to_bits(), abs_h.to_bits(), "{context}");
+                assert_eq!(got.abs_grad_z.to_bits(), abs_z.to_bits(), "{context}");
+            }
+        }
+    }
+}
+
 #[test]
 fn slice_sums_count_and_sum_every_element_including_the_tail() {
     for len in [0usize, 1, 7, 8, 9, 676] {

@@ -3,8 +3,10 @@
 //! request, the site's arrays; and the backward pass that computes the sums with dL/dz.
 //!
 //! A slice's sums are `ops::lane_sum_of`'s 8-lane f32 sums, the order the records have always held.
-//! Where the CPU has AVX2 they are taken in one pass written with intrinsics by hand: the
-//! compiler does not vectorise that loop, and no crate sums in the records' fixed lane order.
+//! Where the CPU has AVX2 they are taken in one pass written with intrinsics by hand
+//! ([`avx2::Lanes`], which the piecewise built-ins also use to sum dL/dz in the loop that writes
+//! it): the compiler does not vectorise that loop, and no crate sums in the records' fixed lane
+//! order.
 
 use std::sync::{Arc, Mutex};
 
@@ -49,7 +51,13 @@ fn sums_of(z: &[f32], grad_h: &[f32], grad_z: &[f32]) -> SliceSums {
 }
 
 /// `out[i]` = the sums of the i-th slice of `len` elements of z, dL/dh and dL/dz.
-fn slice_sums(z: &[f32], grad_h: &[f32], grad_z: &[f32], len: usize, out: &mut [SliceSums]) {
+pub(crate) fn slice_sums(
+    z: &[f32],
+    grad_h: &[f32],
+    grad_z: &[f32],
+    len: usize,
+    out: &mut [SliceSums],
+) {
     assert!(
         z.len() == out.len() * len && grad_h.len() == z.len() && grad_z.len() == z.len(),
         "slice sums' lengths"
@@ -86,45 +94,86 @@ fn portable_slice_sums(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn slice_sums_avx2(z: &[f32], grad_h: &[f32], grad_z: &[f32], len: usize, out: &mut [SliceSums]) {
-    use std::arch::x86_64::*;
-    const LANES: usize = 8;
-    let (zero, sign) = (_mm256_setzero_ps(), _mm256_set1_ps(-0.0));
+    use std::arch::x86_64::_mm256_loadu_ps;
     for (i, sums) in out.iter_mut().enumerate() {
         let slice = i * len..(i + 1) * len;
         let (z, gh, gz) = (&z[slice.clone()], &grad_h[slice.clone()], &grad_z[slice]);
-        let full = len / LANES * LANES;
-        let (mut active, mut abs_h, mut abs_z) = (_mm256_setzero_si256(), zero, zero);
-        for at in (0..full).step_by(LANES) {
-            // SAFETY: at + 8 ≤ full ≤ len, the length of each of the three slices.
-            let (zv, hv, gv) = unsafe {
-                (
+        let whole = len / avx2::LANES * avx2::LANES;
+        let mut lanes = avx2::Lanes::new();
+        for at in (0..whole).step_by(avx2::LANES) {
+            // SAFETY: at + 8 ≤ whole ≤ len, the length of each of the three slices.
+            unsafe {
+                lanes.add(
                     _mm256_loadu_ps(z.as_ptr().add(at)),
                     _mm256_loadu_ps(gh.as_ptr().add(at)),
                     _mm256_loadu_ps(gz.as_ptr().add(at)),
                 )
             };
+        }
+        *sums = lanes.finish(&z[whole..], &gh[whole..], &gz[whole..]);
+    }
+}
+
+/// A slice's sums while an AVX2 loop takes them, 8 elements at a time, in the records' order.
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::SliceSums;
+
+    /// Elements a vector holds; lane i of each sum takes elements i, i + 8, … of the slice.
+    pub(crate) const LANES: usize = 8;
+
+    pub(crate) struct Lanes {
+        active: __m256i,
+        abs_grad_h: __m256,
+        abs_grad_z: __m256,
+    }
+
+    impl Lanes {
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        pub(crate) fn new() -> Self {
+            Self {
+                active: _mm256_setzero_si256(),
+                abs_grad_h: _mm256_setzero_ps(),
+                abs_grad_z: _mm256_setzero_ps(),
+            }
+        }
+
+        /// Adds the slice's next 8 elements of z, dL/dh and dL/dz.
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        pub(crate) fn add(&mut self, z: __m256, grad_h: __m256, grad_z: __m256) {
+            let sign = _mm256_set1_ps(-0.0);
             // z > 0 is all ones, −1 as an integer.
-            let positive = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_GT_OQ>(zv, zero));
-            active = _mm256_sub_epi32(active, positive);
-            abs_h = _mm256_add_ps(abs_h, _mm256_andnot_ps(sign, hv));
-            abs_z = _mm256_add_ps(abs_z, _mm256_andnot_ps(sign, gv));
+            let positive = _mm256_cmp_ps::<_CMP_GT_OQ>(z, _mm256_setzero_ps());
+            self.active = _mm256_sub_epi32(self.active, _mm256_castps_si256(positive));
+            self.abs_grad_h = _mm256_add_ps(self.abs_grad_h, _mm256_andnot_ps(sign, grad_h));
+            self.abs_grad_z = _mm256_add_ps(self.abs_grad_z, _mm256_andnot_ps(sign, grad_z));
         }
-        let (mut counts, mut lanes_h, mut lanes_z) = ([0u32; LANES], [0f32; LANES], [0f32; LANES]);
-        // SAFETY: each array holds 8 elements of 32 bits, one 256-bit vector.
-        unsafe {
-            _mm256_storeu_si256(counts.as_mut_ptr().cast(), active);
-            _mm256_storeu_ps(lanes_h.as_mut_ptr(), abs_h);
-            _mm256_storeu_ps(lanes_z.as_mut_ptr(), abs_z);
+
+        /// The slice's sums: the lanes added first to last, then its tail (the last `len % 8`
+        /// elements) left to right, as [`super::sums_of`] adds.
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        pub(crate) fn finish(self, z: &[f32], grad_h: &[f32], grad_z: &[f32]) -> SliceSums {
+            let (mut counts, mut lanes_h, mut lanes_z) =
+                ([0u32; LANES], [0f32; LANES], [0f32; LANES]);
+            // SAFETY: each array holds 8 elements of 32 bits, one 256-bit vector.
+            unsafe {
+                _mm256_storeu_si256(counts.as_mut_ptr().cast(), self.active);
+                _mm256_storeu_ps(lanes_h.as_mut_ptr(), self.abs_grad_h);
+                _mm256_storeu_ps(lanes_z.as_mut_ptr(), self.abs_grad_z);
+            }
+            SliceSums {
+                active: counts.iter().sum::<u32>() + z.iter().filter(|&&v| v > 0.0).count() as u32,
+                abs_grad_h: lanes_h.into_iter().sum::<f32>()
+                    + grad_h.iter().map(|v| v.abs()).sum::<f32>(),
+                abs_grad_z: lanes_z.into_iter().sum::<f32>()
+                    + grad_z.iter().map(|v| v.abs()).sum::<f32>(),
+            }
         }
-        let tail = full..len;
-        *sums = SliceSums {
-            active: counts.iter().sum::<u32>()
-                + z[tail.clone()].iter().filter(|&&v| v > 0.0).count() as u32,
-            abs_grad_h: lanes_h.into_iter().sum::<f32>()
-                + gh[tail.clone()].iter().map(|v| v.abs()).sum::<f32>(),
-            abs_grad_z: lanes_z.into_iter().sum::<f32>()
-                + gz[tail].iter().map(|v| v.abs()).sum::<f32>(),
-        };
     }
 }
 
@@ -222,8 +271,9 @@ pub(crate) fn backward_with_sums(
                 }
             } else {
                 // The derivative pass over a group of whole planes, then the group's sums while
-                // it is still in L1: one call per plane paid the loop's tail on every 11×11
-                // plane, one call per task left the sums to read the task back from L2.
+                // it is still in L1 (or both in one loop, where the activation fuses them): one
+                // call per plane paid the loop's tail on every 11×11 plane, one call per task
+                // left the sums to read the task back from L2.
                 let group = (SUMS_GROUP_ELEMENTS / positions).max(1) * positions;
                 let mut planes = vec![SliceSums::default(); group / positions];
                 let groups = z
@@ -231,9 +281,20 @@ pub(crate) fn backward_with_sums(
                     .zip(gh.chunks(group))
                     .zip(gz.into_chunks(group));
                 for (g, ((z, gh), gz)) in groups.enumerate() {
-                    let gz = backward_into(f, z, gh, gz);
                     let planes = &mut planes[..z.len() / positions];
-                    slice_sums(z, gh, gz, positions, planes);
+                    // A new gradient (the usual case: the site is z's only consumer) is written
+                    // and summed in one pass; one that holds values is added into, then summed.
+                    let mut summed = false;
+                    let gz = gz.fill(
+                        |gz| {
+                            summed = true;
+                            f.backward_slice_new_with_sums(z, gh, gz, positions, planes)
+                        },
+                        |gz| f.backward_slice(z, gh, gz),
+                    );
+                    if !summed {
+                        slice_sums(z, gh, gz, positions, planes);
+                    }
                     let first = g * group / positions;
                     for (i, plane) in planes.iter().enumerate() {
                         sums[(first + i) % neurons].add_slice(plane);
@@ -252,28 +313,30 @@ pub(crate) fn backward_with_sums(
     total
 }
 
+/// Σ |v| as the records have always summed it, written out for the tests: 8 lanes, lane i
+/// taking elements i, i + 8, … in order, the lanes added first to last, then the tail left to
+/// right.
+#[cfg(test)]
+pub(crate) fn eight_lane_abs_sum(v: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let full = v.len() / 8 * 8;
+    for (k, x) in v[..full].iter().enumerate() {
+        lanes[k % 8] += x.abs();
+    }
+    let mut total = 0f32;
+    for lane in lanes {
+        total += lane;
+    }
+    let mut tail = 0f32;
+    for x in &v[full..] {
+        tail += x.abs();
+    }
+    total + tail
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Σ |v| as the records have always summed it: 8 lanes, lane i taking elements i, i + 8, …
-    /// in order, the lanes added first to last, then the tail left to right.
-    fn eight_lane_abs_sum(v: &[f32]) -> f32 {
-        let mut lanes = [0f32; 8];
-        let full = v.len() / 8 * 8;
-        for (k, x) in v[..full].iter().enumerate() {
-            lanes[k % 8] += x.abs();
-        }
-        let mut total = 0f32;
-        for lane in lanes {
-            total += lane;
-        }
-        let mut tail = 0f32;
-        for x in &v[full..] {
-            tail += x.abs();
-        }
-        total + tail
-    }
 
     /// Each slice's sums are, bit for bit, those of the records' order, for slice lengths with
     /// and without a tail and any number of slices, by the dispatched code (AVX2 where the CPU
