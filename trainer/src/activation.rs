@@ -70,8 +70,9 @@ pub trait ActivationFunction: Send + Sync + fmt::Debug {
     }
     /// [`Self::backward_slice_new`], and the instruments' sums of each `len`-element slice of z,
     /// dL/dh and the dL/dz written into `sums` (one per slice), which must equal
-    /// [`SliceSums::of`] bit for bit. The default writes, then sums; the built-ins sum each
-    /// block as they write it, so the sums run while the next block's values arrive from memory.
+    /// [`SliceSums::of`] bit for bit. The default writes, then sums; relu, leaky-relu, softsign
+    /// and relu-softsign sum 8 values at a time as they write them, so the sums run while the
+    /// next values arrive from memory.
     fn backward_slice_new_with_sums<'a>(
         &self,
         z: &[f32],

@@ -124,6 +124,7 @@ mod x86 {
                 lanes.add(zv, hv, gv);
             }
             let tail = whole..len;
+            // These four derivatives have no multiply-add, so the FMA flag does not change them.
             for ((gz, &gh), &z) in gz[tail.clone()]
                 .iter_mut()
                 .zip(&gh[tail.clone()])
