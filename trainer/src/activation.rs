@@ -81,9 +81,7 @@ pub trait ActivationFunction: Send + Sync + fmt::Debug {
         len: usize,
         sums: &mut [SliceSums],
     ) -> &'a mut [f32] {
-        let grad_z = self.backward_slice_new(z, grad_h, grad_z);
-        crate::site_capture::slice_sums(z, grad_h, grad_z, len, sums);
-        grad_z
+        crate::site_capture::backward_new_then_sums(self, z, grad_h, grad_z, len, sums)
     }
     /// sup f′, the scale of `saturated_deriv_frac`. Unless stated, estimated on a grid
     /// ([`saturation::estimate_max_derivative`]); `None` makes that column null.
@@ -504,9 +502,7 @@ impl ActivationFunction for Builtin {
         sums: &mut [SliceSums],
     ) -> &'a mut [f32] {
         if !fused_sums::backward_new_with_sums(*self, z, grad_h, grad_z, len, sums) {
-            let grad_z = self.backward_slice_new(z, grad_h, grad_z);
-            crate::site_capture::slice_sums(z, grad_h, grad_z, len, sums);
-            return grad_z;
+            return crate::site_capture::backward_new_then_sums(self, z, grad_h, grad_z, len, sums);
         }
         // SAFETY: backward_new_with_sums wrote every element (grad_z, grad_h and z have one
         // length) when it says true.

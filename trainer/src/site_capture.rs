@@ -50,14 +50,24 @@ fn sums_of(z: &[f32], grad_h: &[f32], grad_z: &[f32]) -> SliceSums {
     }
 }
 
-/// `out[i]` = the sums of the i-th slice of `len` elements of z, dL/dh and dL/dz.
-pub(crate) fn slice_sums(
+/// dL/dz written into a new gradient by `f`, then the sums of each `len`-element slice taken
+/// in a second pass: [`ActivationFunction::backward_slice_new_with_sums`] for an activation
+/// that does not fuse the two.
+pub(crate) fn backward_new_then_sums<'a>(
+    f: &(impl ActivationFunction + ?Sized),
     z: &[f32],
     grad_h: &[f32],
-    grad_z: &[f32],
+    grad_z: &'a mut [std::mem::MaybeUninit<f32>],
     len: usize,
-    out: &mut [SliceSums],
-) {
+    sums: &mut [SliceSums],
+) -> &'a mut [f32] {
+    let grad_z = f.backward_slice_new(z, grad_h, grad_z);
+    slice_sums(z, grad_h, grad_z, len, sums);
+    grad_z
+}
+
+/// `out[i]` = the sums of the i-th slice of `len` elements of z, dL/dh and dL/dz.
+fn slice_sums(z: &[f32], grad_h: &[f32], grad_z: &[f32], len: usize, out: &mut [SliceSums]) {
     assert!(
         z.len() == out.len() * len && grad_h.len() == z.len() && grad_z.len() == z.len(),
         "slice sums' lengths"
