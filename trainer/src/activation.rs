@@ -286,7 +286,7 @@ impl Builtin {
             Builtin::Softplus => softplus::<FMA>(x),
             Builtin::Softsign => x / (1.0 + x.abs()),
             Builtin::ReluSoftplus => {
-                let negative = softplus::<FMA>(x) - std::f32::consts::LN_2;
+                let negative = fast_math::softplus_minus_ln2_nonpositive::<FMA>(x);
                 if x > 0.0 {
                     x
                 } else {
