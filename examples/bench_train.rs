@@ -54,8 +54,9 @@ struct Args {
     /// Activations, comma-separated.
     #[arg(long, default_value = "relu,relu-softsign", value_delimiter = ',')]
     activations: Vec<String>,
-    /// Peak f32 FLOP per cycle and core; by default 64 where the CPU has AVX-512 (two 512-bit
-    /// FMA pipes, as on Xeon Gold/Platinum and Zen 5) and 32 otherwise (two 256-bit pipes).
+    /// Peak f32 FLOP per cycle and core; by default 64 where the CPU has AVX-512 at full width
+    /// (two 512-bit FMA pipes, as on Xeon Gold/Platinum and Zen 5) and 32 otherwise (two 256-bit
+    /// pipes, Zen 4's AVX-512 included).
     #[arg(long)]
     flops_per_cycle: Option<usize>,
     /// The net: a preset (lenet, cifar, cifar-bn, resnet20) or a layer spec.
@@ -117,12 +118,34 @@ fn has_avx512() -> bool {
     }
 }
 
-/// The clock of the first CPU in /proc/cpuinfo, in GHz.
-fn cpu_ghz() -> Option<f64> {
+/// The value of the first CPU's `field` in /proc/cpuinfo.
+fn cpu_info(field: &str) -> Option<String> {
     let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("cpu MHz"))?;
-    let mhz: f64 = line.split(':').nth(1)?.trim().parse().ok()?;
+    let line = info
+        .lines()
+        .find(|l| l.split(':').next().is_some_and(|k| k.trim() == field))?;
+    Some(line.split(':').nth(1)?.trim().to_string())
+}
+
+/// The clock of the first CPU in /proc/cpuinfo, in GHz. Under a hypervisor it can be the nominal
+/// clock, which the cores boost above, and the peak computed from it is then an underestimate.
+fn cpu_ghz() -> Option<f64> {
+    let mhz: f64 = cpu_info("cpu MHz")?.parse().ok()?;
     Some(mhz / 1000.0)
+}
+
+/// Peak f32 FLOP per cycle and core where `--flops-per-cycle` does not say: two FMA pipes of
+/// 16 lanes where AVX-512 runs at full width, of 8 lanes otherwise. Zen 4 (AMD family 25) has
+/// AVX-512 but runs each 512-bit FMA on its two 256-bit pipes, so it peaks at 32, like AVX2;
+/// Zen 5 (family 26) has 512-bit pipes.
+fn default_flops_per_cycle() -> usize {
+    let zen4 = cpu_info("vendor_id").as_deref() == Some("AuthenticAMD")
+        && cpu_info("cpu family").as_deref() == Some("25");
+    if has_avx512() && !zen4 {
+        64
+    } else {
+        32
+    }
 }
 
 /// Floating-point operations of one training image (forward, dL/dW, and dL/dx of every layer
@@ -473,7 +496,7 @@ fn main() -> anyhow::Result<()> {
     let batch = batch_size as f64;
     let layers = arch::resolve(&arch, dataset.input_shape(), dataset.classes)?;
     let flops = training_flops_per_image(&layers, dataset.input_shape());
-    let flops_per_cycle = flops_per_cycle.unwrap_or(if has_avx512() { 64 } else { 32 });
+    let flops_per_cycle = flops_per_cycle.unwrap_or_else(default_flops_per_cycle);
     let peak = cpu_ghz().map(|ghz| ghz * 1e9 * (flops_per_cycle * threads) as f64);
     let of_peak = |ips: f64| {
         let achieved = ips * flops;
