@@ -405,11 +405,13 @@ fn captured_sums_match_the_arrays_for_conv_and_dense_sites() {
     use crate::ops::Tape;
     let dev = Cpu::default();
     // 13 positions leave a tail after the 8 lanes; 3×3 = 9 positions a tail of 1; the
-    // large site spans several rayon tasks; the dense site has one position per neuron.
+    // large site spans several rayon tasks; a sample of 160 × 420 values spans two groups of
+    // planes, the first ending inside it; the dense site has one position per neuron.
     let shapes = [
         (5usize, [3usize, 13, 1]),
         (4, [2, 3, 3]),
         (3, [40, 30, 20]),
+        (2, [160, 21, 20]),
         (7, [6, 1, 1]),
         (300, [128, 1, 1]),
     ];
